@@ -1,0 +1,61 @@
+# The front door. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RIG_ENV := .rig/env
+
+.PHONY: help install lint format unit rig rig-down e2e test demo bench verify generate clean
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,rtc]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv with the project (editable) and dev extras
+	@echo "venv ready: $(VENV)"
+
+lint: install ## ruff, mypy --strict, import-linter, and stale generated files
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -m hack.generate --check
+
+format: install ## Format the code with ruff
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+generate: install ## Regenerate the chart's copy of the CRD
+	$(BIN)/python -m hack.generate
+
+verify: lint ## Alias: fails when a generated file is stale
+
+unit: install ## Unit tests of the pure modules (no rig)
+	$(BIN)/pytest tests/unit -q
+
+rig: install ## Build (cached) and start the rig; writes .rig/env
+	$(BIN)/python -m tests.rig up
+
+rig-down: ## Stop what `make rig` started
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.rig down; fi
+
+e2e: rig ## End-to-end tests against the rig
+	set -a; . $(RIG_ENV); set +a; $(BIN)/pytest tests/integration tests/e2e -q
+
+test: install lint unit e2e ## Install, lint, unit tests, then rig and end-to-end tests
+
+demo: rig ## The main job: an AgentWorker fleet on the rig
+	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m hack.demo
+
+bench: rig ## Benchmarks: this runtime side by side with livekit-agents
+	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.runtime
+
+clean: rig-down ## Remove the rig state and the venv
+	rm -rf .rig $(VENV)
