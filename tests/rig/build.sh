@@ -13,6 +13,10 @@ mkdir -p "$CACHE/src" "$CACHE/bin"
 
 log() { echo "[rig-build] $*" >&2; }
 
+# One build at a time: a second `make rig` waits for the first instead of racing it.
+exec 9>"$CACHE/build.lock"
+flock 9
+
 # A wrapper module is needed because the upstream go.mod files carry replace directives.
 init_module() {  # dir name
   rm -rf "$1"; mkdir -p "$1"

@@ -1,0 +1,1 @@
+"""Developer scripts the Makefile calls (code generation); never imported by the product."""
