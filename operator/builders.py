@@ -1,0 +1,270 @@
+"""Desired objects of an AgentWorker: the Deployment, PodDisruptionBudget and metrics Service.
+
+This module owns what the operator asks Kubernetes for: labels, the pod template (command,
+environment contract with the runtime, probes, restricted security defaults, grace period) and
+the rollout strategy. Every function is pure: it takes the parsed spec and the owner and returns
+plain dicts ready for server-side apply. It does no I/O and imports no kopf, kubernetes, aiohttp
+or prometheus_client; it never reads a Secret's value (credentials go by secretKeyRef only).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TypeAlias
+
+from agentworker_operator import spec as specs
+
+Manifest: TypeAlias = dict[str, Any]
+"""A Kubernetes object as sent to the API server (the wire boundary: loosely typed values)."""
+
+GROUP = "agentworker.dev"
+VERSION = "v1alpha1"
+KIND = "AgentWorker"
+PLURAL = "agentworkers"
+FIELD_MANAGER = "agentworker-operator"
+APP_NAME = "agent-worker"
+CONTAINER_NAME = "agent-worker"
+HTTP_PORT = 8081
+CREDENTIALS_KEYS = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+GRACE_MARGIN_S = 15
+"""Seconds added to drainTimeout + shutdownProcessTimeout for the pod's grace period."""
+
+LABEL_NAME = "app.kubernetes.io/name"
+LABEL_INSTANCE = "app.kubernetes.io/instance"
+LABEL_COMPONENT = "app.kubernetes.io/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+LABEL_PART_OF = "app.kubernetes.io/part-of"
+RESERVED_LABELS = frozenset({LABEL_NAME, LABEL_INSTANCE, LABEL_COMPONENT, LABEL_MANAGED_BY})
+
+RESTRICTED_POD_SECURITY: Manifest = {
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+RESTRICTED_CONTAINER_SECURITY: Manifest = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Owner:
+    """The AgentWorker that owns the built objects."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+def selector_labels(owner: Owner) -> dict[str, str]:
+    """Labels that pick this AgentWorker's pods: stable for the Deployment's lifetime."""
+    return {LABEL_NAME: APP_NAME, LABEL_INSTANCE: owner.name}
+
+
+def selector_string(owner: Owner) -> str:
+    """The pod selector as a label query, for status.selector (the scale subresource)."""
+    return ",".join(f"{k}={v}" for k, v in sorted(selector_labels(owner).items()))
+
+
+def labels(owner: Owner) -> dict[str, str]:
+    """The recommended app.kubernetes.io labels on everything the operator makes."""
+    return {
+        **selector_labels(owner),
+        LABEL_COMPONENT: "worker",
+        LABEL_MANAGED_BY: FIELD_MANAGER,
+        LABEL_PART_OF: "agentworker",
+    }
+
+
+def owner_reference(owner: Owner) -> Manifest:
+    """Controller reference so garbage collection removes children with the AgentWorker."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": owner.name,
+        "uid": owner.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(owner: Owner, name: str) -> Manifest:
+    return {
+        "name": name,
+        "namespace": owner.namespace,
+        "labels": labels(owner),
+        "ownerReferences": [owner_reference(owner)],
+    }
+
+
+def grace_period_s(spec: specs.AgentWorkerSpec) -> int:
+    """terminationGracePeriodSeconds: the drain, then job shutdown hooks, then a margin."""
+    return int(spec.drain_timeout_s + spec.shutdown_process_timeout_s + 0.999) + GRACE_MARGIN_S
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _permissions_json(perms: specs.Permissions) -> str:
+    return json.dumps(
+        {
+            "can_publish": perms.can_publish,
+            "can_subscribe": perms.can_subscribe,
+            "can_publish_data": perms.can_publish_data,
+            "can_update_metadata": perms.can_update_metadata,
+            "hidden": perms.hidden,
+        },
+        separators=(",", ":"),
+    )
+
+
+def _secret_env(name: str, secret: str) -> Manifest:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": name}}}
+
+
+def container_env(spec: specs.AgentWorkerSpec) -> list[Manifest]:
+    """The runtime's environment contract, then the user's env appended."""
+    plain = {
+        "LIVEKIT_URL": spec.livekit.url,
+        "AGENT_NAME": spec.agent_name,
+        "AGENT_WORKER_TYPE": spec.worker_type.value,
+        "AGENT_LOAD_THRESHOLD": _number(spec.load_threshold),
+        "AGENT_DRAIN_TIMEOUT_S": _number(spec.drain_timeout_s),
+        "AGENT_NUM_IDLE_PROCESSES": str(spec.num_idle_processes),
+        "AGENT_SHUTDOWN_PROCESS_TIMEOUT_S": _number(spec.shutdown_process_timeout_s),
+        "AGENT_JOB_MEMORY_WARN_MB": str(spec.job_memory.warn_mb),
+        "AGENT_JOB_MEMORY_LIMIT_MB": str(spec.job_memory.limit_mb),
+        "AGENT_PERMISSIONS": _permissions_json(spec.permissions),
+        "AGENT_LOG_LEVEL": spec.log_level.value,
+        "AGENT_PORT": str(HTTP_PORT),
+    }
+    env: list[Manifest] = [{"name": "LIVEKIT_URL", "value": plain.pop("LIVEKIT_URL")}]
+    env += [_secret_env(key, spec.livekit.credentials_secret) for key in CREDENTIALS_KEYS]
+    env += [{"name": name, "value": value} for name, value in plain.items()]
+    env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    env += [dict(var) for var in spec.env]
+    return env
+
+
+def _probe(path: str, *, period_s: int, failures: int) -> Manifest:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period_s,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def build_container(spec: specs.AgentWorkerSpec) -> Manifest:
+    """The one runtime container: `agent-worker start <entrypoint>` on port 8081 ("http")."""
+    container: Manifest = {
+        "name": CONTAINER_NAME,
+        "image": spec.image,
+        "command": ["agent-worker"],
+        "args": ["start", spec.entrypoint],
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "env": container_env(spec),
+        # Readiness is "registered and not draining": a draining pod leaves the endpoints
+        # while it finishes its calls; it must never drop because a worker is merely full.
+        "readinessProbe": _probe("/readyz", period_s=2, failures=2),
+        "livenessProbe": _probe("/healthz", period_s=10, failures=3),
+        "securityContext": {
+            **RESTRICTED_CONTAINER_SECURITY,
+            **spec.pod_template.container_security_context,
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    if spec.image_pull_policy is not None:
+        container["imagePullPolicy"] = spec.image_pull_policy
+    if spec.resources:
+        container["resources"] = dict(spec.resources)
+    return container
+
+
+def build_pod_template(owner: Owner, spec: specs.AgentWorkerSpec) -> Manifest:
+    """The pod: user overlay first, the operator's labels and restricted defaults win or merge."""
+    overlay = spec.pod_template
+    pod_spec: Manifest = {
+        "containers": [build_container(spec)],
+        "terminationGracePeriodSeconds": grace_period_s(spec),
+        "securityContext": {**RESTRICTED_POD_SECURITY, **overlay.security_context},
+        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "enableServiceLinks": False,
+    }
+    if overlay.service_account_name is None:
+        pod_spec["automountServiceAccountToken"] = False
+    else:
+        pod_spec["serviceAccountName"] = overlay.service_account_name
+    optional: Mapping[str, object] = {
+        "nodeSelector": dict(overlay.node_selector),
+        "tolerations": list(overlay.tolerations),
+        "affinity": overlay.affinity,
+        "imagePullSecrets": [{"name": name} for name in overlay.image_pull_secrets],
+        "priorityClassName": overlay.priority_class_name,
+    }
+    pod_spec.update({key: value for key, value in optional.items() if value})
+    metadata: Manifest = {"labels": {**overlay.labels, **labels(owner)}}
+    if overlay.annotations:
+        metadata["annotations"] = dict(overlay.annotations)
+    return {"metadata": metadata, "spec": pod_spec}
+
+
+def build_deployment(owner: Owner, spec: specs.AgentWorkerSpec, *, replicas: int) -> Manifest:
+    """The Deployment: `replicas` pods, rolled with maxUnavailable 0 so old pods drain last."""
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(owner, owner.name),
+        "spec": {
+            "replicas": replicas,
+            "revisionHistoryLimit": 5,
+            "selector": {"matchLabels": selector_labels(owner)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+            },
+            "template": build_pod_template(owner, spec),
+        },
+    }
+
+
+def build_pod_disruption_budget(owner: Owner) -> Manifest:
+    """At most one worker evicted at a time; evictions still drain through the grace period."""
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(owner, owner.name),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(owner)}},
+    }
+
+
+def metrics_service_name(owner: Owner) -> str:
+    """Name of the headless Service that lists every worker pod for metrics scraping."""
+    return f"{owner.name}-metrics"
+
+
+def build_metrics_service(owner: Owner) -> Manifest:
+    """Headless Service over all pods, draining ones included, for /metrics and /worker."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(owner, metrics_service_name(owner)),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(owner),
+            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def desired_replicas(spec: specs.AgentWorkerSpec, *, recommended: int | None = None) -> int:
+    """Replicas for the Deployment: spec.replicas, or the autoscaler's value within [min, max]."""
+    if not spec.autoscaling.enabled:
+        return spec.replicas
+    value = spec.replicas if recommended is None else recommended
+    return max(spec.autoscaling.min_replicas, min(spec.autoscaling.max_replicas, value))

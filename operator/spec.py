@@ -1,0 +1,436 @@
+"""The AgentWorker spec as a typed, frozen value: `parse_spec` turns the raw dict into it.
+
+This module owns the meaning of every spec field and its default (the CRD declares the same
+defaults; a unit test keeps the two in step). It does no I/O and imports no kopf, kubernetes,
+aiohttp or prometheus_client. Bad input raises `InvalidSpecError` naming the field, the value
+and what would be right; any other exception escaping `parse_spec` is a bug.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeAlias, TypeVar
+
+JSON: TypeAlias = "str | int | float | bool | list[JSON] | dict[str, JSON] | None"
+"""A value passed through to the pod template unchanged (affinity, tolerations, env sources)."""
+
+_DURATION = re.compile(r"(?:[0-9]+(?:ms|h|m|s))+")
+_DURATION_PART = re.compile(r"([0-9]+)(ms|h|m|s)")
+_DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_ENTRYPOINT = re.compile(
+    r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
+)
+RESERVED_ENV_PREFIXES = ("AGENT_", "LIVEKIT_")
+RESERVED_ENV_NAMES = frozenset({"POD_IP"})
+MAX_DURATION_S = 24 * 3600.0
+_E = TypeVar("_E", bound=enum.StrEnum)
+
+
+class WorkerType(enum.StrEnum):
+    """How LiveKit dispatches jobs to the worker (the seeds' WorkerType)."""
+
+    ROOM = "ROOM"
+    PUBLISHER = "PUBLISHER"
+    PARTICIPANT = "PARTICIPANT"
+
+
+class LogLevel(enum.StrEnum):
+    """The runtime's log level (the seeds' `--log-level`)."""
+
+    DEBUG = "DEBUG"
+    INFO = "INFO"
+    WARNING = "WARNING"
+    ERROR = "ERROR"
+    CRITICAL = "CRITICAL"
+
+
+class InvalidSpecError(ValueError):
+    """The spec cannot be turned into workers; the message names field, value and the fix."""
+
+    def __init__(self, path: str, value: object, expected: str) -> None:
+        self.path = path
+        self.value = value
+        self.expected = expected
+        super().__init__(f"{path}: {_show(value)} {expected}")
+
+
+def _show(value: object) -> str:
+    try:
+        text = json.dumps(value, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LiveKit:
+    """Where the workers register."""
+
+    url: str
+    """ws:// or wss:// URL of the LiveKit server."""
+    credentials_secret: str
+    """Name of a Secret in the same namespace with keys LIVEKIT_API_KEY and LIVEKIT_API_SECRET."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobMemory:
+    """Per-job memory watchdog of the runtime."""
+
+    warn_mb: int = 500
+    """Log a warning when a job process uses more than this many MB; 0 disables."""
+    limit_mb: int = 0
+    """Kill a job process that uses more than this many MB; 0 disables."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Permissions:
+    """What the agent participant may do in the room (the seeds' WorkerPermissions)."""
+
+    can_publish: bool = True
+    can_subscribe: bool = True
+    can_publish_data: bool = True
+    can_update_metadata: bool = True
+    hidden: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScalingBehavior:
+    """How fast the autoscaler may move in one direction."""
+
+    stabilization_window_s: float
+    """Seconds of recommendations considered before moving (the highest wins for scale-down)."""
+    step_pods: int
+    """At most this many pods added or removed per period."""
+    period_s: float
+    """Length of the period that step_pods applies to, in seconds."""
+
+
+DEFAULT_SCALE_UP = ScalingBehavior(stabilization_window_s=0.0, step_pods=4, period_s=15.0)
+DEFAULT_SCALE_DOWN = ScalingBehavior(stabilization_window_s=300.0, step_pods=1, period_s=60.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Autoscaling:
+    """Load-aware autoscaling; when disabled, spec.replicas drives the Deployment."""
+
+    enabled: bool = False
+    min_replicas: int = 1
+    max_replicas: int = 10
+    target_load: float = 0.5
+    """Average worker load the autoscaler aims at, in [0, 1]."""
+    scale_up: ScalingBehavior = DEFAULT_SCALE_UP
+    scale_down: ScalingBehavior = DEFAULT_SCALE_DOWN
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodTemplate:
+    """Overlay on the pod the operator builds; security contexts merge over restricted ones."""
+
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[JSON, ...] = ()
+    affinity: Mapping[str, JSON] | None = None
+    service_account_name: str | None = None
+    image_pull_secrets: tuple[str, ...] = ()
+    priority_class_name: str | None = None
+    security_context: Mapping[str, JSON] = field(default_factory=dict)
+    """Pod-level securityContext keys that replace the restricted defaults."""
+    container_security_context: Mapping[str, JSON] = field(default_factory=dict)
+    """Container-level securityContext keys that replace the restricted defaults."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AgentWorkerSpec:
+    """A validated AgentWorker spec with every default applied."""
+
+    agent_name: str = ""
+    """Name for explicit dispatch; empty means automatic dispatch."""
+    image: str
+    image_pull_policy: str | None = None
+    entrypoint: str
+    """module:function the runtime runs for each job."""
+    worker_type: WorkerType = WorkerType.ROOM
+    livekit: LiveKit
+    load_threshold: float = 0.7
+    """Load in [0, 1] above which a worker reports itself full."""
+    drain_timeout_s: float = 1800.0
+    """Seconds a draining worker waits for its jobs (default 30m)."""
+    num_idle_processes: int = 3
+    shutdown_process_timeout_s: float = 60.0
+    """Seconds a job process gets for its shutdown hooks (default 60s)."""
+    job_memory: JobMemory = JobMemory()
+    permissions: Permissions = Permissions()
+    log_level: LogLevel = LogLevel.INFO
+    replicas: int = 1
+    autoscaling: Autoscaling = Autoscaling()
+    resources: Mapping[str, JSON] = field(default_factory=dict)
+    env: tuple[Mapping[str, JSON], ...] = ()
+    """User EnvVars, appended after the operator's own."""
+    pod_template: PodTemplate = PodTemplate()
+
+
+def parse_duration_s(text: str) -> float | None:
+    """Seconds in a Go-style duration such as `30m` or `1h30m`, or None if it is not one."""
+    if not _DURATION.fullmatch(text):
+        return None
+    return sum(int(n) * _DURATION_UNIT_S[unit] for n, unit in _DURATION_PART.findall(text))
+
+
+class _Reader:
+    """Reads one mapping of the raw spec, naming the path of every field in its errors."""
+
+    def __init__(self, raw: object, path: str) -> None:
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise InvalidSpecError(path, raw, "is not an object")
+        self.raw: Mapping[object, object] = raw
+        self.path = path
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}"
+
+    def get(self, key: str) -> object:
+        return self.raw.get(key)
+
+    def child(self, key: str) -> _Reader:
+        return _Reader(self.raw.get(key), self.at(key))
+
+    def string(
+        self,
+        key: str,
+        default: str | None = None,
+        *,
+        pattern: re.Pattern[str] | None = None,
+        expected: str = "is not a string",
+    ) -> str:
+        value = self.raw.get(key, default)
+        if value is None:
+            raise InvalidSpecError(self.at(key), value, "is not set but is required")
+        if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
+            raise InvalidSpecError(self.at(key), value, expected)
+        return value
+
+    def optional_string(self, key: str) -> str | None:
+        value = self.raw.get(key)
+        return None if value is None else self.string(key)
+
+    def integer(self, key: str, default: int, *, low: int, high: int) -> int:
+        value = self.raw.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InvalidSpecError(self.at(key), value, f"is not an integer in [{low}, {high}]")
+        return value
+
+    def number(self, key: str, default: float, *, low: float, high: float) -> float:
+        value = self.raw.get(key, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not low <= value <= high
+        ):
+            raise InvalidSpecError(self.at(key), value, f"is not a number in [{low:g}, {high:g}]")
+        return float(value)
+
+    def boolean(self, key: str, default: bool) -> bool:
+        value = self.raw.get(key, default)
+        if not isinstance(value, bool):
+            raise InvalidSpecError(self.at(key), value, "is not true or false")
+        return value
+
+    def duration_s(self, key: str, default: str, *, high_s: float = MAX_DURATION_S) -> float:
+        text = self.raw.get(key, default)
+        seconds = parse_duration_s(text) if isinstance(text, str) else None
+        if seconds is None:
+            raise InvalidSpecError(self.at(key), text, "is not a duration like 30m")
+        if seconds > high_s:
+            raise InvalidSpecError(self.at(key), text, f"is longer than {high_s:g}s")
+        return seconds
+
+    def choice(self, key: str, kind: type[_E], default: _E) -> _E:
+        value = self.raw.get(key, default.value)
+        allowed = [member.value for member in kind]
+        if value not in allowed:
+            raise InvalidSpecError(self.at(key), value, f"is not one of {', '.join(allowed)}")
+        return kind(value)
+
+    def string_map(self, key: str) -> dict[str, str]:
+        value = self.raw.get(key) or {}
+        if not isinstance(value, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+        ):
+            raise InvalidSpecError(self.at(key), value, "is not a map of strings to strings")
+        return dict(value)
+
+    def json_object(self, key: str) -> dict[str, JSON]:
+        value = self.raw.get(key) or {}
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise InvalidSpecError(self.at(key), value, "is not an object")
+        return _as_json(value, self.at(key))  # type: ignore[return-value]  # a Mapping stays a dict
+
+    def json_list(self, key: str) -> list[JSON]:
+        value = self.raw.get(key) or []
+        if not isinstance(value, list):
+            raise InvalidSpecError(self.at(key), value, "is not a list")
+        return [_as_json(item, f"{self.at(key)}[{i}]") for i, item in enumerate(value)]
+
+
+def _as_json(value: object, path: str) -> JSON:
+    """A deep copy of plain JSON data; anything else is an error naming where it is."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        return [_as_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        return {str(k): _as_json(v, f"{path}.{k}") for k, v in value.items()}
+    raise InvalidSpecError(path, value, "is not JSON data")
+
+
+def parse_spec(raw: object) -> AgentWorkerSpec:
+    """The typed spec of an AgentWorker's raw `spec`, defaults applied; InvalidSpecError if bad."""
+    spec = _Reader(raw, "spec")
+    replicas = spec.integer("replicas", 1, low=0, high=1000)
+    return AgentWorkerSpec(
+        agent_name=spec.string("agentName", ""),
+        image=spec.string("image", pattern=_IMAGE, expected="is not an image reference"),
+        image_pull_policy=_pull_policy(spec),
+        entrypoint=spec.string("entrypoint", pattern=_ENTRYPOINT, expected=_ENTRYPOINT_HINT),
+        worker_type=spec.choice("workerType", WorkerType, WorkerType.ROOM),
+        livekit=_parse_livekit(spec.child("livekit")),
+        load_threshold=spec.number("loadThreshold", 0.7, low=0.0, high=1.0),
+        drain_timeout_s=spec.duration_s("drainTimeout", "30m"),
+        num_idle_processes=spec.integer("numIdleProcesses", 3, low=0, high=100),
+        shutdown_process_timeout_s=spec.duration_s("shutdownProcessTimeout", "60s", high_s=3600),
+        job_memory=_parse_job_memory(spec.child("jobMemory")),
+        permissions=_parse_permissions(spec.child("permissions")),
+        log_level=spec.choice("logLevel", LogLevel, LogLevel.INFO),
+        replicas=replicas,
+        autoscaling=_parse_autoscaling(spec.child("autoscaling"), spec),
+        resources=spec.json_object("resources"),
+        env=_parse_env(spec),
+        pod_template=_parse_pod_template(spec.child("podTemplate")),
+    )
+
+
+_ENTRYPOINT_HINT = "is not a module:function entrypoint like my_agent.main:entrypoint"
+_PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+_IMAGE = re.compile(r"[^\s]+")
+
+
+def _pull_policy(spec: _Reader) -> str | None:
+    value = spec.optional_string("imagePullPolicy")
+    if value is not None and value not in _PULL_POLICIES:
+        raise InvalidSpecError(
+            spec.at("imagePullPolicy"), value, "is not Always, IfNotPresent or Never"
+        )
+    return value
+
+
+def _parse_livekit(livekit: _Reader) -> LiveKit:
+    url = livekit.string(
+        "url", pattern=re.compile(r"wss?://[^\s/]+.*"), expected="is not a ws:// or wss:// URL"
+    )
+    secret = livekit.child("credentialsSecret").string(
+        "name", pattern=_DNS_NAME, expected=_DNS_HINT
+    )
+    return LiveKit(url=url, credentials_secret=secret)
+
+
+_DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_DNS_HINT = "is not a Secret name (lowercase letters, digits, '-' and '.')"
+
+
+def _parse_job_memory(memory: _Reader) -> JobMemory:
+    warn = memory.integer("warnMB", 500, low=0, high=1_048_576)
+    limit = memory.integer("limitMB", 0, low=0, high=1_048_576)
+    if limit and warn > limit:
+        raise InvalidSpecError(
+            memory.at("limitMB"), limit, f"is below warnMB ({warn}); use 0 or >= warnMB"
+        )
+    return JobMemory(warn_mb=warn, limit_mb=limit)
+
+
+def _parse_permissions(perms: _Reader) -> Permissions:
+    return Permissions(
+        can_publish=perms.boolean("canPublish", True),
+        can_subscribe=perms.boolean("canSubscribe", True),
+        can_publish_data=perms.boolean("canPublishData", True),
+        can_update_metadata=perms.boolean("canUpdateMetadata", True),
+        hidden=perms.boolean("hidden", False),
+    )
+
+
+def _parse_behavior(behavior: _Reader, default: ScalingBehavior) -> ScalingBehavior:
+    return ScalingBehavior(
+        stabilization_window_s=behavior.duration_s(
+            "stabilizationWindow", f"{int(default.stabilization_window_s)}s"
+        ),
+        step_pods=behavior.integer("stepPods", default.step_pods, low=1, high=1000),
+        period_s=behavior.duration_s("period", f"{int(default.period_s)}s"),
+    )
+
+
+def _parse_autoscaling(scaling: _Reader, spec: _Reader) -> Autoscaling:
+    low = scaling.integer("minReplicas", 1, low=0, high=1000)
+    high = scaling.integer("maxReplicas", 10, low=1, high=1000)
+    if low > high:
+        raise InvalidSpecError(scaling.at("minReplicas"), low, f"is above maxReplicas ({high})")
+    target = scaling.number("targetLoad", 0.5, low=0.0, high=1.0)
+    threshold = spec.number("loadThreshold", 0.7, low=0.0, high=1.0)
+    if target > threshold:
+        raise InvalidSpecError(
+            scaling.at("targetLoad"), target, f"is above loadThreshold ({threshold:g})"
+        )
+    return Autoscaling(
+        enabled=scaling.boolean("enabled", False),
+        min_replicas=low,
+        max_replicas=high,
+        target_load=target,
+        scale_up=_parse_behavior(scaling.child("scaleUp"), DEFAULT_SCALE_UP),
+        scale_down=_parse_behavior(scaling.child("scaleDown"), DEFAULT_SCALE_DOWN),
+    )
+
+
+def _parse_env(spec: _Reader) -> tuple[Mapping[str, JSON], ...]:
+    env: list[Mapping[str, JSON]] = []
+    seen: set[str] = set()
+    for i, item in enumerate(spec.json_list("env")):
+        var = _Reader(item, f"spec.env[{i}]")
+        name = var.string(
+            "name",
+            pattern=re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*"),
+            expected="is not an environment variable name",
+        )
+        if name.startswith(RESERVED_ENV_PREFIXES) or name in RESERVED_ENV_NAMES:
+            raise InvalidSpecError(
+                var.at("name"),
+                name,
+                "is set by the operator (AGENT_*, LIVEKIT_*, POD_IP); use the spec field",
+            )
+        if name in seen:
+            raise InvalidSpecError(var.at("name"), name, "is listed twice")
+        seen.add(name)
+        env.append(item)  # type: ignore[arg-type]  # _Reader checked it is a mapping
+    return tuple(env)
+
+
+def _parse_pod_template(template: _Reader) -> PodTemplate:
+    pull_secrets = []
+    for i, ref in enumerate(template.json_list("imagePullSecrets")):
+        pull_secrets.append(_Reader(ref, f"{template.at('imagePullSecrets')}[{i}]").string("name"))
+    return PodTemplate(
+        labels=template.string_map("labels"),
+        annotations=template.string_map("annotations"),
+        node_selector=template.string_map("nodeSelector"),
+        tolerations=tuple(template.json_list("tolerations")),
+        affinity=template.json_object("affinity") or None,
+        service_account_name=template.optional_string("serviceAccountName"),
+        image_pull_secrets=tuple(pull_secrets),
+        priority_class_name=template.optional_string("priorityClassName"),
+        security_context=template.json_object("securityContext"),
+        container_security_context=template.json_object("containerSecurityContext"),
+    )

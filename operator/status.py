@@ -1,0 +1,259 @@
+"""The AgentWorker's status and conditions, decided from gathered facts with the clock passed in.
+
+This module owns what the status says: observedGeneration, replica counts, selector and the
+conditions Ready, Progressing, Degraded and ScalingLimited (each with a CamelCase reason, a
+message, lastTransitionTime and observedGeneration), which Events a change deserves, and the
+smallest patch that brings the stored status up to date (None when nothing changed). It is pure:
+no I/O, no kopf, kubernetes, aiohttp or prometheus_client; `now` is an argument.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+Status = dict[str, Any]
+"""The status subresource as stored (plain JSON)."""
+
+
+class ConditionType(enum.StrEnum):
+    """The condition types an AgentWorker reports."""
+
+    READY = "Ready"
+    PROGRESSING = "Progressing"
+    DEGRADED = "Degraded"
+    SCALING_LIMITED = "ScalingLimited"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """Something wrong that a person must fix; becomes Degraded=True and a Warning Event."""
+
+    reason: str
+    """CamelCase, e.g. InvalidSpec, SecretNotFound, SecretKeyMissing, RolloutStuck."""
+    message: str
+    """What is wrong and what would be right; never contains a secret value."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeploymentFacts:
+    """What the owned Deployment reports about itself."""
+
+    generation: int
+    observed_generation: int
+    replicas: int
+    ready_replicas: int
+    updated_replicas: int
+    available_replicas: int
+    progress_deadline_exceeded: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Facts:
+    """Everything the status is decided from, gathered by the handlers in one go."""
+
+    generation: int
+    """metadata.generation of the AgentWorker."""
+    selector: str
+    desired_replicas: int | None
+    """Replicas the operator asked for; None when the spec could not be parsed."""
+    autoscaling_enabled: bool = False
+    problem: Problem | None = None
+    """A spec or credentials problem found before applying; the Deployment was left alone."""
+    deployment: DeploymentFacts | None = None
+    """None when the Deployment does not exist (yet)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Condition:
+    """One decided condition before timestamps are attached."""
+
+    type: ConditionType
+    status: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Event:
+    """A Kubernetes Event a person should see, posted on a condition change."""
+
+    type: str
+    """Normal or Warning."""
+    reason: str
+    message: str
+
+
+def _problem(facts: Facts) -> Problem | None:
+    if facts.problem is not None:
+        return facts.problem
+    dep = facts.deployment
+    if dep is not None and dep.progress_deadline_exceeded:
+        return Problem(
+            reason="RolloutStuck",
+            message="the Deployment exceeded its progress deadline: new workers never became "
+            "ready (check the image, the entrypoint and the LiveKit URL)",
+        )
+    return None
+
+
+def _rollout(facts: Facts) -> tuple[bool, str, str]:
+    """(in progress, reason, message) of the Deployment towards the desired replicas."""
+    dep, want = facts.deployment, facts.desired_replicas or 0
+    if dep is None:
+        return True, "Creating", "the Deployment does not exist yet"
+    if dep.observed_generation < dep.generation:
+        return True, "RollingOut", "the Deployment controller has not seen the latest spec yet"
+    if dep.updated_replicas < want:
+        return True, "RollingOut", f"{dep.updated_replicas}/{want} workers run the latest spec"
+    if dep.replicas > dep.updated_replicas:
+        old = dep.replicas - dep.updated_replicas
+        return True, "RollingOut", f"{old} old workers are draining"
+    if dep.ready_replicas < want:
+        return True, "ScalingUp", f"{dep.ready_replicas}/{want} workers ready"
+    if dep.replicas > want:
+        return True, "ScalingDown", f"{dep.replicas - want} workers are draining"
+    return False, "RolloutComplete", f"{dep.ready_replicas}/{want} workers run the latest spec"
+
+
+def decide_conditions(facts: Facts) -> list[Condition]:
+    """The four conditions, in a fixed order, from the facts alone."""
+    problem = _problem(facts)
+    progressing, p_reason, p_message = _rollout(facts)
+    dep, want = facts.deployment, facts.desired_replicas or 0
+    ready_count = dep.ready_replicas if dep is not None else 0
+    if facts.problem is not None:
+        ready = Condition(
+            type=ConditionType.READY,
+            status=False,
+            reason=facts.problem.reason,
+            message=facts.problem.message,
+        )
+    elif progressing or dep is None:
+        ready = Condition(
+            type=ConditionType.READY,
+            status=False,
+            reason="WorkersNotReady",
+            message=p_message,
+        )
+    else:
+        ready = Condition(
+            type=ConditionType.READY,
+            status=True,
+            reason="WorkersReady",
+            message=f"{ready_count}/{want} workers ready",
+        )
+    degraded = Condition(
+        type=ConditionType.DEGRADED,
+        status=problem is not None,
+        reason=problem.reason if problem else "AsExpected",
+        message=problem.message if problem else "no problem found",
+    )
+    progress = Condition(
+        type=ConditionType.PROGRESSING,
+        status=progressing,
+        reason=p_reason,
+        message=p_message,
+    )
+    if facts.autoscaling_enabled:
+        limited = Condition(
+            type=ConditionType.SCALING_LIMITED,
+            status=False,
+            reason="WithinLimits",
+            message="the desired replicas are within [minReplicas, maxReplicas]",
+        )
+    else:
+        limited = Condition(
+            type=ConditionType.SCALING_LIMITED,
+            status=False,
+            reason="AutoscalingDisabled",
+            message="spec.replicas drives the Deployment",
+        )
+    return [ready, progress, degraded, limited]
+
+
+def _timestamp(now: datetime.datetime) -> str:
+    return now.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def render_conditions(
+    decided: Sequence[Condition],
+    previous: Sequence[Mapping[str, Any]],
+    *,
+    generation: int,
+    now: datetime.datetime,
+) -> list[dict[str, Any]]:
+    """Conditions as stored; lastTransitionTime moves only when the status flips."""
+    before = {c.get("type"): c for c in previous if isinstance(c, Mapping)}
+    rendered = []
+    for condition in decided:
+        status = "True" if condition.status else "False"
+        old = before.get(condition.type.value)
+        same = old is not None and old.get("status") == status and old.get("lastTransitionTime")
+        rendered.append(
+            {
+                "type": condition.type.value,
+                "status": status,
+                "reason": condition.reason,
+                "message": condition.message,
+                "lastTransitionTime": old["lastTransitionTime"]
+                if same and old
+                else _timestamp(now),
+                "observedGeneration": generation,
+            }
+        )
+    return rendered
+
+
+def desired_status(facts: Facts, previous: Mapping[str, Any], *, now: datetime.datetime) -> Status:
+    """The whole status the operator owns, given the facts and the stored status."""
+    conditions = previous.get("conditions")
+    dep = facts.deployment
+    status: Status = {
+        "observedGeneration": facts.generation,
+        "selector": facts.selector,
+        "replicas": dep.replicas if dep else 0,
+        "readyReplicas": dep.ready_replicas if dep else 0,
+        "updatedReplicas": dep.updated_replicas if dep else 0,
+        "conditions": render_conditions(
+            decide_conditions(facts),
+            conditions if isinstance(conditions, list) else [],
+            generation=facts.generation,
+            now=now,
+        ),
+    }
+    if facts.desired_replicas is not None:
+        status["desiredReplicas"] = facts.desired_replicas
+    return status
+
+
+def status_patch(previous: Mapping[str, Any], desired: Status) -> Status | None:
+    """The fields of `desired` that differ from `previous`; None when the status is current."""
+    patch = {key: value for key, value in desired.items() if previous.get(key) != value}
+    return patch or None
+
+
+def events_for(previous: Mapping[str, Any], desired: Status) -> list[Event]:
+    """Events for condition changes: a new or different problem, and becoming ready."""
+    old = {c.get("type"): c for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
+    events = []
+    for condition in desired["conditions"]:
+        before = old.get(condition["type"], {})
+        changed = (before.get("status"), before.get("reason")) != (
+            condition["status"],
+            condition["reason"],
+        )
+        if not changed:
+            continue
+        if condition["type"] == ConditionType.DEGRADED and condition["status"] == "True":
+            events.append(
+                Event(type="Warning", reason=condition["reason"], message=condition["message"])
+            )
+        elif condition["type"] == ConditionType.READY and condition["status"] == "True":
+            events.append(
+                Event(type="Normal", reason=condition["reason"], message=condition["message"])
+            )
+    return events

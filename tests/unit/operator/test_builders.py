@@ -1,0 +1,249 @@
+"""Builders: each spec field lands where the runtime and Kubernetes expect it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from agentworker_operator import builders
+from agentworker_operator import spec as specs
+from tests.unit.operator.test_spec import MINIMAL, with_
+
+OWNER = builders.Owner(name="support", namespace="team-a", uid="0000-1111")
+
+
+def deployment(raw: dict[str, Any] | None = None, *, replicas: int = 2) -> dict[str, Any]:
+    return builders.build_deployment(OWNER, specs.parse_spec(raw or MINIMAL), replicas=replicas)
+
+
+def pod_spec(raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = deployment(raw)["spec"]["template"]["spec"]
+    return spec
+
+
+def container(raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    first: dict[str, Any] = pod_spec(raw)["containers"][0]
+    return first
+
+
+def env(raw: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {var["name"]: var.get("value", var.get("valueFrom")) for var in container(raw)["env"]}
+
+
+def test_container_runs_agent_worker_start_with_the_entrypoint() -> None:
+    c = container()
+    assert c["command"] == ["agent-worker"]
+    assert c["args"] == ["start", "my_agent.main:entrypoint"]
+    assert c["image"] == "ghcr.io/acme/agent:1"
+    assert c["ports"] == [{"name": "http", "containerPort": 8081, "protocol": "TCP"}]
+
+
+def test_image_pull_policy_is_set_only_when_given() -> None:
+    assert "imagePullPolicy" not in container()
+    assert container(with_("imagePullPolicy", "Always"))["imagePullPolicy"] == "Always"
+
+
+def test_credentials_come_from_the_secret_by_reference_only() -> None:
+    values = env()
+    for key in ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET"):
+        assert values[key] == {"secretKeyRef": {"name": "lk", "key": key}}
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "var", "expected"),
+    [
+        ("livekit.url", "wss://lk.example.com", "LIVEKIT_URL", "wss://lk.example.com"),
+        ("agentName", "support", "AGENT_NAME", "support"),
+        ("workerType", "PUBLISHER", "AGENT_WORKER_TYPE", "PUBLISHER"),
+        ("loadThreshold", 0.85, "AGENT_LOAD_THRESHOLD", "0.85"),
+        ("loadThreshold", 1, "AGENT_LOAD_THRESHOLD", "1"),
+        ("drainTimeout", "1h30m", "AGENT_DRAIN_TIMEOUT_S", "5400"),
+        ("drainTimeout", "1500ms", "AGENT_DRAIN_TIMEOUT_S", "1.5"),
+        ("numIdleProcesses", 0, "AGENT_NUM_IDLE_PROCESSES", "0"),
+        ("shutdownProcessTimeout", "2m", "AGENT_SHUTDOWN_PROCESS_TIMEOUT_S", "120"),
+        ("jobMemory.warnMB", 300, "AGENT_JOB_MEMORY_WARN_MB", "300"),
+        ("jobMemory.limitMB", 900, "AGENT_JOB_MEMORY_LIMIT_MB", "900"),
+        ("logLevel", "DEBUG", "AGENT_LOG_LEVEL", "DEBUG"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and v.isupper() else None,
+)
+def test_spec_field_becomes_runtime_env(path: str, value: object, var: str, expected: str) -> None:
+    assert env(with_(path, value))[var] == expected
+
+
+def test_port_and_pod_ip_are_in_the_env() -> None:
+    values = env()
+    assert values["AGENT_PORT"] == "8081"
+    assert values["POD_IP"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+
+
+def test_permissions_are_json_with_snake_case_keys() -> None:
+    raw = with_("permissions", {"canPublish": False, "hidden": True})
+    assert json.loads(env(raw)["AGENT_PERMISSIONS"]) == {
+        "can_publish": False,
+        "can_subscribe": True,
+        "can_publish_data": True,
+        "can_update_metadata": True,
+        "hidden": True,
+    }
+
+
+def test_user_env_is_appended_after_the_operators() -> None:
+    user = [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"configMapKeyRef": {}}}]
+    names = [var["name"] for var in container(with_("env", user))["env"]]
+    assert names[-2:] == ["A", "B"]
+    assert names.index("POD_IP") < names.index("A")
+
+
+def test_grace_period_is_drain_plus_shutdown_plus_margin() -> None:
+    raw = with_("drainTimeout", "10m")
+    raw["shutdownProcessTimeout"] = "30s"
+    assert pod_spec(raw)["terminationGracePeriodSeconds"] == 600 + 30 + builders.GRACE_MARGIN_S
+
+
+def test_probes_hit_readyz_and_healthz_on_the_http_port() -> None:
+    c = container()
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+
+
+def test_resources_are_passed_through() -> None:
+    resources = {"requests": {"cpu": "500m"}, "limits": {"memory": "1Gi"}}
+    assert container(with_("resources", resources))["resources"] == resources
+    assert "resources" not in container()
+
+
+def test_restricted_security_profile_by_default() -> None:
+    assert pod_spec()["securityContext"] == builders.RESTRICTED_POD_SECURITY
+    assert container()["securityContext"] == builders.RESTRICTED_CONTAINER_SECURITY
+    assert container()["volumeMounts"] == [{"name": "tmp", "mountPath": "/tmp"}]
+
+
+def test_pod_template_security_context_overrides_the_defaults() -> None:
+    raw = with_("podTemplate.securityContext", {"runAsNonRoot": False, "runAsUser": 0})
+    raw["podTemplate"]["containerSecurityContext"] = {"readOnlyRootFilesystem": False}
+    pod = pod_spec(raw)
+    assert pod["securityContext"]["runAsNonRoot"] is False
+    assert pod["securityContext"]["runAsUser"] == 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is False
+    assert pod["containers"][0]["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "key", "expected"),
+    [
+        ("nodeSelector", {"pool": "gpu"}, "nodeSelector", {"pool": "gpu"}),
+        ("tolerations", [{"key": "gpu", "operator": "Exists"}], "tolerations", None),
+        ("affinity", {"nodeAffinity": {}}, "affinity", None),
+        ("priorityClassName", "calls", "priorityClassName", "calls"),
+        ("imagePullSecrets", [{"name": "ghcr"}], "imagePullSecrets", [{"name": "ghcr"}]),
+        ("serviceAccountName", "agent", "serviceAccountName", "agent"),
+    ],
+    ids=lambda v: v if isinstance(v, str) and v[0].islower() and " " not in v else None,
+)
+def test_pod_template_field_lands_on_the_pod(
+    field: str, value: object, key: str, expected: object
+) -> None:
+    assert pod_spec(with_(f"podTemplate.{field}", value))[key] == (expected or value)
+
+
+def test_no_api_token_unless_a_service_account_is_named() -> None:
+    assert pod_spec()["automountServiceAccountToken"] is False
+    named = pod_spec(with_("podTemplate.serviceAccountName", "agent"))
+    assert "automountServiceAccountToken" not in named
+
+
+def test_pod_labels_and_annotations_merge_with_the_operators_labels_winning() -> None:
+    raw = with_("podTemplate.labels", {"team": "a", builders.LABEL_INSTANCE: "hijack"})
+    raw["podTemplate"]["annotations"] = {"note": "x"}
+    metadata = deployment(raw)["spec"]["template"]["metadata"]
+    assert metadata["labels"]["team"] == "a"
+    assert metadata["labels"][builders.LABEL_INSTANCE] == "support"
+    assert metadata["annotations"] == {"note": "x"}
+
+
+def test_recommended_labels_are_on_every_object() -> None:
+    built = [
+        deployment(),
+        builders.build_pod_disruption_budget(OWNER),
+        builders.build_metrics_service(OWNER),
+    ]
+    for manifest in built:
+        assert manifest["metadata"]["labels"] == {
+            "app.kubernetes.io/name": "agent-worker",
+            "app.kubernetes.io/instance": "support",
+            "app.kubernetes.io/component": "worker",
+            "app.kubernetes.io/managed-by": "agentworker-operator",
+            "app.kubernetes.io/part-of": "agentworker",
+        }
+        assert manifest["metadata"]["namespace"] == "team-a"
+        assert manifest["metadata"]["ownerReferences"] == [
+            {
+                "apiVersion": "agentworker.dev/v1alpha1",
+                "kind": "AgentWorker",
+                "name": "support",
+                "uid": "0000-1111",
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+
+
+def test_rolling_update_never_removes_a_worker_before_its_replacement() -> None:
+    strategy = deployment()["spec"]["strategy"]
+    assert strategy == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+    }
+
+
+def test_selector_is_name_and_instance_only() -> None:
+    assert deployment()["spec"]["selector"] == {
+        "matchLabels": {
+            "app.kubernetes.io/name": "agent-worker",
+            "app.kubernetes.io/instance": "support",
+        }
+    }
+    assert builders.selector_string(OWNER) == (
+        "app.kubernetes.io/instance=support,app.kubernetes.io/name=agent-worker"
+    )
+
+
+def test_replicas_argument_sets_the_deployment_replicas() -> None:
+    assert deployment(replicas=7)["spec"]["replicas"] == 7
+
+
+@pytest.mark.parametrize(
+    ("autoscaling", "replicas", "recommended", "expected"),
+    [
+        ({"enabled": False}, 3, 9, 3),
+        ({"enabled": True, "minReplicas": 2, "maxReplicas": 5}, 3, None, 3),
+        ({"enabled": True, "minReplicas": 2, "maxReplicas": 5}, 3, 9, 5),
+        ({"enabled": True, "minReplicas": 2, "maxReplicas": 5}, 0, None, 2),
+    ],
+    ids=["disabled-uses-spec", "enabled-no-advice", "clamped-to-max", "clamped-to-min"],
+)
+def test_desired_replicas(
+    autoscaling: dict[str, Any], replicas: int, recommended: int | None, expected: int
+) -> None:
+    raw = with_("autoscaling", autoscaling)
+    raw["replicas"] = replicas
+    assert builders.desired_replicas(specs.parse_spec(raw), recommended=recommended) == expected
+
+
+def test_pdb_allows_one_eviction_at_a_time() -> None:
+    pdb = builders.build_pod_disruption_budget(OWNER)
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"] == deployment()["spec"]["selector"]
+
+
+def test_metrics_service_is_headless_and_includes_draining_pods() -> None:
+    service = builders.build_metrics_service(OWNER)
+    assert service["metadata"]["name"] == "support-metrics"
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    assert service["spec"]["ports"][0]["targetPort"] == "http"

@@ -1,0 +1,71 @@
+"""The shipped CRD: names, subresources, printer columns, and a description on every field."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hack import generate
+
+CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "agentworker.dev_agentworkers.yaml"
+CRD: dict[str, Any] = yaml.safe_load(CRD_PATH.read_text())
+VERSION: dict[str, Any] = CRD["spec"]["versions"][0]
+SCHEMA: dict[str, Any] = VERSION["schema"]["openAPIV3Schema"]
+
+
+def _walk(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    for name, prop in schema.get("properties", {}).items():
+        yield f"{path}.{name}", prop
+        yield from _walk(prop, f"{path}.{name}")
+    if "items" in schema:
+        yield from _walk(schema["items"], f"{path}[]")
+
+
+def test_names_group_and_scope() -> None:
+    assert CRD["metadata"]["name"] == "agentworkers.agentworker.dev"
+    assert CRD["spec"]["names"]["shortNames"] == ["aw"]
+    assert CRD["spec"]["scope"] == "Namespaced"
+    assert VERSION["name"] == "v1alpha1"
+
+
+def test_scale_subresource_points_at_replicas_and_selector() -> None:
+    assert VERSION["subresources"] == {
+        "status": {},
+        "scale": {
+            "specReplicasPath": ".spec.replicas",
+            "statusReplicasPath": ".status.replicas",
+            "labelSelectorPath": ".status.selector",
+        },
+    }
+
+
+def test_printer_columns() -> None:
+    columns = [c["name"] for c in VERSION["additionalPrinterColumns"]]
+    assert columns == ["Agent", "Ready", "Desired", "Jobs", "Load", "Age"]
+
+
+def test_every_spec_and_status_field_has_a_description() -> None:
+    missing = [
+        path
+        for path, prop in _walk(SCHEMA, "")
+        if not prop.get("description") and not path.startswith((".metadata",))
+    ]
+    assert missing == []
+
+
+def test_cross_field_rules_are_cel() -> None:
+    rules = [
+        rule["rule"]
+        for _, prop in _walk(SCHEMA, "")
+        for rule in prop.get("x-kubernetes-validations", [])
+    ]
+    assert "self.minReplicas <= self.maxReplicas" in rules
+    assert any("targetLoad <= self.loadThreshold" in rule for rule in rules)
+
+
+def test_chart_copy_of_the_crd_is_current() -> None:
+    wanted = generate.render_chart_crd(CRD_PATH.read_text())
+    assert generate.CHART_CRD.read_text() == wanted, "run `make generate`"

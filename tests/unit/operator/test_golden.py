@@ -1,0 +1,77 @@
+"""Golden manifests: the whole Deployment, PDB and Service for the shipped example.
+
+Regenerate after an intended change with `UPDATE_GOLDEN=1 pytest tests/unit/operator/test_golden.py`
+and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from agentworker_operator import builders
+from agentworker_operator import spec as specs
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+GOLDEN = Path(__file__).resolve().parent / "golden"
+OWNER = builders.Owner(
+    name="basic-agent", namespace="default", uid="11111111-2222-3333-4444-555555555555"
+)
+
+FULL_SPEC: dict[str, Any] = {
+    "agentName": "support",
+    "image": "ghcr.io/acme/support:1.4.2",
+    "imagePullPolicy": "IfNotPresent",
+    "entrypoint": "support.agent:entrypoint",
+    "workerType": "PUBLISHER",
+    "livekit": {"url": "wss://lk.example.com", "credentialsSecret": {"name": "lk-creds"}},
+    "loadThreshold": 0.8,
+    "drainTimeout": "45m",
+    "numIdleProcesses": 2,
+    "shutdownProcessTimeout": "30s",
+    "jobMemory": {"warnMB": 700, "limitMB": 1500},
+    "permissions": {"canUpdateMetadata": False},
+    "logLevel": "DEBUG",
+    "replicas": 3,
+    "resources": {"requests": {"cpu": "1", "memory": "2Gi"}},
+    "env": [{"name": "MODEL", "value": "small"}],
+    "podTemplate": {
+        "labels": {"team": "support"},
+        "annotations": {"prometheus.io/scrape": "true"},
+        "nodeSelector": {"pool": "agents"},
+        "tolerations": [{"key": "agents", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {"podAntiAffinity": {}},
+        "serviceAccountName": "support-agent",
+        "priorityClassName": "calls",
+        "imagePullSecrets": [{"name": "ghcr"}],
+        "securityContext": {"runAsUser": 1000},
+        "containerSecurityContext": {"readOnlyRootFilesystem": False},
+    },
+}
+
+
+def _example_spec() -> specs.AgentWorkerSpec:
+    example = yaml.safe_load((REPO_ROOT / "examples" / "agentworker.yaml").read_text())
+    return specs.parse_spec(example["spec"])
+
+
+def _manifests(name: str) -> list[dict[str, Any]]:
+    spec = _example_spec() if name == "example" else specs.parse_spec(FULL_SPEC)
+    return [
+        builders.build_deployment(OWNER, spec, replicas=builders.desired_replicas(spec)),
+        builders.build_pod_disruption_budget(OWNER),
+        builders.build_metrics_service(OWNER),
+    ]
+
+
+@pytest.mark.parametrize("name", ["example", "full"])
+def test_manifests_match_golden_file(name: str) -> None:
+    rendered = yaml.safe_dump_all(_manifests(name), sort_keys=True)
+    path = GOLDEN / f"{name}.yaml"
+    if os.environ.get("UPDATE_GOLDEN") == "1":
+        path.write_text(rendered)
+    assert path.read_text() == rendered, f"{path} is stale: UPDATE_GOLDEN=1 and review the diff"

@@ -1,0 +1,178 @@
+"""parse_spec: defaults applied once (and equal to the CRD's), errors that name field and value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hypothesis.strategies as st
+import pytest
+import yaml
+from hypothesis import given, settings
+
+from agentworker_operator import spec as specs
+
+CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "agentworker.dev_agentworkers.yaml"
+
+MINIMAL: dict[str, Any] = {
+    "image": "ghcr.io/acme/agent:1",
+    "entrypoint": "my_agent.main:entrypoint",
+    "livekit": {"url": "ws://127.0.0.1:7880", "credentialsSecret": {"name": "lk"}},
+}
+
+
+def set_path(raw: dict[str, Any], path: str, value: object) -> dict[str, Any]:
+    """Set one dotted path in raw (creating parents) and return raw."""
+    *parents, last = path.split(".")
+    node = raw
+    for key in parents:
+        node = node.setdefault(key, {})
+    node[last] = value
+    return raw
+
+
+def with_(path: str, value: object) -> dict[str, Any]:
+    """A copy of MINIMAL with one dotted path set to value."""
+    return set_path(yaml.safe_load(yaml.safe_dump(MINIMAL)), path, value)
+
+
+def test_minimal_spec_gets_every_default() -> None:
+    parsed = specs.parse_spec(MINIMAL)
+    assert parsed.agent_name == ""
+    assert parsed.worker_type is specs.WorkerType.ROOM
+    assert parsed.load_threshold == 0.7
+    assert parsed.drain_timeout_s == 1800.0
+    assert parsed.num_idle_processes == 3
+    assert parsed.shutdown_process_timeout_s == 60.0
+    assert parsed.job_memory == specs.JobMemory(warn_mb=500, limit_mb=0)
+    assert parsed.permissions == specs.Permissions()
+    assert parsed.log_level is specs.LogLevel.INFO
+    assert parsed.replicas == 1
+    assert parsed.autoscaling == specs.Autoscaling()
+    assert parsed.env == ()
+    assert parsed.pod_template == specs.PodTemplate()
+
+
+def _crd_defaults(schema: dict[str, Any], prefix: str = "spec") -> dict[str, object]:
+    found: dict[str, object] = {}
+    for name, prop in schema.get("properties", {}).items():
+        if "default" in prop and prop["default"] != {}:
+            found[f"{prefix}.{name}"] = prop["default"]
+        found.update(_crd_defaults(prop, f"{prefix}.{name}"))
+    return found
+
+
+def test_crd_defaults_are_the_parser_defaults() -> None:
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    defaults = _crd_defaults(spec_schema)
+    explicit: dict[str, Any] = yaml.safe_load(yaml.safe_dump(MINIMAL))
+    for path, value in defaults.items():
+        set_path(explicit, path.removeprefix("spec."), value)
+    assert specs.parse_spec(explicit) == specs.parse_spec(MINIMAL)
+    assert len(defaults) >= 20
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30m", 1800.0), ("1h30m", 5400.0), ("0s", 0.0), ("250ms", 0.25), ("2h", 7200.0)],
+    ids=["minutes", "hours-and-minutes", "zero", "milliseconds", "hours"],
+)
+def test_parse_duration_reads_go_style_durations(text: str, seconds: float) -> None:
+    assert specs.parse_duration_s(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["ten", "30", "1.5h", "-1m", "", "m30"], ids=repr)
+def test_parse_duration_refuses_what_is_not_one(text: str) -> None:
+    assert specs.parse_duration_s(text) is None
+
+
+ERRORS = [
+    ("drainTimeout", "ten", 'spec.drainTimeout: "ten" is not a duration like 30m'),
+    ("drainTimeout", "25h", 'spec.drainTimeout: "25h" is longer than 86400s'),
+    ("entrypoint", "agent.py", 'spec.entrypoint: "agent.py" is not a module:function'),
+    ("workerType", "JT_ROOM", 'spec.workerType: "JT_ROOM" is not one of ROOM, PUBLISHER'),
+    ("loadThreshold", 1.5, "spec.loadThreshold: 1.5 is not a number in [0, 1]"),
+    ("loadThreshold", True, "spec.loadThreshold: true is not a number"),
+    ("replicas", -1, "spec.replicas: -1 is not an integer in [0, 1000]"),
+    ("numIdleProcesses", "3", 'spec.numIdleProcesses: "3" is not an integer'),
+    ("livekit.url", "http://x", 'spec.livekit.url: "http://x" is not a ws:// or wss:// URL'),
+    ("livekit.credentialsSecret", None, "spec.livekit.credentialsSecret.name: null is not set"),
+    ("logLevel", "VERBOSE", 'spec.logLevel: "VERBOSE" is not one of DEBUG'),
+    ("jobMemory", {"warnMB": 900, "limitMB": 800}, "spec.jobMemory.limitMB: 800 is below warnMB"),
+    ("autoscaling.minReplicas", 11, "spec.autoscaling.minReplicas: 11 is above maxReplicas (10)"),
+    ("autoscaling.targetLoad", 0.9, "spec.autoscaling.targetLoad: 0.9 is above loadThreshold"),
+    ("autoscaling.scaleDown.stepPods", 0, "spec.autoscaling.scaleDown.stepPods: 0 is not an"),
+    ("env", [{"name": "AGENT_NAME", "value": "x"}], 'spec.env[0].name: "AGENT_NAME" is set by'),
+    ("env", [{"name": "A"}, {"name": "A"}], 'spec.env[1].name: "A" is listed twice'),
+    ("env", "A=1", 'spec.env: "A=1" is not a list'),
+    ("podTemplate.labels", {"a": 1}, 'spec.podTemplate.labels: {"a": 1} is not a map of strings'),
+    ("podTemplate.imagePullSecrets", [{}], "spec.podTemplate.imagePullSecrets[0].name: null"),
+    ("imagePullPolicy", "Sometimes", 'spec.imagePullPolicy: "Sometimes" is not Always'),
+    ("image", "", 'spec.image: "" is not an image reference'),
+    ("permissions.hidden", "yes", 'spec.permissions.hidden: "yes" is not true or false'),
+]
+
+
+@pytest.mark.parametrize(("path", "value", "message"), ERRORS, ids=[e[0] for e in ERRORS])
+def test_invalid_field_error_names_field_value_and_fix(
+    path: str, value: object, message: str
+) -> None:
+    with pytest.raises(specs.InvalidSpecError) as caught:
+        specs.parse_spec(with_(path, value))
+    assert str(caught.value).startswith(message)
+
+
+def test_spec_that_is_not_an_object_is_refused() -> None:
+    with pytest.raises(specs.InvalidSpecError, match=r"^spec: \[1\] is not an object"):
+        specs.parse_spec([1])
+
+
+def test_missing_required_field_is_named() -> None:
+    with pytest.raises(specs.InvalidSpecError, match=r"^spec\.entrypoint: null is not set"):
+        specs.parse_spec({k: v for k, v in MINIMAL.items() if k != "entrypoint"})
+
+
+def test_long_values_are_shortened_in_errors() -> None:
+    with pytest.raises(specs.InvalidSpecError) as caught:
+        specs.parse_spec(with_("drainTimeout", "x" * 500))
+    assert len(str(caught.value)) < 140
+
+
+JSONS = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+FIELDS = st.sampled_from(
+    [
+        "image",
+        "entrypoint",
+        "livekit",
+        "drainTimeout",
+        "env",
+        "podTemplate",
+        "autoscaling",
+        "jobMemory",
+        "permissions",
+        "replicas",
+        "loadThreshold",
+        "workerType",
+        "resources",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(FIELDS, JSONS, max_size=6) | JSONS)
+def test_parse_spec_never_crashes_on_arbitrary_input(raw: object) -> None:
+    candidate = {**MINIMAL, **raw} if isinstance(raw, dict) else raw
+    try:
+        specs.parse_spec(candidate)
+    except specs.InvalidSpecError as error:
+        message = str(error)
+    else:
+        message = "spec: parsed"
+    assert message.startswith("spec")

@@ -1,0 +1,143 @@
+"""Status: conditions decided from facts, timestamps kept until a flip, patches only on change."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Any
+
+import pytest
+
+from agentworker_operator import status
+
+NOW = datetime.datetime(2026, 11, 23, 10, 0, 0, tzinfo=datetime.UTC)
+LATER = NOW + datetime.timedelta(minutes=5)
+SELECTOR = "app.kubernetes.io/instance=a,app.kubernetes.io/name=agent-worker"
+
+
+def dep(**overrides: Any) -> status.DeploymentFacts:
+    values: dict[str, Any] = {
+        "generation": 2,
+        "observed_generation": 2,
+        "replicas": 3,
+        "ready_replicas": 3,
+        "updated_replicas": 3,
+        "available_replicas": 3,
+    }
+    values.update(overrides)
+    return status.DeploymentFacts(**values)
+
+
+def facts(**overrides: Any) -> status.Facts:
+    values: dict[str, Any] = {
+        "generation": 4,
+        "selector": SELECTOR,
+        "desired_replicas": 3,
+        "deployment": dep(),
+    }
+    values.update(overrides)
+    return status.Facts(**values)
+
+
+def conditions(f: status.Facts) -> dict[str, tuple[bool, str]]:
+    return {c.type.value: (c.status, c.reason) for c in status.decide_conditions(f)}
+
+
+def test_all_ready_is_ready_not_progressing_not_degraded() -> None:
+    assert conditions(facts()) == {
+        "Ready": (True, "WorkersReady"),
+        "Progressing": (False, "RolloutComplete"),
+        "Degraded": (False, "AsExpected"),
+        "ScalingLimited": (False, "AutoscalingDisabled"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("deployment", "reason"),
+    [
+        (None, "Creating"),
+        (dep(observed_generation=1), "RollingOut"),
+        (dep(updated_replicas=1, replicas=4), "RollingOut"),
+        (dep(replicas=4, updated_replicas=3), "RollingOut"),
+        (dep(ready_replicas=1), "ScalingUp"),
+        (dep(replicas=5, updated_replicas=5, ready_replicas=5), "ScalingDown"),
+    ],
+    ids=[
+        "no-deployment",
+        "not-observed",
+        "new-pods-coming",
+        "old-pods-draining",
+        "pods-starting",
+        "scaling-down",
+    ],
+)
+def test_rollout_in_flight_is_progressing_and_not_ready(
+    deployment: status.DeploymentFacts | None, reason: str
+) -> None:
+    decided = conditions(facts(deployment=deployment))
+    assert decided["Progressing"] == (True, reason)
+    assert decided["Ready"] == (False, "WorkersNotReady")
+
+
+@pytest.mark.parametrize("reason", ["InvalidSpec", "SecretNotFound", "SecretKeyMissing"])
+def test_problem_is_degraded_and_not_ready_with_the_same_reason(reason: str) -> None:
+    problem = status.Problem(reason=reason, message="what is wrong")
+    decided = conditions(facts(problem=problem))
+    assert decided["Degraded"] == (True, reason)
+    assert decided["Ready"] == (False, reason)
+
+
+def test_progress_deadline_exceeded_is_degraded_rollout_stuck() -> None:
+    decided = conditions(facts(deployment=dep(ready_replicas=1, progress_deadline_exceeded=True)))
+    assert decided["Degraded"] == (True, "RolloutStuck")
+
+
+def test_autoscaling_enabled_reports_within_limits() -> None:
+    assert conditions(facts(autoscaling_enabled=True))["ScalingLimited"] == (False, "WithinLimits")
+
+
+def test_desired_status_carries_counts_selector_and_generation() -> None:
+    desired = status.desired_status(facts(deployment=dep(ready_replicas=2)), {}, now=NOW)
+    assert desired["observedGeneration"] == 4
+    assert desired["selector"] == SELECTOR
+    assert (desired["replicas"], desired["readyReplicas"], desired["desiredReplicas"]) == (3, 2, 3)
+    assert all(c["observedGeneration"] == 4 for c in desired["conditions"])
+    assert all(c["lastTransitionTime"] == "2026-11-23T10:00:00Z" for c in desired["conditions"])
+
+
+def test_transition_time_is_kept_until_the_status_flips() -> None:
+    first = status.desired_status(facts(deployment=dep(ready_replicas=2)), {}, now=NOW)
+    second = status.desired_status(facts(), first, now=LATER)
+    by_type = {c["type"]: c for c in second["conditions"]}
+    assert by_type["Ready"]["lastTransitionTime"] == "2026-11-23T10:05:00Z"
+    assert by_type["Degraded"]["lastTransitionTime"] == "2026-11-23T10:00:00Z"
+
+
+def test_unchanged_status_gives_no_patch() -> None:
+    first = status.desired_status(facts(), {}, now=NOW)
+    assert status.status_patch(first, status.desired_status(facts(), first, now=LATER)) is None
+
+
+def test_patch_holds_only_changed_fields() -> None:
+    first = status.desired_status(facts(), {}, now=NOW)
+    second = status.desired_status(facts(deployment=dep(ready_replicas=2)), first, now=LATER)
+    patch = status.status_patch(first, second)
+    assert patch is not None
+    assert set(patch) == {"readyReplicas", "conditions"}
+
+
+def test_new_problem_posts_one_warning_event_and_repeats_post_none() -> None:
+    problem = status.Problem(reason="SecretNotFound", message="Secret lk not found")
+    first = status.desired_status(facts(problem=problem), {}, now=NOW)
+    assert status.events_for({}, first) == [
+        status.Event(type="Warning", reason="SecretNotFound", message="Secret lk not found")
+    ]
+    again = status.desired_status(facts(problem=problem), first, now=LATER)
+    assert status.events_for(first, again) == []
+
+
+def test_becoming_ready_posts_a_normal_event() -> None:
+    starting = status.desired_status(facts(deployment=dep(ready_replicas=0)), {}, now=NOW)
+    ready = status.desired_status(facts(), starting, now=LATER)
+    assert status.events_for(starting, ready) == [
+        status.Event(type="Normal", reason="WorkersReady", message="3/3 workers ready")
+    ]
