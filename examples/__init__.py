@@ -1,0 +1,1 @@
+"""Example agents for the worker runtime (the seeds' examples, runnable as modules)."""

@@ -1,0 +1,184 @@
+"""The command line: `cli.run_app(opts)` for agent files, `agent-worker` for module:function.
+
+Owns argument parsing, where options come from (WorkerOptions, then AGENT_*/LIVEKIT_*/POD_IP
+variables, then flags), the log format (`start`: JSON lines, `dev`: coloured), the signal handlers
+and the exit code: 0 after a drain, 1 when LiveKit cannot be reached or the port is taken, 2 for
+invalid options. Secrets are never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any, NoReturn, cast
+
+from worker_runtime import logs
+from worker_runtime.connection import ConnectionFailed
+from worker_runtime.http_api import PortInUse
+from worker_runtime.options import (
+    InvalidOption,
+    WorkerOptions,
+    apply_overrides,
+    options_from_env,
+    parse_log_level,
+)
+from worker_runtime.worker import Worker
+
+logger = logging.getLogger("worker_runtime")
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)"
+    )
+    parser.add_argument("--url", help="LiveKit server URL (default: $LIVEKIT_URL)")
+    parser.add_argument("--api-key", help="LiveKit API key (default: $LIVEKIT_API_KEY)")
+    parser.add_argument("--api-secret", help="LiveKit API secret (default: $LIVEKIT_API_SECRET)")
+
+
+def _parser(with_target: bool) -> argparse.ArgumentParser:
+    prog = "agent-worker" if with_target else None
+    parser = argparse.ArgumentParser(prog=prog, description="Run a LiveKit agent worker.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, text in (("start", "production: JSON logs"), ("dev", "development: coloured logs")):
+        sub = commands.add_parser(name, help=text)
+        _add_common(sub)
+        if with_target:
+            sub.add_argument("target", help="module:function (the entrypoint) or module:options")
+            sub.add_argument("--prewarm", help="module:function run once in each job process")
+            sub.add_argument("--request", help="module:function deciding on each job offer")
+    return parser
+
+
+def _import_target(spec: str) -> object:
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise InvalidOption(f"target: {spec!r} is not module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise InvalidOption(f"target: cannot import {module_name!r} ({exc})") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise InvalidOption(f"target: {module_name!r} has no {attr!r}") from None
+
+
+def _import_callable(spec: str) -> Callable[..., Any]:
+    target = _import_target(spec)
+    if not callable(target):
+        raise InvalidOption(f"{spec}: {target!r} is not callable")
+    return cast(Callable[..., Any], target)
+
+
+def _options_from_target(args: argparse.Namespace) -> WorkerOptions:
+    target = _import_target(args.target)
+    opts = target if isinstance(target, WorkerOptions) else WorkerOptions(target)  # type: ignore[arg-type]  # validated by WorkerOptions
+    if args.prewarm:
+        opts = replace(opts, prewarm_fnc=_import_callable(args.prewarm))
+    if args.request:
+        opts = replace(opts, request_fnc=_import_callable(args.request))
+    return opts
+
+
+def _resolve(opts: WorkerOptions, args: argparse.Namespace) -> WorkerOptions:
+    opts = apply_overrides(opts, options_from_env(os.environ))
+    flags = {"ws_url": args.url, "api_key": args.api_key, "api_secret": args.api_secret}
+    opts = replace(opts, **{k: v for k, v in flags.items() if v})
+    for value, var in (
+        (opts.ws_url, "LIVEKIT_URL"),
+        (opts.api_key, "LIVEKIT_API_KEY"),
+        (opts.api_secret, "LIVEKIT_API_SECRET"),
+    ):
+        if not value:
+            raise InvalidOption(f"{var} is not set (or pass the matching flag)")
+    return opts
+
+
+async def _serve(worker: Worker, *, dev: bool) -> int:
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_sigint() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if dev and interrupts > 1:
+            logger.warning("second SIGINT in dev mode, exiting now")
+            os._exit(EXIT_FAILED)
+        worker.drain()
+
+    loop.add_signal_handler(signal.SIGTERM, worker.drain)
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        await worker.run()
+    except ConnectionFailed as exc:
+        logger.error("giving up on LiveKit", extra={"error": str(exc)})
+        return EXIT_FAILED
+    except PortInUse as exc:
+        logger.error("cannot start the HTTP server", extra={"error": str(exc)})
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _run(opts: WorkerOptions, args: argparse.Namespace) -> int:
+    dev = args.command == "dev"
+    fmt: logs.LogFormat = "dev" if dev else "json"
+    try:
+        raw_level = args.log_level or os.environ.get("AGENT_LOG_LEVEL") or "INFO"
+        name = "--log-level" if args.log_level else "AGENT_LOG_LEVEL"
+        level = parse_log_level(raw_level, name)
+    except InvalidOption as exc:
+        print(f"agent-worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    logs.configure(fmt, level)
+    try:
+        opts = _resolve(opts, args)
+    except InvalidOption as exc:
+        logger.error("invalid options", extra={"error": str(exc)})
+        return EXIT_USAGE
+    logger.info(
+        "starting worker",
+        extra={
+            "agent_name": opts.agent_name,
+            "url": opts.ws_url,
+            "worker_type": opts.worker_type.name,
+        },
+    )
+    return asyncio.run(_serve_new(opts, fmt, level, dev))
+
+
+async def _serve_new(opts: WorkerOptions, fmt: logs.LogFormat, level: str, dev: bool) -> int:
+    return await _serve(Worker(opts, log_format=fmt, log_level=level), dev=dev)
+
+
+def run_app(opts: WorkerOptions, argv: Sequence[str] | None = None) -> NoReturn:
+    """Parse `start`/`dev` and the flags, run the worker, exit with its code."""
+    args = _parser(with_target=False).parse_args(argv)
+    sys.exit(_run(opts, args))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`agent-worker start|dev module:function`: the console script; cwd is importable."""
+    sys.path.insert(0, os.getcwd())
+    args = _parser(with_target=True).parse_args(argv)
+    try:
+        opts = _options_from_target(args)
+    except InvalidOption as exc:
+        print(f"agent-worker: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return _run(opts, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

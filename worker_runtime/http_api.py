@@ -1,0 +1,129 @@
+"""The worker's HTTP server: /healthz, /readyz, /worker (JSON) and /metrics.
+
+Owns the routes and the shape of the /worker document, a superset of livekit-agents' own
+(worker_type, agent_name, active_jobs, sdk_version, worker_load, protocol_version) that the
+operator reads. It only reports: the worker hands it a function returning a snapshot.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from worker_runtime.metrics import CONTENT_TYPE, WorkerMetrics
+
+logger = logging.getLogger(__name__)
+
+
+class PortInUse(RuntimeError):
+    """The HTTP server could not bind; the message names the address and the variables."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobSummary:
+    id: str
+    room: str
+    started_at: float
+    """Unix seconds."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerSnapshot:
+    """What the worker is, as /worker and /readyz report it."""
+
+    worker_id: str
+    state: str
+    ready: bool
+    draining: bool
+    agent_name: str
+    worker_type: str
+    load: float
+    load_threshold: float
+    jobs: tuple[JobSummary, ...]
+    idle_processes: int
+    sdk_version: str
+    protocol_version: int
+
+
+def worker_document(snap: WorkerSnapshot) -> dict[str, object]:
+    """The /worker JSON: livekit-agents' names first, then ours."""
+    threshold: float | None = snap.load_threshold if snap.load_threshold != float("inf") else None
+    return {
+        "agent_name": snap.agent_name,
+        "worker_type": snap.worker_type,
+        "active_jobs": len(snap.jobs),
+        "sdk_version": snap.sdk_version,
+        "worker_load": snap.load,
+        "protocol_version": snap.protocol_version,
+        "project_type": "python",
+        "worker_id": snap.worker_id,
+        "state": snap.state,
+        "draining": snap.draining,
+        "load_threshold": threshold,
+        "jobs": [{"id": j.id, "room": j.room, "started_at": j.started_at} for j in snap.jobs],
+        "idle_processes": snap.idle_processes,
+    }
+
+
+def build_app(snapshot: Callable[[], WorkerSnapshot], metrics: WorkerMetrics) -> web.Application:
+    """The aiohttp application with the four routes (and "/" like livekit-agents)."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="OK")
+
+    async def readyz(_: web.Request) -> web.Response:
+        snap = snapshot()
+        if snap.ready:
+            return web.Response(text="OK")
+        return web.Response(status=503, text=f"not ready: {snap.state}")
+
+    async def worker(_: web.Request) -> web.Response:
+        return web.json_response(worker_document(snapshot()))
+
+    async def prometheus(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/", healthz)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/worker", worker)
+    app.router.add_get("/metrics", prometheus)
+    return app
+
+
+class HttpServer:
+    """Runs the application on host:port; `start()` raises `PortInUse` when it cannot bind."""
+
+    def __init__(self, app: web.Application, *, host: str, port: int) -> None:
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._host = host
+        self._port = port
+        self._started = False
+        self.bound_port = port
+
+    async def start(self) -> None:
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self._host, self._port, shutdown_timeout=1.0)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise PortInUse(
+                f"cannot serve HTTP on {self._host}:{self._port} ({exc.strerror}): "
+                "set AGENT_PORT (or AGENT_HOST / POD_IP) to a free address"
+            ) from None
+        self._started = True
+        sockets = self._runner.addresses
+        if sockets:
+            self.bound_port = int(sockets[0][1])
+        logger.info("http server listening", extra={"host": self._host, "port": self.bound_port})
+
+    async def aclose(self) -> None:
+        """Stop serving; idempotent."""
+        if self._started:
+            self._started = False
+            await self._runner.cleanup()

@@ -1,0 +1,171 @@
+"""One pooled job process seen from the worker: start, prewarm, take a job, end, be killed.
+
+Owns the life of a single process: it spawns it (multiprocessing, spawn context, so nothing of the
+worker's event loop or sockets leaks into it), waits for its prewarm within the initialize
+timeout, hands it one job, asks it to shut down, and kills it when it does not stop in time.
+It never sees the WebSocket to LiveKit; results go to the pool as plain values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import multiprocessing
+import multiprocessing.process
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from worker_runtime import ipc, job
+
+logger = logging.getLogger(__name__)
+
+_MP = multiprocessing.get_context("spawn")
+
+
+class ProcessFailed(RuntimeError):
+    """The process did not come up: it crashed, its prewarm raised, or it was too slow."""
+
+
+class EndReason(enum.Enum):
+    """Why a job ended; the metric label and the error reported to the server derive from it."""
+
+    SUCCESS = "success"
+    ERROR = "error"
+    CRASH = "crash"
+    MEMORY_LIMIT = "memory_limit"
+    SHUTDOWN_TIMEOUT = "shutdown_timeout"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobOutcome:
+    """How a job ended."""
+
+    reason: EndReason
+    error: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessSpec:
+    """What every process of a pool runs and how long it may take."""
+
+    entrypoint: Callable[[job.JobContext], Awaitable[None]]
+    prewarm: Callable[[job.JobProcess], Any] | None
+    config: ipc.ProcessConfig
+    initialize_timeout_s: float
+    shutdown_timeout_s: float
+
+
+class PooledProcess:
+    """A spawned process; `start()` returns once it is prewarmed, `run()` runs one job."""
+
+    def __init__(self, spec: ProcessSpec) -> None:
+        self._spec = spec
+        self._proc: multiprocessing.process.BaseProcess | None = None
+        self._channel: ipc.Channel | None = None
+        self._exited: asyncio.Event = asyncio.Event()
+        self._finished: ipc.JobFinished | None = None
+        self._kill_reason: EndReason | None = None
+        self.job_id = ""
+        self.pid: int | None = None
+
+    async def start(self) -> None:
+        """Spawn and prewarm; `ProcessFailed` (and the process killed) when that fails."""
+        parent_end, child_end = _MP.Pipe(duplex=True)
+        args = (child_end, self._spec.config, self._spec.entrypoint, self._spec.prewarm)
+        proc = _MP.Process(target=job.process_main, args=args, name="agent-job", daemon=False)
+        self._proc = proc
+        await asyncio.to_thread(proc.start)
+        self.pid = proc.pid
+        child_end.close()
+        self._channel = ipc.Channel(parent_end)
+        loop = asyncio.get_running_loop()
+        loop.add_reader(proc.sentinel, self._on_exit)
+        try:
+            msg = await asyncio.wait_for(self._channel.recv(), self._spec.initialize_timeout_s)
+        except TimeoutError:
+            await self.kill()
+            raise ProcessFailed("process did not finish initializing in time") from None
+        if not isinstance(msg, ipc.Ready):
+            await self.kill()
+            error = msg.error if isinstance(msg, ipc.PrewarmFailed) else "process exited"
+            raise ProcessFailed(error)
+
+    def _on_exit(self) -> None:
+        if self._proc is not None:
+            with contextlib.suppress(ValueError, OSError):
+                asyncio.get_running_loop().remove_reader(self._proc.sentinel)
+        self._exited.set()
+
+    @property
+    def alive(self) -> bool:
+        return not self._exited.is_set()
+
+    async def run(
+        self, start: ipc.StartJob, job_id: str, on_started: Callable[[], None]
+    ) -> JobOutcome:
+        """Hand over the job and wait until the process has exited; how the job ended."""
+        assert self._channel is not None
+        self.job_id = job_id
+        if not self._channel.send(start):
+            await self.kill()
+            return JobOutcome(reason=EndReason.CRASH, error="job process was gone")
+        while (msg := await self._channel.recv()) is not None:
+            if isinstance(msg, ipc.JobStarted):
+                on_started()
+            elif isinstance(msg, ipc.JobFinished):
+                self._finished = msg
+        await self._exited.wait()
+        return self._outcome()
+
+    def _outcome(self) -> JobOutcome:
+        if self._kill_reason is EndReason.MEMORY_LIMIT:
+            return JobOutcome(reason=EndReason.MEMORY_LIMIT, error="job memory limit exceeded")
+        if self._finished is not None:
+            if self._finished.error:
+                return JobOutcome(reason=EndReason.ERROR, error=self._finished.error)
+            return JobOutcome(reason=EndReason.SUCCESS, error="")
+        if self._kill_reason is EndReason.SHUTDOWN_TIMEOUT:
+            return JobOutcome(
+                reason=EndReason.SHUTDOWN_TIMEOUT, error="job did not shut down in time"
+            )
+        code = self._proc.exitcode if self._proc is not None else None
+        return JobOutcome(reason=EndReason.CRASH, error=f"job process exited with code {code}")
+
+    async def shutdown(self, reason: str, *, because: EndReason | None = None) -> None:
+        """Ask the job to end; kill the process if it has not exited after the timeout."""
+        if because is not None and self._kill_reason is None:
+            self._kill_reason = because
+        if self._channel is not None and self.alive:
+            self._channel.send(ipc.ShutdownJob(reason=reason))
+        try:
+            await asyncio.wait_for(self._exited.wait(), self._spec.shutdown_timeout_s)
+        except TimeoutError:
+            if self._kill_reason is None:
+                self._kill_reason = EndReason.SHUTDOWN_TIMEOUT
+            logger.warning(
+                "job process did not exit in time, killing it", extra={"job_id": self.job_id}
+            )
+            await self.kill()
+
+    async def kill(self) -> None:
+        """SIGKILL the process and wait (bounded) until it is gone; idempotent."""
+        if self._proc is None:
+            return
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                self._proc.kill()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._exited.wait(), 5.0)
+        self.close()
+
+    def close(self) -> None:
+        """Release the pipe and the process object once it has exited."""
+        if self._channel is not None:
+            self._channel.close()
+        if self._proc is not None and not self.alive:
+            self._proc.join(timeout=0)
+            with contextlib.suppress(ValueError):
+                self._proc.close()

@@ -1,0 +1,74 @@
+"""JobRequest: what request_fnc sees, and the one answer it gives (accept or reject).
+
+Owns the answer's shape; the worker turns it into an AvailabilityResponse. No I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from livekit.protocol import agent as agent_pb
+from livekit.protocol import models as models_pb
+
+from worker_runtime.protocol import AcceptArguments
+
+
+class JobRequest:
+    """A job the server offers; call `accept()` or `reject()` once (no answer rejects)."""
+
+    def __init__(self, job: agent_pb.Job) -> None:
+        self._job = job
+        self._answer: AcceptArguments | None = None
+        self._answered = False
+
+    @property
+    def job(self) -> agent_pb.Job:
+        return self._job
+
+    @property
+    def id(self) -> str:
+        return self._job.id
+
+    @property
+    def room(self) -> models_pb.Room:
+        return self._job.room
+
+    @property
+    def publisher(self) -> models_pb.ParticipantInfo | None:
+        """The publisher of a PUBLISHER job; None for a ROOM job."""
+        return self._job.participant if self._job.HasField("participant") else None
+
+    @property
+    def agent_name(self) -> str:
+        return self._job.agent_name
+
+    async def accept(
+        self,
+        *,
+        name: str = "",
+        identity: str = "",
+        metadata: str = "",
+        attributes: Mapping[str, str] | None = None,
+    ) -> None:
+        """Take the job; the agent joins as `identity` (default "agent-<job id>")."""
+        if self._answered:
+            raise RuntimeError("this job request was already answered")
+        self._answered = True
+        self._answer = AcceptArguments(
+            name=name, identity=identity, metadata=metadata, attributes=dict(attributes or {})
+        )
+
+    async def reject(self) -> None:
+        """Decline: the server offers the job to another worker."""
+        if self._answered:
+            raise RuntimeError("this job request was already answered")
+        self._answered = True
+
+    @property
+    def answered(self) -> bool:
+        return self._answered
+
+    @property
+    def answer(self) -> AcceptArguments | None:
+        """The accept arguments, or None when rejected or not answered."""
+        return self._answer

@@ -1,0 +1,80 @@
+"""The worker's state machine: one enum and the one function that allows its moves.
+
+Owns which states exist and which events move between them. Pure: no I/O, no clock, no logging;
+the worker feeds it events and acts on the state it returns.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class WorkerState(enum.Enum):
+    """Where the worker is. Only AVAILABLE and FULL are registered and serving."""
+
+    STARTING = "starting"
+    """Not (or no longer) registered with the server: connecting or reconnecting."""
+    AVAILABLE = "available"
+    """Registered; load at or below load_threshold: takes jobs."""
+    FULL = "full"
+    """Registered; load above load_threshold: reports WS_FULL, still ready, takes no job."""
+    DRAINING = "draining"
+    """SIGTERM seen: takes nothing new, waits for its jobs."""
+    CLOSED = "closed"
+    """Stopped; the process is about to exit."""
+
+
+class WorkerEvent(enum.Enum):
+    """What can happen to the worker."""
+
+    REGISTERED = "registered"
+    CONNECTION_LOST = "connection_lost"
+    LOAD_ABOVE_THRESHOLD = "load_above_threshold"
+    LOAD_AT_OR_BELOW_THRESHOLD = "load_at_or_below_threshold"
+    DRAIN = "drain"
+    CLOSE = "close"
+
+
+class InvalidTransition(RuntimeError):
+    """An event that cannot happen in the current state (a bug in the caller)."""
+
+
+_S = WorkerState
+_E = WorkerEvent
+_MOVES: dict[tuple[WorkerState, WorkerEvent], WorkerState] = {
+    (_S.STARTING, _E.REGISTERED): _S.AVAILABLE,
+    (_S.STARTING, _E.CONNECTION_LOST): _S.STARTING,
+    (_S.STARTING, _E.LOAD_ABOVE_THRESHOLD): _S.STARTING,
+    (_S.STARTING, _E.LOAD_AT_OR_BELOW_THRESHOLD): _S.STARTING,
+    (_S.AVAILABLE, _E.LOAD_ABOVE_THRESHOLD): _S.FULL,
+    (_S.AVAILABLE, _E.LOAD_AT_OR_BELOW_THRESHOLD): _S.AVAILABLE,
+    (_S.AVAILABLE, _E.CONNECTION_LOST): _S.STARTING,
+    (_S.FULL, _E.LOAD_AT_OR_BELOW_THRESHOLD): _S.AVAILABLE,
+    (_S.FULL, _E.LOAD_ABOVE_THRESHOLD): _S.FULL,
+    (_S.FULL, _E.CONNECTION_LOST): _S.STARTING,
+}
+for _state in (_S.STARTING, _S.AVAILABLE, _S.FULL, _S.DRAINING):
+    _MOVES[(_state, _E.DRAIN)] = _S.DRAINING
+    _MOVES[(_state, _E.CLOSE)] = _S.CLOSED
+for _event in (_E.REGISTERED, _E.CONNECTION_LOST, _E.LOAD_ABOVE_THRESHOLD):
+    _MOVES[(_S.DRAINING, _event)] = _S.DRAINING
+_MOVES[(_S.DRAINING, _E.LOAD_AT_OR_BELOW_THRESHOLD)] = _S.DRAINING
+_MOVES[(_S.CLOSED, _E.CLOSE)] = _S.CLOSED
+
+
+def transition(state: WorkerState, event: WorkerEvent) -> WorkerState:
+    """The state after `event`; `InvalidTransition` for a move the worker must never make."""
+    try:
+        return _MOVES[(state, event)]
+    except KeyError:
+        raise InvalidTransition(f"{event.value} cannot happen while {state.value}") from None
+
+
+def takes_jobs(state: WorkerState) -> bool:
+    """Whether an availability request may be answered yes."""
+    return state is WorkerState.AVAILABLE
+
+
+def is_ready(state: WorkerState) -> bool:
+    """/readyz: registered and not draining. A full worker stays ready."""
+    return state in (WorkerState.AVAILABLE, WorkerState.FULL)

@@ -1,0 +1,403 @@
+"""The worker: wires the connection, the process pool, load reporting and the HTTP server.
+
+Owns the worker's state (through `transition`), the answer to each job offer, the drain on
+SIGTERM, and the order things start and stop in. It turns pool events into protocol messages and
+server messages into pool calls; the pool never sees the socket and the connection never sees a
+process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections.abc import Coroutine
+
+import psutil
+from livekit.protocol import agent as agent_pb
+
+from worker_runtime import http_api, ipc, load, protocol
+from worker_runtime.connection import Connection, ConnectionHandlers, Credentials
+from worker_runtime.logs import LogFormat
+from worker_runtime.metrics import WorkerMetrics
+from worker_runtime.options import WorkerOptions
+from worker_runtime.pool import ProcessPool, RunningJob
+from worker_runtime.process import EndReason, JobOutcome, ProcessFailed, ProcessSpec
+from worker_runtime.request import JobRequest
+from worker_runtime.state import WorkerEvent, WorkerState, is_ready, takes_jobs, transition
+from worker_runtime.version import __version__
+
+logger = logging.getLogger(__name__)
+
+STATUS_INTERVAL_S = 2.5
+"""How often the worker status goes to the server even when nothing changed (livekit-agents)."""
+SAMPLE_INTERVAL_S = 0.5
+ASSIGNMENT_TIMEOUT_S = 7.5
+REQUEST_FNC_TIMEOUT_S = 10.0
+
+
+class Worker:
+    """A registered LiveKit agent worker; `run()` returns after a drain, or raises."""
+
+    def __init__(self, opts: WorkerOptions, *, log_format: LogFormat, log_level: str) -> None:
+        self._opts = opts
+        self._state = WorkerState.STARTING
+        self._worker_id = ""
+        self._load = 0.0
+        self._cpu = load.LoadWindow()
+        self._metrics = WorkerMetrics()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._assignments: dict[str, asyncio.Future[agent_pb.JobAssignment]] = {}
+        self._drain_requested = asyncio.Event()
+        self._status_due = asyncio.Event()
+        config = ipc.ProcessConfig(
+            log_format=log_format,
+            log_level=log_level,
+            shutdown_timeout_s=opts.shutdown_process_timeout,
+        )
+        spec = ProcessSpec(
+            entrypoint=opts.entrypoint_fnc,
+            prewarm=opts.prewarm_fnc,
+            config=config,
+            initialize_timeout_s=opts.initialize_process_timeout,
+            shutdown_timeout_s=opts.shutdown_process_timeout,
+        )
+        self._pool = ProcessPool(
+            spec,
+            num_idle=opts.num_idle_processes,
+            memory_warn_mb=opts.job_memory_warn_mb,
+            memory_limit_mb=opts.job_memory_limit_mb,
+            on_started=self._on_job_started,
+            on_ended=self._on_job_ended,
+        )
+        handlers = ConnectionHandlers(
+            register_message=self._register_message,
+            on_registered=self._on_registered,
+            on_message=self._on_message,
+            on_lost=self._on_lost,
+        )
+        creds = Credentials(url=opts.ws_url, api_key=opts.api_key, api_secret=opts.api_secret)
+        self._conn = Connection(creds, handlers, max_retry=opts.max_retry)
+        app = http_api.build_app(self.snapshot, self._metrics)
+        self._http = http_api.HttpServer(app, host=opts.host, port=opts.port)
+
+    # -- what others read ------------------------------------------------------------------
+
+    @property
+    def active_jobs(self) -> list[RunningJob]:
+        """The jobs running now (load_fnc(worker) may use it, as in the seeds)."""
+        return self._pool.running_jobs
+
+    @property
+    def state(self) -> WorkerState:
+        return self._state
+
+    @property
+    def http_port(self) -> int:
+        return self._http.bound_port
+
+    def snapshot(self) -> http_api.WorkerSnapshot:
+        jobs = tuple(
+            http_api.JobSummary(id=r.job.id, room=r.job.room.name, started_at=r.started_at)
+            for r in self.active_jobs
+        )
+        return http_api.WorkerSnapshot(
+            worker_id=self._worker_id,
+            state=self._state.value,
+            ready=is_ready(self._state),
+            draining=self._state is WorkerState.DRAINING,
+            agent_name=self._opts.agent_name,
+            worker_type=protocol.job_type_name(self._opts.worker_type),
+            load=self._load,
+            load_threshold=self._opts.load_threshold,
+            jobs=jobs,
+            idle_processes=self._pool.idle_processes,
+            sdk_version=__version__,
+            protocol_version=protocol.PROTOCOL_VERSION,
+        )
+
+    def _move(self, event: WorkerEvent) -> None:
+        before, self._state = self._state, transition(self._state, event)
+        if before is not self._state:
+            logger.info(
+                "worker state changed",
+                extra={"from": before.value, "to": self._state.value, "worker_id": self._worker_id},
+            )
+            self._status_due.set()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Ask for a graceful stop (SIGTERM): take nothing new, wait for the jobs, exit."""
+        self._drain_requested.set()
+
+    async def run(self) -> None:
+        """Serve until drained; `ConnectionFailed` or `PortInUse` when it cannot."""
+        await self._http.start()
+        try:
+            self._pool.start()
+            conn_task = asyncio.create_task(self._conn.run(), name="connection")
+            self._spawn(self._report_status_forever(), "status")
+            drain_task = asyncio.create_task(self._drain_requested.wait(), name="drain-signal")
+            await asyncio.wait([conn_task, drain_task], return_when=asyncio.FIRST_COMPLETED)
+            drain_task.cancel()
+            await asyncio.gather(drain_task, return_exceptions=True)
+            if not conn_task.done():
+                await self._drain()
+        finally:
+            await self._aclose()
+        await conn_task  # raises ConnectionFailed when the connection gave up
+
+    async def _drain(self) -> None:
+        self._move(WorkerEvent.DRAIN)
+        self._metrics.draining.set(1)
+        self._send_status()
+        jobs = len(self.active_jobs)
+        logger.info(
+            "draining", extra={"active_jobs": jobs, "drain_timeout_s": self._opts.drain_timeout}
+        )
+        if not await self._pool.wait_for_jobs(self._opts.drain_timeout):
+            logger.warning(
+                "drain timeout reached, ending the remaining jobs",
+                extra={"active_jobs": len(self.active_jobs)},
+            )
+        else:
+            logger.info("all jobs ended, stopping")
+
+    async def _aclose(self) -> None:
+        await self._pool.aclose()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._conn.aclose()
+        self._move(WorkerEvent.CLOSE)
+        await self._http.aclose()
+
+    def _spawn(self, coro: Coroutine[object, object, None], name: str) -> None:
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "worker task failed", exc_info=task.exception(), extra={"task": task.get_name()}
+            )
+
+    # -- load and status ---------------------------------------------------------------------
+
+    async def _report_status_forever(self) -> None:
+        """Sample the load every 0.5 s; send the status on any change and every 2.5 s."""
+        last_sent = next_sample = 0.0
+        while True:
+            if time.monotonic() >= next_sample:
+                await self._measure_load()
+                next_sample = time.monotonic() + SAMPLE_INTERVAL_S
+            now = time.monotonic()
+            if self._status_due.is_set() or now - last_sent >= STATUS_INTERVAL_S:
+                self._status_due.clear()
+                self._send_status()
+                last_sent = now
+            with contextlib.suppress(TimeoutError):
+                timeout = max(0.0, next_sample - time.monotonic())
+                await asyncio.wait_for(self._status_due.wait(), timeout)
+
+    async def _measure_load(self) -> None:
+        try:
+            value = await asyncio.to_thread(self._sample_load)
+        except Exception:
+            logger.exception("load_fnc failed; keeping the last load")
+            return
+        self._load = load.clamp_load(value)
+        self._metrics.load.set(self._load)
+        self._metrics.idle_processes.set(self._pool.idle_processes)
+        full = load.is_full(self._load, self._opts.load_threshold)
+        self._move(
+            WorkerEvent.LOAD_ABOVE_THRESHOLD if full else WorkerEvent.LOAD_AT_OR_BELOW_THRESHOLD
+        )
+
+    def _sample_load(self) -> float:
+        fnc = self._opts.load_fnc
+        if fnc is None:
+            now = time.monotonic()
+            self._cpu.add(now, psutil.cpu_percent(interval=None) / 100.0)
+            return self._cpu.average(now)
+        if inspect.signature(fnc).parameters:
+            return float(fnc(self))
+        return float(fnc())
+
+    def _send_status(self) -> None:
+        self._conn.send(
+            protocol.worker_status(
+                full=self._state is not WorkerState.AVAILABLE,
+                load=self._load,
+                job_count=len(self.active_jobs),
+                draining=self._state is WorkerState.DRAINING,
+            )
+        )
+
+    # -- connection events -------------------------------------------------------------------
+
+    def _register_message(self) -> agent_pb.WorkerMessage:
+        return protocol.register(
+            worker_type=self._opts.worker_type,
+            agent_name=self._opts.agent_name,
+            version=__version__,
+            permissions=self._opts.permissions,
+            ping_interval_s=10,
+        )
+
+    def _on_registered(self, resp: agent_pb.RegisterWorkerResponse) -> None:
+        self._worker_id = resp.worker_id
+        self._metrics.registered.set(1)
+        logger.info(
+            "registered with LiveKit",
+            extra={
+                "worker_id": resp.worker_id,
+                "agent_name": self._opts.agent_name,
+                "server_version": resp.server_info.version,
+            },
+        )
+        self._move(WorkerEvent.REGISTERED)
+        self._send_status()
+        running = [r.job.id for r in self.active_jobs]
+        if running:
+            self._conn.send(protocol.migrate(running))
+            logger.info("reported running jobs after registering", extra={"job_ids": running})
+
+    def _on_lost(self, reason: str) -> None:
+        self._metrics.registered.set(0)
+        logger.warning(
+            "lost the connection to LiveKit",
+            extra={"reason": reason, "active_jobs": len(self.active_jobs)},
+        )
+        self._move(WorkerEvent.CONNECTION_LOST)
+        for fut in self._assignments.values():
+            fut.cancel()
+
+    def _on_message(self, msg: agent_pb.ServerMessage) -> None:
+        which = protocol.kind(msg)
+        if which == "availability":
+            self._spawn(self._answer(msg.availability), f"availability-{msg.availability.job.id}")
+        elif which == "assignment":
+            fut = self._assignments.get(msg.assignment.job.id)
+            if fut is None or fut.done():
+                logger.warning(
+                    "assignment for an unknown job", extra={"job_id": msg.assignment.job.id}
+                )
+            else:
+                fut.set_result(msg.assignment)
+        elif which == "termination":
+            job_id = msg.termination.job_id
+            logger.info("server asked to end a job", extra={"job_id": job_id})
+            self._spawn(self._terminate(job_id), f"terminate-{job_id}")
+        elif which == "pong":
+            logger.debug(
+                "pong", extra={"rtt_ms": int(time.time() * 1000) - msg.pong.last_timestamp}
+            )
+        else:
+            logger.warning("unexpected server message", extra={"kind": which})
+
+    async def _terminate(self, job_id: str) -> None:
+        await self._pool.terminate(job_id, "terminated by the server")
+
+    # -- jobs ------------------------------------------------------------------------------
+
+    async def _ask_request_fnc(
+        self, req: agent_pb.AvailabilityRequest
+    ) -> protocol.AcceptArguments | None:
+        job_request = JobRequest(req.job)
+        if self._opts.request_fnc is None:
+            return protocol.AcceptArguments()
+        extra = {"job_id": req.job.id, "room": req.job.room.name}
+        try:
+            async with asyncio.timeout(REQUEST_FNC_TIMEOUT_S):
+                await self._opts.request_fnc(job_request)
+        except Exception:
+            logger.exception("request_fnc failed, rejecting the job", extra=extra)
+            return None
+        if not job_request.answered:
+            logger.warning("request_fnc gave no answer, rejecting the job", extra=extra)
+        elif job_request.answer is None:
+            logger.info("request_fnc rejected the job", extra=extra)
+        return job_request.answer
+
+    async def _answer(self, req: agent_pb.AvailabilityRequest) -> None:
+        job = req.job
+        extra = {"job_id": job.id, "room": job.room.name, "worker_id": self._worker_id}
+        logger.info("job offered", extra=extra)
+        accept = await self._ask_request_fnc(req) if takes_jobs(self._state) else None
+        if accept is not None and not takes_jobs(self._state):
+            accept = None
+        if accept is None:
+            self._conn.send(protocol.availability(job.id, None))
+            return
+        fut: asyncio.Future[agent_pb.JobAssignment] = asyncio.get_running_loop().create_future()
+        self._assignments[job.id] = fut
+        self._conn.send(protocol.availability(job.id, accept))
+        try:
+            assignment = await asyncio.wait_for(fut, ASSIGNMENT_TIMEOUT_S)
+        except (TimeoutError, asyncio.CancelledError):
+            logger.warning("no assignment came for an accepted job", extra=extra)
+            return
+        finally:
+            self._assignments.pop(job.id, None)
+        await self._launch(assignment, accept)
+
+    async def _launch(
+        self, assignment: agent_pb.JobAssignment, accept: protocol.AcceptArguments
+    ) -> None:
+        job = assignment.job
+        running = RunningJob(
+            job=job,
+            url=assignment.url or self._opts.ws_url,
+            token=assignment.token,
+            accept_name=accept.name,
+            accept_identity=accept.identity or protocol.default_identity(job.id),
+            accept_metadata=accept.metadata,
+            worker_id=self._worker_id,
+            assigned_at_s=time.monotonic(),
+            started_at=time.time(),
+        )
+        try:
+            await self._pool.launch(running)
+        except ProcessFailed as exc:
+            logger.error(
+                "could not start a process for the job", extra={"job_id": job.id, "error": str(exc)}
+            )
+            self._metrics.jobs_failed.labels(reason="process_start").inc()
+            self._conn.send(protocol.job_status(job.id, protocol.JobStatus.FAILED, str(exc)))
+            return
+        self._metrics.active_jobs.set(len(self.active_jobs))
+        self._status_due.set()
+
+    def _on_job_started(self, running: RunningJob, latency_s: float) -> None:
+        self._metrics.jobs_started.inc()
+        self._metrics.job_start_latency.observe(latency_s)
+        logger.info(
+            "job running",
+            extra={
+                "job_id": running.job.id,
+                "pid": running.pid,
+                "start_latency_ms": round(latency_s * 1000, 1),
+            },
+        )
+        self._conn.send(protocol.job_status(running.job.id, protocol.JobStatus.RUNNING))
+
+    def _on_job_ended(self, running: RunningJob, outcome: JobOutcome) -> None:
+        extra = {"job_id": running.job.id, "reason": outcome.reason.value, "error": outcome.error}
+        if outcome.reason is EndReason.SUCCESS:
+            self._metrics.jobs_succeeded.inc()
+            logger.info("job succeeded", extra=extra)
+            self._conn.send(protocol.job_status(running.job.id, protocol.JobStatus.SUCCESS))
+        else:
+            self._metrics.jobs_failed.labels(reason=outcome.reason.value).inc()
+            logger.warning("job failed", extra=extra)
+            self._conn.send(
+                protocol.job_status(running.job.id, protocol.JobStatus.FAILED, outcome.error)
+            )
+        self._metrics.active_jobs.set(len(self.active_jobs))
+        self._status_due.set()
