@@ -12,17 +12,17 @@ import json
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import Any, TypedDict, cast
 
 from livekit.protocol import agent as agent_pb
 
-if TYPE_CHECKING:
-    from worker_runtime.job import JobContext, JobProcess
-    from worker_runtime.request import JobRequest
-
-EntrypointFnc = Callable[["JobContext"], Awaitable[None]]
-RequestFnc = Callable[["JobRequest"], Awaitable[None]]
-PrewarmFnc = Callable[["JobProcess"], Any]
+# Typed loosely so that this pure module needs none of the job process's modules.
+EntrypointFnc = Callable[..., Awaitable[None]]
+"""`async def entrypoint(ctx: JobContext) -> None`."""
+RequestFnc = Callable[..., Awaitable[None]]
+"""`async def request_fnc(req: JobRequest) -> None`."""
+PrewarmFnc = Callable[..., Any]
+"""`def prewarm(proc: JobProcess) -> None`."""
 LoadFnc = Callable[..., float]
 """Called with no argument, or with the worker (which has `active_jobs`); returns 0.0 to 1.0."""
 

@@ -126,7 +126,7 @@ class ProcessPool:
             await proc.kill()
             return
         self._idle.append(proc)
-        logger.debug("job process ready", extra={"pid": proc.pid})
+        logger.debug("job process ready", extra={"job_pid": proc.pid})
 
     def _replenish_later(self) -> None:
         asyncio.get_running_loop().call_soon(self._replenish)

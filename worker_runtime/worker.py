@@ -381,7 +381,7 @@ class Worker:
             "job running",
             extra={
                 "job_id": running.job.id,
-                "pid": running.pid,
+                "job_pid": running.pid,
                 "start_latency_ms": round(latency_s * 1000, 1),
             },
         )

@@ -1,0 +1,93 @@
+"""The worker's state machine: every allowed move, and the ones that must never happen."""
+
+from __future__ import annotations
+
+import pytest
+
+from worker_runtime.state import (
+    InvalidTransition,
+    WorkerEvent,
+    WorkerState,
+    is_ready,
+    takes_jobs,
+    transition,
+)
+
+S = WorkerState
+E = WorkerEvent
+
+ALLOWED = [
+    (S.STARTING, E.REGISTERED, S.AVAILABLE),
+    (S.STARTING, E.CONNECTION_LOST, S.STARTING),
+    (S.STARTING, E.LOAD_ABOVE_THRESHOLD, S.STARTING),
+    (S.AVAILABLE, E.LOAD_ABOVE_THRESHOLD, S.FULL),
+    (S.AVAILABLE, E.LOAD_AT_OR_BELOW_THRESHOLD, S.AVAILABLE),
+    (S.FULL, E.LOAD_AT_OR_BELOW_THRESHOLD, S.AVAILABLE),
+    (S.FULL, E.LOAD_ABOVE_THRESHOLD, S.FULL),
+    (S.AVAILABLE, E.CONNECTION_LOST, S.STARTING),
+    (S.FULL, E.CONNECTION_LOST, S.STARTING),
+    (S.STARTING, E.DRAIN, S.DRAINING),
+    (S.AVAILABLE, E.DRAIN, S.DRAINING),
+    (S.FULL, E.DRAIN, S.DRAINING),
+    (S.DRAINING, E.DRAIN, S.DRAINING),
+    (S.DRAINING, E.REGISTERED, S.DRAINING),
+    (S.DRAINING, E.CONNECTION_LOST, S.DRAINING),
+    (S.DRAINING, E.LOAD_AT_OR_BELOW_THRESHOLD, S.DRAINING),
+    (S.DRAINING, E.LOAD_ABOVE_THRESHOLD, S.DRAINING),
+    (S.DRAINING, E.CLOSE, S.CLOSED),
+    (S.AVAILABLE, E.CLOSE, S.CLOSED),
+    (S.STARTING, E.CLOSE, S.CLOSED),
+    (S.CLOSED, E.CLOSE, S.CLOSED),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "event", "after"), ALLOWED, ids=[f"{b.value}-{e.value}" for b, e, _ in ALLOWED]
+)
+def test_allowed_move(before: WorkerState, event: WorkerEvent, after: WorkerState) -> None:
+    assert transition(before, event) is after
+
+
+FORBIDDEN = [
+    (S.AVAILABLE, E.REGISTERED),
+    (S.FULL, E.REGISTERED),
+    (S.CLOSED, E.REGISTERED),
+    (S.CLOSED, E.DRAIN),
+    (S.CLOSED, E.LOAD_AT_OR_BELOW_THRESHOLD),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "event"), FORBIDDEN, ids=[f"{b.value}-{e.value}" for b, e in FORBIDDEN]
+)
+def test_forbidden_move_raises(before: WorkerState, event: WorkerEvent) -> None:
+    with pytest.raises(InvalidTransition, match=before.value):
+        transition(before, event)
+
+
+def test_draining_never_returns_to_available() -> None:
+    state = S.DRAINING
+    for event in E:
+        if event is not E.CLOSE:
+            state = transition(state, event)
+        assert state is S.DRAINING
+
+
+@pytest.mark.parametrize(
+    ("state", "ready", "takes"),
+    [
+        (S.STARTING, False, False),
+        (S.AVAILABLE, True, True),
+        (S.FULL, True, False),
+        (S.DRAINING, False, False),
+        (S.CLOSED, False, False),
+    ],
+    ids=lambda v: v.value if isinstance(v, WorkerState) else str(v),
+)
+def test_ready_and_taking_jobs(state: WorkerState, ready: bool, takes: bool) -> None:
+    assert is_ready(state) is ready
+    assert takes_jobs(state) is takes
+
+
+def test_a_full_worker_stays_ready() -> None:
+    assert is_ready(transition(S.AVAILABLE, E.LOAD_ABOVE_THRESHOLD))
