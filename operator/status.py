@@ -257,3 +257,25 @@ def events_for(previous: Mapping[str, Any], desired: Status) -> list[Event]:
                 Event(type="Normal", reason=condition["reason"], message=condition["message"])
             )
     return events
+
+
+def facts_from_deployment(deployment: Mapping[str, Any] | None) -> DeploymentFacts | None:
+    """What a Deployment object (as read from the API) says about its rollout."""
+    if deployment is None:
+        return None
+    state = deployment.get("status") or {}
+    conditions = state.get("conditions") or []
+    stuck = any(
+        c.get("type") == "Progressing" and c.get("reason") == "ProgressDeadlineExceeded"
+        for c in conditions
+        if isinstance(c, Mapping)
+    )
+    return DeploymentFacts(
+        generation=int(deployment.get("metadata", {}).get("generation") or 0),
+        observed_generation=int(state.get("observedGeneration") or 0),
+        replicas=int(state.get("replicas") or 0),
+        ready_replicas=int(state.get("readyReplicas") or 0),
+        updated_replicas=int(state.get("updatedReplicas") or 0),
+        available_replicas=int(state.get("availableReplicas") or 0),
+        progress_deadline_exceeded=stuck,
+    )

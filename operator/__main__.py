@@ -1,0 +1,183 @@
+"""`agent-operator`: the operator process (flags, logs, health, metrics, leader election, kopf).
+
+This module owns wiring only: it parses the command line into `settings.Settings`, sets up JSON
+logs, serves /healthz and /readyz, starts the metrics endpoint, waits for the leader Lease and
+runs kopf with the handlers until SIGTERM/SIGINT or until the Lease is lost (then it exits 1 so
+the pod restarts as a standby). It makes no decision about AgentWorkers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections.abc import Sequence
+
+import kopf
+from aiohttp import web
+
+from agentworker_operator import handlers, kube, lease, metrics, settings
+
+logger = logging.getLogger("agentworker_operator")
+
+
+def _default_identity() -> str:
+    pod = os.environ.get("POD_NAME")
+    return pod or f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
+    """Settings from the command line (and POD_NAME / POD_NAMESPACE from the downward API)."""
+    parser = argparse.ArgumentParser(
+        prog="agent-operator", description="Reconcile AgentWorkers into fleets of agent workers."
+    )
+    add = parser.add_argument
+    add(
+        "--namespace",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch only this namespace (repeatable); default: all namespaces",
+    )
+    add("--health-host", default="0.0.0.0", help="address of /healthz and /readyz")
+    add("--health-port", type=int, default=8080, help="port of /healthz and /readyz (0: off)")
+    add("--metrics-host", default="0.0.0.0", help="address of /metrics")
+    add("--metrics-port", type=int, default=9090, help="port of /metrics (0: off)")
+    add("--log-format", choices=[f.value for f in settings.LogFormat], default="json")
+    add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    add("--lease-name", default="agentworker-operator", help="name of the leader Lease")
+    add(
+        "--lease-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the leader Lease (default: $POD_NAMESPACE or default)",
+    )
+    add(
+        "--identity",
+        default=_default_identity(),
+        help="holder identity in the Lease (default: $POD_NAME, else host and a random id)",
+    )
+    add("--lease-duration", type=float, default=15.0, help="seconds a Lease claim lasts")
+    args = parser.parse_args(argv)
+    return settings.Settings(
+        namespaces=tuple(args.namespace),
+        health_host=args.health_host,
+        health_port=args.health_port,
+        metrics_host=args.metrics_host,
+        metrics_port=args.metrics_port,
+        log_format=settings.LogFormat(args.log_format),
+        log_level=args.log_level,
+        lease=settings.LeaseSettings(
+            name=args.lease_name,
+            namespace=args.lease_namespace,
+            identity=args.identity,
+            duration_s=args.lease_duration,
+            renew_every_s=max(1.0, args.lease_duration / 3),
+        ),
+    )
+
+
+def configure_logging(config: settings.Settings) -> None:
+    """JSON lines (or text) on stderr, each naming its AgentWorker when there is one."""
+    log_format = (
+        kopf.LogFormat.JSON if config.log_format is settings.LogFormat.JSON else kopf.LogFormat.FULL
+    )
+    kopf.configure(log_format=log_format, log_refkey="object", log_prefix=False)
+    logging.getLogger().setLevel(config.log_level)
+
+
+async def _serve_health(
+    config: settings.Settings, ready: asyncio.Event, leading: asyncio.Event
+) -> web.AppRunner | None:
+    """/healthz: the event loop answers. /readyz: kopf is running (leader) or waiting (standby)."""
+    if not config.health_port:
+        return None
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.json_response({"ok": True, "leader": leading.is_set()})
+
+    async def readyz(_: web.Request) -> web.Response:
+        ok = ready.is_set() or not leading.is_set()
+        return web.json_response(
+            {"ready": ok, "leader": leading.is_set()}, status=200 if ok else 503
+        )
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, config.health_host, config.health_port).start()
+    return runner
+
+
+async def _run_kopf(
+    config: settings.Settings, client: kube.Kube, stop: asyncio.Event, ready: asyncio.Event
+) -> None:
+    await kopf.operator(
+        registry=handlers.registry,
+        clusterwide=not config.namespaces,
+        namespaces=config.namespaces,
+        standalone=True,
+        stop_flag=stop,
+        ready_flag=ready,
+        memo=kopf.Memo(kube=client),
+    )
+
+
+async def run(config: settings.Settings, *, started: float) -> int:
+    """The process: health, metrics, the Lease, then kopf; the exit code."""
+    stop, ready, leading = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    client = kube.Kube.connect()
+    health = await _serve_health(config, ready, leading)
+    if config.metrics_port:
+        metrics.serve(config.metrics_host, config.metrics_port)
+    elector = lease.LeaderLease(client, config.lease)
+    try:
+        if not await elector.acquire(stop):
+            return 0
+        leading.set()
+        metrics.LEADER.set(1)
+        operator = asyncio.create_task(_run_kopf(config, client, stop, ready), name="kopf")
+        holder = asyncio.create_task(elector.hold(), name="leader-lease")
+        waiter = asyncio.create_task(ready.wait(), name="ready-log")
+        waiter.add_done_callback(
+            lambda _: logger.info("operator ready", extra={"startup_s": time.monotonic() - started})
+        )
+        done, _ = await asyncio.wait({operator, holder}, return_when=asyncio.FIRST_COMPLETED)
+        lost = holder in done
+        stop.set()
+        holder.cancel()
+        waiter.cancel()
+        await asyncio.gather(operator, holder, waiter, return_exceptions=True)
+        return 1 if lost else 0
+    finally:
+        metrics.LEADER.set(0)
+        await elector.release()
+        if health is not None:
+            await health.cleanup()
+        await client.aclose()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console script entry point."""
+    started = time.monotonic()
+    config = parse_args(argv)
+    configure_logging(config)
+    logger.info(
+        "operator starting",
+        extra={"namespaces": list(config.namespaces) or "all", "identity": config.lease.identity},
+    )
+    return asyncio.run(run(config, started=started))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,223 @@
+"""kopf handlers: reconcile each AgentWorker into its Deployment, PDB, Service and status.
+
+This module owns when to reconcile (create, update, resume, a resync timer, and any change of an
+owned Deployment, so hand edits are put back) and the order of one reconcile: gather (the fresh
+AgentWorker, its parsed spec, the credentials Secret's key names), act (server-side apply of the
+built objects under one field manager), gather again (the Deployment's rollout), decide
+(`status`), act (patch status only when it changed, post Events for changes). Decisions live in
+`spec`, `builders` and `status`; API calls in `kube`. A bad spec or a missing Secret never
+touches the running Deployment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any, cast
+
+import kopf
+
+from agentworker_operator import builders, kube, metrics, settings, status
+from agentworker_operator import spec as specs
+
+G, V, P = builders.GROUP, builders.VERSION, builders.PLURAL
+OWNED = {builders.LABEL_MANAGED_BY: builders.FIELD_MANAGER}
+Logger = logging.Logger | logging.LoggerAdapter[Any]
+
+registry = kopf.OperatorRegistry()
+"""The operator's handlers (an explicit registry: importing this module elsewhere adds none)."""
+
+
+def backoff_s(retry: int) -> float:
+    """Delay before retry number `retry` of a failed reconcile: doubling, capped, jittered."""
+    return min(300.0, 5.0 * 2.0 ** min(retry, 8)) * random.uniform(0.8, 1.2)
+
+
+@kopf.on.startup(registry=registry)
+async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+    """kopf keeps its bookkeeping in annotations under our group; open the API client."""
+    prefix = builders.GROUP
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=prefix, key="last-handled-configuration"
+    )
+    settings.posting.reporting_component = builders.FIELD_MANAGER
+    settings.watching.server_timeout = 300
+    settings.networking.request_timeout = 30
+    if "kube" not in memo:
+        memo["kube"] = kube.Kube.connect()
+        memo["owns_kube"] = True
+    memo["locks"] = {}
+    memo["pending"] = set()
+
+
+@kopf.on.cleanup(registry=registry)
+async def close(memo: Any, **_: Any) -> None:
+    """Close the API client if this module opened it."""
+    if memo.get("owns_kube"):
+        await memo["kube"].aclose()
+
+
+@kopf.on.resume(G, V, P, registry=registry)
+@kopf.on.create(G, V, P, registry=registry)
+@kopf.on.update(G, V, P, registry=registry)
+async def on_change(
+    namespace: str | None, name: str, retry: int, logger: Logger, memo: Any, **_: Any
+) -> None:
+    """Reconcile now; a bad spec fails for good, a missing Secret is retried with backoff."""
+    problem = await reconcile(memo, namespace or "", name, trigger="change", logger=logger)
+    if problem is None:
+        return
+    if problem.reason == "InvalidSpec":
+        raise kopf.PermanentError(problem.message)
+    raise kopf.TemporaryError(problem.message, delay=backoff_s(retry))
+
+
+@kopf.timer(
+    G,
+    V,
+    P,
+    registry=registry,
+    interval=settings.RESYNC_INTERVAL_S,
+    initial_delay=settings.RESYNC_INTERVAL_S,
+)
+async def resync(namespace: str | None, name: str, logger: Logger, memo: Any, **_: Any) -> None:
+    """Level-triggered safety net: converge even if an event was missed."""
+    await reconcile(memo, namespace or "", name, trigger="timer", logger=logger)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED, registry=registry)
+async def on_owned_deployment(
+    body: kopf.Body, namespace: str | None, logger: Logger, memo: Any, **_: Any
+) -> None:
+    """A change of an owned Deployment (a hand edit, a rollout step): reconcile its owner."""
+    owner = next(
+        (
+            ref.get("name")
+            for ref in body.get("metadata", {}).get("ownerReferences") or []
+            if ref.get("kind") == builders.KIND and ref.get("controller")
+        ),
+        None,
+    )
+    if isinstance(owner, str) and namespace:
+        await reconcile(memo, namespace, owner, trigger="deployment", logger=logger)
+
+
+async def reconcile(
+    memo: Any, namespace: str, name: str, *, trigger: str, logger: Logger
+) -> status.Problem | None:
+    """One whole reconcile, serialized per AgentWorker; bursts of triggers coalesce into one."""
+    key = (namespace, name)
+    if key in memo["pending"]:
+        return None
+    memo["pending"].add(key)
+    lock = memo["locks"].setdefault(key, asyncio.Lock())
+    try:
+        async with lock:
+            memo["pending"].discard(key)
+            with metrics.RECONCILE_DURATION.labels(namespace, name).time():
+                problem = await _reconcile(memo["kube"], namespace, name, logger)
+    except Exception as error:
+        memo["pending"].discard(key)
+        reason = "ApiError" if isinstance(error, kube.KubeError) else type(error).__name__
+        metrics.RECONCILE_ERRORS.labels(namespace, name, reason).inc()
+        metrics.RECONCILES.labels(namespace, name, trigger, "error").inc()
+        raise
+    if problem is not None:
+        metrics.RECONCILE_ERRORS.labels(namespace, name, problem.reason).inc()
+    result = "ok" if problem is None else problem.reason
+    metrics.RECONCILES.labels(namespace, name, trigger, result).inc()
+    return problem
+
+
+async def _reconcile(
+    client: kube.Kube, namespace: str, name: str, logger: Logger
+) -> status.Problem | None:
+    body = await client.get(kube.agentworker_path(namespace, name))
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    meta, previous = body["metadata"], body.get("status") or {}
+    owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"])
+    spec, problem = _parse(body)
+    if spec is not None:
+        problem = await _check_credentials(client, namespace, spec)
+    desired: int | None = None
+    if spec is not None and problem is None:
+        desired = builders.desired_replicas(spec, recommended=previous.get("desiredReplicas"))
+        for manifest in (
+            builders.build_deployment(owner, spec, replicas=desired),
+            builders.build_pod_disruption_budget(owner),
+            builders.build_metrics_service(owner),
+        ):
+            await client.apply(manifest)
+    elif isinstance(previous.get("desiredReplicas"), int):
+        desired = previous["desiredReplicas"]
+    deployment = await client.get(kube.path_of("apps/v1", "Deployment", namespace, name))
+    facts = status.Facts(
+        generation=int(meta.get("generation") or 0),
+        selector=builders.selector_string(owner),
+        desired_replicas=desired,
+        autoscaling_enabled=spec is not None and spec.autoscaling.enabled,
+        problem=problem,
+        deployment=status.facts_from_deployment(deployment),
+    )
+    await _publish(client, body, facts, logger)
+    return problem
+
+
+def _parse(body: Mapping[str, Any]) -> tuple[specs.AgentWorkerSpec | None, status.Problem | None]:
+    try:
+        return specs.parse_spec(body.get("spec")), None
+    except specs.InvalidSpecError as error:
+        return None, status.Problem(reason="InvalidSpec", message=str(error))
+
+
+async def _check_credentials(
+    client: kube.Kube, namespace: str, spec: specs.AgentWorkerSpec
+) -> status.Problem | None:
+    """What the schema cannot check: the Secret exists and has both keys (values never read)."""
+    secret = spec.livekit.credentials_secret
+    keys = await client.secret_keys(namespace, secret)
+    if keys is None:
+        return status.Problem(
+            reason="SecretNotFound",
+            message=f"Secret {secret} (spec.livekit.credentialsSecret.name) does not exist in "
+            f"namespace {namespace}; create it with keys {' and '.join(builders.CREDENTIALS_KEYS)}",
+        )
+    missing = [key for key in builders.CREDENTIALS_KEYS if key not in keys]
+    if missing:
+        return status.Problem(
+            reason="SecretKeyMissing",
+            message=f"Secret {secret} (spec.livekit.credentialsSecret.name) has no key "
+            f"{' or '.join(missing)}",
+        )
+    return None
+
+
+async def _publish(
+    client: kube.Kube, body: Mapping[str, Any], facts: status.Facts, logger: Logger
+) -> None:
+    """Patch the status if it changed, post Events for condition changes, update gauges."""
+    meta, previous = body["metadata"], body.get("status") or {}
+    now = datetime.datetime.now(datetime.UTC)
+    desired = status.desired_status(facts, previous, now=now)
+    patch = status.status_patch(previous, desired)
+    if patch is not None:
+        await client.patch_status(kube.agentworker_path(meta["namespace"], meta["name"]), patch)
+        logger.info("status updated", extra={"fields": sorted(patch)})
+    for event in status.events_for(previous, desired):
+        kopf.event(
+            kopf.Body(cast(kopf.RawBody, body)),
+            type=event.type,
+            reason=event.reason,
+            message=event.message,
+        )
+        log = logger.warning if event.type == "Warning" else logger.info
+        log("condition changed", extra={"reason": event.reason, "detail": event.message})
+    labels = (meta["namespace"], meta["name"])
+    metrics.READY_REPLICAS.labels(*labels).set(desired["readyReplicas"])
+    if facts.desired_replicas is not None:
+        metrics.DESIRED_REPLICAS.labels(*labels).set(facts.desired_replicas)

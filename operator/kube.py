@@ -1,0 +1,197 @@
+"""A small async client for the few Kubernetes calls the operator makes, on plain dicts.
+
+This module owns the wire: where the API server is (kubeconfig or in-cluster, loaded with the
+kubernetes package's config loader), authentication, timeouts, server-side apply under the
+operator's one field manager, status merge patches, reads, and Lease create/replace for leader
+election. It only moves data: no decisions, no kopf, and it never logs request bodies (a Secret
+read returns its key names only, never values).
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import kubernetes.client
+import kubernetes.config
+
+from agentworker_operator import builders
+
+REQUEST_TIMEOUT_S = 10.0
+_PLURALS = {
+    "Deployment": "deployments",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    "Service": "services",
+    "Lease": "leases",
+    "Secret": "secrets",
+    "AgentWorker": builders.PLURAL,
+}
+
+
+class KubeError(Exception):
+    """The API server refused a request (status, reason and its message)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        self.status = status
+        self.reason = reason
+        super().__init__(f"{status} {reason}: {message}")
+
+
+class Conflict(KubeError):
+    """409: someone else changed the object first (optimistic concurrency)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Connection:
+    """How to reach and authenticate to the API server."""
+
+    server: str
+    ssl_context: ssl.SSLContext | bool
+    token: Callable[[], str | None]
+    """Current bearer token (re-read each request, so rotated tokens are picked up)."""
+
+
+def load_connection() -> Connection:
+    """The in-cluster service account, else KUBECONFIG / ~/.kube/config."""
+    cfg = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]  # kubernetes.config is unannotated
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=cfg)  # type: ignore[no-untyped-call]  # kubernetes.config is unannotated
+    context: ssl.SSLContext | bool = False
+    if cfg.verify_ssl:
+        context = ssl.create_default_context(cafile=cfg.ssl_ca_cert)
+        if cfg.cert_file and cfg.key_file:
+            context.load_cert_chain(cfg.cert_file, cfg.key_file)
+
+    def token() -> str | None:
+        if cfg.refresh_api_key_hook is not None:
+            cfg.refresh_api_key_hook(cfg)
+        value: str | None = cfg.get_api_key_with_prefix("authorization")
+        return value
+
+    return Connection(server=cfg.host.rstrip("/"), ssl_context=context, token=token)
+
+
+def path_of(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    """REST path of a namespaced object (or of its collection when name is None)."""
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{namespace}/{_PLURALS[kind]}"
+    return path if name is None else f"{path}/{name}"
+
+
+def agentworker_path(namespace: str, name: str) -> str:
+    """REST path of an AgentWorker."""
+    return path_of(f"{builders.GROUP}/{builders.VERSION}", builders.KIND, namespace, name)
+
+
+class Kube:
+    """An open connection to the API server; use `async with Kube.connect()`."""
+
+    def __init__(self, connection: Connection, session: aiohttp.ClientSession) -> None:
+        self._connection = connection
+        self._session = session
+
+    @classmethod
+    def connect(cls, connection: Connection | None = None) -> Kube:
+        """A client on its own HTTP session (closed by `aclose`)."""
+        conn = connection or load_connection()
+        connector = aiohttp.TCPConnector(ssl=conn.ssl_context, limit=16)
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        return cls(conn, aiohttp.ClientSession(connector=connector, timeout=timeout))
+
+    async def aclose(self) -> None:
+        """Close the HTTP session; safe to call twice."""
+        if not self._session.closed:
+            await self._session.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        content_type: str = "application/json",
+        params: Mapping[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """One API call; the decoded JSON answer, or KubeError (Conflict for 409)."""
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        token = self._connection.token()
+        if token:
+            headers["Authorization"] = token
+        data = None if body is None else json.dumps(body)
+        url = self._connection.server + path
+        async with self._session.request(
+            method, url, data=data, headers=headers, params=params
+        ) as response:
+            text = await response.text()
+            if response.status >= 400:
+                raise _error(response.status, text)
+            answer: dict[str, Any] = json.loads(text) if text else {}
+            return answer
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        """The object at path, or None when it does not exist."""
+        try:
+            return await self.request("GET", path)
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """Server-side apply under the operator's field manager, taking over managed fields."""
+        meta = manifest["metadata"]
+        path = path_of(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        return await self.request(
+            "PATCH",
+            path,
+            body=manifest,
+            content_type="application/apply-patch+yaml",
+            params={"fieldManager": builders.FIELD_MANAGER, "force": "true"},
+        )
+
+    async def patch_status(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """Merge-patch the status subresource of the object at path."""
+        return await self.request(
+            "PATCH",
+            f"{path}/status",
+            body={"status": patch},
+            content_type="application/merge-patch+json",
+        )
+
+    async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
+        """Key names of a Secret (never the values), or None when it does not exist."""
+        secret = await self.get(path_of("v1", "Secret", namespace, name))
+        if secret is None:
+            return None
+        return frozenset(secret.get("data") or {}) | frozenset(secret.get("stringData") or {})
+
+
+def _error(status: int, text: str) -> KubeError:
+    try:
+        decoded = json.loads(text)
+    except ValueError:
+        decoded = {}
+    if not isinstance(decoded, dict):
+        decoded = {}
+    reason = str(decoded.get("reason") or "Unknown")
+    message = str(decoded.get("message") or text[:200])
+    kind = Conflict if status == 409 else KubeError
+    return kind(status, reason, message)

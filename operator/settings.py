@@ -1,0 +1,58 @@
+"""The operator's settings: one frozen tree of dataclasses, filled from the command line.
+
+This module owns every knob of the operator process and its default. It holds values only:
+no I/O, no parsing of the command line (that is `__main__`), no kopf settings (`handlers`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+RESYNC_INTERVAL_S = 30.0
+"""Seconds between level-triggered reconciles of every AgentWorker (kopf timer)."""
+
+
+class LogFormat(enum.StrEnum):
+    """How log lines are written."""
+
+    JSON = "json"
+    TEXT = "text"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseSettings:
+    """Leader election with a coordination.k8s.io Lease: only the holder reconciles."""
+
+    name: str = "agentworker-operator"
+    """Name of the Lease object."""
+    namespace: str = "default"
+    """Namespace of the Lease (the operator's own namespace in a cluster)."""
+    identity: str
+    """This replica's holder identity; stable across container restarts in one pod."""
+    duration_s: float = 15.0
+    """Seconds a holder's claim lasts without renewal before another replica may take it."""
+    renew_every_s: float = 5.0
+    """Seconds between renewals by the holder, and between attempts by a standby."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything the `agent-operator` process needs to know."""
+
+    namespaces: tuple[str, ...] = ()
+    """Namespaces to watch; empty means all namespaces."""
+    health_host: str = "0.0.0.0"  # probes come from the kubelet, off the pod
+    """Address of the liveness/readiness endpoint (/healthz, /readyz)."""
+    health_port: int = 8080
+    """Port of the liveness/readiness endpoint; 0 disables it."""
+    metrics_host: str = "0.0.0.0"
+    """Address of the Prometheus /metrics endpoint."""
+    metrics_port: int = 9090
+    """Port of the Prometheus /metrics endpoint; 0 disables it."""
+    log_format: LogFormat = LogFormat.JSON
+    """json (production) or text (development)."""
+    log_level: str = "INFO"
+    """Level of the operator's own loggers."""
+    lease: LeaseSettings = field(default_factory=lambda: LeaseSettings(identity="unset"))
+    """Leader election."""
