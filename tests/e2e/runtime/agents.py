@@ -1,0 +1,97 @@
+"""Agents for the e2e tests, started as `agent-worker start tests.e2e.runtime.agents:<name>`.
+
+The job's metadata (JSON) says what the job does, so one agent covers every scenario: finish at
+once, raise, crash its process, sleep, or hold memory. Each logs what it saw.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+
+from worker_runtime import JobContext, JobProcess, JobRequest, WorkerOptions, WorkerType
+
+logger = logging.getLogger("e2e.agent")
+MAX_JOB_S = 120.0
+
+
+def prewarm(proc: JobProcess) -> None:
+    proc.userdata["prewarmed_in"] = os.getpid()
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    meta = json.loads(ctx.job.metadata or "{}")
+    logger.info(
+        "e2e job running",
+        extra={
+            "job_id": ctx.job.id,
+            "room": ctx.job.room.name,
+            "metadata": ctx.job.metadata,
+            "job_pid": os.getpid(),
+            "prewarmed_in": ctx.proc.userdata.get("prewarmed_in"),
+            "publisher": ctx.job.participant.identity,
+        },
+    )
+
+    async def on_shutdown(reason: str) -> None:
+        logger.info("e2e shutdown callback", extra={"job_id": ctx.job.id, "reason": reason})
+
+    ctx.add_shutdown_callback(on_shutdown)
+    if "hog_mb" in meta:
+        ballast = bytearray(int(meta["hog_mb"]) * 1024 * 1024)
+        ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page so it is resident
+        ctx.proc.userdata["ballast"] = ballast
+    if meta.get("raise"):
+        raise RuntimeError(meta["raise"])
+    if meta.get("crash"):
+        os._exit(3)
+    if "sleep_s" in meta:
+        await asyncio.sleep(min(float(meta["sleep_s"]), MAX_JOB_S))
+    logger.info("e2e job done", extra={"job_id": ctx.job.id})
+
+
+async def reject_all(req: JobRequest) -> None:
+    logger.info("e2e rejecting", extra={"job_id": req.id})
+    await req.reject()
+
+
+def no_load() -> float:
+    return 0.0
+
+
+def always_busy() -> float:
+    return 0.95
+
+
+opts = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=no_load)
+rejecting = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=no_load, request_fnc=reject_all)
+busy = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=always_busy)
+publisher = WorkerOptions(
+    entrypoint, prewarm_fnc=prewarm, load_fnc=no_load, worker_type=WorkerType.PUBLISHER
+)
+
+
+async def greeter(ctx: JobContext) -> None:
+    """Join the room; answer each "ping" data packet with "hello world" to its sender."""
+    from livekit import rtc
+
+    replies: set[asyncio.Task[None]] = set()
+
+    def on_data(packet: rtc.DataPacket) -> None:
+        if packet.data == b"ping" and packet.participant is not None:
+            reply = ctx.room.local_participant.publish_data(
+                "hello world", destination_identities=[packet.participant.identity]
+            )
+            task = asyncio.ensure_future(reply)
+            replies.add(task)
+            task.add_done_callback(replies.discard)
+
+    ctx.room.on("data_received", on_data)
+    await ctx.connect()
+    user = await ctx.wait_for_participant()
+    logger.info("e2e greeter sees", extra={"job_id": ctx.job.id, "identity": user.identity})
+
+
+greeting = WorkerOptions(greeter, load_fnc=no_load)
