@@ -1,0 +1,119 @@
+"""The worker's life end to end: drain on SIGTERM, isolated job failures, LiveKit restarts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import uuid
+
+import pytest
+
+from tests.e2e.runtime.harness import DedicatedLiveKit, LiveKit, WorkerFactory, eventually
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+AGENTS = "tests.e2e.runtime.agents"
+
+
+def room_name() -> str:
+    return f"room-{uuid.uuid4().hex[:8]}"
+
+
+async def test_sigterm_with_three_running_jobs_drains_then_exits_zero(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    worker = await workers.start(f"{AGENTS}:opts", livekit, agent_name=agent_name, idle=3)
+    rooms = [room_name() for _ in range(3)]
+    for room in rooms:
+        await livekit.dispatch(agent_name, room, json.dumps({"sleep_s": 8}))
+    await worker.wait_for("e2e job running", count=3)
+
+    worker.signal(signal.SIGTERM)
+
+    async def not_ready() -> bool:
+        return await worker.status("/readyz") == 503
+
+    await eventually(not_ready, within_s=5, what="/readyz to stop being 200", last=worker.tail)
+    doc = await worker.document()
+    assert (doc["state"], doc["draining"], doc["active_jobs"]) == ("draining", True, 3)
+    late = room_name()
+    await livekit.dispatch(agent_name, late, json.dumps({"sleep_s": 1}))
+
+    assert await worker.wait_exit(within_s=60) == 0
+    assert len(worker.find("e2e job done")) == 3
+    assert len(worker.find("job succeeded")) == 3
+    assert not worker.find("e2e job running", room=late), "a draining worker took a new job"
+    assert worker.find("all jobs ended, stopping")
+
+
+async def test_crash_and_memory_limit_leave_another_job_untouched(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    worker = await workers.start(
+        f"{AGENTS}:opts",
+        livekit,
+        agent_name=agent_name,
+        idle=3,
+        env={"AGENT_JOB_MEMORY_LIMIT_MB": "150", "AGENT_SHUTDOWN_PROCESS_TIMEOUT_S": "5"},
+    )
+    steady, crashing, hog = room_name(), room_name(), room_name()
+    await livekit.dispatch(agent_name, steady, json.dumps({"sleep_s": 10}))
+    [steady_run] = await worker.wait_for("e2e job running", room=steady)
+    await livekit.dispatch(agent_name, crashing, json.dumps({"crash": True}))
+    await livekit.dispatch(agent_name, hog, json.dumps({"hog_mb": 300, "sleep_s": 60}))
+
+    [crash_run] = await worker.wait_for("e2e job running", room=crashing)
+    [hog_run] = await worker.wait_for("e2e job running", room=hog)
+    [crashed] = await worker.wait_for("job failed", job_id=crash_run["job_id"])
+    assert crashed["reason"] == "crash"
+    [killed] = await worker.wait_for("job failed", job_id=hog_run["job_id"])
+    assert killed["reason"] == "memory_limit"
+    assert worker.find("e2e shutdown callback", job_id=hog_run["job_id"])
+
+    assert (await worker.document())["active_jobs"] == 1
+    await worker.wait_for("job succeeded", job_id=steady_run["job_id"])
+    assert worker.find("e2e job done", job_id=steady_run["job_id"])
+    assert await worker.status("/readyz") == 200
+    _, metrics = await worker.get("/metrics")
+    assert 'agent_worker_jobs_failed_total{reason="crash"} 1.0' in metrics
+    assert 'agent_worker_jobs_failed_total{reason="memory_limit"} 1.0' in metrics
+
+
+async def test_a_job_that_raises_is_reported_failed_with_its_error(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    worker = await workers.start(f"{AGENTS}:opts", livekit, agent_name=agent_name)
+    await livekit.dispatch(agent_name, room_name(), json.dumps({"raise": "bad metadata"}))
+    [failed] = await worker.wait_for("job failed")
+    assert failed["reason"] == "error"
+    assert failed["error"] == "RuntimeError: bad metadata"
+    assert worker.find("e2e shutdown callback", job_id=failed["job_id"])
+    assert await worker.status("/readyz") == 200
+
+
+async def test_livekit_restart_worker_registers_again_and_the_job_finishes(
+    dedicated_livekit: DedicatedLiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    lk = dedicated_livekit.livekit
+    worker = await workers.start(f"{AGENTS}:opts", lk, agent_name=agent_name)
+    first_id = (await worker.document())["worker_id"]
+    await lk.dispatch(agent_name, room_name(), json.dumps({"sleep_s": 15}))
+    [run] = await worker.wait_for("e2e job running")
+
+    await dedicated_livekit.restart()
+
+    await worker.wait_for("lost the connection to LiveKit")
+    seen: list[object] = []
+
+    async def registered_again() -> bool:
+        doc = await worker.document()
+        seen.append(doc)
+        return doc["state"] == "available" and doc["worker_id"] not in ("", first_id)
+
+    await eventually(
+        registered_again, within_s=30, what="a new registration", last=lambda: seen[-1:]
+    )
+    assert (await worker.document())["active_jobs"] == 1, "the job kept running"
+    await worker.wait_for("reported running jobs after registering")
+    await worker.wait_for("job succeeded", job_id=run["job_id"], within_s=30)
+    assert worker.find("e2e job done", job_id=run["job_id"])
