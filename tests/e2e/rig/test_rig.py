@@ -257,6 +257,7 @@ def test_anonymous_request_is_refused(rig: rig_env.RigEnv) -> None:
     url = f"https://127.0.0.1:{api_port(rig)}/api/v1/namespaces"
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(url, timeout=5, context=context)
+    refused.value.close()
     assert refused.value.code == 401
 
 
