@@ -124,6 +124,14 @@ class WorkerProc:
             check, within_s=within_s, what=f"{count}x log {message!r} {fields}", last=self.tail
         )
 
+    async def wait_for_text(self, text: str, *, within_s: float = 20) -> None:
+        """Until `text` appears anywhere in the output (dev mode's lines are not JSON)."""
+
+        async def check() -> bool:
+            return text in self.log_path.read_text(errors="replace")
+
+        await eventually(check, within_s=within_s, what=f"output {text!r}", last=self.tail)
+
     async def get(self, path: str) -> tuple[int, str]:
         timeout = aiohttp.ClientTimeout(total=3)
         async with (
@@ -199,7 +207,9 @@ class WorkerFactory:
         env: dict[str, str] | None = None,
         ready: bool = True,
         args: tuple[str, ...] = (),
+        command: list[str] | None = None,
     ) -> WorkerProc:
+        """`agent-worker start <target>` (or `command`), with the LiveKit and AGENT_* env set."""
         port = free_port()
         full_env = {
             **os.environ,
@@ -212,7 +222,7 @@ class WorkerFactory:
             **(env or {}),
         }
         log_path = self._tmp / f"worker-{len(self._procs)}-{port}.log"
-        argv = [str(AGENT_WORKER), "start", target, *args]
+        argv = command or [str(AGENT_WORKER), "start", target, *args]
         popen = await asyncio.to_thread(_spawn, argv, full_env, log_path)
         proc = WorkerProc(popen, port, log_path)
         self._procs.append(proc)
