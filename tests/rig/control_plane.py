@@ -414,7 +414,7 @@ def versions(bins: Binaries) -> dict[str, str]:
         "livekit": first_line([str(bins.livekit), "--version"]),
         "kubectl": first_line([str(bins.kubectl), "version", "--client"]),
         "helm": first_line([str(bins.helm), "version", "--short"]),
-        "runner": "tests/rig/runner.py (process runner standing in for the kubelet)",
+        "runner": "process runner (tests/rig/runner.py)",
     }
 
 
