@@ -15,10 +15,9 @@ import logging
 import time
 from collections.abc import Coroutine
 
-import psutil
 from livekit.protocol import agent as agent_pb
 
-from worker_runtime import http_api, ipc, load, protocol
+from worker_runtime import cpu, http_api, ipc, load, protocol
 from worker_runtime.connection import Connection, ConnectionHandlers, Credentials
 from worker_runtime.logs import LogFormat
 from worker_runtime.metrics import WorkerMetrics
@@ -47,6 +46,7 @@ class Worker:
         self._worker_id = ""
         self._load = 0.0
         self._cpu = load.LoadWindow()
+        self._cpu_meter = cpu.ProcessTreeCpu()
         self._metrics = WorkerMetrics()
         self._tasks: set[asyncio.Task[None]] = set()
         self._assignments: dict[str, asyncio.Future[agent_pb.JobAssignment]] = {}
@@ -223,7 +223,9 @@ class Worker:
         fnc = self._opts.load_fnc
         if fnc is None:
             now = time.monotonic()
-            self._cpu.add(now, psutil.cpu_percent(interval=None) / 100.0)
+            share = self._cpu_meter.sample(now)
+            if share is not None:
+                self._cpu.add(now, share)
             return self._cpu.average(now)
         if inspect.signature(fnc).parameters:
             return float(fnc(self))
