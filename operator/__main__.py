@@ -158,7 +158,10 @@ async def run(config: settings.Settings, *, started: float) -> int:
         holder.cancel()
         waiter.cancel()
         await asyncio.gather(operator, holder, waiter, return_exceptions=True)
-        return 1 if lost else 0
+        failed = not operator.cancelled() and operator.exception() is not None
+        if failed:
+            logger.error("kopf stopped with an error", exc_info=operator.exception())
+        return 1 if lost or failed else 0
     finally:
         metrics.LEADER.set(0)
         await elector.release()

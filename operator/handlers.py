@@ -54,6 +54,12 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     memo["pending"] = set()
 
 
+@kopf.on.login(registry=registry)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's own watch connection: the same kubeconfig or service account as `kube`."""
+    return kopf.login_via_client(**kwargs)
+
+
 @kopf.on.cleanup(registry=registry)
 async def close(memo: Any, **_: Any) -> None:
     """Close the API client if this module opened it."""
