@@ -1,40 +1,161 @@
-"""`make demo`: the rig up, then the cluster and the LiveKit server shown working.
+"""`make demo`: an AgentWorker fleet on the rig, taking a real call.
 
-Run through the Makefile, which starts the rig and exports `.rig/env` first.
+Run through the Makefile, which starts the rig and exports `.rig/env` first. Steps: install the
+CRD, start the operator, apply examples/agentworker.yaml (pointed at the rig's LiveKit server),
+wait for Ready, then join a room as a caller and dispatch the agent into it: the agent's greeting
+arrives over the room's data channel. The fleet keeps running afterwards; `make rig-down` ends it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 from livekit import api as lkapi
+from livekit import rtc
 
+from tests.rig import control_plane
 from tests.rig import env as rig_env
 
+NAMESPACE = "demo"
+AGENT = "basic-agent"
+EXAMPLE = rig_env.REPO_ROOT / "examples" / "agentworker.yaml"
+CRD = rig_env.REPO_ROOT / "crds" / "agentworker.dev_agentworkers.yaml"
 
-def show(title: str, argv: list[str]) -> None:
-    print(f"\n$ {' '.join(argv)}    # {title}", flush=True)
-    subprocess.run(argv, check=True, env=dict(os.environ))
+
+def kubectl(*args: str, stdin: str | None = None, echo: bool = True) -> str:
+    if echo:
+        print(f"\n$ kubectl {' '.join(args)}", flush=True)
+    done = subprocess.run(
+        ["kubectl", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ),
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"kubectl {' '.join(args)} failed: {done.stderr.strip()}")
+    if echo:
+        print(done.stdout, end="", flush=True)
+    return done.stdout
 
 
-async def livekit_rooms(rig: rig_env.RigEnv) -> list[str]:
-    url = rig.livekit_url.replace("ws://", "http://")
-    async with lkapi.LiveKitAPI(url, rig.livekit_api_key, rig.livekit_api_secret) as client:
-        await client.room.create_room(lkapi.CreateRoomRequest(name="demo-room"))
-        rooms = await client.room.list_rooms(lkapi.ListRoomsRequest())
-        return [room.name for room in rooms.rooms]
+def ensure_operator() -> None:
+    if control_plane.read_pid("demo-operator") is None:
+        control_plane.spawn(
+            "demo-operator",
+            [
+                str(Path(sys.executable).parent / "agent-operator"),
+                "--log-format=text",
+                "--health-port=0",
+                "--metrics-port=0",
+            ],
+            env=dict(os.environ),
+        )
+    print(
+        f"operator running (pid {control_plane.read_pid('demo-operator')}, "
+        f"log {control_plane.LOGS / 'demo-operator.log'})"
+    )
+
+
+def apply_fleet(rig: rig_env.RigEnv) -> None:
+    kubectl("apply", "--server-side", "-f", str(CRD))
+    kubectl("wait", "--for=condition=Established", "crd/agentworkers.agentworker.dev")
+    existing = kubectl("get", "ns", "-o", "name", echo=False).split()
+    if f"namespace/{NAMESPACE}" not in existing:
+        kubectl("create", "namespace", NAMESPACE)
+    secret = kubectl(
+        "create",
+        "secret",
+        "generic",
+        "livekit-credentials",
+        "-n",
+        NAMESPACE,
+        f"--from-literal=LIVEKIT_API_KEY={rig.livekit_api_key}",
+        f"--from-literal=LIVEKIT_API_SECRET={rig.livekit_api_secret}",
+        "--dry-run=client",
+        "-o",
+        "json",
+        echo=False,
+    )
+    kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=secret, echo=False)
+    print("\n(secret livekit-credentials holds the rig's key and secret; never shown)")
+    manifest = EXAMPLE.read_text().replace("ws://127.0.0.1:7880", rig.livekit_url)
+    print(
+        f"\n$ kubectl apply -n {NAMESPACE} -f examples/agentworker.yaml   "
+        f"# livekit.url -> {rig.livekit_url}"
+    )
+    kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=manifest, echo=False)
+
+
+def wait_ready(timeout_s: float = 180.0) -> float:
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        raw = kubectl("get", "aw", AGENT, "-n", NAMESPACE, "-o", "json", echo=False)
+        conditions: list[dict[str, Any]] = json.loads(raw).get("status", {}).get("conditions", [])
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            return time.monotonic() - started
+        time.sleep(1)
+    kubectl("describe", "aw", AGENT, "-n", NAMESPACE)
+    raise SystemExit(f"AgentWorker {AGENT} not Ready after {timeout_s:.0f}s")
+
+
+async def take_a_call(rig: rig_env.RigEnv) -> str:
+    """Join a room as a caller, dispatch the agent into it, and wait for its greeting."""
+    http_url = rig.livekit_url.replace("ws://", "http://")
+    room_name = f"demo-call-{int(time.time())}"
+    token = (
+        lkapi.AccessToken(rig.livekit_api_key, rig.livekit_api_secret)
+        .with_identity("caller")
+        .with_grants(lkapi.VideoGrants(room_join=True, room=room_name))
+        .to_jwt()
+    )
+    room = rtc.Room()
+    greeting: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    @room.on("data_received")
+    def on_data(packet: rtc.DataPacket) -> None:
+        if not greeting.done():
+            greeting.set_result(
+                f"{packet.participant.identity if packet.participant else '?'}: "
+                f"{packet.data.decode()}"
+            )
+
+    await room.connect(rig.livekit_url, token)
+    try:
+        async with lkapi.LiveKitAPI(http_url, rig.livekit_api_key, rig.livekit_api_secret) as lk:
+            await lk.agent_dispatch.create_dispatch(
+                lkapi.CreateAgentDispatchRequest(
+                    agent_name=AGENT, room=room_name, metadata='{"caller": "demo"}'
+                )
+            )
+        print(f"\ndispatched {AGENT} into room {room_name}; waiting for its greeting...")
+        return await asyncio.wait_for(greeting, timeout=60)
+    finally:
+        await room.disconnect()
 
 
 def main() -> int:
     rig = rig_env.load()
-    show("the API server's version", ["kubectl", "version"])
-    show("the process runner's Node", ["kubectl", "get", "nodes", "-o", "wide"])
-    show("the control plane's pods and controllers at work", ["kubectl", "get", "ns"])
-    rooms = asyncio.run(livekit_rooms(rig))
-    print(f"\nLiveKit at {rig.livekit_url}: RoomService.ListRooms -> {rooms}")
+    kubectl("get", "nodes", "-o", "wide")
+    ensure_operator()
+    apply_fleet(rig)
+    took = wait_ready()
+    print(f"\nAgentWorker {AGENT} Ready {took:.1f}s after apply")
+    kubectl("get", "aw", "-n", NAMESPACE)
+    kubectl("get", "deploy,pods", "-n", NAMESPACE, "-o", "wide")
+    print(f"\nThe agent says: {asyncio.run(take_a_call(rig))}")
+    print(
+        "\nTry: kubectl describe aw basic-agent -n demo; kubectl scale aw/basic-agent -n demo "
+        "--replicas=3; curl http://<pod IP>:8081/worker. `make rig-down` stops everything."
+    )
     return 0
 
 

@@ -495,7 +495,9 @@ def stop(name: str, grace_s: float = 10.0) -> None:
 
 
 def down(quiet: bool = False) -> None:
-    for name in reversed(COMPONENTS):
+    # Processes started on top of the rig (the demo's operator) go first.
+    extras = sorted(p.stem for p in PIDS.glob("*.pid") if p.stem not in COMPONENTS)
+    for name in [*extras, *reversed(COMPONENTS)]:
         if not quiet and read_pid(name) is not None:
             print(f"stopping {name}")
         stop(name, grace_s=20.0 if name == "runner" else 10.0)
