@@ -284,3 +284,84 @@ async def test_livekit_answers_list_rooms_with_the_rigs_keys_and_refuses_a_wrong
         with pytest.raises(lkapi.TwirpError) as refused:
             await bad.room.list_rooms(lkapi.ListRoomsRequest())
     assert refused.value.status == 401
+
+
+def bare_pod(
+    name: str, code: str, restart_policy: str, env: list[dict[str, Any]] | None = None
+) -> Any:
+    """A Pod manifest running a line of Python (a plain dict, which the client accepts)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": restart_policy,
+            "terminationGracePeriodSeconds": 5,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "rig.invalid/ignored",
+                    "command": [sys.executable, "-c", code],
+                    "env": env or [],
+                }
+            ],
+        },
+    }
+
+
+def container_status(core: client.CoreV1Api, namespace: str, name: str) -> Any:
+    statuses = core.read_namespaced_pod(name, namespace).status.container_statuses or []
+    return statuses[0] if statuses else None
+
+
+def test_runner_restarts_a_crashing_container_with_backoff(
+    core: client.CoreV1Api,
+    namespace: str,
+) -> None:
+    core.create_namespaced_pod(namespace, bare_pod("crash", "raise SystemExit(3)", "Always"))
+    status = wait_for(
+        "two restarts",
+        lambda: container_status(core, namespace, "crash"),
+        lambda s: s is not None and s.restart_count >= 2,
+        timeout_s=60,
+    )
+    assert status.last_state.terminated.exit_code == 3
+
+
+def test_runner_completes_a_never_restarted_pod(core: client.CoreV1Api, namespace: str) -> None:
+    core.create_namespaced_pod(namespace, bare_pod("once", "print('done')", "Never"))
+    wait_for(
+        "phase Succeeded",
+        lambda: core.read_namespaced_pod("once", namespace).status.phase,
+        lambda phase: phase == "Succeeded",
+        timeout_s=60,
+    )
+
+
+def test_runner_waits_for_a_missing_secret_then_starts(
+    core: client.CoreV1Api, namespace: str
+) -> None:
+    env = [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "late", "key": "token"}}}]
+    code = "import os, time; assert os.environ['TOKEN'] == 'abc'; time.sleep(60)"
+    core.create_namespaced_pod(namespace, bare_pod("waits", code, "Always", env))
+    waiting = wait_for(
+        "CreateContainerConfigError",
+        lambda: container_status(core, namespace, "waits"),
+        lambda s: (
+            s is not None
+            and s.state.waiting is not None
+            and s.state.waiting.reason == "CreateContainerConfigError"
+        ),
+    )
+    assert 'Secret "late" not found' in waiting.state.waiting.message
+    core.create_namespaced_secret(
+        namespace,
+        client.V1Secret(metadata=client.V1ObjectMeta(name="late"), string_data={"token": "abc"}),
+    )
+    running = wait_for(
+        "the container to run",
+        lambda: container_status(core, namespace, "waits"),
+        lambda s: s is not None and s.state.running is not None,
+        timeout_s=30,
+    )
+    assert running.restart_count == 0
