@@ -1,0 +1,157 @@
+"""Fixtures for the operator's rig tests: the shipped CRD, credentials, the operator as a process.
+
+The operator runs as a real `agent-operator` process watching only the test's namespace and
+holding its Lease there, so tests (and anyone else's operator on the rig) never compete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import Kubectl
+from tests.rig import env as rig_env
+from tests.waiting import wait_for
+
+REPO_ROOT = rig_env.REPO_ROOT
+CRD_FILE = REPO_ROOT / "crds" / "agentworker.dev_agentworkers.yaml"
+EXAMPLE_FILE = REPO_ROOT / "examples" / "agentworker.yaml"
+AGENT_OPERATOR = Path(sys.executable).with_name("agent-operator")
+SECRET_NAME = "livekit-credentials"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class OperatorProcess:
+    """`agent-operator` for one namespace, with start, kill -9 and graceful stop."""
+
+    def __init__(
+        self, rig: rig_env.RigEnv, namespace: str, log_path: Path, identity: str = ""
+    ) -> None:
+        self.namespace = namespace
+        self.identity = identity or f"e2e-{namespace}"
+        self.log_path = log_path
+        self.health_port = free_port()
+        self._env = dict(os.environ, KUBECONFIG=str(rig.kubeconfig))
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        """Start it and wait until /healthz answers."""
+        args = [
+            str(AGENT_OPERATOR),
+            f"--namespace={self.namespace}",
+            f"--lease-namespace={self.namespace}",
+            f"--identity={self.identity}",
+            "--health-host=127.0.0.1",
+            f"--health-port={self.health_port}",
+            "--metrics-port=0",
+            "--log-level=DEBUG",
+        ]
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(args, env=self._env, stdout=log, stderr=log)
+        wait_for(f"operator /healthz ({self.log_path})", self.health, bool, timeout_s=30)
+
+    def health(self) -> dict[str, Any] | None:
+        """The /healthz answer, or None when it does not answer."""
+        url = f"http://127.0.0.1:{self.health_port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:  # loopback
+                answer: dict[str, Any] = json.loads(response.read())
+                return answer
+        except OSError:
+            return None
+
+    def kill(self) -> None:
+        """SIGKILL, as an OOM kill or node loss would; no cleanup runs."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait(timeout=10)
+            self._process = None
+
+    def stop(self) -> int | None:
+        """SIGTERM and wait; the exit code."""
+        if self._process is None:
+            return None
+        self._process.send_signal(signal.SIGTERM)
+        try:
+            code = self._process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            code = self._process.wait(timeout=10)
+        self._process = None
+        return code
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@pytest.fixture(scope="session")
+def crd(kubectl: Kubectl) -> str:
+    """The very CRD file that ships, applied and Established."""
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_FILE))
+    name = "crd/agentworkers.agentworker.dev"
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", name)
+    return name
+
+
+@pytest.fixture
+def credentials(kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str) -> str:
+    """The LiveKit credentials Secret, made from the rig's keys (never printed)."""
+    kubectl(
+        "create", "secret", "generic", SECRET_NAME, "-n", namespace,
+        f"--from-literal=LIVEKIT_API_KEY={rig.livekit_api_key}",
+        f"--from-literal=LIVEKIT_API_SECRET={rig.livekit_api_secret}",
+    )  # fmt: skip
+    return SECRET_NAME
+
+
+@pytest.fixture
+def operator(
+    rig: rig_env.RigEnv, namespace: str, crd: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """A running operator watching only this test's namespace."""
+    process = OperatorProcess(rig, namespace, tmp_path / "operator.log")
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+def example(rig: rig_env.RigEnv, **spec_overrides: Any) -> dict[str, Any]:
+    """examples/agentworker.yaml pointed at the rig's LiveKit server, with spec overrides."""
+    manifest: dict[str, Any] = yaml.safe_load(EXAMPLE_FILE.read_text())
+    manifest["spec"]["livekit"]["url"] = rig.livekit_url
+    manifest["spec"].update(spec_overrides)
+    return manifest
+
+
+def get_json(kubectl: Kubectl, *args: str) -> dict[str, Any]:
+    """`kubectl get ... -o json` decoded."""
+    decoded: dict[str, Any] = json.loads(kubectl("get", *args, "-o", "json").stdout)
+    return decoded
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The condition of that type in obj's status ({} when absent)."""
+    for item in (obj.get("status") or {}).get("conditions") or []:
+        if item.get("type") == kind:
+            found: dict[str, Any] = item
+            return found
+    return {}

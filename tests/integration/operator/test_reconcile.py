@@ -1,0 +1,83 @@
+"""Handlers in-process (kopf's KopfRunner) against the rig's API server: objects, SSA, status."""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import pytest
+import yaml
+from kopf.testing import KopfRunner
+
+from agentworker_operator import builders, handlers
+from tests.e2e.conftest import Kubectl
+from tests.e2e.operator.conftest import condition, example, get_json
+from tests.rig import env as rig_env
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+NAME = "basic-agent"
+
+
+def run_operator(namespace: str) -> KopfRunner:
+    args = ["run", "--standalone", f"--namespace={namespace}", "-m", handlers.__name__]
+    return KopfRunner(args, registry=handlers.registry, timeout=60)
+
+
+def apply(kubectl: Kubectl, namespace: str, manifest: dict[str, Any]) -> None:
+    kubectl("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(manifest))
+
+
+def test_reconcile_applies_owned_objects_under_one_field_manager(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, crd: str, credentials: str
+) -> None:
+    apply(kubectl, namespace, example(rig, replicas=0))
+    with run_operator(namespace):
+        made = {
+            kind: wait_for(
+                f"{kind} {name}",
+                functools.partial(
+                    get_json, kubectl, kind, name, "-n", namespace, "--show-managed-fields"
+                ),
+                bool,
+                timeout_s=30,
+            )
+            for kind, name in [
+                ("deployment", NAME),
+                ("poddisruptionbudget", NAME),
+                ("service", f"{NAME}-metrics"),
+            ]
+        }
+    uid = get_json(kubectl, "agentworker", NAME, "-n", namespace)["metadata"]["uid"]
+    for obj in made.values():
+        assert obj["metadata"]["ownerReferences"][0]["uid"] == uid
+        managers = {
+            m["manager"] for m in obj["metadata"]["managedFields"] if m["operation"] == "Apply"
+        }
+        assert managers == {builders.FIELD_MANAGER}
+    assert made["deployment"]["spec"]["replicas"] == 0
+    assert made["service"]["spec"]["clusterIP"] == "None"
+
+
+def test_secret_without_a_key_is_degraded_and_nothing_is_applied(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, crd: str
+) -> None:
+    kubectl(
+        "create", "secret", "generic", "livekit-credentials", "-n", namespace,
+        "--from-literal=LIVEKIT_API_KEY=only-the-key",
+    )  # fmt: skip
+    apply(kubectl, namespace, example(rig, replicas=0))
+    with run_operator(namespace):
+        obj = wait_for(
+            "Degraded SecretKeyMissing",
+            lambda: get_json(kubectl, "agentworker", NAME, "-n", namespace),
+            lambda o: condition(o, "Degraded").get("reason") == "SecretKeyMissing",
+            timeout_s=30,
+        )
+    degraded = condition(obj, "Degraded")
+    assert degraded["status"] == "True"
+    assert "LIVEKIT_API_SECRET" in degraded["message"]
+    assert "only-the-key" not in json.dumps(obj)
+    assert kubectl("get", "deployment", NAME, "-n", namespace, check=False).returncode != 0

@@ -1,0 +1,30 @@
+"""agent-operator's command line: all namespaces by default, --namespace repeatable."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentworker_operator import __main__ as cli
+from agentworker_operator import settings
+
+
+def test_defaults_watch_all_namespaces_with_json_logs() -> None:
+    config = cli.parse_args([])
+    assert config.namespaces == ()
+    assert config.log_format is settings.LogFormat.JSON
+    assert config.lease.name == "agentworker-operator"
+    assert config.lease.identity
+
+
+def test_namespace_is_repeatable_and_lease_flags_apply() -> None:
+    config = cli.parse_args(
+        ["--namespace", "a", "--namespace=b", "--identity=x", "--lease-duration=30"]
+    )
+    assert config.namespaces == ("a", "b")
+    assert config.lease.identity == "x"
+    assert (config.lease.duration_s, config.lease.renew_every_s) == (30.0, 10.0)
+
+
+def test_pod_name_is_the_default_identity(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POD_NAME", "agentworker-operator-7d9f-abcde")
+    assert cli.parse_args([]).lease.identity == "agentworker-operator-7d9f-abcde"
