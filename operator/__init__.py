@@ -1,6 +1,6 @@
 """The AgentWorker operator (import name `agentworker_operator`).
 
-Pure core: `spec` (parse the spec), `builders` (desired objects), `status` (conditions).
-Thin shell: `handlers` (kopf), `kube` (API calls), `lease` (leader election), `metrics`,
-`settings`, and `__main__` (the `agent-operator` console script).
+Pure core: `fields` (reading untrusted JSON), `spec` (the typed spec), `builders` (desired
+objects), `status` (conditions). Thin shell: `handlers` (kopf), `kube` (API calls), `lease`
+(leader election), `metrics`, `settings`, and `__main__` (the `agent-operator` console script).
 """

@@ -9,25 +9,20 @@ and what would be right; any other exception escaping `parse_spec` is a bug.
 from __future__ import annotations
 
 import enum
-import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeAlias, TypeVar
 
-JSON: TypeAlias = "str | int | float | bool | list[JSON] | dict[str, JSON] | None"
-"""A value passed through to the pod template unchanged (affinity, tolerations, env sources)."""
+from agentworker_operator import fields
+from agentworker_operator.fields import JSON as JSON
+from agentworker_operator.fields import InvalidSpecError as InvalidSpecError
+from agentworker_operator.fields import parse_duration_s as parse_duration_s
 
-_DURATION = re.compile(r"(?:[0-9]+(?:ms|h|m|s))+")
-_DURATION_PART = re.compile(r"([0-9]+)(ms|h|m|s)")
-_DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _ENTRYPOINT = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
 )
 RESERVED_ENV_PREFIXES = ("AGENT_", "LIVEKIT_")
 RESERVED_ENV_NAMES = frozenset({"POD_IP"})
-MAX_DURATION_S = 24 * 3600.0
-_E = TypeVar("_E", bound=enum.StrEnum)
 
 
 class WorkerType(enum.StrEnum):
@@ -46,24 +41,6 @@ class LogLevel(enum.StrEnum):
     WARNING = "WARNING"
     ERROR = "ERROR"
     CRITICAL = "CRITICAL"
-
-
-class InvalidSpecError(ValueError):
-    """The spec cannot be turned into workers; the message names field, value and the fix."""
-
-    def __init__(self, path: str, value: object, expected: str) -> None:
-        self.path = path
-        self.value = value
-        self.expected = expected
-        super().__init__(f"{path}: {_show(value)} {expected}")
-
-
-def _show(value: object) -> str:
-    try:
-        text = json.dumps(value, sort_keys=True, default=repr)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -174,125 +151,9 @@ class AgentWorkerSpec:
     pod_template: PodTemplate = PodTemplate()
 
 
-def parse_duration_s(text: str) -> float | None:
-    """Seconds in a Go-style duration such as `30m` or `1h30m`, or None if it is not one."""
-    if not _DURATION.fullmatch(text):
-        return None
-    return sum(int(n) * _DURATION_UNIT_S[unit] for n, unit in _DURATION_PART.findall(text))
-
-
-class _Reader:
-    """Reads one mapping of the raw spec, naming the path of every field in its errors."""
-
-    def __init__(self, raw: object, path: str) -> None:
-        if raw is None:
-            raw = {}
-        if not isinstance(raw, Mapping):
-            raise InvalidSpecError(path, raw, "is not an object")
-        self.raw: Mapping[object, object] = raw
-        self.path = path
-
-    def at(self, key: str) -> str:
-        return f"{self.path}.{key}"
-
-    def get(self, key: str) -> object:
-        return self.raw.get(key)
-
-    def child(self, key: str) -> _Reader:
-        return _Reader(self.raw.get(key), self.at(key))
-
-    def string(
-        self,
-        key: str,
-        default: str | None = None,
-        *,
-        pattern: re.Pattern[str] | None = None,
-        expected: str = "is not a string",
-    ) -> str:
-        value = self.raw.get(key, default)
-        if value is None:
-            raise InvalidSpecError(self.at(key), value, "is not set but is required")
-        if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
-            raise InvalidSpecError(self.at(key), value, expected)
-        return value
-
-    def optional_string(self, key: str) -> str | None:
-        value = self.raw.get(key)
-        return None if value is None else self.string(key)
-
-    def integer(self, key: str, default: int, *, low: int, high: int) -> int:
-        value = self.raw.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise InvalidSpecError(self.at(key), value, f"is not an integer in [{low}, {high}]")
-        return value
-
-    def number(self, key: str, default: float, *, low: float, high: float) -> float:
-        value = self.raw.get(key, default)
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int | float)
-            or not low <= value <= high
-        ):
-            raise InvalidSpecError(self.at(key), value, f"is not a number in [{low:g}, {high:g}]")
-        return float(value)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.raw.get(key, default)
-        if not isinstance(value, bool):
-            raise InvalidSpecError(self.at(key), value, "is not true or false")
-        return value
-
-    def duration_s(self, key: str, default: str, *, high_s: float = MAX_DURATION_S) -> float:
-        text = self.raw.get(key, default)
-        seconds = parse_duration_s(text) if isinstance(text, str) else None
-        if seconds is None:
-            raise InvalidSpecError(self.at(key), text, "is not a duration like 30m")
-        if seconds > high_s:
-            raise InvalidSpecError(self.at(key), text, f"is longer than {high_s:g}s")
-        return seconds
-
-    def choice(self, key: str, kind: type[_E], default: _E) -> _E:
-        value = self.raw.get(key, default.value)
-        allowed = [member.value for member in kind]
-        if value not in allowed:
-            raise InvalidSpecError(self.at(key), value, f"is not one of {', '.join(allowed)}")
-        return kind(value)
-
-    def string_map(self, key: str) -> dict[str, str]:
-        value = self.raw.get(key) or {}
-        if not isinstance(value, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-        ):
-            raise InvalidSpecError(self.at(key), value, "is not a map of strings to strings")
-        return dict(value)
-
-    def json_object(self, key: str) -> dict[str, JSON]:
-        value = self.raw.get(key) or {}
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise InvalidSpecError(self.at(key), value, "is not an object")
-        return _as_json(value, self.at(key))  # type: ignore[return-value]  # a Mapping stays a dict
-
-    def json_list(self, key: str) -> list[JSON]:
-        value = self.raw.get(key) or []
-        if not isinstance(value, list):
-            raise InvalidSpecError(self.at(key), value, "is not a list")
-        return [_as_json(item, f"{self.at(key)}[{i}]") for i, item in enumerate(value)]
-
-
-def _as_json(value: object, path: str) -> JSON:
-    """A deep copy of plain JSON data; anything else is an error naming where it is."""
-    if value is None or isinstance(value, str | bool | int | float):
-        return value
-    if isinstance(value, list | tuple):
-        return [_as_json(item, f"{path}[{i}]") for i, item in enumerate(value)]
-    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
-        return {str(k): _as_json(v, f"{path}.{k}") for k, v in value.items()}
-    raise InvalidSpecError(path, value, "is not JSON data")
-
-
 def parse_spec(raw: object) -> AgentWorkerSpec:
     """The typed spec of an AgentWorker's raw `spec`, defaults applied; InvalidSpecError if bad."""
-    spec = _Reader(raw, "spec")
+    spec = fields.FieldReader(raw, "spec")
     replicas = spec.integer("replicas", 1, low=0, high=1000)
     return AgentWorkerSpec(
         agent_name=spec.string("agentName", ""),
@@ -321,7 +182,7 @@ _PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 _IMAGE = re.compile(r"[^\s]+")
 
 
-def _pull_policy(spec: _Reader) -> str | None:
+def _pull_policy(spec: fields.FieldReader) -> str | None:
     value = spec.optional_string("imagePullPolicy")
     if value is not None and value not in _PULL_POLICIES:
         raise InvalidSpecError(
@@ -330,7 +191,7 @@ def _pull_policy(spec: _Reader) -> str | None:
     return value
 
 
-def _parse_livekit(livekit: _Reader) -> LiveKit:
+def _parse_livekit(livekit: fields.FieldReader) -> LiveKit:
     url = livekit.string(
         "url", pattern=re.compile(r"wss?://[^\s/]+.*"), expected="is not a ws:// or wss:// URL"
     )
@@ -344,7 +205,7 @@ _DNS_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 _DNS_HINT = "is not a Secret name (lowercase letters, digits, '-' and '.')"
 
 
-def _parse_job_memory(memory: _Reader) -> JobMemory:
+def _parse_job_memory(memory: fields.FieldReader) -> JobMemory:
     warn = memory.integer("warnMB", 500, low=0, high=1_048_576)
     limit = memory.integer("limitMB", 0, low=0, high=1_048_576)
     if limit and warn > limit:
@@ -354,7 +215,7 @@ def _parse_job_memory(memory: _Reader) -> JobMemory:
     return JobMemory(warn_mb=warn, limit_mb=limit)
 
 
-def _parse_permissions(perms: _Reader) -> Permissions:
+def _parse_permissions(perms: fields.FieldReader) -> Permissions:
     return Permissions(
         can_publish=perms.boolean("canPublish", True),
         can_subscribe=perms.boolean("canSubscribe", True),
@@ -364,7 +225,7 @@ def _parse_permissions(perms: _Reader) -> Permissions:
     )
 
 
-def _parse_behavior(behavior: _Reader, default: ScalingBehavior) -> ScalingBehavior:
+def _parse_behavior(behavior: fields.FieldReader, default: ScalingBehavior) -> ScalingBehavior:
     return ScalingBehavior(
         stabilization_window_s=behavior.duration_s(
             "stabilizationWindow", f"{int(default.stabilization_window_s)}s"
@@ -374,7 +235,7 @@ def _parse_behavior(behavior: _Reader, default: ScalingBehavior) -> ScalingBehav
     )
 
 
-def _parse_autoscaling(scaling: _Reader, spec: _Reader) -> Autoscaling:
+def _parse_autoscaling(scaling: fields.FieldReader, spec: fields.FieldReader) -> Autoscaling:
     low = scaling.integer("minReplicas", 1, low=0, high=1000)
     high = scaling.integer("maxReplicas", 10, low=1, high=1000)
     if low > high:
@@ -395,11 +256,11 @@ def _parse_autoscaling(scaling: _Reader, spec: _Reader) -> Autoscaling:
     )
 
 
-def _parse_env(spec: _Reader) -> tuple[Mapping[str, JSON], ...]:
+def _parse_env(spec: fields.FieldReader) -> tuple[Mapping[str, JSON], ...]:
     env: list[Mapping[str, JSON]] = []
     seen: set[str] = set()
     for i, item in enumerate(spec.json_list("env")):
-        var = _Reader(item, f"spec.env[{i}]")
+        var = fields.FieldReader(item, f"spec.env[{i}]")
         name = var.string(
             "name",
             pattern=re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*"),
@@ -414,14 +275,16 @@ def _parse_env(spec: _Reader) -> tuple[Mapping[str, JSON], ...]:
         if name in seen:
             raise InvalidSpecError(var.at("name"), name, "is listed twice")
         seen.add(name)
-        env.append(item)  # type: ignore[arg-type]  # _Reader checked it is a mapping
+        env.append(item)  # type: ignore[arg-type]  # fields.FieldReader checked it is a mapping
     return tuple(env)
 
 
-def _parse_pod_template(template: _Reader) -> PodTemplate:
+def _parse_pod_template(template: fields.FieldReader) -> PodTemplate:
     pull_secrets = []
     for i, ref in enumerate(template.json_list("imagePullSecrets")):
-        pull_secrets.append(_Reader(ref, f"{template.at('imagePullSecrets')}[{i}]").string("name"))
+        pull_secrets.append(
+            fields.FieldReader(ref, f"{template.at('imagePullSecrets')}[{i}]").string("name")
+        )
     return PodTemplate(
         labels=template.string_map("labels"),
         annotations=template.string_map("annotations"),
