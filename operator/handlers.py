@@ -20,7 +20,7 @@ from typing import Any, cast
 
 import kopf
 
-from agentworker_operator import builders, kube, metrics, settings, status
+from agentworker_operator import builders, kube, metrics, reachability, settings, status
 from agentworker_operator import spec as specs
 
 G, V, P = builders.GROUP, builders.VERSION, builders.PLURAL
@@ -50,6 +50,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     if "kube" not in memo:
         memo["kube"] = kube.Kube.connect()
         memo["owns_kube"] = True
+    memo["livekit"] = reachability.LiveKitProbe()
     memo["locks"] = {}
     memo["pending"] = set()
 
@@ -63,6 +64,7 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 @kopf.on.cleanup(registry=registry)
 async def close(memo: Any, **_: Any) -> None:
     """Close the API client if this module opened it."""
+    await memo["livekit"].aclose()
     if memo.get("owns_kube"):
         await memo["kube"].aclose()
 
@@ -125,7 +127,7 @@ async def reconcile(
         async with lock:
             memo["pending"].discard(key)
             with metrics.RECONCILE_DURATION.labels(namespace, name).time():
-                problem = await _reconcile(memo["kube"], namespace, name, logger)
+                problem = await _reconcile(memo, namespace, name, logger)
     except Exception as error:
         memo["pending"].discard(key)
         reason = "ApiError" if isinstance(error, kube.KubeError) else type(error).__name__
@@ -139,9 +141,8 @@ async def reconcile(
     return problem
 
 
-async def _reconcile(
-    client: kube.Kube, namespace: str, name: str, logger: Logger
-) -> status.Problem | None:
+async def _reconcile(memo: Any, namespace: str, name: str, logger: Logger) -> status.Problem | None:
+    client: kube.Kube = memo["kube"]
     body = await client.get(kube.agentworker_path(namespace, name))
     if body is None or body["metadata"].get("deletionTimestamp"):
         return None
@@ -168,6 +169,8 @@ async def _reconcile(
         desired_replicas=desired,
         autoscaling_enabled=spec is not None and spec.autoscaling.enabled,
         problem=problem,
+        livekit_url=spec.livekit.url if spec is not None else "",
+        livekit_error=await memo["livekit"].error(spec.livekit.url) if spec is not None else None,
         deployment=status.facts_from_deployment(deployment),
     )
     await _publish(client, body, facts, logger)

@@ -63,6 +63,9 @@ class Facts:
     autoscaling_enabled: bool = False
     problem: Problem | None = None
     """A spec or credentials problem found before applying; the Deployment was left alone."""
+    livekit_url: str = ""
+    livekit_error: str | None = None
+    """Why the LiveKit server did not answer the operator's probe; None when it did."""
     deployment: DeploymentFacts | None = None
     """None when the Deployment does not exist (yet)."""
 
@@ -90,6 +93,12 @@ class Event:
 def _problem(facts: Facts) -> Problem | None:
     if facts.problem is not None:
         return facts.problem
+    if facts.livekit_error is not None:
+        return Problem(
+            reason="LiveKitUnreachable",
+            message=f"the LiveKit server at {facts.livekit_url} (spec.livekit.url) does not "
+            f"answer ({facts.livekit_error}); workers cannot register until it does",
+        )
     dep = facts.deployment
     if dep is not None and dep.progress_deadline_exceeded:
         return Problem(

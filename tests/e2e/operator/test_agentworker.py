@@ -20,6 +20,7 @@ from tests.e2e.operator.conftest import (
     OperatorProcess,
     condition,
     example,
+    free_port,
     get_json,
 )
 from tests.rig import env as rig_env
@@ -209,6 +210,24 @@ def test_missing_secret_is_degraded_with_an_event_and_no_deployment(
     )
     assert any(e["type"] == "Warning" for e in events if e.get("reason") == "SecretNotFound")
     assert kubectl("get", "deployment", NAME, "-n", namespace, check=False).returncode != 0
+
+
+def test_unreachable_livekit_is_degraded_and_the_deployment_still_applied(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess,
+) -> None:  # fmt: skip
+    manifest = example(rig, replicas=1)
+    manifest["spec"]["livekit"]["url"] = f"ws://127.0.0.1:{free_port()}"
+    apply(kubectl, namespace, manifest)
+    obj = wait_for(
+        "Degraded=True LiveKitUnreachable",
+        lambda: aw(kubectl, namespace),
+        lambda o: condition(o, "Degraded").get("reason") == "LiveKitUnreachable",
+        timeout_s=60,
+    )
+    assert manifest["spec"]["livekit"]["url"] in condition(obj, "Degraded")["message"]
+    assert condition(obj, "Ready")["status"] == "False"
+    assert kubectl("get", "deployment", NAME, "-n", namespace).returncode == 0
 
 
 def test_secret_created_later_heals_the_fleet(

@@ -141,3 +141,36 @@ def test_becoming_ready_posts_a_normal_event() -> None:
     assert status.events_for(starting, ready) == [
         status.Event(type="Normal", reason="WorkersReady", message="3/3 workers ready")
     ]
+
+
+def test_unreachable_livekit_is_degraded_but_the_fleet_is_judged_on_its_own() -> None:
+    decided = status.decide_conditions(
+        facts(livekit_url="ws://lk:7880", livekit_error="ClientConnectorError: refused")
+    )
+    by_type = {c.type.value: c for c in decided}
+    assert (by_type["Degraded"].status, by_type["Degraded"].reason) == (True, "LiveKitUnreachable")
+    assert "ws://lk:7880" in by_type["Degraded"].message
+    assert by_type["Ready"].status is True
+
+
+def test_facts_from_deployment_reads_counts_and_the_progress_deadline() -> None:
+    deployment = {
+        "metadata": {"generation": 3},
+        "status": {
+            "observedGeneration": 3,
+            "replicas": 2,
+            "readyReplicas": 1,
+            "updatedReplicas": 2,
+            "conditions": [{"type": "Progressing", "reason": "ProgressDeadlineExceeded"}],
+        },
+    }
+    assert status.facts_from_deployment(deployment) == status.DeploymentFacts(
+        generation=3,
+        observed_generation=3,
+        replicas=2,
+        ready_replicas=1,
+        updated_replicas=2,
+        available_replicas=0,
+        progress_deadline_exceeded=True,
+    )
+    assert status.facts_from_deployment(None) is None
