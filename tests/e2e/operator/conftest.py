@@ -48,6 +48,7 @@ class OperatorProcess:
         self.identity = identity or f"e2e-{namespace}"
         self.log_path = log_path
         self.health_port = free_port()
+        self.metrics_port = free_port()
         self._env = dict(os.environ, KUBECONFIG=str(rig.kubeconfig))
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -60,7 +61,8 @@ class OperatorProcess:
             f"--identity={self.identity}",
             "--health-host=127.0.0.1",
             f"--health-port={self.health_port}",
-            "--metrics-port=0",
+            "--metrics-host=127.0.0.1",
+            f"--metrics-port={self.metrics_port}",
             "--log-level=DEBUG",
         ]
         with self.log_path.open("ab") as log:
@@ -76,6 +78,13 @@ class OperatorProcess:
                 return answer
         except OSError:
             return None
+
+    def metrics(self) -> str:
+        """The Prometheus exposition text of /metrics."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:  # loopback
+            text: str = response.read().decode()
+            return text
 
     def kill(self) -> None:
         """SIGKILL, as an OOM kill or node loss would; no cleanup runs."""

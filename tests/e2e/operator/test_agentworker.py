@@ -96,6 +96,10 @@ def test_example_apply_gives_ready_registered_workers(
         == "app.kubernetes.io/instance=basic-agent,app.kubernetes.io/name=agent-worker"
     )
     assert condition(aw(kubectl, namespace), "Degraded")["status"] == "False"
+    exposition = operator.metrics()
+    assert f'agentworker_ready_replicas{{name="{NAME}",namespace="{namespace}"}} 2.0' in exposition
+    assert "agentworker_operator_reconcile_duration_seconds_count" in exposition
+    assert 'result="ok"' in exposition
     table = kubectl("get", "aw", "-n", namespace).stdout
     assert table.split()[:7] == ["NAME", "AGENT", "READY", "DESIRED", "JOBS", "LOAD", "AGE"]
     assert "basic-agent" in table.splitlines()[1]
@@ -272,6 +276,13 @@ def test_hand_edit_of_the_deployment_is_reverted(
         lambda: get_json(kubectl, "deployment", NAME, "-n", namespace),
         lambda d: d["spec"]["replicas"] == 1,
         timeout_s=30,
+    )
+    kubectl("delete", "deployment", NAME, "-n", namespace, "--wait=false")
+    wait_for(
+        "a deleted Deployment made again",
+        lambda: get_json(kubectl, "deployment", NAME, "-n", namespace, "--ignore-not-found"),
+        lambda d: bool(d) and not d["metadata"].get("deletionTimestamp"),
+        timeout_s=60,
     )
 
 

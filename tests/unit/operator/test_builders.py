@@ -11,6 +11,8 @@ from agentworker_operator import builders
 from agentworker_operator import spec as specs
 from tests.unit.operator.test_spec import MINIMAL, with_
 
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
+
 OWNER = builders.Owner(name="support", namespace="team-a", uid="0000-1111")
 
 

@@ -7,6 +7,8 @@ import pytest
 from agentworker_operator import __main__ as cli
 from agentworker_operator import settings
 
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
+
 
 def test_defaults_watch_all_namespaces_with_json_logs() -> None:
     config = cli.parse_args([])

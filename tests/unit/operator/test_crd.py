@@ -6,9 +6,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from hack import generate
+
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
 
 CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "agentworker.dev_agentworkers.yaml"
 CRD: dict[str, Any] = yaml.safe_load(CRD_PATH.read_text())

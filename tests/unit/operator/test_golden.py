@@ -16,6 +16,8 @@ import yaml
 from agentworker_operator import builders
 from agentworker_operator import spec as specs
 
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 GOLDEN = Path(__file__).resolve().parent / "golden"
 OWNER = builders.Owner(

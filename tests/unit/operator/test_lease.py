@@ -8,6 +8,8 @@ import pytest
 
 from agentworker_operator import lease
 
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
+
 NOW = datetime.datetime(2026, 11, 23, 10, 0, 0, tzinfo=datetime.UTC)
 
 

@@ -6,6 +6,8 @@ import pytest
 
 from agentworker_operator import reachability
 
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
+
 
 @pytest.mark.parametrize(
     ("url", "expected"),

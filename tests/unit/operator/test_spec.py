@@ -12,6 +12,8 @@ from hypothesis import given, settings
 
 from agentworker_operator import spec as specs
 
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
+
 CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "agentworker.dev_agentworkers.yaml"
 
 MINIMAL: dict[str, Any] = {
@@ -165,6 +167,7 @@ FIELDS = st.sampled_from(
 )
 
 
+@pytest.mark.timeout(10)  # a property test: many examples, on a shared machine
 @settings(max_examples=150, deadline=None)
 @given(st.dictionaries(FIELDS, JSONS, max_size=6) | JSONS)
 def test_parse_spec_never_crashes_on_arbitrary_input(raw: object) -> None:

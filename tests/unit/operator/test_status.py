@@ -9,6 +9,8 @@ import pytest
 
 from agentworker_operator import status
 
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
+
 NOW = datetime.datetime(2026, 11, 23, 10, 0, 0, tzinfo=datetime.UTC)
 LATER = NOW + datetime.timedelta(minutes=5)
 SELECTOR = "app.kubernetes.io/instance=a,app.kubernetes.io/name=agent-worker"
