@@ -163,6 +163,9 @@ async def _reconcile(memo: Any, namespace: str, name: str, logger: Logger) -> st
     elif isinstance(previous.get("desiredReplicas"), int):
         desired = previous["desiredReplicas"]
     deployment = await client.get(kube.path_of("apps/v1", "Deployment", namespace, name))
+    pods = await client.list_items(
+        kube.path_of("v1", "Pod", namespace), builders.selector_string(owner)
+    )
     facts = status.Facts(
         generation=int(meta.get("generation") or 0),
         selector=builders.selector_string(owner),
@@ -172,6 +175,7 @@ async def _reconcile(memo: Any, namespace: str, name: str, logger: Logger) -> st
         livekit_url=spec.livekit.url if spec is not None else "",
         livekit_error=await memo["livekit"].error(spec.livekit.url) if spec is not None else None,
         deployment=status.facts_from_deployment(deployment),
+        failing_pods=status.failures_from_pods(pods),
     )
     await _publish(client, body, facts, logger)
     return problem

@@ -29,6 +29,7 @@ _PLURALS = {
     "Service": "services",
     "Lease": "leases",
     "Secret": "secrets",
+    "Pod": "pods",
     "AgentWorker": builders.PLURAL,
 }
 
@@ -175,6 +176,12 @@ class Kube:
             body={"status": patch},
             content_type="application/merge-patch+json",
         )
+
+    async def list_items(self, path: str, label_selector: str) -> list[dict[str, Any]]:
+        """The objects of the collection at path that match the label selector."""
+        answer = await self.request("GET", path, params={"labelSelector": label_selector})
+        items: list[dict[str, Any]] = answer.get("items") or []
+        return items
 
     async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         """Key names of a Secret (never the values), or None when it does not exist."""

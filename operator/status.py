@@ -51,6 +51,30 @@ class DeploymentFacts:
     progress_deadline_exceeded: bool = False
 
 
+FAILING_REASONS = frozenset(
+    {
+        "CrashLoopBackOff",
+        "ImagePullBackOff",
+        "ErrImagePull",
+        "InvalidImageName",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+        "RunContainerError",
+    }
+)
+"""Waiting reasons of a container that will not start without a change by a person."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodFailure:
+    """A worker pod whose container is stuck, as the kubelet reports it."""
+
+    pod: str
+    reason: str
+    """The container's waiting reason, e.g. CrashLoopBackOff or ImagePullBackOff."""
+    message: str = ""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Facts:
     """Everything the status is decided from, gathered by the handlers in one go."""
@@ -68,6 +92,8 @@ class Facts:
     """Why the LiveKit server did not answer the operator's probe; None when it did."""
     deployment: DeploymentFacts | None = None
     """None when the Deployment does not exist (yet)."""
+    failing_pods: tuple[PodFailure, ...] = ()
+    """Worker pods whose container cannot start (crash loop, image pull, bad config)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -98,6 +124,16 @@ def _problem(facts: Facts) -> Problem | None:
             reason="LiveKitUnreachable",
             message=f"the LiveKit server at {facts.livekit_url} (spec.livekit.url) does not "
             f"answer ({facts.livekit_error}); workers cannot register until it does",
+        )
+    if facts.failing_pods:
+        shown = "; ".join(
+            f"{f.pod}: {f.reason}" + (f" ({f.message})" if f.message else "")
+            for f in facts.failing_pods[:3]
+        )
+        return Problem(
+            reason="WorkersFailing",
+            message=f"{len(facts.failing_pods)} worker pods cannot start: {shown} "
+            "(check the image, spec.entrypoint and the credentials Secret)",
         )
     dep = facts.deployment
     if dep is not None and dep.progress_deadline_exceeded:
@@ -288,3 +324,20 @@ def facts_from_deployment(deployment: Mapping[str, Any] | None) -> DeploymentFac
         available_replicas=int(state.get("availableReplicas") or 0),
         progress_deadline_exceeded=stuck,
     )
+
+
+def failures_from_pods(pods: Sequence[Mapping[str, Any]]) -> tuple[PodFailure, ...]:
+    """Worker pods (not being deleted) whose container waits for a reason a person must fix."""
+    failures = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        if meta.get("deletionTimestamp"):
+            continue
+        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in FAILING_REASONS:
+                message = str(waiting.get("message") or "")[:160]
+                failures.append(
+                    PodFailure(pod=str(meta.get("name")), reason=waiting["reason"], message=message)
+                )
+    return tuple(sorted(failures, key=lambda f: f.pod))

@@ -309,6 +309,26 @@ def test_invalid_update_keeps_the_last_good_deployment(
     assert operator.health() is not None
 
 
+def test_entrypoint_that_cannot_start_is_degraded_and_old_workers_keep_serving(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess,
+) -> None:  # fmt: skip
+    apply(kubectl, namespace, example(rig, replicas=1))
+    wait_ready(kubectl, namespace, replicas=1)
+    old = {p["metadata"]["name"] for p in pods(kubectl, namespace)}
+    apply(kubectl, namespace, example(rig, replicas=1, entrypoint="examples.agents.nope:main"))
+    obj = wait_for(
+        "Degraded=True WorkersFailing",
+        lambda: aw(kubectl, namespace),
+        lambda o: condition(o, "Degraded").get("reason") == "WorkersFailing",
+        timeout_s=90,
+        interval_s=0.5,
+    )
+    assert "CrashLoopBackOff" in condition(obj, "Degraded")["message"]
+    serving = {p["metadata"]["name"] for p in pods(kubectl, namespace) if is_ready(p)}
+    assert serving == old, "the old worker must keep serving while the new one cannot start"
+
+
 def test_deleting_the_agentworker_removes_what_it_made(
     kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
     operator: OperatorProcess,

@@ -176,3 +176,31 @@ def test_facts_from_deployment_reads_counts_and_the_progress_deadline() -> None:
         progress_deadline_exceeded=True,
     )
     assert status.facts_from_deployment(None) is None
+
+
+def pod(name: str, reason: str, *, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-23T10:00:00Z"
+    waiting = {"reason": reason, "message": "exit code 2"}
+    return {"metadata": meta, "status": {"containerStatuses": [{"state": {"waiting": waiting}}]}}
+
+
+def test_failures_from_pods_keeps_stuck_containers_of_live_pods() -> None:
+    pods = [
+        pod("b", "CrashLoopBackOff"),
+        pod("a", "ImagePullBackOff"),
+        pod("c", "ContainerCreating"),
+        pod("d", "CrashLoopBackOff", deleting=True),
+    ]
+    assert [(f.pod, f.reason) for f in status.failures_from_pods(pods)] == [
+        ("a", "ImagePullBackOff"),
+        ("b", "CrashLoopBackOff"),
+    ]
+
+
+def test_failing_workers_are_degraded_naming_pod_and_reason() -> None:
+    failing = (status.PodFailure(pod="w-1", reason="CrashLoopBackOff", message="exit code 2"),)
+    decided = {c.type.value: c for c in status.decide_conditions(facts(failing_pods=failing))}
+    assert decided["Degraded"].reason == "WorkersFailing"
+    assert "w-1: CrashLoopBackOff (exit code 2)" in decided["Degraded"].message
