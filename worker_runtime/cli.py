@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import importlib
 import logging
+import multiprocessing
 import os
 import signal
 import sys
@@ -128,7 +129,17 @@ async def _serve(worker: Worker, *, dev: bool) -> int:
     except PortInUse as exc:
         logger.error("cannot start the HTTP server", extra={"error": str(exc)})
         return EXIT_FAILED
+    except Exception:
+        logger.exception("the worker failed")
+        return EXIT_FAILED
     return EXIT_OK
+
+
+def _kill_leftover_processes() -> None:
+    """Job processes must not outlive the worker (multiprocessing would wait for them)."""
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(timeout=5)
 
 
 def _run(opts: WorkerOptions, args: argparse.Namespace) -> int:
@@ -155,7 +166,10 @@ def _run(opts: WorkerOptions, args: argparse.Namespace) -> int:
             "worker_type": opts.worker_type.name,
         },
     )
-    return asyncio.run(_serve_new(opts, fmt, level, dev))
+    try:
+        return asyncio.run(_serve_new(opts, fmt, level, dev))
+    finally:
+        _kill_leftover_processes()
 
 
 async def _serve_new(opts: WorkerOptions, fmt: logs.LogFormat, level: str, dev: bool) -> int:

@@ -121,7 +121,9 @@ class Channel:
         return True
 
     def close(self) -> None:
-        """Stop reading and close the pipe; idempotent."""
+        """Stop reading and close the pipe; a pending `recv()` returns None. Idempotent."""
+        if not self._closed:
+            self._queue.put_nowait(None)
         self._stop_reading()
         with contextlib.suppress(OSError):
             self._conn.close()

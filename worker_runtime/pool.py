@@ -24,6 +24,8 @@ logger = logging.getLogger(__name__)
 
 MEMORY_CHECK_INTERVAL_S = 0.5
 RESPAWN_DELAY_S = 1.0
+CLOSE_TIMEOUT_S = 15.0
+"""Bound on waiting for the pool's own tasks once every process was ended or killed."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -167,9 +169,9 @@ class ProcessPool:
         try:
             outcome = await proc.run(start, running.job.id, started)
         finally:
-            proc.close()
             self._running.pop(running.job.id, None)
             self.jobs_changed.set()
+            proc.close()
         self._on_ended(running, outcome)
 
     async def terminate(self, job_id: str, reason: str, because: EndReason | None = None) -> bool:
@@ -227,7 +229,14 @@ class ProcessPool:
         for task in list(self._tasks):
             if task.get_name() == "pool-memory":  # the others end by themselves, bounded
                 task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:
+            _, stuck = await asyncio.wait(list(self._tasks), timeout=CLOSE_TIMEOUT_S)
+            for task in stuck:
+                logger.error(
+                    "pool task did not end, cancelling it", extra={"task": task.get_name()}
+                )
+                task.cancel()
+            await asyncio.gather(*stuck, return_exceptions=True)
 
 
 def _rss_mb(pid: int) -> float:

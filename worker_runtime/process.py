@@ -70,6 +70,8 @@ class PooledProcess:
         self._kill_reason: EndReason | None = None
         self.job_id = ""
         self.pid: int | None = None
+        self._released = False
+        self._exitcode: int | None = None
 
     async def start(self) -> None:
         """Spawn and prewarm; `ProcessFailed` (and the process killed) when that fails."""
@@ -94,9 +96,20 @@ class PooledProcess:
             raise ProcessFailed(error)
 
     def _on_exit(self) -> None:
-        if self._proc is not None:
-            with contextlib.suppress(ValueError, OSError):
-                asyncio.get_running_loop().remove_reader(self._proc.sentinel)
+        """The sentinel is readable: the process is gone; wait until it is reaped."""
+        if self._proc is None:
+            return
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(self._proc.sentinel)
+        self._reap()
+
+    def _reap(self) -> None:
+        assert self._proc is not None
+        code = self._proc.exitcode
+        if code is None:  # exited but not yet reapable: look again very soon
+            asyncio.get_running_loop().call_later(0.01, self._reap)
+            return
+        self._exitcode = code
         self._exited.set()
 
     @property
@@ -131,7 +144,7 @@ class PooledProcess:
             return JobOutcome(
                 reason=EndReason.SHUTDOWN_TIMEOUT, error="job did not shut down in time"
             )
-        code = self._proc.exitcode if self._proc is not None else None
+        code = self._exitcode
         return JobOutcome(reason=EndReason.CRASH, error=f"job process exited with code {code}")
 
     async def shutdown(self, reason: str, *, because: EndReason | None = None) -> None:
@@ -165,7 +178,7 @@ class PooledProcess:
         """Release the pipe and the process object once it has exited."""
         if self._channel is not None:
             self._channel.close()
-        if self._proc is not None and not self.alive:
+        if self._proc is not None and not self.alive and not self._released:
+            self._released = True
             self._proc.join(timeout=0)
-            with contextlib.suppress(ValueError):
-                self._proc.close()
+            self._proc.close()

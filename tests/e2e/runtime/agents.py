@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import os
+import time
 
 from worker_runtime import JobContext, JobProcess, JobRequest, WorkerOptions, WorkerType
 
@@ -47,6 +48,9 @@ async def entrypoint(ctx: JobContext) -> None:
         raise RuntimeError(meta["raise"])
     if meta.get("crash"):
         os._exit(3)
+    if "block_s" in meta:
+        # a job that blocks its event loop, so it cannot hear the shutdown request
+        time.sleep(float(meta["block_s"]))  # noqa: ASYNC251
     if "sleep_s" in meta:
         await asyncio.sleep(min(float(meta["sleep_s"]), MAX_JOB_S))
     logger.info("e2e job done", extra={"job_id": ctx.job.id})
@@ -55,6 +59,10 @@ async def entrypoint(ctx: JobContext) -> None:
 async def reject_all(req: JobRequest) -> None:
     logger.info("e2e rejecting", extra={"job_id": req.id})
     await req.reject()
+
+
+def failing_prewarm(proc: JobProcess) -> None:
+    raise RuntimeError("model file missing")
 
 
 def no_load() -> float:
@@ -94,4 +102,5 @@ async def greeter(ctx: JobContext) -> None:
     logger.info("e2e greeter sees", extra={"job_id": ctx.job.id, "identity": user.identity})
 
 
+broken_prewarm = WorkerOptions(entrypoint, prewarm_fnc=failing_prewarm, load_fnc=no_load)
 greeting = WorkerOptions(greeter, load_fnc=no_load)

@@ -91,6 +91,7 @@ class WorkerProc:
     def __init__(self, popen: subprocess.Popen[bytes], port: int, log_path: Path) -> None:
         self.popen = popen
         self.port = port
+        self.host = "127.0.0.1"
         self.log_path = log_path
 
     def records(self) -> list[dict[str, object]]:
@@ -136,7 +137,7 @@ class WorkerProc:
         timeout = aiohttp.ClientTimeout(total=3)
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.get(f"http://127.0.0.1:{self.port}{path}") as resp,
+            session.get(f"http://{self.host}:{self.port}{path}") as resp,
         ):
             return resp.status, await resp.text()
 

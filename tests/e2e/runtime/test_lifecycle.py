@@ -117,3 +117,66 @@ async def test_livekit_restart_worker_registers_again_and_the_job_finishes(
     await worker.wait_for("reported running jobs after registering")
     await worker.wait_for("job succeeded", job_id=run["job_id"], within_s=30)
     assert worker.find("e2e job done", job_id=run["job_id"])
+
+
+async def test_drain_timeout_ends_remaining_jobs_with_their_callbacks_and_exits_zero(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    worker = await workers.start(
+        f"{AGENTS}:opts", livekit, agent_name=agent_name, env={"AGENT_DRAIN_TIMEOUT_S": "2"}
+    )
+    await livekit.dispatch(agent_name, room_name(), json.dumps({"sleep_s": 90}))
+    [run] = await worker.wait_for("e2e job running")
+    worker.signal(signal.SIGTERM)
+    assert await worker.wait_exit(within_s=30) == 0
+    assert worker.find("drain timeout reached, ending the remaining jobs")
+    [callback] = worker.find("e2e shutdown callback", job_id=run["job_id"])
+    assert callback["reason"] == "worker shutting down"
+
+
+async def test_job_that_hangs_past_shutdown_is_killed_and_reported_failed(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    worker = await workers.start(
+        f"{AGENTS}:opts",
+        livekit,
+        agent_name=agent_name,
+        env={"AGENT_DRAIN_TIMEOUT_S": "1", "AGENT_SHUTDOWN_PROCESS_TIMEOUT_S": "2"},
+    )
+    await livekit.dispatch(agent_name, room_name(), json.dumps({"block_s": 90}))
+    [run] = await worker.wait_for("e2e job running")
+    worker.signal(signal.SIGTERM)
+    [failed] = await worker.wait_for("job failed", job_id=run["job_id"], within_s=20)
+    assert failed["reason"] == "shutdown_timeout"
+    assert await worker.wait_exit(within_s=20) == 0
+
+
+async def test_failing_prewarm_is_logged_and_retried_and_the_worker_stays_up(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    worker = await workers.start(
+        f"{AGENTS}:broken_prewarm", livekit, agent_name=agent_name, ready=False
+    )
+    await worker.wait_ready()
+    failures = await worker.wait_for("job process failed to start", count=2)
+    assert failures[0]["error"] == "RuntimeError: model file missing"
+    await livekit.dispatch(agent_name, room_name())
+    [failed] = await worker.wait_for("could not start a process for the job")
+    assert "model file missing" in str(failed["error"])
+    assert await worker.status("/readyz") == 200
+
+
+async def test_http_server_binds_pod_ip(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    worker = await workers.start(
+        f"{AGENTS}:opts",
+        livekit,
+        agent_name=agent_name,
+        ready=False,
+        env={"AGENT_HOST": "", "POD_IP": "127.0.0.3"},
+    )
+    worker.host = "127.0.0.3"
+    await worker.wait_ready()
+    [listening] = await worker.wait_for("http server listening")
+    assert listening["host"] == "127.0.0.3"
