@@ -1,8 +1,8 @@
 """worker_runtime: a slim LiveKit agent worker with livekit-agents' public names.
 
 `from worker_runtime import WorkerOptions, JobContext, JobRequest, JobProcess, WorkerType,
-WorkerPermissions, cli` is all an agent file needs. `cli` (and with it aiohttp) is imported only
-when asked for, so that job processes stay small.
+WorkerPermissions, cli` is all an agent file needs. `Worker` (and with it aiohttp) is imported
+only when asked for, so that job processes, which import the agent file, stay small.
 """
 
 from __future__ import annotations
@@ -18,12 +18,14 @@ from worker_runtime.version import __version__
 
 if TYPE_CHECKING:
     from worker_runtime import cli as cli
+    from worker_runtime.worker import Worker as Worker
 
 __all__ = [
     "AutoSubscribe",
     "JobContext",
     "JobProcess",
     "JobRequest",
+    "Worker",
     "WorkerOptions",
     "WorkerPermissions",
     "WorkerType",
@@ -32,7 +34,10 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> ModuleType:
+def __getattr__(name: str) -> ModuleType | type:
     if name == "cli":
         return importlib.import_module("worker_runtime.cli")
+    if name == "Worker":
+        worker_class: type = importlib.import_module("worker_runtime.worker").Worker
+        return worker_class
     raise AttributeError(f"module 'worker_runtime' has no attribute {name!r}")

@@ -3,7 +3,8 @@
 Owns argument parsing, where options come from (WorkerOptions, then AGENT_*/LIVEKIT_*/POD_IP
 variables, then flags), the log format (`start`: JSON lines, `dev`: coloured), the signal handlers
 and the exit code: 0 after a drain, 1 when LiveKit cannot be reached or the port is taken, 2 for
-invalid options. Secrets are never printed.
+invalid options. Secrets are never printed. It imports the worker (and aiohttp) only when it
+runs one, because agent files import `cli` and every job process imports the agent file.
 """
 
 from __future__ import annotations
@@ -18,11 +19,9 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import Any, NoReturn, cast
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from worker_runtime import logs
-from worker_runtime.connection import ConnectionFailed
-from worker_runtime.http_api import PortInUse
 from worker_runtime.options import (
     InvalidOption,
     WorkerOptions,
@@ -30,7 +29,9 @@ from worker_runtime.options import (
     options_from_env,
     parse_log_level,
 )
-from worker_runtime.worker import Worker
+
+if TYPE_CHECKING:
+    from worker_runtime.worker import Worker
 
 logger = logging.getLogger("worker_runtime")
 
@@ -108,6 +109,9 @@ def _resolve(opts: WorkerOptions, args: argparse.Namespace) -> WorkerOptions:
 
 
 async def _serve(worker: Worker, *, dev: bool) -> int:
+    from worker_runtime.connection import ConnectionFailed
+    from worker_runtime.http_api import PortInUse
+
     loop = asyncio.get_running_loop()
     interrupts = 0
 
@@ -173,6 +177,8 @@ def _run(opts: WorkerOptions, args: argparse.Namespace) -> int:
 
 
 async def _serve_new(opts: WorkerOptions, fmt: logs.LogFormat, level: str, dev: bool) -> int:
+    from worker_runtime.worker import Worker  # here, so that job processes never load aiohttp
+
     return await _serve(Worker(opts, log_format=fmt, log_level=level), dev=dev)
 
 

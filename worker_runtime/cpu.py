@@ -4,15 +4,21 @@ Owns the measurement behind the default load (the seeds: "the worker's average C
 load.LoadWindow averages it over 5 s. Measuring the worker's own process tree, not the whole
 machine, keeps pods that share a node (and the test rig's shared host) from reading each other's
 work. The CPU count honours the cgroup quota when there is one. Blocking: call it in a thread.
+`LoadMeter` calls the user's load_fnc instead when there is one.
 """
 
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
+import time
 from pathlib import Path
 
 import psutil
+
+from worker_runtime import load
+from worker_runtime.options import LoadFnc
 
 
 def available_cpus() -> float:
@@ -58,3 +64,23 @@ def _tree_cpu_seconds() -> dict[int, float]:
             t = proc.cpu_times()
             found[proc.pid] = t.user + t.system
     return found
+
+
+class LoadMeter:
+    """The worker's load: `load_fnc` when given (with the worker or no argument), else CPU."""
+
+    def __init__(self, load_fnc: LoadFnc | None) -> None:
+        self._fnc = load_fnc
+        self._takes_worker = load_fnc is not None and bool(inspect.signature(load_fnc).parameters)
+        self._window = load.LoadWindow()
+        self._cpu = ProcessTreeCpu()
+
+    def measure(self, worker: object) -> float:
+        """The current load (blocking; run it in a thread). load_fnc's exceptions propagate."""
+        if self._fnc is None:
+            now = time.monotonic()
+            share = self._cpu.sample(now)
+            if share is not None:
+                self._window.add(now, share)
+            return self._window.average(now)
+        return float(self._fnc(worker) if self._takes_worker else self._fnc())

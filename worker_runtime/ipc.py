@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 from worker_runtime.logs import LogFormat
@@ -32,7 +32,7 @@ class StartJob:
 
     job: bytes
     url: str
-    token: str
+    token: str = field(repr=False)
     accept_name: str
     accept_identity: str
     accept_metadata: str

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import time
 from collections.abc import Coroutine
@@ -45,8 +44,7 @@ class Worker:
         self._state = WorkerState.STARTING
         self._worker_id = ""
         self._load = 0.0
-        self._cpu = load.LoadWindow()
-        self._cpu_meter = cpu.ProcessTreeCpu()
+        self._meter = cpu.LoadMeter(opts.load_fnc)
         self._metrics = WorkerMetrics()
         self._tasks: set[asyncio.Task[None]] = set()
         self._assignments: dict[str, asyncio.Future[agent_pb.JobAssignment]] = {}
@@ -207,7 +205,7 @@ class Worker:
 
     async def _measure_load(self) -> None:
         try:
-            value = await asyncio.to_thread(self._sample_load)
+            value = await asyncio.to_thread(self._meter.measure, self)
         except Exception:
             logger.exception("load_fnc failed; keeping the last load")
             return
@@ -218,18 +216,6 @@ class Worker:
         self._move(
             WorkerEvent.LOAD_ABOVE_THRESHOLD if full else WorkerEvent.LOAD_AT_OR_BELOW_THRESHOLD
         )
-
-    def _sample_load(self) -> float:
-        fnc = self._opts.load_fnc
-        if fnc is None:
-            now = time.monotonic()
-            share = self._cpu_meter.sample(now)
-            if share is not None:
-                self._cpu.add(now, share)
-            return self._cpu.average(now)
-        if inspect.signature(fnc).parameters:
-            return float(fnc(self))
-        return float(fnc())
 
     def _send_status(self) -> None:
         self._conn.send(

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from worker_runtime import JobContext, WorkerOptions, cli
-from worker_runtime.worker import Worker
+from worker_runtime import JobContext, Worker, WorkerOptions, cli
 
 
 def compute_load(worker: Worker) -> float:
