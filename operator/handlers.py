@@ -120,20 +120,24 @@ async def reconcile(
     """One whole reconcile, serialized per AgentWorker; bursts of triggers coalesce into one."""
     key = (namespace, name)
     if key in memo["pending"]:
-        return None
+        return None  # a reconcile of this AgentWorker is already waiting; it will see this change
     memo["pending"].add(key)
     lock = memo["locks"].setdefault(key, asyncio.Lock())
+    started = False
     try:
         async with lock:
+            started = True
             memo["pending"].discard(key)
             with metrics.RECONCILE_DURATION.labels(namespace, name).time():
                 problem = await _reconcile(memo, namespace, name, logger)
     except Exception as error:
-        memo["pending"].discard(key)
         reason = "ApiError" if isinstance(error, kube.KubeError) else type(error).__name__
         metrics.RECONCILE_ERRORS.labels(namespace, name, reason).inc()
         metrics.RECONCILES.labels(namespace, name, trigger, "error").inc()
         raise
+    finally:
+        if not started:  # cancelled while waiting for the lock: let the next trigger run
+            memo["pending"].discard(key)
     if problem is not None:
         metrics.RECONCILE_ERRORS.labels(namespace, name, problem.reason).inc()
     result = "ok" if problem is None else problem.reason
