@@ -179,3 +179,27 @@ def test_parse_spec_never_crashes_on_arbitrary_input(raw: object) -> None:
     else:
         message = "spec: parsed"
     assert message.startswith("spec")
+
+
+def _typed_leaves(schema: dict[str, Any], prefix: str) -> list[str]:
+    leaves = []
+    for name, prop in schema.get("properties", {}).items():
+        path = f"{prefix}.{name}"
+        if prop.get("type") in {"string", "integer", "number", "boolean"}:
+            leaves.append(path)
+        elif prop.get("type") == "object" and "properties" in prop:
+            leaves += _typed_leaves(prop, path)
+    return leaves
+
+
+def _crd_spec_leaves() -> list[str]:
+    crd = yaml.safe_load(CRD_PATH.read_text())
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    return _typed_leaves(spec_schema, "spec")
+
+
+@pytest.mark.parametrize("path", _crd_spec_leaves())
+def test_parser_reads_every_field_the_crd_declares(path: str) -> None:
+    with pytest.raises(specs.InvalidSpecError) as caught:
+        specs.parse_spec(with_(path.removeprefix("spec."), [["not", "a", "scalar"]]))
+    assert caught.value.path == path
