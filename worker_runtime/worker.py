@@ -36,6 +36,10 @@ ASSIGNMENT_TIMEOUT_S = 7.5
 REQUEST_FNC_TIMEOUT_S = 10.0
 
 
+class AssignmentLost(Exception):
+    """The connection dropped between accepting a job and its assignment."""
+
+
 class Worker:
     """A registered LiveKit agent worker; `run()` returns after a drain, or raises."""
 
@@ -264,7 +268,8 @@ class Worker:
         )
         self._move(WorkerEvent.CONNECTION_LOST)
         for fut in self._assignments.values():
-            fut.cancel()
+            if not fut.done():
+                fut.set_exception(AssignmentLost())
 
     def _on_message(self, msg: agent_pb.ServerMessage) -> None:
         which = protocol.kind(msg)
@@ -328,7 +333,7 @@ class Worker:
         self._conn.send(protocol.availability(job.id, accept))
         try:
             assignment = await asyncio.wait_for(fut, ASSIGNMENT_TIMEOUT_S)
-        except (TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, AssignmentLost):
             logger.warning("no assignment came for an accepted job", extra=extra)
             return
         finally:

@@ -61,6 +61,11 @@ async def reject_all(req: JobRequest) -> None:
     await req.reject()
 
 
+async def broken_request_fnc(req: JobRequest) -> None:
+    logger.info("e2e rejecting", extra={"job_id": req.id})
+    raise ValueError("request_fnc bug")
+
+
 def failing_prewarm(proc: JobProcess) -> None:
     raise RuntimeError("model file missing")
 
@@ -75,6 +80,9 @@ def always_busy() -> float:
 
 opts = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=no_load)
 rejecting = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=no_load, request_fnc=reject_all)
+raising = WorkerOptions(
+    entrypoint, prewarm_fnc=prewarm, load_fnc=no_load, request_fnc=broken_request_fnc
+)
 busy = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=always_busy)
 publisher = WorkerOptions(
     entrypoint, prewarm_fnc=prewarm, load_fnc=no_load, worker_type=WorkerType.PUBLISHER

@@ -40,22 +40,31 @@ async def test_dispatch_runs_entrypoint_with_metadata_in_a_prewarmed_process(
     assert "agent_worker_job_start_latency_seconds_count 1.0" in metrics
 
 
-async def test_rejected_job_goes_to_another_worker(
-    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+@pytest.mark.parametrize(
+    ("options", "logged"),
+    [
+        ("rejecting", "request_fnc rejected the job"),
+        ("raising", "request_fnc failed, rejecting the job"),
+    ],
+    ids=["rejects", "raises"],
+)
+async def test_job_refused_by_request_fnc_goes_to_another_worker(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str, options: str, logged: str
 ) -> None:
-    rejecting = await workers.start(f"{AGENTS}:rejecting", livekit, agent_name=agent_name)
+    refusing = await workers.start(f"{AGENTS}:{options}", livekit, agent_name=agent_name)
     accepting = await workers.start(f"{AGENTS}:opts", livekit, agent_name=agent_name)
     rooms: list[str] = []
-    # LiveKit picks either worker at random; dispatch until the rejecting one was asked.
+    # LiveKit picks either worker at random; dispatch until the refusing one was asked.
     for _ in range(12):
         rooms.append(room_name())
         await livekit.dispatch(agent_name, rooms[-1])
         await accepting.wait_for("e2e job running", room=rooms[-1])
-        if rejecting.find("e2e rejecting"):
+        if refusing.find("e2e rejecting"):
             break
-    assert rejecting.find("request_fnc rejected the job"), "the rejecting worker was never asked"
-    assert not rejecting.find("e2e job running")
+    assert refusing.find(logged), "the refusing worker was never asked"
+    assert not refusing.find("e2e job running")
     assert len(accepting.find("e2e job running")) == len(rooms)
+    assert await refusing.status("/readyz") == 200
 
 
 async def test_worker_above_load_threshold_gets_no_jobs_and_stays_ready(
