@@ -42,14 +42,19 @@ class OperatorProcess:
     """`agent-operator` for one namespace, with start, kill -9 and graceful stop."""
 
     def __init__(
-        self, rig: rig_env.RigEnv, namespace: str, log_path: Path, identity: str = ""
+        self,
+        rig: rig_env.RigEnv,
+        namespace: str,
+        log_path: Path,
+        identity: str = "",
+        kubeconfig: Path | None = None,
     ) -> None:
         self.namespace = namespace
         self.identity = identity or f"e2e-{namespace}"
         self.log_path = log_path
         self.health_port = free_port()
         self.metrics_port = free_port()
-        self._env = dict(os.environ, KUBECONFIG=str(rig.kubeconfig))
+        self._env = dict(os.environ, KUBECONFIG=str(kubeconfig or rig.kubeconfig))
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:

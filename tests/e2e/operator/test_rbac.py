@@ -1,0 +1,79 @@
+"""The chart's RBAC is enough: the operator runs as its ServiceAccount and reaches Ready.
+
+The ServiceAccount, ClusterRole and Role come from `helm template` of the shipped chart, and the
+operator process authenticates with a token of that ServiceAccount only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import Kubectl
+from tests.e2e.operator.conftest import REPO_ROOT, OperatorProcess, example
+from tests.e2e.operator.test_agentworker import apply, wait_ready
+from tests.rig import env as rig_env
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(240)]
+
+CHART = REPO_ROOT / "charts" / "agentworker-operator"
+
+
+@pytest.fixture
+def chart_rbac(rig: rig_env.RigEnv, kubectl: Kubectl, namespace: str, crd: str) -> Iterator[str]:
+    """The chart's ServiceAccount and RBAC for a release named after the test's namespace."""
+    helm = shutil.which("helm", path=f"{rig.bin_path}:{os.environ.get('PATH', '')}")
+    assert helm is not None, "the rig provides helm"
+    release = namespace[:53]
+    rendered = subprocess.run(
+        [helm, "template", release, str(CHART), "-n", namespace, "--set", "crds.enabled=false",
+         "--show-only", "templates/serviceaccount.yaml", "--show-only", "templates/rbac.yaml"],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    kubectl("apply", "-f", "-", stdin=rendered)
+    try:
+        yield release
+    finally:
+        kubectl("delete", "--ignore-not-found", "-f", "-", stdin=rendered)
+
+
+def token_kubeconfig(kubectl: Kubectl, namespace: str, account: str, path: Path) -> Path:
+    """A kubeconfig for the rig's API server that authenticates as the ServiceAccount only."""
+    token = kubectl("create", "token", account, "-n", namespace, "--duration=1h").stdout.strip()
+    config = json.loads(kubectl("config", "view", "--raw", "--minify", "-o", "json").stdout)
+    config["users"] = [{"name": "operator", "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = "operator"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_operator_reaches_ready_with_only_the_charts_rbac(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str, chart_rbac: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    kubeconfig = token_kubeconfig(kubectl, namespace, chart_rbac, tmp_path / "sa.kubeconfig")
+    whoami = json.loads(
+        kubectl(f"--kubeconfig={kubeconfig}", "auth", "whoami", "-o", "json").stdout
+    )
+    assert whoami["status"]["userInfo"]["username"] == (
+        f"system:serviceaccount:{namespace}:{chart_rbac}"
+    )
+    process = OperatorProcess(rig, namespace, tmp_path / "operator.log", kubeconfig=kubeconfig)
+    process.start()
+    try:
+        apply(kubectl, namespace, example(rig, replicas=1))
+        wait_ready(kubectl, namespace, replicas=1)
+        events = kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+        assert "WorkersReady" in events, "the operator may post Events"
+    finally:
+        process.stop()
+    logs = process.logs()
+    assert "Forbidden" not in logs, logs[-2000:]
+    assert " 403" not in logs, logs[-2000:]
