@@ -149,15 +149,12 @@ def _kill_leftover_processes() -> None:
 def _run(opts: WorkerOptions, args: argparse.Namespace) -> int:
     dev = args.command == "dev"
     fmt: logs.LogFormat = "dev" if dev else "json"
+    logs.configure(fmt, "INFO")
     try:
         raw_level = args.log_level or os.environ.get("AGENT_LOG_LEVEL") or "INFO"
         name = "--log-level" if args.log_level else "AGENT_LOG_LEVEL"
         level = parse_log_level(raw_level, name)
-    except InvalidOption as exc:
-        print(f"agent-worker: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    logs.configure(fmt, level)
-    try:
+        logs.configure(fmt, level)
         opts = _resolve(opts, args)
     except InvalidOption as exc:
         logger.error("invalid options", extra={"error": str(exc)})

@@ -11,7 +11,8 @@ import datetime
 import json
 import logging
 import sys
-from typing import Literal
+from collections.abc import MutableMapping
+from typing import Any, Literal
 
 LogFormat = Literal["json", "dev"]
 
@@ -68,3 +69,13 @@ def configure(fmt: LogFormat, level: str) -> None:
     root.setLevel(level)
     for noisy in ("asyncio", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+
+
+class WorkerLog(logging.LoggerAdapter[logging.Logger]):
+    """Adds the worker's agent_name and worker_id to every line (call-site extras win)."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs

@@ -1,11 +1,14 @@
-"""JobRequest: what request_fnc sees, and the one answer it gives (accept or reject).
+"""JobRequest: what request_fnc sees, the one answer it gives, and asking it (`ask`).
 
-Owns the answer's shape; the worker turns it into an AvailabilityResponse. No I/O here.
+Owns the answer's shape and the rules around request_fnc (None accepts; an exception, a timeout
+or no answer rejects, with a log line); the worker turns the answer into an AvailabilityResponse.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 
 from livekit.protocol import agent as agent_pb
 from livekit.protocol import models as models_pb
@@ -72,3 +75,30 @@ class JobRequest:
     def answer(self) -> AcceptArguments | None:
         """The accept arguments, or None when rejected or not answered."""
         return self._answer
+
+
+REQUEST_FNC_TIMEOUT_S = 10.0
+"""LiveKit waits 10 s for an answer before it offers the job elsewhere."""
+
+
+async def ask(
+    request_fnc: Callable[[JobRequest], Awaitable[None]] | None,
+    job: agent_pb.Job,
+    log: logging.LoggerAdapter[logging.Logger],
+) -> AcceptArguments | None:
+    """How to take the job, or None to decline it."""
+    if request_fnc is None:
+        return AcceptArguments()
+    req = JobRequest(job)
+    extra = {"job_id": job.id, "room": job.room.name}
+    try:
+        async with asyncio.timeout(REQUEST_FNC_TIMEOUT_S):
+            await request_fnc(req)
+    except Exception:
+        log.exception("request_fnc failed, rejecting the job", extra=extra)
+        return None
+    if not req.answered:
+        log.warning("request_fnc gave no answer, rejecting the job", extra=extra)
+    elif req.answer is None:
+        log.info("request_fnc rejected the job", extra=extra)
+    return req.answer

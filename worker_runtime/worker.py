@@ -18,22 +18,22 @@ from livekit.protocol import agent as agent_pb
 
 from worker_runtime import cpu, http_api, ipc, load, protocol
 from worker_runtime.connection import Connection, ConnectionHandlers, Credentials
-from worker_runtime.logs import LogFormat
+from worker_runtime.logs import LogFormat, WorkerLog
 from worker_runtime.metrics import WorkerMetrics
 from worker_runtime.options import WorkerOptions
 from worker_runtime.pool import ProcessPool, RunningJob
 from worker_runtime.process import EndReason, JobOutcome, ProcessFailed, ProcessSpec
-from worker_runtime.request import JobRequest
+from worker_runtime.request import ask
 from worker_runtime.state import WorkerEvent, WorkerState, is_ready, takes_jobs, transition
 from worker_runtime.version import __version__
 
 logger = logging.getLogger(__name__)
 
+
 STATUS_INTERVAL_S = 2.5
 """How often the worker status goes to the server even when nothing changed (livekit-agents)."""
 SAMPLE_INTERVAL_S = 0.5
 ASSIGNMENT_TIMEOUT_S = 7.5
-REQUEST_FNC_TIMEOUT_S = 10.0
 
 
 class AssignmentLost(Exception):
@@ -47,6 +47,8 @@ class Worker:
         self._opts = opts
         self._state = WorkerState.STARTING
         self._worker_id = ""
+        self._log_fields: dict[str, object] = {"agent_name": opts.agent_name, "worker_id": ""}
+        self._log = WorkerLog(logger, self._log_fields)
         self._load = 0.0
         self._meter = cpu.LoadMeter(opts.load_fnc)
         self._metrics = WorkerMetrics()
@@ -123,9 +125,9 @@ class Worker:
     def _move(self, event: WorkerEvent) -> None:
         before, self._state = self._state, transition(self._state, event)
         if before is not self._state:
-            logger.info(
+            self._log.info(
                 "worker state changed",
-                extra={"from": before.value, "to": self._state.value, "worker_id": self._worker_id},
+                extra={"from": before.value, "to": self._state.value},
             )
             self._status_due.set()
 
@@ -157,16 +159,16 @@ class Worker:
         self._metrics.draining.set(1)
         self._send_status()
         jobs = len(self.active_jobs)
-        logger.info(
+        self._log.info(
             "draining", extra={"active_jobs": jobs, "drain_timeout_s": self._opts.drain_timeout}
         )
         if not await self._pool.wait_for_jobs(self._opts.drain_timeout):
-            logger.warning(
+            self._log.warning(
                 "drain timeout reached, ending the remaining jobs",
                 extra={"active_jobs": len(self.active_jobs)},
             )
         else:
-            logger.info("all jobs ended, stopping")
+            self._log.info("all jobs ended, stopping")
 
     async def _aclose(self) -> None:
         await self._pool.aclose()
@@ -185,7 +187,7 @@ class Worker:
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.error(
+            self._log.error(
                 "worker task failed", exc_info=task.exception(), extra={"task": task.get_name()}
             )
 
@@ -211,7 +213,7 @@ class Worker:
         try:
             value = await asyncio.to_thread(self._meter.measure, self)
         except Exception:
-            logger.exception("load_fnc failed; keeping the last load")
+            self._log.exception("load_fnc failed; keeping the last load")
             return
         self._load = load.clamp_load(value)
         self._metrics.load.set(self._load)
@@ -244,12 +246,12 @@ class Worker:
 
     def _on_registered(self, resp: agent_pb.RegisterWorkerResponse) -> None:
         self._worker_id = resp.worker_id
+        self._log_fields["worker_id"] = resp.worker_id
         self._metrics.registered.set(1)
-        logger.info(
+        self._log.info(
             "registered with LiveKit",
             extra={
                 "worker_id": resp.worker_id,
-                "agent_name": self._opts.agent_name,
                 "server_version": resp.server_info.version,
             },
         )
@@ -258,11 +260,11 @@ class Worker:
         running = [r.job.id for r in self.active_jobs]
         if running:
             self._conn.send(protocol.migrate(running))
-            logger.info("reported running jobs after registering", extra={"job_ids": running})
+            self._log.info("reported running jobs after registering", extra={"job_ids": running})
 
     def _on_lost(self, reason: str) -> None:
         self._metrics.registered.set(0)
-        logger.warning(
+        self._log.warning(
             "lost the connection to LiveKit",
             extra={"reason": reason, "active_jobs": len(self.active_jobs)},
         )
@@ -278,51 +280,36 @@ class Worker:
         elif which == "assignment":
             fut = self._assignments.get(msg.assignment.job.id)
             if fut is None or fut.done():
-                logger.warning(
+                self._log.warning(
                     "assignment for an unknown job", extra={"job_id": msg.assignment.job.id}
                 )
             else:
                 fut.set_result(msg.assignment)
         elif which == "termination":
             job_id = msg.termination.job_id
-            logger.info("server asked to end a job", extra={"job_id": job_id})
+            self._log.info("server asked to end a job", extra={"job_id": job_id})
             self._spawn(self._terminate(job_id), f"terminate-{job_id}")
         elif which == "pong":
-            logger.debug(
+            self._log.debug(
                 "pong", extra={"rtt_ms": int(time.time() * 1000) - msg.pong.last_timestamp}
             )
         else:
-            logger.warning("unexpected server message", extra={"kind": which})
+            self._log.warning("unexpected server message", extra={"kind": which})
 
     async def _terminate(self, job_id: str) -> None:
         await self._pool.terminate(job_id, "terminated by the server")
 
     # -- jobs ------------------------------------------------------------------------------
 
-    async def _ask_request_fnc(
-        self, req: agent_pb.AvailabilityRequest
-    ) -> protocol.AcceptArguments | None:
-        job_request = JobRequest(req.job)
-        if self._opts.request_fnc is None:
-            return protocol.AcceptArguments()
-        extra = {"job_id": req.job.id, "room": req.job.room.name}
-        try:
-            async with asyncio.timeout(REQUEST_FNC_TIMEOUT_S):
-                await self._opts.request_fnc(job_request)
-        except Exception:
-            logger.exception("request_fnc failed, rejecting the job", extra=extra)
-            return None
-        if not job_request.answered:
-            logger.warning("request_fnc gave no answer, rejecting the job", extra=extra)
-        elif job_request.answer is None:
-            logger.info("request_fnc rejected the job", extra=extra)
-        return job_request.answer
-
     async def _answer(self, req: agent_pb.AvailabilityRequest) -> None:
         job = req.job
-        extra = {"job_id": job.id, "room": job.room.name, "worker_id": self._worker_id}
-        logger.info("job offered", extra=extra)
-        accept = await self._ask_request_fnc(req) if takes_jobs(self._state) else None
+        extra = {"job_id": job.id, "room": job.room.name}
+        self._log.info("job offered", extra=extra)
+        accept = (
+            await ask(self._opts.request_fnc, req.job, self._log)
+            if takes_jobs(self._state)
+            else None
+        )
         if accept is not None and not takes_jobs(self._state):
             accept = None
         if accept is None:
@@ -334,7 +321,7 @@ class Worker:
         try:
             assignment = await asyncio.wait_for(fut, ASSIGNMENT_TIMEOUT_S)
         except (TimeoutError, AssignmentLost):
-            logger.warning("no assignment came for an accepted job", extra=extra)
+            self._log.warning("no assignment came for an accepted job", extra=extra)
             return
         finally:
             self._assignments.pop(job.id, None)
@@ -358,7 +345,7 @@ class Worker:
         try:
             await self._pool.launch(running)
         except ProcessFailed as exc:
-            logger.error(
+            self._log.error(
                 "could not start a process for the job", extra={"job_id": job.id, "error": str(exc)}
             )
             self._metrics.jobs_failed.labels(reason="process_start").inc()
@@ -370,7 +357,7 @@ class Worker:
     def _on_job_started(self, running: RunningJob, latency_s: float) -> None:
         self._metrics.jobs_started.inc()
         self._metrics.job_start_latency.observe(latency_s)
-        logger.info(
+        self._log.info(
             "job running",
             extra={
                 "job_id": running.job.id,
@@ -384,11 +371,11 @@ class Worker:
         extra = {"job_id": running.job.id, "reason": outcome.reason.value, "error": outcome.error}
         if outcome.reason is EndReason.SUCCESS:
             self._metrics.jobs_succeeded.inc()
-            logger.info("job succeeded", extra=extra)
+            self._log.info("job succeeded", extra=extra)
             self._conn.send(protocol.job_status(running.job.id, protocol.JobStatus.SUCCESS))
         else:
             self._metrics.jobs_failed.labels(reason=outcome.reason.value).inc()
-            logger.warning("job failed", extra=extra)
+            self._log.warning("job failed", extra=extra)
             self._conn.send(
                 protocol.job_status(running.job.id, protocol.JobStatus.FAILED, outcome.error)
             )

@@ -67,7 +67,12 @@ async def test_port_in_use_exits_one_naming_the_address(
 
 @pytest.mark.parametrize(
     ("var", "value"),
-    [("AGENT_LOAD_THRESHOLD", "high"), ("AGENT_WORKER_TYPE", "CITY"), ("AGENT_PERMISSIONS", "{")],
+    [
+        ("AGENT_LOAD_THRESHOLD", "high"),
+        ("AGENT_WORKER_TYPE", "CITY"),
+        ("AGENT_PERMISSIONS", "{"),
+        ("AGENT_LOG_LEVEL", "LOUD"),
+    ],
 )
 async def test_malformed_variable_exits_two_naming_it(
     livekit: LiveKit, workers: WorkerFactory, agent_name: str, var: str, value: str
