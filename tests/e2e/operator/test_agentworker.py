@@ -303,6 +303,14 @@ def test_invalid_update_keeps_the_last_good_deployment(
         timeout_s=60,
     )
     assert "spec.autoscaling.scaleDown.period" in condition(obj, "Degraded")["message"]
+    wait_for(
+        "an InvalidSpec Warning Event",
+        lambda: get_json(kubectl, "events", "-n", namespace)["items"],
+        lambda items: any(
+            e.get("reason") == "InvalidSpec" and e.get("type") == "Warning" for e in items
+        ),
+        timeout_s=30,
+    )
     deployment = get_json(kubectl, "deployment", NAME, "-n", namespace)
     assert deployment["metadata"]["generation"] == before
     assert deployment["status"]["readyReplicas"] == 1
