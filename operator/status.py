@@ -164,33 +164,37 @@ def _rollout(facts: Facts) -> tuple[bool, str, str]:
     return False, "RolloutComplete", f"{dep.ready_replicas}/{want} workers run the latest spec"
 
 
+def _ready(facts: Facts, progressing: bool, rollout_message: str) -> Condition:
+    """Ready: the latest spec runs on every desired worker and nothing blocks it."""
+    kind, dep = ConditionType.READY, facts.deployment
+    if facts.problem is not None:
+        return Condition(
+            type=kind, status=False, reason=facts.problem.reason, message=facts.problem.message
+        )
+    if progressing or dep is None:
+        return Condition(type=kind, status=False, reason="WorkersNotReady", message=rollout_message)
+    message = f"{dep.ready_replicas}/{facts.desired_replicas or 0} workers ready"
+    return Condition(type=kind, status=True, reason="WorkersReady", message=message)
+
+
+def _scaling_limited(facts: Facts) -> Condition:
+    """ScalingLimited: whether min/max held the autoscaler back (it comes with autoscaling)."""
+    if facts.autoscaling_enabled:
+        reason, message = (
+            "WithinLimits",
+            "the desired replicas are within [minReplicas, maxReplicas]",
+        )
+    else:
+        reason, message = "AutoscalingDisabled", "spec.replicas drives the Deployment"
+    return Condition(
+        type=ConditionType.SCALING_LIMITED, status=False, reason=reason, message=message
+    )
+
+
 def decide_conditions(facts: Facts) -> list[Condition]:
     """The four conditions, in a fixed order, from the facts alone."""
     problem = _problem(facts)
     progressing, p_reason, p_message = _rollout(facts)
-    dep, want = facts.deployment, facts.desired_replicas or 0
-    ready_count = dep.ready_replicas if dep is not None else 0
-    if facts.problem is not None:
-        ready = Condition(
-            type=ConditionType.READY,
-            status=False,
-            reason=facts.problem.reason,
-            message=facts.problem.message,
-        )
-    elif progressing or dep is None:
-        ready = Condition(
-            type=ConditionType.READY,
-            status=False,
-            reason="WorkersNotReady",
-            message=p_message,
-        )
-    else:
-        ready = Condition(
-            type=ConditionType.READY,
-            status=True,
-            reason="WorkersReady",
-            message=f"{ready_count}/{want} workers ready",
-        )
     degraded = Condition(
         type=ConditionType.DEGRADED,
         status=problem is not None,
@@ -198,26 +202,9 @@ def decide_conditions(facts: Facts) -> list[Condition]:
         message=problem.message if problem else "no problem found",
     )
     progress = Condition(
-        type=ConditionType.PROGRESSING,
-        status=progressing,
-        reason=p_reason,
-        message=p_message,
+        type=ConditionType.PROGRESSING, status=progressing, reason=p_reason, message=p_message
     )
-    if facts.autoscaling_enabled:
-        limited = Condition(
-            type=ConditionType.SCALING_LIMITED,
-            status=False,
-            reason="WithinLimits",
-            message="the desired replicas are within [minReplicas, maxReplicas]",
-        )
-    else:
-        limited = Condition(
-            type=ConditionType.SCALING_LIMITED,
-            status=False,
-            reason="AutoscalingDisabled",
-            message="spec.replicas drives the Deployment",
-        )
-    return [ready, progress, degraded, limited]
+    return [_ready(facts, progressing, p_message), progress, degraded, _scaling_limited(facts)]
 
 
 def _timestamp(now: datetime.datetime) -> str:
