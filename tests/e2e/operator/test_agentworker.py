@@ -100,6 +100,12 @@ def test_example_apply_gives_ready_registered_workers(
     assert f'agentworker_ready_replicas{{name="{NAME}",namespace="{namespace}"}} 2.0' in exposition
     assert "agentworker_operator_reconcile_duration_seconds_count" in exposition
     assert 'result="ok"' in exposition
+    for where in (
+        operator.logs(),
+        kubectl("get", "events", "-n", namespace, "-o", "json").stdout,
+        kubectl("get", "aw,deployments,pods", "-n", namespace, "-o", "json").stdout,
+    ):
+        assert rig.livekit_api_secret not in where, "the LiveKit secret leaked"
     table = kubectl("get", "aw", "-n", namespace).stdout
     assert table.split()[:7] == ["NAME", "AGENT", "READY", "DESIRED", "JOBS", "LOAD", "AGE"]
     assert "basic-agent" in table.splitlines()[1]
