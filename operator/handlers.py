@@ -149,6 +149,7 @@ async def _reconcile(memo: Any, namespace: str, name: str, logger: Logger) -> st
     client: kube.Kube = memo["kube"]
     body = await client.get(kube.agentworker_path(namespace, name))
     if body is None or body["metadata"].get("deletionTimestamp"):
+        memo["locks"].pop((namespace, name), None)  # gone: forget its lock (held ones finish)
         return None
     meta, previous = body["metadata"], body.get("status") or {}
     owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"])
