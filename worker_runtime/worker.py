@@ -162,6 +162,9 @@ class Worker:
         self._log.info(
             "draining", extra={"active_jobs": jobs, "drain_timeout_s": self._opts.drain_timeout}
         )
+        offers = [t for t in self._tasks if t.get_name().startswith("availability-")]
+        if offers:  # jobs accepted just before the drain are still coming: wait for them too
+            await asyncio.wait(offers, timeout=ASSIGNMENT_TIMEOUT_S + 1)
         if not await self._pool.wait_for_jobs(self._opts.drain_timeout):
             self._log.warning(
                 "drain timeout reached, ending the remaining jobs",
