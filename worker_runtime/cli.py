@@ -49,7 +49,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-secret", help="LiveKit API secret (default: $LIVEKIT_API_SECRET)")
 
 
-def _parser(with_target: bool) -> argparse.ArgumentParser:
+def build_parser(with_target: bool) -> argparse.ArgumentParser:
+    """`start`/`dev` with the common flags; `agent-worker` also takes the target."""
     prog = "agent-worker" if with_target else None
     parser = argparse.ArgumentParser(prog=prog, description="Run a LiveKit agent worker.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -63,7 +64,8 @@ def _parser(with_target: bool) -> argparse.ArgumentParser:
     return parser
 
 
-def _import_target(spec: str) -> object:
+def import_target(spec: str) -> object:
+    """The object `module:attribute` names; `InvalidOption` saying what is wrong."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise InvalidOption(f"target: {spec!r} is not module:function")
@@ -77,24 +79,27 @@ def _import_target(spec: str) -> object:
         raise InvalidOption(f"target: {module_name!r} has no {attr!r}") from None
 
 
-def _import_callable(spec: str) -> Callable[..., Any]:
-    target = _import_target(spec)
+def import_callable(spec: str) -> Callable[..., Any]:
+    """Like `import_target`, for a function."""
+    target = import_target(spec)
     if not callable(target):
         raise InvalidOption(f"{spec}: {target!r} is not callable")
     return cast(Callable[..., Any], target)
 
 
-def _options_from_target(args: argparse.Namespace) -> WorkerOptions:
-    target = _import_target(args.target)
+def options_from_target(args: argparse.Namespace) -> WorkerOptions:
+    """WorkerOptions from the target (an entrypoint or an options object) and the flags."""
+    target = import_target(args.target)
     opts = target if isinstance(target, WorkerOptions) else WorkerOptions(target)  # type: ignore[arg-type]  # validated by WorkerOptions
     if args.prewarm:
-        opts = replace(opts, prewarm_fnc=_import_callable(args.prewarm))
+        opts = replace(opts, prewarm_fnc=import_callable(args.prewarm))
     if args.request:
-        opts = replace(opts, request_fnc=_import_callable(args.request))
+        opts = replace(opts, request_fnc=import_callable(args.request))
     return opts
 
 
-def _resolve(opts: WorkerOptions, args: argparse.Namespace) -> WorkerOptions:
+def resolve_options(opts: WorkerOptions, args: argparse.Namespace) -> WorkerOptions:
+    """`opts`, then the AGENT_*/LIVEKIT_*/POD_IP variables, then the flags; credentials required."""
     opts = apply_overrides(opts, options_from_env(os.environ))
     flags = {"ws_url": args.url, "api_key": args.api_key, "api_secret": args.api_secret}
     opts = replace(opts, **{k: v for k, v in flags.items() if v})
@@ -155,7 +160,7 @@ def _run(opts: WorkerOptions, args: argparse.Namespace) -> int:
         name = "--log-level" if args.log_level else "AGENT_LOG_LEVEL"
         level = parse_log_level(raw_level, name)
         logs.configure(fmt, level)
-        opts = _resolve(opts, args)
+        opts = resolve_options(opts, args)
     except InvalidOption as exc:
         logger.error("invalid options", extra={"error": str(exc)})
         return EXIT_USAGE
@@ -181,16 +186,16 @@ async def _serve_new(opts: WorkerOptions, fmt: logs.LogFormat, level: str, dev: 
 
 def run_app(opts: WorkerOptions, argv: Sequence[str] | None = None) -> NoReturn:
     """Parse `start`/`dev` and the flags, run the worker, exit with its code."""
-    args = _parser(with_target=False).parse_args(argv)
+    args = build_parser(with_target=False).parse_args(argv)
     sys.exit(_run(opts, args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`agent-worker start|dev module:function`: the console script; cwd is importable."""
     sys.path.insert(0, os.getcwd())
-    args = _parser(with_target=True).parse_args(argv)
+    args = build_parser(with_target=True).parse_args(argv)
     try:
-        opts = _options_from_target(args)
+        opts = options_from_target(args)
     except InvalidOption as exc:
         print(f"agent-worker: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,0 +1,7 @@
+"""`python -m worker_runtime start|dev module:function`, the same as `agent-worker`."""
+
+import sys
+
+from worker_runtime.cli import main
+
+sys.exit(main())
