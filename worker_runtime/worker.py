@@ -221,6 +221,9 @@ class Worker:
         self._load = load.clamp_load(value)
         self._metrics.load.set(self._load)
         self._metrics.idle_processes.set(self._pool.idle_processes)
+        self._move_by_load()
+
+    def _move_by_load(self) -> None:
         full = load.is_full(self._load, self._opts.load_threshold)
         self._move(
             WorkerEvent.LOAD_ABOVE_THRESHOLD if full else WorkerEvent.LOAD_AT_OR_BELOW_THRESHOLD
@@ -259,6 +262,7 @@ class Worker:
             },
         )
         self._move(WorkerEvent.REGISTERED)
+        self._move_by_load()  # never advertise AVAILABLE while the last load was above threshold
         self._send_status()
         running = [r.job.id for r in self.active_jobs]
         if running:

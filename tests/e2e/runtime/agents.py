@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from pathlib import Path
 
 from worker_runtime import JobContext, JobProcess, JobRequest, WorkerOptions, WorkerType
 
@@ -74,6 +75,11 @@ def no_load() -> float:
     return 0.0
 
 
+def load_from_file() -> float:
+    """The load the test wrote to $E2E_LOAD_FILE (a test knob, read by this agent only)."""
+    return float(Path(os.environ["E2E_LOAD_FILE"]).read_text() or "0")
+
+
 def always_busy() -> float:
     return 0.95
 
@@ -83,6 +89,7 @@ rejecting = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=no_load, req
 raising = WorkerOptions(
     entrypoint, prewarm_fnc=prewarm, load_fnc=no_load, request_fnc=broken_request_fnc
 )
+steerable = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=load_from_file)
 busy = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=always_busy)
 publisher = WorkerOptions(
     entrypoint, prewarm_fnc=prewarm, load_fnc=no_load, worker_type=WorkerType.PUBLISHER

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from livekit import rtc
@@ -85,6 +87,35 @@ async def test_worker_above_load_threshold_gets_no_jobs_and_stays_ready(
     for room in rooms:
         await free.wait_for("e2e job running", room=room)
     assert not busy.find("job offered")
+
+
+async def test_worker_reports_full_above_threshold_and_available_again_below(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str, tmp_path: Path
+) -> None:
+    load_file = tmp_path / "load"
+    load_file.write_text("0.95")
+    worker = await workers.start(
+        f"{AGENTS}:steerable",
+        livekit,
+        agent_name=agent_name,
+        env={"E2E_LOAD_FILE": str(load_file)},
+    )
+    seen: list[object] = []
+
+    def in_state(state: str) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            seen.append((await worker.document())["state"])
+            return seen[-1] == state
+
+        return check
+
+    await eventually(in_state("full"), within_s=10, what="full", last=lambda: seen[-1:])
+    load_file.write_text("0.1")
+    await eventually(in_state("available"), within_s=10, what="available", last=lambda: seen[-1:])
+    room = room_name()
+    await livekit.dispatch(agent_name, room)
+    await worker.wait_for("e2e job running", room=room)
+    assert worker.find("worker state changed", to="available")
 
 
 async def publish_audio(livekit: LiveKit, room: str, identity: str) -> rtc.Room:
