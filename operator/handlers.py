@@ -46,6 +46,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     )
     settings.posting.reporting_component = builders.FIELD_MANAGER
     settings.watching.server_timeout = 300
+    owned = ",".join(f"{k}={v}" for k, v in OWNED.items())
+    settings.watching.label_selectors["apps", "deployments"] = owned  # filtered by the server
+    settings.watching.label_selectors["", "pods"] = owned
     settings.networking.request_timeout = 30
     if "kube" not in memo:
         memo["kube"] = kube.Kube.connect()
@@ -112,6 +115,20 @@ async def on_owned_deployment(
     )
     if isinstance(owner, str) and namespace:
         await reconcile(memo, namespace, owner, trigger="deployment", logger=logger)
+
+
+def _pod_cannot_start(body: kopf.Body, **_: Any) -> bool:
+    return bool(status.failures_from_pods([body]))
+
+
+@kopf.on.event("v1", "pods", labels=OWNED, when=_pod_cannot_start, registry=registry)
+async def on_failing_pod(
+    labels: Mapping[str, str], namespace: str | None, logger: Logger, memo: Any, **_: Any
+) -> None:
+    """A worker pod that cannot start (crash loop, image pull): say so now, not at the resync."""
+    owner = labels.get(builders.LABEL_INSTANCE)
+    if owner and namespace:
+        await reconcile(memo, namespace, owner, trigger="pod", logger=logger)
 
 
 async def reconcile(
