@@ -181,7 +181,9 @@ def _run(opts: WorkerOptions, args: argparse.Namespace) -> int:
 async def _serve_new(opts: WorkerOptions, fmt: logs.LogFormat, level: str, dev: bool) -> int:
     from worker_runtime.worker import Worker  # here, so that job processes never load aiohttp
 
-    return await _serve(Worker(opts, log_format=fmt, log_level=level), dev=dev)
+    token = os.environ.get("AGENT_CONTROL_TOKEN", "")
+    worker = Worker(opts, log_format=fmt, log_level=level, control_token=token)
+    return await _serve(worker, dev=dev)
 
 
 def run_app(opts: WorkerOptions, argv: Sequence[str] | None = None) -> NoReturn:

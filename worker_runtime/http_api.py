@@ -7,6 +7,7 @@ operator reads. It only reports: the worker hands it a function returning a snap
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ class WorkerSnapshot:
     load_threshold: float
     jobs: tuple[JobSummary, ...]
     idle_processes: int
+    retired: bool
     sdk_version: str
     protocol_version: int
 
@@ -65,11 +67,22 @@ def worker_document(snap: WorkerSnapshot) -> dict[str, object]:
         "load_threshold": threshold,
         "jobs": [{"id": j.id, "room": j.room, "started_at": j.started_at} for j in snap.jobs],
         "idle_processes": snap.idle_processes,
+        "retired": snap.retired,
     }
 
 
-def build_app(snapshot: Callable[[], WorkerSnapshot], metrics: WorkerMetrics) -> web.Application:
-    """The aiohttp application with the four routes (and "/" like livekit-agents)."""
+def build_app(
+    snapshot: Callable[[], WorkerSnapshot],
+    metrics: WorkerMetrics,
+    *,
+    retire: Callable[[], str],
+    control_token: str,
+) -> web.Application:
+    """The four routes (and "/" like livekit-agents), plus POST /retire when a token is set.
+
+    POST /retire is the operator's victim handshake, authenticated with `Authorization: Bearer
+    <AGENT_CONTROL_TOKEN>`: 200 when the worker held no job and now takes none, 409 when busy.
+    """
 
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="OK")
@@ -86,7 +99,18 @@ def build_app(snapshot: Callable[[], WorkerSnapshot], metrics: WorkerMetrics) ->
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
+    async def retire_route(request: web.Request) -> web.Response:
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(given.encode(), control_token.encode()):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        refusal = retire()
+        if refusal:
+            return web.json_response({"retired": False, "reason": refusal}, status=409)
+        return web.json_response({"retired": True})
+
     app = web.Application()
+    if control_token:
+        app.router.add_post("/retire", retire_route)
     app.router.add_get("/", healthz)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -18,6 +18,8 @@ import psutil
 from livekit.protocol import agent as agent_pb
 
 from worker_runtime import ipc
+from worker_runtime.logs import LogFormat
+from worker_runtime.options import WorkerOptions
 from worker_runtime.process import EndReason, JobOutcome, PooledProcess, ProcessFailed, ProcessSpec
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,38 @@ class ProcessPool:
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
         self.jobs_changed = asyncio.Event()
+
+    @classmethod
+    def from_options(
+        cls,
+        opts: WorkerOptions,
+        *,
+        log_format: LogFormat,
+        log_level: str,
+        on_started: JobStartedCallback,
+        on_ended: JobEndedCallback,
+    ) -> ProcessPool:
+        """The pool the options describe (processes, prewarm, timeouts, memory limits)."""
+        config = ipc.ProcessConfig(
+            log_format=log_format,
+            log_level=log_level,
+            shutdown_timeout_s=opts.shutdown_process_timeout,
+        )
+        spec = ProcessSpec(
+            entrypoint=opts.entrypoint_fnc,
+            prewarm=opts.prewarm_fnc,
+            config=config,
+            initialize_timeout_s=opts.initialize_process_timeout,
+            shutdown_timeout_s=opts.shutdown_process_timeout,
+        )
+        return cls(
+            spec,
+            num_idle=opts.num_idle_processes,
+            memory_warn_mb=opts.job_memory_warn_mb,
+            memory_limit_mb=opts.job_memory_limit_mb,
+            on_started=on_started,
+            on_ended=on_ended,
+        )
 
     @property
     def idle_processes(self) -> int:

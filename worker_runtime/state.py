@@ -75,6 +75,19 @@ def takes_jobs(state: WorkerState) -> bool:
     return state is WorkerState.AVAILABLE
 
 
+def retire_refusal(state: WorkerState, *, active_jobs: int, pending_offers: int) -> str:
+    """The victim handshake: why the worker may not retire now, or "" when it may.
+
+    A worker retires only while it holds no job (nor one accepted and on its way); once retired
+    it is DRAINING and takes nothing new. Retiring again is accepted.
+    """
+    if active_jobs or pending_offers:
+        return "busy"
+    if state is WorkerState.CLOSED:
+        return "closed"
+    return ""
+
+
 def is_ready(state: WorkerState) -> bool:
     """/readyz: registered and not draining. A full worker stays ready."""
     return state in (WorkerState.AVAILABLE, WorkerState.FULL)

@@ -16,15 +16,23 @@ from collections.abc import Coroutine
 
 from livekit.protocol import agent as agent_pb
 
-from worker_runtime import cpu, http_api, ipc, load, protocol
+from worker_runtime import cpu, http_api, load, protocol
 from worker_runtime.connection import Connection, ConnectionHandlers, Credentials
 from worker_runtime.logs import LogFormat, WorkerLog
 from worker_runtime.metrics import WorkerMetrics
 from worker_runtime.options import WorkerOptions
 from worker_runtime.pool import ProcessPool, RunningJob
-from worker_runtime.process import EndReason, JobOutcome, ProcessFailed, ProcessSpec
+from worker_runtime.process import ProcessFailed
+from worker_runtime.reporter import JobReporter
 from worker_runtime.request import ask
-from worker_runtime.state import WorkerEvent, WorkerState, is_ready, takes_jobs, transition
+from worker_runtime.state import (
+    WorkerEvent,
+    WorkerState,
+    is_ready,
+    retire_refusal,
+    takes_jobs,
+    transition,
+)
 from worker_runtime.version import __version__
 
 logger = logging.getLogger(__name__)
@@ -43,10 +51,19 @@ class AssignmentLost(Exception):
 class Worker:
     """A registered LiveKit agent worker; `run()` returns after a drain, or raises."""
 
-    def __init__(self, opts: WorkerOptions, *, log_format: LogFormat, log_level: str) -> None:
+    def __init__(
+        self,
+        opts: WorkerOptions,
+        *,
+        log_format: LogFormat,
+        log_level: str,
+        control_token: str = "",
+    ) -> None:
+        """`control_token` enables POST /retire (the operator's victim handshake)."""
         self._opts = opts
         self._state = WorkerState.STARTING
         self._worker_id = ""
+        self._retired = False
         self._log_fields: dict[str, object] = {"agent_name": opts.agent_name, "worker_id": ""}
         self._log = WorkerLog(logger, self._log_fields)
         self._load = 0.0
@@ -56,25 +73,19 @@ class Worker:
         self._assignments: dict[str, asyncio.Future[agent_pb.JobAssignment]] = {}
         self._drain_requested = asyncio.Event()
         self._status_due = asyncio.Event()
-        config = ipc.ProcessConfig(
+        self._reporter = JobReporter(
+            send=lambda msg: self._conn.send(msg),
+            metrics=self._metrics,
+            log=self._log,
+            active_jobs=lambda: len(self.active_jobs),
+            on_change=self._status_due.set,
+        )
+        self._pool = ProcessPool.from_options(
+            opts,
             log_format=log_format,
             log_level=log_level,
-            shutdown_timeout_s=opts.shutdown_process_timeout,
-        )
-        spec = ProcessSpec(
-            entrypoint=opts.entrypoint_fnc,
-            prewarm=opts.prewarm_fnc,
-            config=config,
-            initialize_timeout_s=opts.initialize_process_timeout,
-            shutdown_timeout_s=opts.shutdown_process_timeout,
-        )
-        self._pool = ProcessPool(
-            spec,
-            num_idle=opts.num_idle_processes,
-            memory_warn_mb=opts.job_memory_warn_mb,
-            memory_limit_mb=opts.job_memory_limit_mb,
-            on_started=self._on_job_started,
-            on_ended=self._on_job_ended,
+            on_started=self._reporter.started,
+            on_ended=self._reporter.ended,
         )
         handlers = ConnectionHandlers(
             register_message=self._register_message,
@@ -84,7 +95,9 @@ class Worker:
         )
         creds = Credentials(url=opts.ws_url, api_key=opts.api_key, api_secret=opts.api_secret)
         self._conn = Connection(creds, handlers, max_retry=opts.max_retry)
-        app = http_api.build_app(self.snapshot, self._metrics)
+        app = http_api.build_app(
+            self.snapshot, self._metrics, retire=self.retire, control_token=control_token
+        )
         self._http = http_api.HttpServer(app, host=opts.host, port=opts.port)
 
     # -- what others read ------------------------------------------------------------------
@@ -118,6 +131,7 @@ class Worker:
             load_threshold=self._opts.load_threshold,
             jobs=jobs,
             idle_processes=self._pool.idle_processes,
+            retired=self._retired,
             sdk_version=__version__,
             protocol_version=protocol.PROTOCOL_VERSION,
         )
@@ -136,6 +150,22 @@ class Worker:
     def drain(self) -> None:
         """Ask for a graceful stop (SIGTERM): take nothing new, wait for the jobs, exit."""
         self._drain_requested.set()
+
+    def retire(self) -> str:
+        """Stop taking jobs now if none is held; the refusal reason ("busy") otherwise."""
+        pending = len(self._assignments)
+        refusal = retire_refusal(
+            self._state, active_jobs=len(self.active_jobs), pending_offers=pending
+        )
+        if refusal:
+            self._log.info("refused to retire", extra={"reason": refusal})
+        elif not self._retired:
+            self._retired = True
+            self._move(WorkerEvent.DRAIN)
+            self._metrics.draining.set(1)
+            self._send_status()
+            self._log.info("retired: taking no new job")
+        return refusal
 
     async def run(self) -> None:
         """Serve until drained; `ConnectionFailed` or `PortInUse` when it cannot."""
@@ -352,39 +382,6 @@ class Worker:
         try:
             await self._pool.launch(running)
         except ProcessFailed as exc:
-            self._log.error(
-                "could not start a process for the job", extra={"job_id": job.id, "error": str(exc)}
-            )
-            self._metrics.jobs_failed.labels(reason="process_start").inc()
-            self._conn.send(protocol.job_status(job.id, protocol.JobStatus.FAILED, str(exc)))
+            self._reporter.not_started(job.id, str(exc))
             return
-        self._metrics.active_jobs.set(len(self.active_jobs))
-        self._status_due.set()
-
-    def _on_job_started(self, running: RunningJob, latency_s: float) -> None:
-        self._metrics.jobs_started.inc()
-        self._metrics.job_start_latency.observe(latency_s)
-        self._log.info(
-            "job running",
-            extra={
-                "job_id": running.job.id,
-                "job_pid": running.pid,
-                "start_latency_ms": round(latency_s * 1000, 1),
-            },
-        )
-        self._conn.send(protocol.job_status(running.job.id, protocol.JobStatus.RUNNING))
-
-    def _on_job_ended(self, running: RunningJob, outcome: JobOutcome) -> None:
-        extra = {"job_id": running.job.id, "reason": outcome.reason.value, "error": outcome.error}
-        if outcome.reason is EndReason.SUCCESS:
-            self._metrics.jobs_succeeded.inc()
-            self._log.info("job succeeded", extra=extra)
-            self._conn.send(protocol.job_status(running.job.id, protocol.JobStatus.SUCCESS))
-        else:
-            self._metrics.jobs_failed.labels(reason=outcome.reason.value).inc()
-            self._log.warning("job failed", extra=extra)
-            self._conn.send(
-                protocol.job_status(running.job.id, protocol.JobStatus.FAILED, outcome.error)
-            )
-        self._metrics.active_jobs.set(len(self.active_jobs))
-        self._status_due.set()
+        self._reporter.launched()

@@ -6,6 +6,7 @@ import json
 import signal
 import uuid
 
+import aiohttp
 import pytest
 
 from tests.e2e.runtime.harness import DedicatedLiveKit, LiveKit, WorkerFactory, eventually
@@ -180,3 +181,51 @@ async def test_http_server_binds_pod_ip(
     await worker.wait_ready()
     [listening] = await worker.wait_for("http server listening")
     assert listening["host"] == "127.0.0.3"
+
+
+async def test_retire_handshake_accepts_only_an_idle_worker_with_the_token(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    token = uuid.uuid4().hex
+    worker = await workers.start(
+        f"{AGENTS}:opts", livekit, agent_name=agent_name, env={"AGENT_CONTROL_TOKEN": token}
+    )
+
+    async def retire(bearer: str) -> tuple[int, dict[str, object]]:
+        headers = {"Authorization": f"Bearer {bearer}"}
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(f"http://127.0.0.1:{worker.port}/retire", headers=headers) as resp,
+        ):
+            return resp.status, await resp.json()
+
+    assert (await retire("wrong"))[0] == 401
+    await livekit.dispatch(agent_name, room_name(), json.dumps({"sleep_s": 3}))
+    [run] = await worker.wait_for("e2e job running")
+    assert await retire(token) == (409, {"retired": False, "reason": "busy"})
+    assert await worker.status("/readyz") == 200, "a refused retirement changes nothing"
+    await worker.wait_for("job succeeded", job_id=run["job_id"])
+
+    assert await retire(token) == (200, {"retired": True})
+    doc = await worker.document()
+    assert (doc["state"], doc["retired"], doc["draining"]) == ("draining", True, True)
+    assert await worker.status("/readyz") == 503
+    late = room_name()
+    await livekit.dispatch(agent_name, late)
+    worker.signal(signal.SIGTERM)
+    assert await worker.wait_exit(within_s=20) == 0
+    assert not worker.find("e2e job running", room=late)
+    assert token not in worker.log_path.read_text()
+
+
+async def test_retire_route_is_absent_without_a_token(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    worker = await workers.start(f"{AGENTS}:opts", livekit, agent_name=agent_name)
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with (
+        aiohttp.ClientSession(timeout=timeout) as session,
+        session.post(f"http://127.0.0.1:{worker.port}/retire") as resp,
+    ):
+        assert resp.status == 404

@@ -9,6 +9,7 @@ from worker_runtime.state import (
     WorkerEvent,
     WorkerState,
     is_ready,
+    retire_refusal,
     takes_jobs,
     transition,
 )
@@ -91,3 +92,32 @@ def test_ready_and_taking_jobs(state: WorkerState, ready: bool, takes: bool) -> 
 
 def test_a_full_worker_stays_ready() -> None:
     assert is_ready(transition(S.AVAILABLE, E.LOAD_ABOVE_THRESHOLD))
+
+
+@pytest.mark.parametrize(
+    ("state", "jobs", "offers", "refusal"),
+    [
+        (S.AVAILABLE, 0, 0, ""),
+        (S.FULL, 0, 0, ""),
+        (S.STARTING, 0, 0, ""),
+        (S.DRAINING, 0, 0, ""),
+        (S.AVAILABLE, 1, 0, "busy"),
+        (S.AVAILABLE, 0, 1, "busy"),
+        (S.DRAINING, 2, 0, "busy"),
+        (S.CLOSED, 0, 0, "closed"),
+    ],
+    ids=[
+        "idle",
+        "full-but-idle",
+        "not-registered",
+        "retired-again",
+        "running-job",
+        "job-on-its-way",
+        "draining-busy",
+        "closed",
+    ],
+)
+def test_retires_only_while_holding_no_job(
+    state: WorkerState, jobs: int, offers: int, refusal: str
+) -> None:
+    assert retire_refusal(state, active_jobs=jobs, pending_offers=offers) == refusal

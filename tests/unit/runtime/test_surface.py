@@ -44,6 +44,7 @@ def snapshot(**changes: object) -> WorkerSnapshot:
         "load_threshold": 0.7,
         "jobs": (JobSummary(id="AJ_1", room="r", started_at=1.5),),
         "idle_processes": 2,
+        "retired": False,
         "sdk_version": "0.1.0",
         "protocol_version": 1,
     }
