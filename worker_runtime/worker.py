@@ -301,10 +301,11 @@ class Worker:
 
     def _on_lost(self, reason: str) -> None:
         self._metrics.registered.set(0)
-        self._log.warning(
-            "lost the connection to LiveKit",
-            extra={"reason": reason, "active_jobs": len(self.active_jobs)},
-        )
+        extra = {"reason": reason, "active_jobs": len(self.active_jobs)}
+        if reason == "closing":
+            self._log.info("closed the connection to LiveKit", extra=extra)
+        else:
+            self._log.warning("lost the connection to LiveKit", extra=extra)
         self._move(WorkerEvent.CONNECTION_LOST)
         for fut in self._assignments.values():
             if not fut.done():
