@@ -76,6 +76,7 @@ class Connection:
         self._session: aiohttp.ClientSession | None = None
         self._closing = asyncio.Event()
         self._registered = False
+        self._served = False
         self._outbox: asyncio.Queue[agent_pb.WorkerMessage] = asyncio.Queue()
 
     @property
@@ -103,6 +104,8 @@ class Connection:
                     error = f"{type(exc).__name__}: {exc}"
                 if self._closing.is_set():
                     break
+                if self._served:  # it was registered: a fresh series of attempts begins
+                    failures = 0
                 if failures >= self._max_retry:
                     raise ConnectionFailed(
                         f"could not connect to LiveKit at {self._creds.url} after "
@@ -138,6 +141,7 @@ class Connection:
             raise
 
     async def _connect_and_serve(self) -> None:
+        self._served = False
         ws = await asyncio.wait_for(self._open(), CONNECT_TIMEOUT_S)
         self._ws = ws
         try:
@@ -161,6 +165,7 @@ class Connection:
         if protocol.kind(first) != "register":
             raise protocol.ProtocolError(f"expected register first, got {protocol.kind(first)}")
         self._registered = True
+        self._served = True
         self._handlers.on_registered(first.register)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
