@@ -248,8 +248,11 @@ async def _run_job(
     logger.info("job started", extra={"job_id": job.id, "room": job.room.name})
     error = await _run_entrypoint(ctx, entrypoint)
     reason = ctx._shutdown.result() if ctx._shutdown.done() else "entrypoint returned"
+    # a little less than the worker allows, so that a job whose callbacks time out still
+    # reports how it ended before the worker would kill it
+    budget_s = config.shutdown_timeout_s - min(1.0, config.shutdown_timeout_s * 0.2)
     try:
-        async with asyncio.timeout(config.shutdown_timeout_s):
+        async with asyncio.timeout(budget_s):
             await _run_callbacks(ctx, reason)
             if ctx._room is not None and ctx.connected:
                 await ctx._room.disconnect()
@@ -277,7 +280,7 @@ def process_main(
         try:
             prewarm(proc)
         except Exception as exc:
-            logger.exception("prewarm_fnc failed", extra={"pid": proc.pid})
+            logger.exception("prewarm_fnc failed")
             conn.send(ipc.PrewarmFailed(error=f"{type(exc).__name__}: {exc}"))
             return
     conn.send(ipc.Ready(pid=proc.pid))
