@@ -9,6 +9,8 @@ import pytest
 from worker_runtime import cli
 from worker_runtime.options import InvalidOption, WorkerOptions
 
+pytestmark = pytest.mark.timeout(5)
+
 TARGET = "examples.agents.prewarm:opts"
 
 

@@ -8,6 +8,8 @@ import pytest
 
 from worker_runtime.load import LoadWindow, clamp_load, is_full
 
+pytestmark = pytest.mark.timeout(5)
+
 
 def test_empty_window_reads_zero() -> None:
     assert LoadWindow().average(now_s=100.0) == 0.0

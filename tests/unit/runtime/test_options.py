@@ -16,6 +16,8 @@ from worker_runtime.options import (
     parse_log_level,
 )
 
+pytestmark = pytest.mark.timeout(5)
+
 
 async def entrypoint(ctx: object) -> None:
     """A stand-in entrypoint."""

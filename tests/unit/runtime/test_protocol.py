@@ -9,6 +9,8 @@ from livekit.protocol import models as models_pb
 from worker_runtime import protocol
 from worker_runtime.options import WorkerPermissions, WorkerType
 
+pytestmark = pytest.mark.timeout(5)
+
 
 def roundtrip(msg: agent_pb.WorkerMessage) -> agent_pb.WorkerMessage:
     back = agent_pb.WorkerMessage()

@@ -14,6 +14,8 @@ from worker_runtime.state import (
     transition,
 )
 
+pytestmark = pytest.mark.timeout(5)
+
 S = WorkerState
 E = WorkerEvent
 

@@ -14,6 +14,8 @@ from worker_runtime.connection import agent_url, retry_delay_s
 from worker_runtime.http_api import JobSummary, WorkerSnapshot, worker_document
 from worker_runtime.request import JobRequest
 
+pytestmark = pytest.mark.timeout(5)
+
 
 @pytest.mark.parametrize(
     ("url", "expected"),
