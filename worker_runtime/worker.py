@@ -204,6 +204,8 @@ class Worker:
             self._log.info("all jobs ended, stopping")
 
     async def _aclose(self) -> None:
+        # Not quite the reverse of start: the jobs end first, while the connection can still
+        # report them, and the HTTP server goes last so that probes see the drain to the end.
         await self._pool.aclose()
         for task in list(self._tasks):
             task.cancel()

@@ -229,3 +229,16 @@ async def test_retire_route_is_absent_without_a_token(
         session.post(f"http://127.0.0.1:{worker.port}/retire") as resp,
     ):
         assert resp.status == 404
+
+
+async def test_job_above_memory_warn_is_logged_and_keeps_running(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    worker = await workers.start(
+        f"{AGENTS}:opts", livekit, agent_name=agent_name, env={"AGENT_JOB_MEMORY_WARN_MB": "120"}
+    )
+    await livekit.dispatch(agent_name, room_name(), json.dumps({"hog_mb": 150, "sleep_s": 3}))
+    [run] = await worker.wait_for("e2e job running")
+    [warned] = await worker.wait_for("job is using a lot of memory", job_id=run["job_id"])
+    assert float(str(warned["rss_mb"])) > 120
+    await worker.wait_for("job succeeded", job_id=run["job_id"])
