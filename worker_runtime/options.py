@@ -71,7 +71,11 @@ class WorkerPermissions:
 
 @dataclass(frozen=True, slots=True)
 class WorkerOptions:
-    """Everything a worker needs; invalid values raise `InvalidOption` naming the option."""
+    """Everything a worker needs; invalid values raise `InvalidOption` naming the option.
+
+    Only `entrypoint_fnc` may be passed by position, as livekit-agents allows; the rest are
+    keyword-only.
+    """
 
     entrypoint_fnc: EntrypointFnc
     """`async def entrypoint(ctx: JobContext)`, run in a prewarmed process for each job."""
