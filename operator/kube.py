@@ -71,9 +71,9 @@ def load_connection() -> Connection:
             context.load_cert_chain(cfg.cert_file, cfg.key_file)
 
     def token() -> str | None:
-        if cfg.refresh_api_key_hook is not None:
-            cfg.refresh_api_key_hook(cfg)
-        value: str | None = cfg.get_api_key_with_prefix("authorization")
+        # kubernetes>=35 files the token as "BearerToken", older releases as "authorization";
+        # the hook (re)reads rotated service account tokens.
+        value: str | None = cfg.get_api_key_with_prefix("BearerToken", alias="authorization")
         return value
 
     return Connection(server=cfg.host.rstrip("/"), ssl_context=context, token=token)

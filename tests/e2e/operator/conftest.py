@@ -57,8 +57,8 @@ class OperatorProcess:
         self._env = dict(os.environ, KUBECONFIG=str(kubeconfig or rig.kubeconfig))
         self._process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        """Start it and wait until /healthz answers."""
+    def start(self, *, leader: bool = True) -> None:
+        """Start it and wait until /healthz answers (and says it leads, unless `leader` False)."""
         args = [
             str(AGENT_OPERATOR),
             f"--namespace={self.namespace}",
@@ -72,7 +72,12 @@ class OperatorProcess:
         ]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(args, env=self._env, stdout=log, stderr=log)
-        wait_for(f"operator /healthz ({self.log_path})", self.health, bool, timeout_s=30)
+        wait_for(
+            f"operator /healthz{' as leader' if leader else ''} ({self.log_path})",
+            self.health,
+            lambda answer: answer is not None and (bool(answer["leader"]) or not leader),
+            timeout_s=30,
+        )
 
     def health(self) -> dict[str, Any] | None:
         """The /healthz answer, or None when it does not answer."""
@@ -114,6 +119,12 @@ class OperatorProcess:
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def assert_no_access_errors(self) -> None:
+        """Fail when the API server refused the operator anything (401, 403)."""
+        logs = self.logs()
+        for sign in ("Unauthorized", "Forbidden", " 401", " 403"):
+            assert sign not in logs, f"{sign!r} in the operator log: {logs[-2000:]}"
+
 
 @pytest.fixture(scope="session")
 def crd(kubectl: Kubectl) -> str:
@@ -146,6 +157,7 @@ def operator(
         yield process
     finally:
         process.stop()
+    process.assert_no_access_errors()
 
 
 def example(rig: rig_env.RigEnv, **spec_overrides: Any) -> dict[str, Any]:

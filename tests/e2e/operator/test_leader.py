@@ -29,7 +29,7 @@ def test_only_the_lease_holder_acts_and_the_standby_takes_over(
     second = OperatorProcess(rig, namespace, tmp_path / "second.log", identity="replica-b")
     first.start()
     wait_for("replica-a holds the Lease", lambda: holder(kubectl, namespace), "replica-a".__eq__)
-    second.start()
+    second.start(leader=False)
     try:
         assert second.health() == {"ok": True, "leader": False}
         apply(kubectl, namespace, example(rig, replicas=1))
