@@ -63,8 +63,10 @@ class WorkerPermissions:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "can_publish_sources":
-                if not all(isinstance(v, int) for v in value):
-                    raise InvalidOption(f"permissions.{f.name}: {value!r} is not a list of ints")
+                if not isinstance(value, tuple) or not all(_is_int(v) for v in value):
+                    raise InvalidOption(
+                        f"permissions.{f.name}: {value!r} is not a list of TrackSource ints"
+                    )
             elif not isinstance(value, bool):
                 raise InvalidOption(f"permissions.{f.name}: {value!r} is not a bool")
 

@@ -159,6 +159,8 @@ MALFORMED = [
     ("AGENT_PERMISSIONS", "[1, 2]"),
     ("AGENT_PERMISSIONS", '{"can_fly": true}'),
     ("AGENT_PERMISSIONS", '{"hidden": "yes"}'),
+    ("AGENT_PERMISSIONS", '{"can_publish_sources": 5}'),
+    ("AGENT_PERMISSIONS", '{"can_publish_sources": ["mic"]}'),
 ]
 
 
