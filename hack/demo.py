@@ -54,6 +54,7 @@ def ensure_operator() -> None:
             [
                 str(Path(sys.executable).parent / "agent-operator"),
                 "--log-format=text",
+                f"--namespace={NAMESPACE}",
                 "--health-port=0",
                 "--metrics-port=0",
             ],
