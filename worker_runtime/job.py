@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import importlib
 import inspect
 import logging
 import os
@@ -18,6 +19,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from livekit.protocol import agent as agent_pb
@@ -31,6 +33,16 @@ logger = logging.getLogger(__name__)
 
 ShutdownCallback = Callable[[], Awaitable[None]] | Callable[[str], Awaitable[None]]
 CONNECT_TIMEOUT_S = 20.0
+
+
+def _rtc() -> ModuleType:
+    """The livekit rtc SDK, or an error that says how to install it."""
+    try:
+        return importlib.import_module("livekit.rtc")
+    except ImportError:
+        raise RuntimeError(
+            "joining the room needs the livekit rtc SDK: pip install 'agentworker[rtc]'"
+        ) from None
 
 
 class AutoSubscribe(enum.Enum):
@@ -100,9 +112,9 @@ class JobContext:
     def room(self) -> rtc.Room:
         """The rtc.Room (needs `worker_runtime[rtc]`); attach handlers before `connect()`."""
         if self._room is None:
-            from livekit import rtc
+            sdk = _rtc()
 
-            self._room = rtc.Room()
+            self._room = sdk.Room()
         return self._room
 
     @property
@@ -114,10 +126,10 @@ class JobContext:
 
     async def connect(self, *, auto_subscribe: AutoSubscribe = AutoSubscribe.SUBSCRIBE_ALL) -> None:
         """Join the job's room as the agent participant; the job then lasts until it leaves."""
-        from livekit import rtc
+        sdk = _rtc()
 
         room = self.room
-        options = rtc.RoomOptions(auto_subscribe=auto_subscribe is AutoSubscribe.SUBSCRIBE_ALL)
+        options = sdk.RoomOptions(auto_subscribe=auto_subscribe is AutoSubscribe.SUBSCRIBE_ALL)
         room.on("disconnected", lambda *_: self.shutdown("room disconnected"))
         await asyncio.wait_for(room.connect(self._url, self._token, options), CONNECT_TIMEOUT_S)
         self._connected = True
@@ -127,13 +139,13 @@ class JobContext:
 
     async def wait_for_participant(self, *, identity: str | None = None) -> rtc.RemoteParticipant:
         """The first remote participant that is not an agent (or the one named `identity`)."""
-        from livekit import rtc
+        sdk = _rtc()
 
         room = self.room
         found: asyncio.Future[rtc.RemoteParticipant] = asyncio.get_running_loop().create_future()
 
         def consider(p: rtc.RemoteParticipant) -> None:
-            is_agent = p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+            is_agent = p.kind == sdk.ParticipantKind.PARTICIPANT_KIND_AGENT
             wanted = p.identity == identity if identity else not is_agent
             if wanted and not found.done():
                 found.set_result(p)
@@ -162,9 +174,9 @@ class JobContext:
 
 
 def _subscribe_by_kind(room: rtc.Room, *, audio: bool) -> None:
-    from livekit import rtc
+    sdk = _rtc()
 
-    kind = rtc.TrackKind.KIND_AUDIO if audio else rtc.TrackKind.KIND_VIDEO
+    kind = sdk.TrackKind.KIND_AUDIO if audio else sdk.TrackKind.KIND_VIDEO
 
     def on_published(pub: rtc.RemoteTrackPublication, *_: object) -> None:
         if pub.kind == kind:
