@@ -63,6 +63,9 @@ class Samples:
     """Everything measured for one runtime."""
 
     register_s: list[float] = field(default_factory=list)
+    register_server_s: list[float] = field(default_factory=list)
+    starts: list[tuple[str, float]] = field(default_factory=list)
+    """(worker id, Unix time just before exec) of each measured start."""
     warm_s: list[float] = field(default_factory=list)
     dispatch_ms: list[float] = field(default_factory=list)
     server_ms: list[float] = field(default_factory=list)
@@ -110,7 +113,15 @@ async def measure_starts(
             if i > 0:
                 samples[key].register_s.append(registered)
                 samples[key].warm_s.append(warm)
+                samples[key].starts.append((worker.worker_id, worker.started_wall))
             note(f"start {i} {key}: registered {registered:.3f}s, warm {warm:.3f}s")
+
+
+def registration_by_server(samples: Samples, registered: dict[str, float]) -> None:
+    """Start -> registered as the server logged it, for the starts it logged."""
+    for worker_id, started in samples.starts:
+        if worker_id in registered:
+            samples.register_server_s.append(registered[worker_id] - started)
 
 
 async def sample_memory(

@@ -6,6 +6,9 @@ server's address and credentials come from. It starts nothing itself.
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import json
 import os
 import sys
 from dataclasses import dataclass, field
@@ -29,6 +32,8 @@ class LiveKitServer:
     url: str
     api_key: str
     api_secret: str = field(repr=False)
+    log_path: Path | None = None
+    """The server's own log (the rig's), for its view of when each worker registered."""
 
 
 def server_from_env() -> LiveKitServer:
@@ -37,9 +42,30 @@ def server_from_env() -> LiveKitServer:
     ]
     if missing:
         raise MissingServer(f"{', '.join(missing)} not set: run `make bench` (it starts the rig)")
+    log = Path(os.environ.get("RIG_LOGS", BENCH_DIR.parent / ".rig" / "logs")) / "livekit.log"
     return LiveKitServer(
-        os.environ["LIVEKIT_URL"], os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"]
+        os.environ["LIVEKIT_URL"],
+        os.environ["LIVEKIT_API_KEY"],
+        os.environ["LIVEKIT_API_SECRET"],
+        log if log.exists() else None,
     )
+
+
+def server_registrations(log_path: Path | None) -> dict[str, float]:
+    """Worker id -> Unix time of the server's "worker registered" line (empty without a log).
+
+    A line is `<ISO time>\t<level>\t<logger>\t<caller>\t<message>\t<JSON fields>`."""
+    if log_path is None:
+        return {}
+    found: dict[str, float] = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        parts = line.split("\t")
+        if len(parts) < 6 or parts[4] != "worker registered":
+            continue
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            stamp = datetime.datetime.fromisoformat(parts[0].replace("Z", "+00:00"))
+            found[str(json.loads(parts[5])["workerID"])] = stamp.timestamp()
+    return found
 
 
 def build_specs(
@@ -76,6 +102,7 @@ def build_specs(
         cwd=import_root,
         registered_marker="registered with LiveKit",
         reports_idle_processes=True,
+        worker_id_key="worker_id",
         offered_message='"message": "job offered"',
         log_time_key="time",
     )
@@ -92,6 +119,7 @@ def build_specs(
         cwd=import_root,
         registered_marker="registered worker",
         reports_idle_processes=False,
+        worker_id_key="id",
         offered_message='"message": "received job request"',
         log_time_key="timestamp",
         warm_failure_marker="timed out waiting for idle processes",

@@ -58,6 +58,8 @@ class RuntimeSpec:
     """The `message` of the JSON log line the worker writes when the server offers it a job."""
     log_time_key: str
     """The key of a JSON log line's ISO 8601 time."""
+    worker_id_key: str
+    """The key of the worker id in the JSON registration line."""
     warm_failure_marker: str = ""
     """A log substring meaning the pool was not warm when the worker registered."""
 
@@ -112,6 +114,10 @@ class WorkerProcess:
         self.started_at = 0.0
         """time.monotonic() just before the process was created."""
         self.registered_at: float | None = None
+        self.started_wall = 0.0
+        """time.time() just before the process was created (to compare with the server's log)."""
+        self.worker_id = ""
+        """The id the server gave the worker, from its registration line."""
         """time.monotonic() when the registration line was read."""
         self.warm_failed = False
         self.max_zombies = 0
@@ -138,6 +144,7 @@ class WorkerProcess:
         self._log = self.log_path.open("ab")
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=HTTP_TIMEOUT_S))
         self.started_at = time.monotonic()
+        self.started_wall = time.time()
         self._proc = await asyncio.create_subprocess_exec(
             *self.spec.argv,
             cwd=self.spec.cwd,
@@ -162,6 +169,8 @@ class WorkerProcess:
             self._tail.append(text[:400])
             if self.registered_at is None and self.spec.registered_marker in text:
                 self.registered_at = now
+                with contextlib.suppress(ValueError, TypeError):
+                    self.worker_id = str(json.loads(text).get(self.spec.worker_id_key, ""))
                 self._registered.set()
             if self.spec.warm_failure_marker and self.spec.warm_failure_marker in text:
                 self.warm_failed = True
