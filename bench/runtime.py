@@ -153,7 +153,8 @@ def build_metrics(samples: dict[str, Samples], cfg: BenchConfig) -> list[report.
             unit="ms",
             ours=ours.burst_job_ms,
             official=lk.burst_job_ms,
-            how="every job of every burst, from the burst's start",
+            how="every job of every complete burst, from the burst's start (a burst where "
+            "jobs failed would leave only the fastest)",
         ),
         report.Metric(
             key="burst_peak_rss_mb",
