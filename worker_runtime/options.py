@@ -103,7 +103,8 @@ class WorkerOptions:
     shutdown_process_timeout: float = 60.0
     """Seconds a job's shutdown callbacks get before the process is killed. Default 60 (seeds)."""
     initialize_process_timeout: float = 10.0
-    """Seconds a new process (and prewarm_fnc) may take. Default 10 (livekit-agents)."""
+    """Seconds a new process (its fork and prewarm_fnc) may take once its start began; time
+    queued behind other starts does not count. Default 10 (livekit-agents)."""
     job_memory_warn_mb: float = 1000.0
     """RSS in MB above which a job is logged as heavy. Default 1000 (livekit-agents); 0 off."""
     job_memory_limit_mb: float = 0.0

@@ -2,7 +2,9 @@
 
 Owns which process runs which job, keeping `num_idle_processes` prewarmed, ending jobs on request,
 watching their memory (psutil), and reporting each job's start and end through callbacks as plain
-values. It never sees the WebSocket: the worker turns the callbacks into protocol messages.
+values. Process starts are queued, at most one per CPU at a time, so that a burst of jobs waits
+its turn instead of timing out. It never sees the WebSocket: the worker turns the callbacks into
+protocol messages.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass, field
 import psutil
 from livekit.protocol import agent as agent_pb
 
-from worker_runtime import ipc
+from worker_runtime import cpu, ipc, process
 from worker_runtime.logs import LogFormat
 from worker_runtime.options import WorkerOptions
 from worker_runtime.process import EndReason, JobOutcome, PooledProcess, ProcessFailed, ProcessSpec
@@ -78,6 +80,7 @@ class ProcessPool:
         self._running: dict[str, tuple[RunningJob, PooledProcess]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._starts = asyncio.Semaphore(start_concurrency(cpu.available_cpus()))
         self.jobs_changed = asyncio.Event()
 
     @classmethod
@@ -121,7 +124,11 @@ class ProcessPool:
         return [running for running, _ in self._running.values()]
 
     def start(self) -> None:
-        """Begin prewarming `num_idle` processes and watching job memory."""
+        """Begin prewarming `num_idle` processes and watching job memory.
+
+        The fork server starts with the first process, in a thread: registration never waits.
+        """
+        process.preload(_modules_of(self._spec))
         self._replenish()
         if self._memory_warn_mb > 0 or self._memory_limit_mb > 0:
             self._spawn_task(self._watch_memory(), "pool-memory")
@@ -146,10 +153,16 @@ class ProcessPool:
             self._warming += 1
             self._spawn_task(self._warm_one(), "pool-warm")
 
-    async def _warm_one(self) -> None:
+    async def _start_process(self) -> PooledProcess:
+        """A new prewarmed process, once a start slot is free; the timeout runs from then on."""
         proc = PooledProcess(self._spec)
-        try:
+        async with self._starts:
             await proc.start()
+        return proc
+
+    async def _warm_one(self) -> None:
+        try:
+            proc = await self._start_process()
         except ProcessFailed as exc:
             logger.error("job process failed to start", extra={"error": str(exc)})
             await asyncio.sleep(RESPAWN_DELAY_S)  # a prewarm that always fails must not spin
@@ -173,9 +186,7 @@ class ProcessPool:
             if proc.alive:
                 return proc
             proc.close()
-        proc = PooledProcess(self._spec)
-        await proc.start()
-        return proc
+        return await self._start_process()
 
     async def launch(self, running: RunningJob) -> None:
         """Run the job in a prewarmed process (or a new one); `ProcessFailed` if none comes up."""
@@ -271,6 +282,17 @@ class ProcessPool:
                 )
                 task.cancel()
             await asyncio.gather(*stuck, return_exceptions=True)
+
+
+def start_concurrency(cpus: float) -> int:
+    """How many processes may start (fork and prewarm) at once: one per whole CPU, at least 1."""
+    return max(1, int(cpus))
+
+
+def _modules_of(spec: ProcessSpec) -> list[str]:
+    """The modules that define the agent's functions, for the fork server to import once."""
+    names = (getattr(fn, "__module__", None) for fn in (spec.entrypoint, spec.prewarm))
+    return [name for name in names if isinstance(name, str)]
 
 
 def _rss_mb(pid: int) -> float:

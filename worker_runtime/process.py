@@ -1,9 +1,11 @@
 """One pooled job process seen from the worker: start, prewarm, take a job, end, be killed.
 
-Owns the life of a single process: it spawns it (multiprocessing, spawn context, so nothing of the
-worker's event loop or sockets leaks into it), waits for its prewarm within the initialize
-timeout, hands it one job, asks it to shut down, and kills it when it does not stop in time.
-It never sees the WebSocket to LiveKit; results go to the pool as plain values.
+Owns the life of a single process: it forks it from a fork server (multiprocessing's forkserver
+context: a clean interpreter that imported the job side and the agent's module once, so nothing
+of the worker's event loop or sockets leaks into a job, and a new process costs a fork rather
+than a fresh import), waits for its prewarm within the initialize timeout, hands it one job,
+asks it to shut down, and kills it when it does not stop in time. It never sees the WebSocket
+to LiveKit; results go to the pool as plain values.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import enum
 import logging
 import multiprocessing
 import multiprocessing.process
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,21 @@ from worker_runtime import ipc, job
 
 logger = logging.getLogger(__name__)
 
-_MP = multiprocessing.get_context("spawn")
+_MP = multiprocessing.get_context("forkserver")
+JOB_MODULES = ("__main__", "worker_runtime.job")
+"""What the fork server imports besides the agent's modules: the job side, and the main script
+(as spawn would in every process; `__main__` is imported only when it was started from a file)."""
+SERVER_TIMEOUT_S = 60.0
+"""Bound on asking the fork server for a process; the first ask waits for its imports."""
+
+
+def preload(modules: Iterable[str]) -> None:
+    """Have the fork server import `modules` (and `JOB_MODULES`) once, before it forks any job.
+
+    Takes effect when the fork server starts, at the first process start (in a thread, so off
+    the event loop and the registration path); later calls change nothing for a running server.
+    """
+    _MP.set_forkserver_preload(list(dict.fromkeys([*JOB_MODULES, *modules])))
 
 
 class ProcessFailed(RuntimeError):
@@ -59,7 +75,7 @@ class ProcessSpec:
 
 
 class PooledProcess:
-    """A spawned process; `start()` returns once it is prewarmed, `run()` runs one job."""
+    """A forked process; `start()` returns once it is prewarmed, `run()` runs one job."""
 
     def __init__(self, spec: ProcessSpec) -> None:
         self._spec = spec
@@ -74,12 +90,20 @@ class PooledProcess:
         self._exitcode: int | None = None
 
     async def start(self) -> None:
-        """Spawn and prewarm; `ProcessFailed` (and the process killed) when that fails."""
+        """Fork and prewarm; `ProcessFailed` (and the process killed) when that fails.
+
+        The initialize timeout counts from here: the caller queues starts before calling this.
+        """
         parent_end, child_end = _MP.Pipe(duplex=True)
         args = (child_end, self._spec.config, self._spec.entrypoint, self._spec.prewarm)
         proc = _MP.Process(target=job.process_main, args=args, name="agent-job", daemon=False)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(proc.start), SERVER_TIMEOUT_S)
+        except Exception as exc:  # the fork server died or hangs, or the entrypoint won't pickle
+            parent_end.close()  # a process that started late anyway reads EOF and exits
+            error = f"could not start a job process: {type(exc).__name__}: {exc}"
+            raise ProcessFailed(error) from exc
         self._proc = proc
-        await asyncio.to_thread(proc.start)
         self.pid = proc.pid
         child_end.close()
         self._channel = ipc.Channel(parent_end)
@@ -89,7 +113,10 @@ class PooledProcess:
             msg = await asyncio.wait_for(self._channel.recv(), self._spec.initialize_timeout_s)
         except TimeoutError:
             await self.kill()
-            raise ProcessFailed("process did not finish initializing in time") from None
+            raise ProcessFailed(
+                "job process did not finish initializing (prewarm_fnc included) within"
+                f" initialize_process_timeout, {self._spec.initialize_timeout_s:g} s"
+            ) from None
         if not isinstance(msg, ipc.Ready):
             await self.kill()
             error = msg.error if isinstance(msg, ipc.PrewarmFailed) else "process exited"
