@@ -25,9 +25,9 @@ from worker_runtime import ipc, job
 logger = logging.getLogger(__name__)
 
 _MP = multiprocessing.get_context("forkserver")
-JOB_MODULES = ("__main__", "worker_runtime.job")
-"""What the fork server imports besides the agent's modules: the job side, and the main script
-(as spawn would in every process; `__main__` is imported only when it was started from a file)."""
+JOB_MODULES = ("worker_runtime.forkserver", "__main__", "worker_runtime.job")
+"""What the fork server imports besides the agent's modules: its own signal set-up, the main
+script (as spawn would in every process; only when it was started from a file), the job side."""
 SERVER_TIMEOUT_S = 60.0
 """Bound on asking the fork server for a process; the first ask waits for its imports."""
 
