@@ -63,7 +63,30 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
         help="holder identity in the Lease (default: $POD_NAME, else host and a random id)",
     )
     add("--lease-duration", type=float, default=15.0, help="seconds a Lease claim lasts")
+    add(
+        "--sync-period",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="seconds between observations of the workers (and autoscaling decisions)",
+    )
+    add(
+        "--resync-period",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between whole reconciles of each AgentWorker",
+    )
+    add(
+        "--scrape-timeout",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="seconds a worker's /worker may take before it counts as unknown",
+    )
     args = parser.parse_args(argv)
+    if args.sync_period <= 0 or args.resync_period <= 0 or args.scrape_timeout <= 0:
+        parser.error("--sync-period, --resync-period and --scrape-timeout must be above 0")
     return settings.Settings(
         namespaces=tuple(args.namespace),
         health_host=args.health_host,
@@ -78,6 +101,11 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
             identity=args.identity,
             duration_s=args.lease_duration,
             renew_every_s=max(1.0, args.lease_duration / 3),
+        ),
+        sync=settings.SyncSettings(
+            interval_s=args.sync_period,
+            resync_s=args.resync_period,
+            scrape_timeout_s=args.scrape_timeout,
         ),
     )
 
@@ -126,7 +154,7 @@ async def _run_kopf(
         standalone=True,
         stop_flag=stop,
         ready_flag=ready,
-        memo=kopf.Memo(kube=client),
+        memo=kopf.Memo(kube=client, sync_settings=config.sync),
     )
 
 

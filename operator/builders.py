@@ -9,6 +9,7 @@ or prometheus_client; it never reads a Secret's value (credentials go by secretK
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -28,6 +29,10 @@ APP_NAME = "agent-worker"
 CONTAINER_NAME = "agent-worker"
 HTTP_PORT = 8081
 CREDENTIALS_KEYS = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
+CONTROL_TOKEN_KEY = "token"
+"""Key of the control token in the AgentWorker's control Secret (the victim handshake)."""
+TEMPLATE_HASH_ANNOTATION = "agentworker.dev/template-hash"
+"""Which version of the pod template a pod runs: the rollout status counts old workers by it."""
 GRACE_MARGIN_S = 15
 """Seconds added to drainTimeout + shutdownProcessTimeout for the pod's grace period."""
 
@@ -122,11 +127,27 @@ def _permissions_json(perms: specs.Permissions) -> str:
     )
 
 
-def _secret_env(name: str, secret: str) -> Manifest:
-    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": name}}}
+def _secret_env(name: str, secret: str, *, key: str = "") -> Manifest:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key or name}}}
 
 
-def container_env(spec: specs.AgentWorkerSpec) -> list[Manifest]:
+def control_secret_name(owner: Owner) -> str:
+    """The Secret holding the token the operator retires workers with (POST /retire)."""
+    return f"{owner.name}-control"
+
+
+def build_control_secret(owner: Owner, token: str) -> Manifest:
+    """The control Secret, created once with a random token and owned by the AgentWorker."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": _metadata(owner, control_secret_name(owner)),
+        "type": "Opaque",
+        "stringData": {CONTROL_TOKEN_KEY: token},
+    }
+
+
+def container_env(spec: specs.AgentWorkerSpec, owner: Owner) -> list[Manifest]:
     """The runtime's environment contract, then the user's env appended."""
     plain = {
         "LIVEKIT_URL": spec.livekit.url,
@@ -146,6 +167,15 @@ def container_env(spec: specs.AgentWorkerSpec) -> list[Manifest]:
     env += [_secret_env(key, spec.livekit.credentials_secret) for key in CREDENTIALS_KEYS]
     env += [{"name": name, "value": value} for name, value in plain.items()]
     env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    # The load is CPU use over the CPU request: without a limit the cgroup has no quota, and a
+    # share of the whole node would never read as full.
+    cpu_request = {"containerName": CONTAINER_NAME, "resource": "requests.cpu", "divisor": "1m"}
+    env.append(
+        {"name": "AGENT_CPU_REQUEST_MILLICORES", "valueFrom": {"resourceFieldRef": cpu_request}}
+    )
+    env.append(
+        _secret_env("AGENT_CONTROL_TOKEN", control_secret_name(owner), key=CONTROL_TOKEN_KEY)
+    )
     env += [dict(var) for var in spec.env]
     return env
 
@@ -159,7 +189,7 @@ def _probe(path: str, *, period_s: int, failures: int) -> Manifest:
     }
 
 
-def build_container(spec: specs.AgentWorkerSpec) -> Manifest:
+def build_container(spec: specs.AgentWorkerSpec, owner: Owner) -> Manifest:
     """The one runtime container: `agent-worker start <entrypoint>` on port 8081 ("http")."""
     container: Manifest = {
         "name": CONTAINER_NAME,
@@ -167,7 +197,7 @@ def build_container(spec: specs.AgentWorkerSpec) -> Manifest:
         "command": ["agent-worker"],
         "args": ["start", spec.entrypoint],
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
-        "env": container_env(spec),
+        "env": container_env(spec, owner),
         # Readiness is "registered and not draining": a draining pod leaves the endpoints
         # while it finishes its calls; it must never drop because a worker is merely full.
         "readinessProbe": _probe("/readyz", period_s=2, failures=2),
@@ -189,7 +219,7 @@ def build_pod_template(owner: Owner, spec: specs.AgentWorkerSpec) -> Manifest:
     """The pod: user overlay first, the operator's labels and restricted defaults win or merge."""
     overlay = spec.pod_template
     pod_spec: Manifest = {
-        "containers": [build_container(spec)],
+        "containers": [build_container(spec, owner)],
         "terminationGracePeriodSeconds": grace_period_s(spec),
         "securityContext": {**RESTRICTED_POD_SECURITY, **overlay.security_context},
         "volumes": [{"name": "tmp", "emptyDir": {}}],
@@ -208,9 +238,19 @@ def build_pod_template(owner: Owner, spec: specs.AgentWorkerSpec) -> Manifest:
     }
     pod_spec.update({key: value for key, value in optional.items() if value})
     metadata: Manifest = {"labels": {**overlay.labels, **labels(owner)}}
-    if overlay.annotations:
-        metadata["annotations"] = dict(overlay.annotations)
-    return {"metadata": metadata, "spec": pod_spec}
+    metadata["annotations"] = dict(overlay.annotations)
+    template = {"metadata": metadata, "spec": pod_spec}
+    metadata["annotations"][TEMPLATE_HASH_ANNOTATION] = _hash(template)
+    return template
+
+
+def _hash(template: Manifest) -> str:
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def template_hash(owner: Owner, spec: specs.AgentWorkerSpec) -> str:
+    """The version of the pod template the spec gives (TEMPLATE_HASH_ANNOTATION)."""
+    return str(build_pod_template(owner, spec)["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION])
 
 
 def build_deployment(owner: Owner, spec: specs.AgentWorkerSpec, *, replicas: int) -> Manifest:

@@ -1,12 +1,14 @@
 """kopf handlers: reconcile each AgentWorker into its Deployment, PDB, Service and status.
 
-This module owns when to reconcile (create, update, resume, a resync timer, and any change of an
-owned Deployment, so hand edits are put back) and the order of one reconcile: gather (the fresh
-AgentWorker, its parsed spec, the credentials Secret's key names), act (server-side apply of the
-built objects under one field manager), gather again (the Deployment's rollout), decide
+This module owns when to reconcile (create, update, resume, every sync round of `sync`'s loop,
+and any change of an owned Deployment, so hand edits are put back), the watch streams that keep
+`store` current, and the order of one reconcile: gather (the fresh AgentWorker, its parsed spec,
+the credentials Secret's key names), act (server-side apply of the built objects under one field
+manager), gather again (the Deployment's rollout, the latest observation of the workers), decide
 (`status`), act (patch status only when it changed, post Events for changes). Decisions live in
-`spec`, `builders` and `status`; API calls in `kube`. A bad spec or a missing Secret never
-touches the running Deployment.
+`spec`, `builders`, `autoscaler` and `status`; API calls in `kube`. A bad spec or a missing
+Secret never touches the running Deployment. No handler here needs a finalizer: deleting an
+AgentWorker never waits for the operator.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import asyncio
 import datetime
 import logging
 import random
+import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 
-from agentworker_operator import builders, kube, metrics, reachability, settings, status
+from agentworker_operator import autoscaler, builders, kube, metrics, reachability, status, store
+from agentworker_operator import settings as settings_module
 from agentworker_operator import spec as specs
+from agentworker_operator import sync as syncs
 
 G, V, P = builders.GROUP, builders.VERSION, builders.PLURAL
 OWNED = {builders.LABEL_MANAGED_BY: builders.FIELD_MANAGER}
@@ -37,7 +42,7 @@ def backoff_s(retry: int) -> float:
 
 
 @kopf.on.startup(registry=registry)
-async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_: Any) -> None:
     """kopf keeps its bookkeeping in annotations under our group; open the API client."""
     prefix = builders.GROUP
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
@@ -56,6 +61,20 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     memo["livekit"] = reachability.LiveKitProbe()
     memo["locks"] = {}
     memo["pending"] = set()
+    memo["store"] = store.Store()
+
+    async def reconcile_by_key(key: store.Key, trigger: str, full: bool) -> object:
+        return await reconcile(memo, key[0], key[1], trigger=trigger, logger=logger, full=full)
+
+    syncer = syncs.Syncer(
+        client=memo["kube"],
+        store=memo["store"],
+        config=memo.get("sync_settings") or settings_module.SyncSettings(),
+        reconcile=reconcile_by_key,
+        locks=memo["locks"],
+    )
+    memo["syncer"] = syncer
+    memo["sync_task"] = asyncio.create_task(syncer.run(), name="sync")
 
 
 @kopf.on.login(registry=registry)
@@ -66,7 +85,11 @@ def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
 
 @kopf.on.cleanup(registry=registry)
 async def close(memo: Any, **_: Any) -> None:
-    """Close the API client if this module opened it."""
+    """Stop the sync loop; close the clients this module opened."""
+    task: asyncio.Task[None] = memo["sync_task"]
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await memo["syncer"].aclose()
     await memo["livekit"].aclose()
     if memo.get("owns_kube"):
         await memo["kube"].aclose()
@@ -87,17 +110,16 @@ async def on_change(
     raise kopf.TemporaryError(problem.message, delay=backoff_s(retry))
 
 
-@kopf.timer(
-    G,
-    V,
-    P,
-    registry=registry,
-    interval=settings.RESYNC_INTERVAL_S,
-    initial_delay=settings.RESYNC_INTERVAL_S,
-)
-async def resync(namespace: str | None, name: str, logger: Logger, memo: Any, **_: Any) -> None:
-    """Level-triggered safety net: converge even if an event was missed."""
-    await reconcile(memo, namespace or "", name, trigger="timer", logger=logger)
+@kopf.on.event(G, V, P, registry=registry)
+def remember_agentworker(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Keep the store's copy current: the sync loop reads it instead of the API server."""
+    memo["store"].put_agentworker(type, body)
+
+
+@kopf.on.event("v1", "pods", labels=OWNED, registry=registry)
+def remember_pod(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Keep the store's copy of every worker pod current (observation reads pods from it)."""
+    memo["store"].put_pod(type, body)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED, registry=registry)
@@ -132,7 +154,7 @@ async def on_failing_pod(
 
 
 async def reconcile(
-    memo: Any, namespace: str, name: str, *, trigger: str, logger: Logger
+    memo: Any, namespace: str, name: str, *, trigger: str, logger: Logger, full: bool = True
 ) -> status.Problem | None:
     """One whole reconcile, serialized per AgentWorker; bursts of triggers coalesce into one."""
     key = (namespace, name)
@@ -146,7 +168,7 @@ async def reconcile(
             started = True
             memo["pending"].discard(key)
             with metrics.RECONCILE_DURATION.labels(namespace, name).time():
-                problem = await _reconcile(memo, namespace, name, logger)
+                problem = await _reconcile(memo, namespace, name, logger, full=full)
     except Exception as error:
         reason = "ApiError" if isinstance(error, kube.KubeError) else type(error).__name__
         metrics.RECONCILE_ERRORS.labels(namespace, name, reason).inc()
@@ -162,45 +184,68 @@ async def reconcile(
     return problem
 
 
-async def _reconcile(memo: Any, namespace: str, name: str, logger: Logger) -> status.Problem | None:
+async def _reconcile(
+    memo: Any, namespace: str, name: str, logger: Logger, *, full: bool
+) -> status.Problem | None:
+    """Gather, apply (when `full`: every child, under one field manager), publish the status."""
     client: kube.Kube = memo["kube"]
+    syncer: syncs.Syncer = memo["syncer"]
     body = await client.get(kube.agentworker_path(namespace, name))
     if body is None or body["metadata"].get("deletionTimestamp"):
         memo["locks"].pop((namespace, name), None)  # gone: forget its lock (held ones finish)
         return None
     meta, previous = body["metadata"], body.get("status") or {}
     owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"])
+    fleet = syncer.fleets.get((namespace, name))
     spec, problem = _parse(body)
-    if spec is not None:
+    if spec is not None and full:
         problem = await _check_credentials(client, namespace, spec)
     desired: int | None = None
     if spec is not None and problem is None:
-        desired = builders.desired_replicas(spec, recommended=previous.get("desiredReplicas"))
-        for manifest in (
-            builders.build_deployment(owner, spec, replicas=desired),
-            builders.build_pod_disruption_budget(owner),
-            builders.build_metrics_service(owner),
-        ):
-            await client.apply(manifest)
+        recommended = previous.get("desiredReplicas")
+        if fleet is not None and fleet.desired is not None:
+            recommended = fleet.desired
+        desired = builders.desired_replicas(spec, recommended=recommended)
+        if full:
+            await syncer.ensure_control_secret((namespace, name))
+            for manifest in (
+                builders.build_deployment(owner, spec, replicas=desired),
+                builders.build_pod_disruption_budget(owner),
+                builders.build_metrics_service(owner),
+            ):
+                await client.apply(manifest)
+            if fleet is not None:
+                fleet.last_full_reconcile = time.monotonic()
     elif isinstance(previous.get("desiredReplicas"), int):
         desired = previous["desiredReplicas"]
     deployment = await client.get(kube.path_of("apps/v1", "Deployment", namespace, name))
-    pods = await client.list_items(
-        kube.path_of("v1", "Pod", namespace), builders.selector_string(owner)
-    )
+    pods = memo["store"].pods((namespace, name))
+    decision = fleet.decision if fleet is not None else None
+    autoscaling = spec is not None and spec.autoscaling.enabled
     facts = status.Facts(
         generation=int(meta.get("generation") or 0),
         selector=builders.selector_string(owner),
         desired_replicas=desired,
-        autoscaling_enabled=spec is not None and spec.autoscaling.enabled,
+        autoscaling_enabled=autoscaling,
         problem=problem,
         livekit_url=spec.livekit.url if spec is not None else "",
         livekit_error=await memo["livekit"].error(spec.livekit.url) if spec is not None else None,
         deployment=status.facts_from_deployment(deployment),
         failing_pods=status.failures_from_pods(pods),
+        fleet=fleet.summary if fleet is not None else None,
+        scaling=_scaling(decision) if autoscaling and decision is not None else None,
+        last_scale_time=fleet.last_scale_time if fleet is not None else None,
     )
     await _publish(client, body, facts, logger)
     return problem
+
+
+def _scaling(decision: autoscaler.ScaleDecision) -> status.Scaling:
+    if decision.limit is not None:
+        return status.Scaling(
+            limited=True, reason=decision.limit.reason, message=decision.limit.message
+        )
+    return status.Scaling(limited=False, reason=decision.reason, message=decision.message)
 
 
 def _parse(body: Mapping[str, Any]) -> tuple[specs.AgentWorkerSpec | None, status.Problem | None]:
@@ -244,12 +289,7 @@ async def _publish(
         await client.patch_status(kube.agentworker_path(meta["namespace"], meta["name"]), patch)
         logger.info("status updated", extra={"fields": sorted(patch)})
     for event in status.events_for(previous, desired):
-        kopf.event(
-            kopf.Body(cast(kopf.RawBody, body)),
-            type=event.type,
-            reason=event.reason,
-            message=event.message,
-        )
+        await client.post_event(body, type=event.type, reason=event.reason, message=event.message)
         log = logger.warning if event.type == "Warning" else logger.info
         log("condition changed", extra={"reason": event.reason, "detail": event.message})
     labels = (meta["namespace"], meta["name"])

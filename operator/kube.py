@@ -9,6 +9,8 @@ read returns its key names only, never values).
 
 from __future__ import annotations
 
+import base64
+import datetime
 import json
 import ssl
 from collections.abc import Callable, Mapping
@@ -30,6 +32,7 @@ _PLURALS = {
     "Lease": "leases",
     "Secret": "secrets",
     "Pod": "pods",
+    "Event": "events",
     "AgentWorker": builders.PLURAL,
 }
 
@@ -182,6 +185,60 @@ class Kube:
         answer = await self.request("GET", path, params={"labelSelector": label_selector})
         items: list[dict[str, Any]] = answer.get("items") or []
         return items
+
+    async def patch_annotations(
+        self, namespace: str, pod: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        """Merge-patch a pod's annotations (None removes one)."""
+        await self.request(
+            "PATCH",
+            path_of("v1", "Pod", namespace, pod),
+            body={"metadata": {"annotations": dict(annotations)}},
+            content_type="application/merge-patch+json",
+        )
+
+    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """POST a new object (Conflict when it exists already)."""
+        meta = manifest["metadata"]
+        path = path_of(manifest["apiVersion"], manifest["kind"], meta["namespace"])
+        return await self.request("POST", path, body=manifest)
+
+    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
+        """One value of a Secret the operator owns (base64-decoded), or None when absent."""
+        secret = await self.get(path_of("v1", "Secret", namespace, name))
+        encoded = ((secret or {}).get("data") or {}).get(key)
+        return base64.b64decode(encoded).decode() if isinstance(encoded, str) else None
+
+    async def post_event(
+        self, involved: Mapping[str, Any], *, type: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event about `involved` (an object as read from the API)."""
+        meta = involved["metadata"]
+        now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        await self.request(
+            "POST",
+            path_of("v1", "Event", meta["namespace"]),
+            body={
+                "apiVersion": "v1",
+                "kind": "Event",
+                "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+                "involvedObject": {
+                    "apiVersion": involved.get("apiVersion", ""),
+                    "kind": involved.get("kind", ""),
+                    "name": meta["name"],
+                    "namespace": meta["namespace"],
+                    "uid": meta.get("uid", ""),
+                },
+                "type": type,
+                "reason": reason,
+                "message": message[:1024],
+                "source": {"component": builders.FIELD_MANAGER},
+                "reportingComponent": builders.FIELD_MANAGER,
+                "firstTimestamp": now,
+                "lastTimestamp": now,
+                "count": 1,
+            },
+        )
 
     async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
         """Key names of a Secret (never the values), or None when it does not exist."""

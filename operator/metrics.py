@@ -6,7 +6,11 @@ other modules report and decides nothing; the labels never carry a secret.
 
 from __future__ import annotations
 
+import contextlib
+
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from agentworker_operator.observation import FleetSummary, WorkerState
 
 RECONCILES = Counter(
     "agentworker_operator_reconciles_total",
@@ -35,6 +39,78 @@ READY_REPLICAS = Gauge(
     ["namespace", "name"],
 )
 LEADER = Gauge("agentworker_operator_leader", "1 while this replica holds the leader Lease.")
+WORKERS = Gauge(
+    "agentworker_workers",
+    "Workers by state in the latest observation (starting, available, full, draining, unknown).",
+    ["namespace", "name", "state"],
+)
+ACTIVE_JOBS = Gauge(
+    "agentworker_active_jobs", "Jobs (calls) running across the workers.", ["namespace", "name"]
+)
+LOAD = Gauge(
+    "agentworker_load",
+    "Average load reported by the serving workers, 0 to 1.",
+    ["namespace", "name"],
+)
+SCALE_EVENTS = Counter(
+    "agentworker_scale_events_total",
+    "Times the autoscaler changed the replicas, by direction (up, down).",
+    ["namespace", "name", "direction"],
+)
+OBSERVATION_DURATION = Histogram(
+    "agentworker_operator_observation_duration_seconds",
+    "Time to read every worker's /worker of an AgentWorker once.",
+    ["namespace", "name"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+OBSERVATION_FAILURES = Counter(
+    "agentworker_operator_observation_failures_total",
+    "Worker reads that got no valid /worker document (the worker counted as unknown).",
+    ["namespace", "name"],
+)
+ANNOTATION_WRITES = Counter(
+    "agentworker_operator_pod_annotation_writes_total",
+    "Patches of worker pods' deletion-cost and do-not-disrupt annotations.",
+    ["namespace", "name"],
+)
+SYNC_DURATION = Histogram(
+    "agentworker_operator_sync_duration_seconds",
+    "Time one sync round over every AgentWorker took.",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+_PER_AGENTWORKER = (
+    DESIRED_REPLICAS,
+    READY_REPLICAS,
+    ACTIVE_JOBS,
+    LOAD,
+    OBSERVATION_DURATION,
+    OBSERVATION_FAILURES,
+    ANNOTATION_WRITES,
+)
+
+
+def record_fleet(key: tuple[str, str], fleet: FleetSummary) -> None:
+    """The gauges of one AgentWorker's latest observation."""
+    for state in WorkerState:
+        WORKERS.labels(*key, state.value).set(fleet.by_state[state])
+    ACTIVE_JOBS.labels(*key).set(fleet.active_jobs)
+    if fleet.load is not None:
+        LOAD.labels(*key).set(fleet.load)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop every series of a deleted AgentWorker."""
+    for metric in _PER_AGENTWORKER:
+        _remove(metric, namespace, name)
+    for state in WorkerState:
+        _remove(WORKERS, namespace, name, state.value)
+    for direction in ("up", "down"):
+        _remove(SCALE_EVENTS, namespace, name, direction)
+
+
+def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # never recorded
+        metric.remove(*labels)
 
 
 def serve(host: str, port: int) -> None:

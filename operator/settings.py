@@ -9,9 +9,6 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
-RESYNC_INTERVAL_S = 30.0
-"""Seconds between level-triggered reconciles of every AgentWorker (kopf timer)."""
-
 
 class LogFormat(enum.StrEnum):
     """How log lines are written."""
@@ -37,6 +34,20 @@ class LeaseSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SyncSettings:
+    """The periodic loop that observes the workers, autoscales and resyncs."""
+
+    interval_s: float = 5.0
+    """Seconds between two observations of every AgentWorker's workers (the sync period)."""
+    resync_s: float = 30.0
+    """Seconds between whole reconciles (server-side apply of every child) of an AgentWorker."""
+    scrape_timeout_s: float = 2.0
+    """Seconds a worker's /worker may take to answer before it counts as unknown."""
+    scrape_concurrency: int = 100
+    """Requests to workers in flight at once, across all AgentWorkers."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
     """Everything the `agent-operator` process needs to know."""
 
@@ -56,3 +67,5 @@ class Settings:
     """Level of the operator's own loggers."""
     lease: LeaseSettings = field(default_factory=lambda: LeaseSettings(identity="unset"))
     """Leader election."""
+    sync: SyncSettings = field(default_factory=SyncSettings)
+    """Observation, autoscaling and resync."""

@@ -74,6 +74,15 @@ class Permissions:
     hidden: bool = False
 
 
+class BusyWorkers(enum.StrEnum):
+    """What a scale-down does when it would need to remove workers that hold calls."""
+
+    WAIT_FOR_IDLE = "WaitForIdle"
+    """Never go below the number of busy workers: wait until enough of them are idle."""
+    DRAIN = "Drain"
+    """Remove busy workers too (fewest calls first); they drain for up to drainTimeout."""
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ScalingBehavior:
     """How fast the autoscaler may move in one direction."""
@@ -84,6 +93,8 @@ class ScalingBehavior:
     """At most this many pods added or removed per period."""
     period_s: float
     """Length of the period that step_pods applies to, in seconds."""
+    busy_workers: BusyWorkers = BusyWorkers.WAIT_FOR_IDLE
+    """Scale-down only: whether busy workers may be removed (they drain) or are waited for."""
 
 
 DEFAULT_SCALE_UP = ScalingBehavior(stabilization_window_s=0.0, step_pods=4, period_s=15.0)
@@ -99,6 +110,8 @@ class Autoscaling:
     max_replicas: int = 10
     target_load: float = 0.5
     """Average worker load the autoscaler aims at, in [0, 1]."""
+    min_available_workers: int = 1
+    """Workers kept below their load threshold (warm headroom), so a new call finds one."""
     scale_up: ScalingBehavior = DEFAULT_SCALE_UP
     scale_down: ScalingBehavior = DEFAULT_SCALE_DOWN
 
@@ -225,14 +238,25 @@ def _parse_permissions(perms: fields.FieldReader) -> Permissions:
     )
 
 
-def _parse_behavior(behavior: fields.FieldReader, default: ScalingBehavior) -> ScalingBehavior:
+def _parse_behavior(
+    behavior: fields.FieldReader, default: ScalingBehavior, *, down: bool = False
+) -> ScalingBehavior:
+    busy = BusyWorkers.WAIT_FOR_IDLE
+    if down:
+        busy = behavior.choice("busyWorkers", BusyWorkers, BusyWorkers.WAIT_FOR_IDLE)
+    elif behavior.get("busyWorkers") is not None:
+        raise InvalidSpecError(behavior.at("busyWorkers"), behavior.get("busyWorkers"), _UP_ONLY)
     return ScalingBehavior(
         stabilization_window_s=behavior.duration_s(
             "stabilizationWindow", f"{int(default.stabilization_window_s)}s"
         ),
         step_pods=behavior.integer("stepPods", default.step_pods, low=1, high=1000),
         period_s=behavior.duration_s("period", f"{int(default.period_s)}s"),
+        busy_workers=busy,
     )
+
+
+_UP_ONLY = "is a scaleDown setting; scale-up adds workers and never removes one"
 
 
 def _parse_autoscaling(scaling: fields.FieldReader, spec: fields.FieldReader) -> Autoscaling:
@@ -251,8 +275,9 @@ def _parse_autoscaling(scaling: fields.FieldReader, spec: fields.FieldReader) ->
         min_replicas=low,
         max_replicas=high,
         target_load=target,
+        min_available_workers=scaling.integer("minAvailableWorkers", 1, low=0, high=1000),
         scale_up=_parse_behavior(scaling.child("scaleUp"), DEFAULT_SCALE_UP),
-        scale_down=_parse_behavior(scaling.child("scaleDown"), DEFAULT_SCALE_DOWN),
+        scale_down=_parse_behavior(scaling.child("scaleDown"), DEFAULT_SCALE_DOWN, down=True),
     )
 
 

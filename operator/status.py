@@ -1,10 +1,11 @@
 """The AgentWorker's status and conditions, decided from gathered facts with the clock passed in.
 
-This module owns what the status says: observedGeneration, replica counts, selector and the
-conditions Ready, Progressing, Degraded and ScalingLimited (each with a CamelCase reason, a
-message, lastTransitionTime and observedGeneration), which Events a change deserves, and the
-smallest patch that brings the stored status up to date (None when nothing changed). It is pure:
-no I/O, no kopf, kubernetes, aiohttp or prometheus_client; `now` is an argument.
+This module owns what the status says: observedGeneration, replica counts, selector, the
+workers' own counts (`fleet_status`) and the conditions Ready, Progressing, Degraded,
+ScalingLimited and FleetFull (each with a CamelCase reason, a message, lastTransitionTime and
+observedGeneration), which Events a change deserves, and the smallest patch that brings the
+stored status up to date (None when nothing changed). It is pure: no I/O, no kopf, kubernetes,
+aiohttp or prometheus_client; `now` is an argument.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from agentworker_operator.observation import FleetSummary, WorkerState
 
 Status = dict[str, Any]
 """The status subresource as stored (plain JSON)."""
@@ -26,6 +29,7 @@ class ConditionType(enum.StrEnum):
     PROGRESSING = "Progressing"
     DEGRADED = "Degraded"
     SCALING_LIMITED = "ScalingLimited"
+    FLEET_FULL = "FleetFull"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -94,6 +98,23 @@ class Facts:
     """None when the Deployment does not exist (yet)."""
     failing_pods: tuple[PodFailure, ...] = ()
     """Worker pods whose container cannot start (crash loop, image pull, bad config)."""
+    fleet: FleetSummary | None = None
+    """What the workers reported in the latest observation; None before the first one."""
+    scaling: Scaling | None = None
+    """The autoscaler's latest decision; None with autoscaling off or before the first one."""
+    last_scale_time: str | None = None
+    """When the autoscaler last changed the replicas (RFC 3339)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Scaling:
+    """The autoscaler's latest decision, as the ScalingLimited condition tells it."""
+
+    limited: bool
+    reason: str
+    """CamelCase: AtMaxReplicas, AtMinReplicas, BusyWorkers, UnknownWorkers, ... or the
+    decision's own reason (LoadAboveTarget, Stable, ...) when nothing held it back."""
+    message: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -178,21 +199,66 @@ def _ready(facts: Facts, progressing: bool, rollout_message: str) -> Condition:
 
 
 def _scaling_limited(facts: Facts) -> Condition:
-    """ScalingLimited: whether min/max held the autoscaler back (it comes with autoscaling)."""
-    if facts.autoscaling_enabled:
-        reason, message = (
-            "WithinLimits",
-            "the desired replicas are within [minReplicas, maxReplicas]",
+    """ScalingLimited: whether bounds, busy or unknown workers held the autoscaler back."""
+    kind = ConditionType.SCALING_LIMITED
+    if not facts.autoscaling_enabled:
+        return Condition(
+            type=kind,
+            status=False,
+            reason="AutoscalingDisabled",
+            message="spec.replicas drives the Deployment",
         )
-    else:
-        reason, message = "AutoscalingDisabled", "spec.replicas drives the Deployment"
+    if facts.scaling is None:
+        return Condition(
+            type=kind,
+            status=False,
+            reason="WaitingForObservation",
+            message="the workers have not been observed yet",
+        )
+    scaling = facts.scaling
     return Condition(
-        type=ConditionType.SCALING_LIMITED, status=False, reason=reason, message=message
+        type=kind, status=scaling.limited, reason=scaling.reason, message=scaling.message
+    )
+
+
+def _fleet_full(facts: Facts) -> Condition:
+    """FleetFull: no worker can take a new call, so LiveKit has nowhere to dispatch one."""
+    kind, fleet = ConditionType.FLEET_FULL, facts.fleet
+    if fleet is None:
+        return Condition(
+            type=kind,
+            status=False,
+            reason="WaitingForObservation",
+            message="the workers have not been observed yet",
+        )
+    count = fleet.by_state
+    available, starting = count[WorkerState.AVAILABLE], count[WorkerState.STARTING]
+    if available:
+        return Condition(
+            type=kind,
+            status=False,
+            reason="WorkersAvailable",
+            message=f"{available} workers take new calls",
+        )
+    if starting:
+        return Condition(
+            type=kind,
+            status=False,
+            reason="WorkersStarting",
+            message=f"no worker takes new calls yet; {starting} are starting",
+        )
+    return Condition(
+        type=kind,
+        status=True,
+        reason="NoAvailableWorker",
+        message=f"no worker can take a new call ({count[WorkerState.FULL]} full, "
+        f"{count[WorkerState.DRAINING]} draining, {count[WorkerState.UNKNOWN]} unknown): a "
+        "self-hosted LiveKit server drops such dispatches; raise maxReplicas or loadThreshold",
     )
 
 
 def decide_conditions(facts: Facts) -> list[Condition]:
-    """The four conditions, in a fixed order, from the facts alone."""
+    """The five conditions, in a fixed order, from the facts alone."""
     problem = _problem(facts)
     progressing, p_reason, p_message = _rollout(facts)
     degraded = Condition(
@@ -204,7 +270,13 @@ def decide_conditions(facts: Facts) -> list[Condition]:
     progress = Condition(
         type=ConditionType.PROGRESSING, status=progressing, reason=p_reason, message=p_message
     )
-    return [_ready(facts, progressing, p_message), progress, degraded, _scaling_limited(facts)]
+    return [
+        _ready(facts, progressing, p_message),
+        progress,
+        degraded,
+        _scaling_limited(facts),
+        _fleet_full(facts),
+    ]
 
 
 def _timestamp(now: datetime.datetime) -> str:
@@ -259,6 +331,28 @@ def desired_status(facts: Facts, previous: Mapping[str, Any], *, now: datetime.d
     }
     if facts.desired_replicas is not None:
         status["desiredReplicas"] = facts.desired_replicas
+    if facts.fleet is not None:
+        status.update(fleet_status(facts.fleet))
+    if facts.last_scale_time is not None:
+        status["lastScaleTime"] = facts.last_scale_time
+    return status
+
+
+def fleet_status(fleet: FleetSummary) -> Status:
+    """The status fields that come from the workers' own reports."""
+    count = fleet.by_state
+    status: Status = {
+        "activeJobs": fleet.active_jobs,
+        "available": count[WorkerState.AVAILABLE],
+        "full": count[WorkerState.FULL],
+        "draining": count[WorkerState.DRAINING],
+        "starting": count[WorkerState.STARTING],
+        "unknown": count[WorkerState.UNKNOWN],
+        "unknownWorkers": list(fleet.unknown_pods[:10]),
+        "oldWorkerJobs": fleet.old_worker_jobs,
+    }
+    # None removes a stale load from the stored status (merge patch) when no worker reports one.
+    status["load"] = round(fleet.load, 2) if fleet.load is not None else None
     return status
 
 
@@ -269,7 +363,7 @@ def status_patch(previous: Mapping[str, Any], desired: Status) -> Status | None:
 
 
 def events_for(previous: Mapping[str, Any], desired: Status) -> list[Event]:
-    """Events for condition changes: a new or different problem, and becoming ready."""
+    """Events for condition changes: a new or different problem, a full fleet, becoming ready."""
     old = {c.get("type"): c for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
     events = []
     for condition in desired["conditions"]:
@@ -280,7 +374,8 @@ def events_for(previous: Mapping[str, Any], desired: Status) -> list[Event]:
         )
         if not changed:
             continue
-        if condition["type"] == ConditionType.DEGRADED and condition["status"] == "True":
+        warns = condition["type"] in (ConditionType.DEGRADED, ConditionType.FLEET_FULL)
+        if warns and condition["status"] == "True":
             events.append(
                 Event(type="Warning", reason=condition["reason"], message=condition["message"])
             )

@@ -113,11 +113,12 @@ def test_example_apply_gives_ready_registered_workers(
 
 def test_explain_teaches_autoscaling(kubectl: Kubectl, crd: str) -> None:
     text = kubectl("explain", "agentworker.spec.autoscaling").stdout
-    for field in ("minReplicas", "maxReplicas", "targetLoad", "scaleDown", "Load-aware"):
+    for field in ("minReplicas", "maxReplicas", "targetLoad", "minAvailableWorkers", "scaleDown"):
         assert field in text
     assert (
         "How fast workers are removed" in kubectl("explain", "aw.spec.autoscaling.scaleDown").stdout
     )
+    assert "WaitForIdle" in kubectl("explain", "aw.spec.autoscaling.scaleDown.busyWorkers").stdout
 
 
 def test_scale_subresource_drives_replicas_when_autoscaling_is_off(

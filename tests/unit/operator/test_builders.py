@@ -164,7 +164,8 @@ def test_pod_labels_and_annotations_merge_with_the_operators_labels_winning() ->
     metadata = deployment(raw)["spec"]["template"]["metadata"]
     assert metadata["labels"]["team"] == "a"
     assert metadata["labels"][builders.LABEL_INSTANCE] == "support"
-    assert metadata["annotations"] == {"note": "x"}
+    assert metadata["annotations"]["note"] == "x"
+    assert set(metadata["annotations"]) == {"note", builders.TEMPLATE_HASH_ANNOTATION}
 
 
 def test_recommended_labels_are_on_every_object() -> None:

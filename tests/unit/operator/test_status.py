@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from agentworker_operator import status
+from agentworker_operator import observation, status
 
 pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
 
@@ -50,6 +50,7 @@ def test_all_ready_is_ready_not_progressing_not_degraded() -> None:
         "Progressing": (False, "RolloutComplete"),
         "Degraded": (False, "AsExpected"),
         "ScalingLimited": (False, "AutoscalingDisabled"),
+        "FleetFull": (False, "WaitingForObservation"),
     }
 
 
@@ -93,8 +94,23 @@ def test_progress_deadline_exceeded_is_degraded_rollout_stuck() -> None:
     assert decided["Degraded"] == (True, "RolloutStuck")
 
 
-def test_autoscaling_enabled_reports_within_limits() -> None:
-    assert conditions(facts(autoscaling_enabled=True))["ScalingLimited"] == (False, "WithinLimits")
+def test_autoscaling_before_the_first_observation_waits_for_it() -> None:
+    assert conditions(facts(autoscaling_enabled=True))["ScalingLimited"] == (
+        False,
+        "WaitingForObservation",
+    )
+
+
+def test_a_limited_decision_makes_scaling_limited_true_with_its_reason() -> None:
+    scaling = status.Scaling(limited=True, reason="AtMaxReplicas", message="12 wanted, max 10")
+    decided = conditions(facts(autoscaling_enabled=True, scaling=scaling))
+    assert decided["ScalingLimited"] == (True, "AtMaxReplicas")
+
+
+def test_an_unlimited_decision_keeps_its_own_reason() -> None:
+    scaling = status.Scaling(limited=False, reason="LoadAboveTarget", message="load 0.9")
+    decided = conditions(facts(autoscaling_enabled=True, scaling=scaling))
+    assert decided["ScalingLimited"] == (False, "LoadAboveTarget")
 
 
 def test_desired_status_carries_counts_selector_and_generation() -> None:
@@ -204,3 +220,52 @@ def test_failing_workers_are_degraded_naming_pod_and_reason() -> None:
     decided = {c.type.value: c for c in status.decide_conditions(facts(failing_pods=failing))}
     assert decided["Degraded"].reason == "WorkersFailing"
     assert "w-1: CrashLoopBackOff (exit code 2)" in decided["Degraded"].message
+
+
+def summary(**counts: int) -> observation.FleetSummary:
+    by_state = dict.fromkeys(observation.WorkerState, 0)
+    for state, count in counts.items():
+        by_state[observation.WorkerState(state)] = count
+    return observation.FleetSummary(
+        by_state=by_state, active_jobs=7, load=0.456, unknown_pods=("p-1",), old_worker_jobs=2
+    )
+
+
+def test_the_workers_reports_fill_the_status_and_columns() -> None:
+    desired = status.desired_status(
+        facts(
+            fleet=summary(available=2, full=1, unknown=1), last_scale_time="2026-11-23T09:00:00Z"
+        ),
+        {},
+        now=NOW,
+    )
+    assert (desired["activeJobs"], desired["load"]) == (7, 0.46)
+    assert (desired["available"], desired["full"], desired["unknown"]) == (2, 1, 1)
+    assert desired["unknownWorkers"] == ["p-1"]
+    assert desired["oldWorkerJobs"] == 2
+    assert desired["lastScaleTime"] == "2026-11-23T09:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        pytest.param({"available": 1, "full": 3}, (False, "WorkersAvailable"), id="one-free"),
+        pytest.param({"full": 2, "starting": 1}, (False, "WorkersStarting"), id="coming"),
+        pytest.param({"full": 2, "draining": 1}, (True, "NoAvailableWorker"), id="full"),
+        pytest.param({}, (True, "NoAvailableWorker"), id="empty"),
+    ],
+)
+def test_fleet_full_when_no_worker_takes_a_call(
+    counts: dict[str, int], expected: tuple[bool, str]
+) -> None:
+    assert conditions(facts(fleet=summary(**counts)))["FleetFull"] == expected
+
+
+def test_a_full_fleet_posts_a_warning_once() -> None:
+    first = status.desired_status(facts(fleet=summary(full=2)), {}, now=NOW)
+    events = status.events_for({}, first)
+    assert [(e.type, e.reason) for e in events if e.reason == "NoAvailableWorker"] == [
+        ("Warning", "NoAvailableWorker")
+    ]
+    again = status.desired_status(facts(fleet=summary(full=2)), first, now=LATER)
+    assert not [e for e in status.events_for(first, again) if e.reason == "NoAvailableWorker"]

@@ -1,0 +1,275 @@
+"""The autoscaler: how many workers an AgentWorker should have, and why.
+
+This module owns one pure decision, `decide(autoscaling, workers, current, history, now)`, with
+the Horizontal Pod Autoscaler's rules where they apply (the usage ratio with a 10 % tolerance,
+missing metrics assumed 0 when scaling up and full when scaling down, stabilization windows in
+which the lowest recommendation wins for scale-up and the highest for scale-down, step limits
+per period) and two of its own: warm headroom (`minAvailableWorkers` workers below their load
+threshold, so a new call always finds one) and a busy floor (WaitForIdle never goes below the
+workers that hold calls). Draining and terminating workers are occupied capacity, never
+available. It does no I/O, reads no clock and imports no kopf, kubernetes, aiohttp or
+prometheus_client; the history of recommendations and scale events is a value the caller keeps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from agentworker_operator import spec as specs
+from agentworker_operator.observation import Worker, WorkerState
+
+TOLERANCE = 0.1
+"""HPA's default: no change while the usage ratio is within 10 % of 1."""
+MIN_TARGET_LOAD = 0.01
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class History:
+    """What the autoscaler decided before: recommendations and actual scale events (seconds)."""
+
+    recommendations: tuple[tuple[float, int], ...] = ()
+    """(time, recommended replicas) of earlier decisions, oldest first."""
+    scale_events: tuple[tuple[float, int], ...] = ()
+    """(time, replicas added (> 0) or removed (< 0)) of earlier scales, oldest first."""
+
+    def recommended(self, now: float, replicas: int, *, keep_s: float) -> History:
+        """This history with a recommendation added and entries older than keep_s dropped."""
+        kept = tuple(r for r in self.recommendations if r[0] > now - keep_s)
+        return History(recommendations=(*kept, (now, replicas)), scale_events=self.scale_events)
+
+    def scaled(self, now: float, delta: int, *, keep_s: float) -> History:
+        """This history with a scale event added and entries older than keep_s dropped."""
+        kept = tuple(e for e in self.scale_events if e[0] > now - keep_s)
+        return History(recommendations=self.recommendations, scale_events=(*kept, (now, delta)))
+
+
+def history_span_s(autoscaling: specs.Autoscaling) -> float:
+    """How long history entries matter: the longest window or period."""
+    up, down = autoscaling.scale_up, autoscaling.scale_down
+    return max(up.stabilization_window_s, down.stabilization_window_s, up.period_s, down.period_s)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Limit:
+    """Why the decision is not what the load alone asks for (the ScalingLimited condition)."""
+
+    reason: str
+    """AtMaxReplicas, AtMinReplicas, BusyWorkers, UnknownWorkers, ScaleUpLimit, ScaleDownLimit."""
+    message: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScaleDecision:
+    """Replicas to run, the recommendation to remember, and why, for a person."""
+
+    replicas: int
+    recommendation: int
+    """The bounded recommendation of this round, before stabilization (kept in History)."""
+    reason: str
+    """CamelCase: LoadAboveTarget, HeadroomLow, LoadBelowTarget, AboveMaxReplicas, BelowMin..."""
+    message: str
+    """E.g. `load 0.82 > target 0.50: 3 -> 5 workers`."""
+    limit: Limit | None = None
+    removable: int = 0
+    """How many workers a scale-down may remove now (idle or draining ones, or busy with Drain)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Counts:
+    loads: tuple[float, ...]
+    available: int
+    full: int
+    unknown: int
+    starting: int
+    retired: int
+    """Draining workers whose pods are not being deleted yet: they hold a replica until removed."""
+    idle_removable: int
+    busy_removable: int
+
+    @property
+    def serving(self) -> int:
+        return len(self.loads) + self.unknown + self.starting
+
+
+def _count(workers: Sequence[Worker], current: int) -> _Counts:
+    members = [w for w in workers if not w.pod.terminating]
+    by = {state: [w for w in members if w.state is state] for state in WorkerState}
+    known = by[WorkerState.AVAILABLE] + by[WorkerState.FULL]
+    missing = max(0, current - len(members))  # pods the Deployment has yet to create
+    return _Counts(
+        loads=tuple(w.report.load for w in known if w.report is not None),
+        available=len(by[WorkerState.AVAILABLE]),
+        full=len(by[WorkerState.FULL]),
+        unknown=len(by[WorkerState.UNKNOWN]),
+        starting=len(by[WorkerState.STARTING]) + missing,
+        retired=len(by[WorkerState.DRAINING]),
+        idle_removable=len(by[WorkerState.DRAINING])
+        + len(by[WorkerState.STARTING])
+        + sum(1 for w in known if not w.busy),
+        busy_removable=sum(1 for w in known if w.busy),
+    )
+
+
+def _by_load(counts: _Counts, target: float) -> int:
+    """Serving workers the load asks for (HPA's formula, missing metrics by direction)."""
+    if not counts.loads:
+        return counts.serving
+    total = sum(counts.loads)
+    ratio = total / len(counts.loads) / target
+    if abs(ratio - 1.0) <= TOLERANCE:
+        return counts.serving
+    if ratio > 1.0:  # scale-up: starting and unknown workers count as idle
+        if total / (counts.serving * target) <= 1.0 + TOLERANCE:
+            return counts.serving
+        return math.ceil(total / target - 1e-9)
+    # scale-down: unknown workers count as full; starting ones are kept
+    measured = len(counts.loads) + counts.unknown
+    pessimistic = total + counts.unknown
+    if pessimistic / (measured * target) >= 1.0 - TOLERANCE:
+        return counts.serving
+    return math.ceil(pessimistic / target - 1e-9) + counts.starting
+
+
+def _stabilize(
+    autoscaling: specs.Autoscaling, recommendation: int, current: int, history: History, now: float
+) -> int:
+    """HPA's stabilization: lowest within the up window, highest within the down window."""
+    up_cutoff = now - autoscaling.scale_up.stabilization_window_s
+    down_cutoff = now - autoscaling.scale_down.stabilization_window_s
+    up = down = recommendation
+    for when, remembered in history.recommendations:
+        value = min(max(remembered, autoscaling.min_replicas), autoscaling.max_replicas)
+        if when > up_cutoff:
+            up = min(up, value)
+        if when > down_cutoff:
+            down = max(down, value)
+    return min(max(current, up), down)
+
+
+def _rate_limit(
+    autoscaling: specs.Autoscaling, wanted: int, current: int, history: History, now: float
+) -> int:
+    """At most stepPods added (removed) per period, counting the scales already made in it."""
+    up, down = autoscaling.scale_up, autoscaling.scale_down
+    added = sum(d for t, d in history.scale_events if d > 0 and t > now - up.period_s)
+    removed = -sum(d for t, d in history.scale_events if d < 0 and t > now - down.period_s)
+    if wanted > current:
+        return max(current, min(wanted, current - added + up.step_pods))
+    if wanted < current:
+        return min(current, max(wanted, current + removed - down.step_pods))
+    return current
+
+
+def decide(
+    autoscaling: specs.Autoscaling,
+    workers: Sequence[Worker],
+    *,
+    current: int,
+    history: History,
+    now: float,
+) -> ScaleDecision:
+    """The replicas an AgentWorker should run now, always within [minReplicas, maxReplicas]."""
+    low, high = autoscaling.min_replicas, autoscaling.max_replicas
+    target = max(autoscaling.target_load, MIN_TARGET_LOAD)
+    counts = _count(workers, current)
+    by_load = _by_load(counts, target)
+    headroom = counts.full + counts.unknown + autoscaling.min_available_workers
+    # the recommendation is in replicas: retired workers keep theirs until a scale-down, which
+    # removes them first
+    raw = max(by_load, headroom) + counts.retired
+    bounded = min(max(raw, low), high)
+    stable = _stabilize(autoscaling, bounded, current, history, now)
+    limited = _rate_limit(autoscaling, stable, current, history, now)
+    removable = counts.idle_removable
+    if autoscaling.scale_down.busy_workers is specs.BusyWorkers.DRAIN:
+        removable += counts.busy_removable
+    replicas = limited
+    if replicas < current:  # the busy floor; maxReplicas still wins (busy victims then drain)
+        replicas = max(replicas, min(current - removable, high))
+    reason, message = _explain(counts, by_load, headroom, autoscaling, current, replicas)
+    limit = _limit(autoscaling, counts, raw, bounded, stable, limited, replicas, current)
+    return ScaleDecision(
+        replicas=replicas,
+        recommendation=bounded,
+        reason=reason,
+        message=message,
+        limit=limit,
+        removable=removable,
+    )
+
+
+def _load_text(counts: _Counts) -> str:
+    if not counts.loads:
+        return "no load reported"
+    return f"load {sum(counts.loads) / len(counts.loads):.2f}"
+
+
+def _explain(
+    counts: _Counts,
+    by_load: int,
+    headroom: int,
+    autoscaling: specs.Autoscaling,
+    current: int,
+    replicas: int,
+) -> tuple[str, str]:
+    target = autoscaling.target_load
+    change = f"{current} -> {replicas} workers"
+    free = counts.available + counts.starting
+    warm = f"{free} of {autoscaling.min_available_workers} warm workers available"
+    if replicas > current:
+        if headroom > by_load:
+            return "HeadroomLow", f"{warm}: {change}"
+        if by_load > counts.serving:
+            return "LoadAboveTarget", f"{_load_text(counts)} > target {target:.2f}: {change}"
+        return "BelowMinReplicas", f"below minReplicas {autoscaling.min_replicas}: {change}"
+    if replicas < current:
+        if current > autoscaling.max_replicas:
+            return "AboveMaxReplicas", f"above maxReplicas {autoscaling.max_replicas}: {change}"
+        return "LoadBelowTarget", f"{_load_text(counts)} < target {target:.2f}: {change}"
+    return "Stable", f"{_load_text(counts)}, target {target:.2f}, {warm}: {current} workers"
+
+
+def _limit(
+    autoscaling: specs.Autoscaling,
+    counts: _Counts,
+    raw: int,
+    bounded: int,
+    stable: int,
+    limited: int,
+    replicas: int,
+    current: int,
+) -> Limit | None:
+    if raw > bounded:
+        return Limit(
+            reason="AtMaxReplicas",
+            message=f"{raw} workers wanted, held at maxReplicas {autoscaling.max_replicas}",
+        )
+    if replicas > limited:
+        held = replicas - limited
+        if counts.unknown and held <= counts.unknown:
+            return Limit(
+                reason="UnknownWorkers",
+                message=f"{counts.unknown} workers did not report; they are never removed "
+                f"as idle: {replicas} workers kept instead of {limited}",
+            )
+        return Limit(
+            reason="BusyWorkers",
+            message=f"{held} more workers would go, but they hold calls "
+            f"(scaleDown.busyWorkers WaitForIdle): {replicas} workers kept",
+        )
+    if raw < bounded and replicas == bounded:
+        return Limit(
+            reason="AtMinReplicas",
+            message=f"{raw} workers would do, held at minReplicas {autoscaling.min_replicas}",
+        )
+    if limited != stable:
+        up = limited > current
+        return Limit(
+            reason="ScaleUpLimit" if up else "ScaleDownLimit",
+            message=f"{stable} workers wanted; at most "
+            f"{(autoscaling.scale_up if up else autoscaling.scale_down).step_pods} "
+            f"{'added' if up else 'removed'} per period: {limited} now",
+        )
+    return None

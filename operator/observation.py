@@ -1,0 +1,218 @@
+"""What each worker pod is doing, from its pod object and the `/worker` document it served.
+
+This module owns the reading of both `/worker` dialects (this runtime's and the official
+livekit-agents worker's, whose keys are a subset: `agent_name`, `worker_type`, `active_jobs`,
+`worker_load`), the state a worker is counted in (starting, available, full, draining, unknown)
+and the fleet summary the status shows. It is pure: the scraper fetches, this decides. It does
+no I/O and imports no kopf, kubernetes, aiohttp or prometheus_client.
+
+A worker that does not answer, or answers something that is not a worker document, is UNKNOWN
+while its pod is ready: it is never counted as idle and never picked as an idle victim. A pod
+that is being deleted is DRAINING whatever it answers: its calls still occupy capacity.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentworker_operator import builders
+
+
+class WorkerState(enum.StrEnum):
+    """Where a worker stands, as the autoscaler counts it."""
+
+    STARTING = "starting"
+    """Not registered yet (or not yet answering): capacity on its way, no calls."""
+    AVAILABLE = "available"
+    """Registered, load at or below its threshold: takes new calls."""
+    FULL = "full"
+    """Registered, load above its threshold: keeps its calls, takes no new one."""
+    DRAINING = "draining"
+    """Retired, draining, or its pod is being deleted: finishes its calls, takes none."""
+    UNKNOWN = "unknown"
+    """Ready pod whose /worker did not answer or made no sense: never taken for idle."""
+
+
+class InvalidReport(ValueError):
+    """A /worker answer that is not a worker document; the message says what is wrong."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerReport:
+    """A parsed /worker document (either dialect)."""
+
+    load: float
+    """Reported load, 0 to 1."""
+    active_jobs: int
+    rooms: tuple[str, ...] = ()
+    """Rooms of the running jobs (this runtime only; the official worker does not list them)."""
+    draining: bool = False
+    """Draining or retired (this runtime only)."""
+    registered: bool | None = None
+    """Registered with LiveKit; None when the document does not say (the official worker)."""
+    retirable: bool = False
+    """Speaks the victim handshake (POST /retire): this runtime."""
+    worker_id: str = ""
+    agent_name: str = ""
+    load_threshold: float | None = None
+    """The worker's own threshold when it reports one."""
+
+
+def _number(doc: Mapping[str, Any], key: str) -> float:
+    value = doc.get(key)
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise InvalidReport(f"{key} is {value!r}, not a number")
+    return float(value)
+
+
+def parse_worker_document(raw: object) -> WorkerReport:
+    """The report in a decoded /worker answer; InvalidReport when it is not a worker document."""
+    if not isinstance(raw, Mapping):
+        raise InvalidReport(f"the document is a {type(raw).__name__}, not an object")
+    jobs = _number(raw, "active_jobs")
+    if jobs < 0 or not float(jobs).is_integer():
+        raise InvalidReport(f"active_jobs is {jobs!r}, not a count")
+    load = min(max(_number(raw, "worker_load"), 0.0), 1.0)
+    state = raw.get("state")
+    rooms: tuple[str, ...] = ()
+    listed = raw.get("jobs")
+    if isinstance(listed, list):
+        rooms = tuple(
+            str(job["room"]) for job in listed if isinstance(job, Mapping) and job.get("room")
+        )
+    threshold = raw.get("load_threshold")
+    return WorkerReport(
+        load=load,
+        active_jobs=int(jobs),
+        rooms=rooms,
+        draining=bool(raw.get("draining")) or bool(raw.get("retired")),
+        registered=state in ("available", "full", "draining") if isinstance(state, str) else None,
+        retirable="retired" in raw,
+        worker_id=str(raw.get("worker_id") or ""),
+        agent_name=str(raw.get("agent_name") or ""),
+        load_threshold=float(threshold) if isinstance(threshold, int | float) else None,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodView:
+    """The parts of a worker pod the autoscaler needs."""
+
+    name: str
+    ip: str = ""
+    ready: bool = False
+    terminating: bool = False
+    template_hash: str = ""
+    """The pod template version it runs (builders.TEMPLATE_HASH_ANNOTATION)."""
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+
+def pod_view(pod: Mapping[str, Any]) -> PodView:
+    """A PodView of a pod object as read from the API."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+        if isinstance(c, Mapping)
+    )
+    annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+    return PodView(
+        name=str(meta.get("name") or ""),
+        ip=str(status.get("podIP") or ""),
+        ready=ready,
+        terminating=bool(meta.get("deletionTimestamp")),
+        template_hash=annotations.get(builders.TEMPLATE_HASH_ANNOTATION, ""),
+        annotations=annotations,
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Worker:
+    """One worker pod and what it reported in the latest observation."""
+
+    pod: PodView
+    report: WorkerReport | None = None
+    error: str = ""
+    """Why there is no report (timeout, refused, not a worker document); "" with a report."""
+    state: WorkerState = WorkerState.UNKNOWN
+
+    @property
+    def active_jobs(self) -> int:
+        return self.report.active_jobs if self.report is not None else 0
+
+    @property
+    def busy(self) -> bool:
+        """Holds calls, or might (unknown): never removed as idle."""
+        return self.report is None or self.report.active_jobs > 0
+
+
+def classify(pod: PodView, report: WorkerReport | None, *, load_threshold: float) -> WorkerState:
+    """The state a worker counts in, from its pod and its report (None: no valid answer)."""
+    if pod.terminating:
+        return WorkerState.DRAINING
+    if report is None:
+        return WorkerState.UNKNOWN if pod.ready else WorkerState.STARTING
+    if report.draining:
+        return WorkerState.DRAINING
+    if report.registered is False or (report.registered is None and not pod.ready):
+        return WorkerState.STARTING
+    threshold = report.load_threshold if report.load_threshold is not None else load_threshold
+    return WorkerState.FULL if report.load > threshold else WorkerState.AVAILABLE
+
+
+def observe(
+    pod: Mapping[str, Any],
+    answer: object,
+    error: str,
+    *,
+    load_threshold: float,
+) -> Worker:
+    """A Worker from a pod object and its decoded /worker answer (or the error instead)."""
+    view = pod_view(pod)
+    report: WorkerReport | None = None
+    if not error:
+        try:
+            report = parse_worker_document(answer)
+        except InvalidReport as invalid:
+            error = f"not a worker document: {invalid}"
+    state = classify(view, report, load_threshold=load_threshold)
+    return Worker(pod=view, report=report, error=error, state=state)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetSummary:
+    """Counts for the status, the printer columns and the metrics."""
+
+    by_state: Mapping[WorkerState, int]
+    active_jobs: int
+    load: float | None
+    """Average load of the registered, serving workers (available and full); None without any."""
+    unknown_pods: tuple[str, ...]
+    old_worker_jobs: int
+    """Calls on workers that run an older pod template (a rollout in progress)."""
+
+
+def summarize(workers: Sequence[Worker], *, template_hash: str) -> FleetSummary:
+    """The fleet's counts; `template_hash` is the current pod template's version."""
+    by_state = dict.fromkeys(WorkerState, 0)
+    for worker in workers:
+        by_state[worker.state] += 1
+    serving = [
+        w.report.load
+        for w in workers
+        if w.report is not None and w.state in (WorkerState.AVAILABLE, WorkerState.FULL)
+    ]
+    return FleetSummary(
+        by_state=by_state,
+        active_jobs=sum(w.active_jobs for w in workers),
+        load=round(sum(serving) / len(serving), 3) if serving else None,
+        unknown_pods=tuple(sorted(w.pod.name for w in workers if w.state is WorkerState.UNKNOWN)),
+        old_worker_jobs=sum(
+            w.active_jobs for w in workers if template_hash and w.pod.template_hash != template_hash
+        ),
+    )

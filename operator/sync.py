@@ -1,0 +1,311 @@
+"""The operator's one periodic loop: observe every AgentWorker's workers, scale, reconcile.
+
+This module owns the sync period's work, in the order gather, decide, act: read each worker
+pod's /worker (`scraper`), count the fleet (`observation`), keep the calls' protection on the
+pods (`scaledown.protection_patch`), ask the autoscaler (`autoscaler.decide`), and, for a
+scale-down, run the victim handshake (POST /retire, then the lowest pod-deletion-cost, and only
+then fewer replicas), then hand over to the reconcile, which applies the Deployment and writes
+the status. It keeps what must outlive one round in memory: the autoscaler's history, the
+replicas it wants, the latest observation. One process-level loop instead of kopf timers or
+daemons: those put a finalizer on every AgentWorker, and deleting one (or its namespace) would
+hang while no operator runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import logging
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentworker_operator import autoscaler, builders, kube, metrics, observation, scaledown
+from agentworker_operator import scraper as scrapers
+from agentworker_operator import spec as specs
+from agentworker_operator.settings import SyncSettings
+from agentworker_operator.store import Key, Store
+
+logger = logging.getLogger(__name__)
+
+Reconcile = Callable[[Key, str, bool], Awaitable[object]]
+"""reconcile(key, trigger, full): apply (when full) and publish the status of one AgentWorker."""
+
+
+@dataclass(slots=True)
+class Fleet:
+    """What the operator remembers about one AgentWorker between sync rounds."""
+
+    history: autoscaler.History = field(default_factory=autoscaler.History)
+    desired: int | None = None
+    """Replicas the autoscaler wants; None until its first decision (then status is used)."""
+    decision: autoscaler.ScaleDecision | None = None
+    last_scale_time: str | None = None
+    workers: tuple[observation.Worker, ...] = ()
+    summary: observation.FleetSummary | None = None
+    control_token: str = ""
+    last_full_reconcile: float = 0.0
+
+
+def _now_text() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class Syncer:
+    """Runs the sync loop; `fleets` and `locks` are shared with the reconcile."""
+
+    def __init__(
+        self,
+        *,
+        client: kube.Kube,
+        store: Store,
+        config: SyncSettings,
+        reconcile: Reconcile,
+        locks: dict[Key, asyncio.Lock],
+    ) -> None:
+        self._kube = client
+        self._store = store
+        self._config = config
+        self._reconcile = reconcile
+        self._locks = locks
+        self._scraper = scrapers.Scraper(
+            port=builders.HTTP_PORT,
+            timeout_s=config.scrape_timeout_s,
+            concurrency=config.scrape_concurrency,
+        )
+        self.fleets: dict[Key, Fleet] = {}
+
+    async def aclose(self) -> None:
+        await self._scraper.aclose()
+
+    def lock(self, key: Key) -> asyncio.Lock:
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    async def run(self) -> None:
+        """Sync every AgentWorker each period, forever (cancel to stop)."""
+        while True:
+            started = time.monotonic()
+            await self.sync_all()
+            elapsed = time.monotonic() - started
+            metrics.SYNC_DURATION.observe(elapsed)
+            await asyncio.sleep(max(0.1, self._config.interval_s - elapsed))
+
+    async def sync_all(self) -> None:
+        keys = self._store.agentworkers()
+        for gone in set(self.fleets) - set(keys):
+            self.fleets.pop(gone, None)
+            metrics.forget(*gone)
+        results = await asyncio.gather(*(self.sync(key) for key in keys), return_exceptions=True)
+        for key, result in zip(keys, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.error(
+                    "sync failed",
+                    exc_info=result,
+                    extra={"object": {"namespace": key[0], "name": key[1]}},
+                )
+
+    async def sync(self, key: Key) -> None:
+        """One round for one AgentWorker: observe, protect, scale, reconcile."""
+        body = self._store.agentworker(key)
+        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+            return
+        try:
+            spec = specs.parse_spec(body.get("spec"))
+        except specs.InvalidSpecError:
+            return  # the reconcile reports it; nothing to observe or scale
+        fleet = self.fleets.setdefault(key, Fleet())
+        owner = builders.Owner(name=key[1], namespace=key[0], uid=body["metadata"]["uid"])
+        workers = await self._observe(key, spec)
+        fleet.workers = tuple(workers)
+        fleet.summary = observation.summarize(
+            workers, template_hash=builders.template_hash(owner, spec)
+        )
+        metrics.record_fleet(key, fleet.summary)
+        changed = False
+        async with self.lock(key):
+            await self._protect(key, spec, workers)
+            if spec.autoscaling.enabled:
+                changed = await self._autoscale(key, body, spec, fleet, workers)
+            else:
+                fleet.decision = None
+                fleet.desired = None
+        due = time.monotonic() - fleet.last_full_reconcile >= self._config.resync_s
+        await self._reconcile(key, "sync", changed or due)
+
+    async def _observe(self, key: Key, spec: specs.AgentWorkerSpec) -> list[observation.Worker]:
+        pods = self._store.pods(key)
+        started = time.monotonic()
+        workers = await self._scraper.observe(pods, load_threshold=spec.load_threshold)
+        metrics.OBSERVATION_DURATION.labels(*key).observe(time.monotonic() - started)
+        failed = [w for w in workers if w.error and not w.pod.terminating]
+        if failed:
+            metrics.OBSERVATION_FAILURES.labels(*key).inc(len(failed))
+        return workers
+
+    async def _protect(
+        self, key: Key, spec: specs.AgentWorkerSpec, workers: Sequence[observation.Worker]
+    ) -> None:
+        """Busy pods get do-not-disrupt and a deletion cost, idle ones lose them: on change."""
+        user_keys = frozenset(spec.pod_template.annotations)
+        for worker in workers:
+            patch = scaledown.protection_patch(worker, user_keys=user_keys)
+            if patch is not None:
+                await self._annotate(key, worker, patch)
+
+    async def _annotate(
+        self, key: Key, worker: observation.Worker, patch: Mapping[str, str | None]
+    ) -> bool:
+        try:
+            await self._kube.patch_annotations(key[0], worker.pod.name, patch)
+        except kube.KubeError as error:
+            if error.status != 404:  # a pod gone meanwhile needs nothing
+                raise
+            return False
+        metrics.ANNOTATION_WRITES.labels(*key).inc()
+        return True
+
+    async def _autoscale(
+        self,
+        key: Key,
+        body: Mapping[str, Any],
+        spec: specs.AgentWorkerSpec,
+        fleet: Fleet,
+        workers: Sequence[observation.Worker],
+    ) -> bool:
+        """Decide and act; True when the replicas changed."""
+        now = time.monotonic()
+        keep = autoscaler.history_span_s(spec.autoscaling)
+        if fleet.desired is None:  # a fresh operator: start from what the status says
+            previous = (body.get("status") or {}).get("desiredReplicas")
+            fleet.desired = builders.desired_replicas(
+                spec, recommended=previous if isinstance(previous, int) else None
+            )
+            # as if the current size had just been recommended: no scale-down before a window
+            fleet.history = fleet.history.recommended(now, fleet.desired, keep_s=keep)
+            fleet.last_scale_time = (body.get("status") or {}).get("lastScaleTime")
+        current = fleet.desired
+        decision = autoscaler.decide(
+            spec.autoscaling, workers, current=current, history=fleet.history, now=now
+        )
+        fleet.history = fleet.history.recommended(now, decision.recommendation, keep_s=keep)
+        target = decision.replicas
+        if target < current:
+            removed, decision = await self._scale_down(key, spec, workers, current, decision)
+            target = current - removed
+        fleet.decision = decision
+        if target == current:
+            return False
+        fleet.history = fleet.history.scaled(now, target - current, keep_s=keep)
+        fleet.desired = target
+        fleet.last_scale_time = _now_text()
+        direction = "up" if target > current else "down"
+        metrics.SCALE_EVENTS.labels(*key, direction).inc()
+        reason = "ScaledUp" if target > current else "ScaledDown"
+        logger.info(
+            "scaling",
+            extra={
+                "object": {"namespace": key[0], "name": key[1]},
+                "from": current,
+                "to": target,
+                "reason": decision.reason,
+                "detail": decision.message,
+            },
+        )
+        await self._kube.post_event(body, type="Normal", reason=reason, message=decision.message)
+        return True
+
+    async def _scale_down(
+        self,
+        key: Key,
+        spec: specs.AgentWorkerSpec,
+        workers: Sequence[observation.Worker],
+        current: int,
+        decision: autoscaler.ScaleDecision,
+    ) -> tuple[int, autoscaler.ScaleDecision]:
+        """Retire victims, mark them, and say how many may go (the decision, corrected)."""
+        wanted = current - decision.replicas
+        drain_busy = spec.autoscaling.scale_down.busy_workers is specs.BusyWorkers.DRAIN
+        candidates = scaledown.victim_order(workers, drain_busy=drain_busy)
+        token = await self._control_token(key)
+        victims: list[observation.Worker] = []
+        refused = 0
+        for worker in candidates:
+            if len(victims) == wanted:
+                break
+            if await self._agrees(worker, token, drain_busy=drain_busy):
+                victims.append(worker)
+            else:
+                refused += 1
+        blocking = scaledown.blocking_pods(workers, victims)
+        if blocking:
+            limit = autoscaler.Limit(
+                reason="WorkersNotReady",
+                message=f"scale-down waits: {', '.join(blocking[:3])} not ready, and the "
+                "ReplicaSet removes a not-ready pod before any other",
+            )
+            return 0, dataclasses.replace(decision, replicas=current, limit=limit)
+        for worker in victims:
+            patch = scaledown.victim_patch(worker)
+            if patch is not None:
+                await self._annotate(key, worker, patch)
+        chosen = {v.pod.name for v in victims}
+        user_keys = frozenset(spec.pod_template.annotations)
+        for worker in workers:  # the rest: exact costs, so any surprise still spares calls
+            if worker.pod.name not in chosen:
+                patch = scaledown.protection_patch(worker, exact_cost=True, user_keys=user_keys)
+                if patch is not None:
+                    await self._annotate(key, worker, patch)
+        if len(victims) < wanted:
+            limit = autoscaler.Limit(
+                reason="BusyWorkers",
+                message=f"{wanted} workers should go but only {len(victims)} agreed to retire "
+                f"({refused} turned busy or did not answer): {current} -> "
+                f"{current - len(victims)} workers",
+            )
+            decision = dataclasses.replace(decision, replicas=current - len(victims), limit=limit)
+        if victims:
+            logger.info(
+                "scale-down victims",
+                extra={
+                    "object": {"namespace": key[0], "name": key[1]},
+                    "pods": sorted(chosen),
+                },
+            )
+        return len(victims), decision
+
+    async def _agrees(self, worker: observation.Worker, token: str, *, drain_busy: bool) -> bool:
+        """The victim handshake: this runtime is asked; others go only while idle (or Drain)."""
+        if worker.state in (observation.WorkerState.STARTING, observation.WorkerState.DRAINING):
+            return True
+        report = worker.report
+        if report is None:
+            return False
+        if report.retirable and not (drain_busy and worker.busy):
+            answer = await self._scraper.retire(worker.pod.ip, token)
+            return answer is scrapers.RetireAnswer.ACCEPTED
+        return drain_busy or not worker.busy  # no handshake: deletion cost, then SIGTERM drain
+
+    async def _control_token(self, key: Key) -> str:
+        fleet = self.fleets.setdefault(key, Fleet())
+        if not fleet.control_token:
+            fleet.control_token = await self.ensure_control_secret(key)
+        return fleet.control_token
+
+    async def ensure_control_secret(self, key: Key) -> str:
+        """The AgentWorker's control token: read from its Secret, or made and stored once."""
+        body = self._store.agentworker(key)
+        if body is None:
+            return ""
+        owner = builders.Owner(name=key[1], namespace=key[0], uid=body["metadata"]["uid"])
+        name = builders.control_secret_name(owner)
+        token = await self._kube.secret_value(key[0], name, builders.CONTROL_TOKEN_KEY)
+        if token:
+            return token
+        with contextlib.suppress(kube.Conflict):  # made meanwhile: read it below
+            await self._kube.create(builders.build_control_secret(owner, secrets.token_urlsafe(32)))
+        token = await self._kube.secret_value(key[0], name, builders.CONTROL_TOKEN_KEY)
+        return token or ""

@@ -1,0 +1,274 @@
+"""The autoscaler: HPA's rules on the reported load, warm headroom, and the busy floor."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from agentworker_operator import autoscaler
+from agentworker_operator import spec as specs
+from agentworker_operator.observation import WorkerState
+from tests.unit.operator.workers import fleet, worker
+
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
+
+NOW = 10_000.0
+FRESH = autoscaler.History()
+
+
+def scaling(**raw: Any) -> specs.Autoscaling:
+    """Autoscaling parsed from a raw `spec.autoscaling` (defaults applied by parse_spec)."""
+    spec = specs.parse_spec(
+        {
+            "image": "agent:1",
+            "entrypoint": "agent:main",
+            "livekit": {"url": "ws://lk:7880", "credentialsSecret": {"name": "lk"}},
+            "autoscaling": {"enabled": True, **raw},
+        }
+    )
+    return spec.autoscaling
+
+
+def decide(
+    workers: Any, current: int, history: autoscaler.History = FRESH, **raw: Any
+) -> autoscaler.ScaleDecision:
+    return autoscaler.decide(scaling(**raw), workers, current=current, history=history, now=NOW)
+
+
+def test_load_above_target_scales_up_at_once_with_the_reason() -> None:
+    decision = decide(fleet((0.9, 3), (0.9, 3), (0.9, 3)), current=3)
+    assert decision.replicas == 6  # ceil(2.7 / 0.5)
+    assert decision.reason == "LoadAboveTarget"
+    assert decision.message == "load 0.90 > target 0.50: 3 -> 6 workers"
+
+
+def test_load_within_ten_percent_of_the_target_changes_nothing() -> None:
+    decision = decide(fleet((0.54, 1), (0.54, 1)), current=2)
+    assert (decision.replicas, decision.reason) == (2, "Stable")
+
+
+def test_scale_down_waits_for_the_stabilization_window() -> None:
+    history = FRESH.recommended(NOW - 60, 3, keep_s=600)
+    decision = decide(fleet((0.05, 0), (0.05, 0), (0.05, 0)), current=3, history=history)
+    assert decision.replicas == 3
+    assert decision.recommendation == 1
+
+
+def test_after_the_window_scale_down_removes_step_pods_per_period() -> None:
+    history = FRESH.recommended(NOW - 400, 3, keep_s=600)
+    decision = decide(fleet((0.05, 0), (0.05, 0), (0.05, 0)), current=3, history=history)
+    assert (decision.replicas, decision.reason) == (2, "LoadBelowTarget")
+    assert decision.limit is not None
+    assert decision.limit.reason == "ScaleDownLimit"
+
+
+def test_a_scale_down_in_the_period_counts_against_the_step() -> None:
+    history = FRESH.recommended(NOW - 400, 3, keep_s=600).scaled(NOW - 30, -1, keep_s=600)
+    decision = decide(fleet((0.05, 0), (0.05, 0)), current=2, history=history)
+    assert decision.replicas == 2
+
+
+def test_scale_up_is_limited_by_step_pods_per_period() -> None:
+    decision = decide(fleet((1.0, 5), (1.0, 5)), current=2, scaleUp={"stepPods": 1})
+    assert decision.replicas == 3
+    assert decision.limit is not None
+    assert decision.limit.reason == "ScaleUpLimit"
+
+
+def test_full_workers_get_warm_headroom() -> None:
+    workers = fleet((0.75, 4), (0.75, 4))
+    decision = decide(workers, current=2, targetLoad=0.7, minAvailableWorkers=2)
+    assert (decision.replicas, decision.reason) == (4, "HeadroomLow")
+    assert decision.message == "0 of 2 warm workers available: 2 -> 4 workers"
+
+
+def test_headroom_is_held_at_max_replicas_and_says_so() -> None:
+    decision = decide(fleet((0.9, 4), (0.9, 4)), current=2, maxReplicas=3)
+    assert decision.replicas == 3
+    assert decision.limit is not None
+    assert decision.limit.reason == "AtMaxReplicas"
+
+
+def test_min_replicas_holds_an_idle_fleet() -> None:
+    history = FRESH.recommended(NOW - 400, 3, keep_s=600)
+    decision = decide(
+        fleet((0.0, 0), (0.0, 0), (0.0, 0)),
+        current=3,
+        history=history,
+        minReplicas=3,
+    )
+    assert decision.replicas == 3
+    assert decision.limit is not None
+    assert decision.limit.reason == "AtMinReplicas"
+
+
+def test_wait_for_idle_never_removes_a_busy_worker() -> None:
+    history = FRESH.recommended(NOW - 400, 4, keep_s=600)
+    workers = fleet((0.1, 1), (0.1, 1), (0.1, 1), (0.0, 0))
+    decision = decide(workers, current=4, history=history, scaleDown={"stepPods": 4})
+    assert decision.replicas == 3
+    assert decision.limit is not None
+    assert decision.limit.reason == "BusyWorkers"
+
+
+def test_drain_lets_busy_workers_go() -> None:
+    history = FRESH.recommended(NOW - 400, 4, keep_s=600)
+    workers = fleet((0.1, 1), (0.1, 1), (0.1, 1), (0.0, 0))
+    decision = decide(
+        workers, current=4, history=history, scaleDown={"stepPods": 4, "busyWorkers": "Drain"}
+    )
+    assert decision.replicas == 1
+
+
+def test_an_unknown_worker_is_never_counted_as_idle() -> None:
+    history = FRESH.recommended(NOW - 400, 3, keep_s=600)
+    workers = [*fleet((0.0, 0), (0.0, 0)), worker("silent", state=WorkerState.UNKNOWN)]
+    decision = decide(workers, current=3, history=history, scaleDown={"stepPods": 3})
+    assert decision.replicas == 2  # unknown counts as full: one idle goes, the other is headroom
+    assert decision.removable == 2
+
+
+def test_an_unknown_worker_counts_as_full_for_headroom() -> None:
+    workers = [worker("silent", state=WorkerState.UNKNOWN)]
+    decision = decide(workers, current=1)
+    assert (decision.replicas, decision.reason) == (2, "HeadroomLow")
+
+
+def test_pods_the_deployment_has_not_made_yet_count_as_starting() -> None:
+    decision = decide([], current=3)
+    assert (decision.replicas, decision.reason) == (3, "Stable")
+
+
+def test_draining_and_terminating_workers_are_not_available() -> None:
+    workers = [
+        worker("old", load=0.1, jobs=2, terminating=True),
+        worker("retired", state=WorkerState.DRAINING),
+        worker("w0", load=0.8, jobs=4),
+    ]
+    decision = decide(workers, current=2, targetLoad=0.7)
+    assert decision.replicas == 3
+    assert decision.reason in ("HeadroomLow", "LoadAboveTarget")
+
+
+def test_above_max_replicas_the_fleet_comes_down() -> None:
+    decision = decide(fleet((0.5, 1), (0.5, 1), (0.5, 0), (0.5, 0)), current=4, maxReplicas=2)
+    assert decision.replicas < 4
+    assert decision.reason == "AboveMaxReplicas"
+
+
+def test_history_keeps_only_what_matters() -> None:
+    history = FRESH.recommended(NOW - 700, 5, keep_s=600).recommended(NOW, 3, keep_s=600)
+    assert history.recommendations == ((NOW, 3),)
+
+
+# -- properties ---------------------------------------------------------------------------
+
+loads = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+jobs = st.integers(min_value=0, max_value=8)
+states = st.sampled_from([None, None, None, WorkerState.UNKNOWN, WorkerState.STARTING])
+
+
+@st.composite
+def fleets(draw: st.DrawFn) -> list[Any]:
+    count = draw(st.integers(min_value=0, max_value=12))
+    return [
+        worker(f"w{i}", load=draw(loads), jobs=draw(jobs), state=draw(states)) for i in range(count)
+    ]
+
+
+@st.composite
+def configs(draw: st.DrawFn) -> dict[str, Any]:
+    low = draw(st.integers(min_value=0, max_value=5))
+    high = draw(st.integers(min_value=max(low, 1), max_value=15))
+    return {
+        "minReplicas": low,
+        "maxReplicas": high,
+        "targetLoad": draw(st.sampled_from([0.3, 0.5, 0.7])),
+        "minAvailableWorkers": draw(st.integers(min_value=0, max_value=3)),
+        "scaleUp": {"stepPods": draw(st.integers(min_value=1, max_value=20))},
+        "scaleDown": {
+            "stepPods": draw(st.integers(min_value=1, max_value=20)),
+            "busyWorkers": draw(st.sampled_from(["WaitForIdle", "Drain"])),
+            "stabilizationWindow": draw(st.sampled_from(["0s", "60s", "5m"])),
+        },
+    }
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> autoscaler.History:
+    history = FRESH
+    for _ in range(draw(st.integers(min_value=0, max_value=4))):
+        age = draw(st.floats(min_value=0.0, max_value=600.0))
+        history = history.recommended(NOW - age, draw(st.integers(0, 15)), keep_s=3600)
+    return history
+
+
+@settings(deadline=None, max_examples=150)
+@given(workers=fleets(), config=configs(), history=histories(), current=st.integers(0, 15))
+def test_never_outside_min_and_max_when_starting_inside(
+    workers: list[Any], config: dict[str, Any], history: autoscaler.History, current: int
+) -> None:
+    low, high = config["minReplicas"], config["maxReplicas"]
+    current = min(max(current, low), high)
+    decision = decide(workers, current=current, history=history, **config)
+    assert low <= decision.replicas <= high
+
+
+@settings(deadline=None, max_examples=150)
+@given(workers=fleets(), config=configs(), current=st.integers(1, 15))
+def test_no_scale_down_inside_the_window(
+    workers: list[Any], config: dict[str, Any], current: int
+) -> None:
+    config["scaleDown"]["stabilizationWindow"] = "5m"
+    current = min(max(current, config["minReplicas"]), config["maxReplicas"])
+    history = FRESH.recommended(NOW - 299, current, keep_s=3600)
+    assert decide(workers, current=current, history=history, **config).replicas >= current
+
+
+@settings(deadline=None, max_examples=150)
+@given(
+    count=st.integers(1, 10),
+    low_load=loads,
+    high_load=loads,
+    config=configs(),
+    current=st.integers(1, 15),
+)
+def test_monotone_in_load(
+    count: int, low_load: float, high_load: float, config: dict[str, Any], current: int
+) -> None:
+    low_load, high_load = sorted((low_load, high_load))
+    current = min(max(current, config["minReplicas"]), config["maxReplicas"])
+
+    def replicas(load: float) -> int:
+        workers = [worker(f"w{i}", load=load, jobs=1) for i in range(count)]
+        return decide(workers, current=current, **config).replicas
+
+    assert replicas(low_load) <= replicas(high_load)
+
+
+@settings(deadline=None, max_examples=150)
+@given(workers=fleets(), config=configs(), history=histories(), current=st.integers(0, 15))
+def test_wait_for_idle_never_goes_below_the_busy_workers(
+    workers: list[Any], config: dict[str, Any], history: autoscaler.History, current: int
+) -> None:
+    config["scaleDown"]["busyWorkers"] = "WaitForIdle"
+    current = min(max(current, config["minReplicas"]), config["maxReplicas"], len(workers))
+    busy = sum(1 for w in workers if w.busy and w.state is not WorkerState.STARTING)
+    decision = decide(workers, current=current, history=history, **config)
+    assert decision.replicas >= min(busy, current)
+
+
+@settings(deadline=None, max_examples=150)
+@given(workers=fleets(), config=configs(), current=st.integers(0, 15))
+def test_min_available_workers_is_restored_when_max_allows(
+    workers: list[Any], config: dict[str, Any], current: int
+) -> None:
+    config["scaleUp"]["stepPods"] = 1000
+    current = min(max(current, config["minReplicas"]), config["maxReplicas"])
+    full = sum(1 for w in workers if w.state in (WorkerState.FULL, WorkerState.UNKNOWN))
+    wanted = full + config["minAvailableWorkers"]
+    decision = decide(workers, current=current, **config)
+    assert decision.replicas >= min(wanted, config["maxReplicas"])

@@ -1,0 +1,154 @@
+"""Observation: both /worker dialects, the state each worker counts in, the fleet summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentworker_operator import builders, observation
+from agentworker_operator.observation import WorkerState
+from worker_runtime import http_api
+
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def ours(**overrides: Any) -> dict[str, object]:
+    """This runtime's /worker document, made by the runtime's own code."""
+    values: dict[str, Any] = {
+        "worker_id": "AW_1",
+        "state": "available",
+        "ready": True,
+        "draining": False,
+        "agent_name": "a",
+        "worker_type": "JT_ROOM",
+        "load": 0.25,
+        "load_threshold": 0.7,
+        "jobs": (http_api.JobSummary(id="AJ_1", room="room-1", started_at=1.0),),
+        "idle_processes": 1,
+        "retired": False,
+        "sdk_version": "0.1.0",
+        "protocol_version": 1,
+    }
+    values.update(overrides)
+    return http_api.worker_document(http_api.WorkerSnapshot(**values))
+
+
+def pod(name: str = "p", *, ready: bool = True, deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "annotations": {builders.TEMPLATE_HASH_ANNOTATION: "h1"}}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-29T10:00:00Z"
+    return {
+        "metadata": meta,
+        "status": {
+            "podIP": "127.0.1.2",
+            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+        },
+    }
+
+
+def test_this_runtimes_document_gives_load_jobs_rooms_and_the_handshake() -> None:
+    report = observation.parse_worker_document(ours())
+    assert (report.load, report.active_jobs, report.rooms) == (0.25, 1, ("room-1",))
+    assert report.retirable
+    assert report.registered
+    assert not report.draining
+    assert report.worker_id == "AW_1"
+
+
+@pytest.mark.parametrize("name", ["idle", "busy"])
+def test_a_document_captured_from_livekit_agents_parses(name: str) -> None:
+    raw = json.loads((DATA / f"livekit_agents_1.8.9_worker_{name}.json").read_text())
+    report = observation.parse_worker_document(raw)
+    assert report.active_jobs == raw["active_jobs"]
+    assert report.load == pytest.approx(raw["worker_load"])
+    assert not report.retirable, "the official worker has no POST /retire"
+    assert report.registered is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        pytest.param([], "not an object", id="list"),
+        pytest.param({"active_jobs": 1}, "worker_load", id="no-load"),
+        pytest.param({"worker_load": 0.1}, "active_jobs", id="no-jobs"),
+        pytest.param({"worker_load": "high", "active_jobs": 1}, "worker_load", id="text-load"),
+        pytest.param({"worker_load": 0.1, "active_jobs": -1}, "not a count", id="negative"),
+        pytest.param({"worker_load": 0.1, "active_jobs": 1.5}, "not a count", id="fraction"),
+        pytest.param({"worker_load": True, "active_jobs": 1}, "worker_load", id="bool-load"),
+        pytest.param({"worker_load": float("nan"), "active_jobs": 0}, "worker_load", id="nan"),
+    ],
+)
+def test_garbage_is_not_a_report(raw: object, why: str) -> None:
+    with pytest.raises(observation.InvalidReport, match=why):
+        observation.parse_worker_document(raw)
+
+
+@pytest.mark.parametrize(
+    ("pod_", "document", "error", "state"),
+    [
+        pytest.param(pod(), ours(), "", WorkerState.AVAILABLE, id="available"),
+        pytest.param(pod(), ours(load=0.9, state="full"), "", WorkerState.FULL, id="full"),
+        pytest.param(
+            pod(ready=False), ours(state="draining", draining=True), "", WorkerState.DRAINING,
+            id="draining",
+        ),
+        pytest.param(
+            pod(ready=False), ours(state="draining", retired=True, draining=True), "",
+            WorkerState.DRAINING, id="retired",
+        ),
+        pytest.param(pod(deleting=True), ours(), "", WorkerState.DRAINING, id="terminating"),
+        pytest.param(pod(deleting=True), None, "timeout", WorkerState.DRAINING, id="gone"),
+        pytest.param(pod(), None, "timeout", WorkerState.UNKNOWN, id="silent"),
+        pytest.param(pod(), {"hello": 1}, "", WorkerState.UNKNOWN, id="garbage"),
+        pytest.param(pod(ready=False), None, "refused", WorkerState.STARTING, id="booting"),
+        pytest.param(
+            pod(ready=False), ours(state="starting"), "", WorkerState.STARTING, id="registering"
+        ),
+        pytest.param(
+            pod(), {"worker_load": 0.9, "active_jobs": 2}, "", WorkerState.FULL, id="official-full"
+        ),
+        pytest.param(
+            pod(ready=False), {"worker_load": 0.0, "active_jobs": 0}, "", WorkerState.STARTING,
+            id="official-not-ready",
+        ),
+    ],
+)  # fmt: skip
+def test_each_worker_counts_in_one_state(
+    pod_: dict[str, Any], document: object, error: str, state: WorkerState
+) -> None:
+    worker = observation.observe(pod_, document, error, load_threshold=0.7)
+    assert worker.state is state
+
+
+def test_a_silent_worker_is_busy_never_idle() -> None:
+    worker = observation.observe(pod(), None, "timeout", load_threshold=0.7)
+    assert worker.busy
+    assert worker.error == "timeout"
+
+
+def test_garbage_says_why_in_the_error() -> None:
+    worker = observation.observe(pod(), {"hello": 1}, "", load_threshold=0.7)
+    assert worker.error.startswith("not a worker document")
+
+
+def test_summary_counts_states_jobs_load_and_old_calls() -> None:
+    workers = [
+        observation.observe(pod("a"), ours(load=0.2), "", load_threshold=0.7),
+        observation.observe(pod("b"), ours(load=0.9, state="full"), "", load_threshold=0.7),
+        observation.observe(pod("c"), None, "timeout", load_threshold=0.7),
+        observation.observe(pod("d", deleting=True), ours(), "", load_threshold=0.7),
+    ]
+    summary = observation.summarize(workers, template_hash="h2")
+    assert summary.by_state[WorkerState.AVAILABLE] == 1
+    assert summary.by_state[WorkerState.FULL] == 1
+    assert summary.by_state[WorkerState.UNKNOWN] == 1
+    assert summary.by_state[WorkerState.DRAINING] == 1
+    assert summary.active_jobs == 3
+    assert summary.load == pytest.approx(0.55)
+    assert summary.unknown_pods == ("c",)
+    assert summary.old_worker_jobs == 3, "every pod runs template h1, the current one is h2"
