@@ -83,8 +83,8 @@ class _Counts:
     full: int
     unknown: int
     starting: int
-    retired: int
-    """Draining workers whose pods are not being deleted yet: they hold a replica until removed."""
+    members: int
+    """Worker pods not being deleted."""
     idle_removable: int
     busy_removable: int
 
@@ -104,9 +104,10 @@ def _count(workers: Sequence[Worker], current: int) -> _Counts:
         full=len(by[WorkerState.FULL]),
         unknown=len(by[WorkerState.UNKNOWN]),
         starting=len(by[WorkerState.STARTING]) + missing,
-        retired=len(by[WorkerState.DRAINING]),
+        members=len(members),
         idle_removable=len(by[WorkerState.DRAINING])
         + len(by[WorkerState.STARTING])
+        + missing
         + sum(1 for w in known if not w.busy),
         busy_removable=sum(1 for w in known if w.busy),
     )
@@ -176,9 +177,7 @@ def decide(
     counts = _count(workers, current)
     by_load = _by_load(counts, target)
     headroom = counts.full + counts.unknown + autoscaling.min_available_workers
-    # the recommendation is in replicas: retired workers keep theirs until a scale-down, which
-    # removes them first
-    raw = max(by_load, headroom) + counts.retired
+    raw = max(by_load, headroom)
     bounded = min(max(raw, low), high)
     stable = _stabilize(autoscaling, bounded, current, history, now)
     limited = _rate_limit(autoscaling, stable, current, history, now)
@@ -187,7 +186,8 @@ def decide(
         removable += counts.busy_removable
     replicas = limited
     if replicas < current:  # the busy floor; maxReplicas still wins (busy victims then drain)
-        replicas = max(replicas, min(current - removable, high))
+        kept = max(counts.members, current) - removable
+        replicas = max(replicas, min(kept, current, high))
     reason, message = _explain(counts, by_load, headroom, autoscaling, current, replicas)
     limit = _limit(autoscaling, counts, raw, bounded, stable, limited, replicas, current)
     return ScaleDecision(

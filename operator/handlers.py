@@ -198,6 +198,8 @@ async def _reconcile(
     owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"])
     fleet = syncer.fleets.get((namespace, name))
     spec, problem = _parse(body)
+    # a light reconcile (a sync round) checks no Secret, so it must not clear such a problem
+    full = full or _degraded_reason(previous) in CREDENTIAL_PROBLEMS
     if spec is not None and full:
         problem = await _check_credentials(client, namespace, spec)
     desired: int | None = None
@@ -207,7 +209,7 @@ async def _reconcile(
             recommended = fleet.desired
         desired = builders.desired_replicas(spec, recommended=recommended)
         if full:
-            await syncer.ensure_control_secret((namespace, name))
+            await syncer.ensure_control_secret(owner)
             for manifest in (
                 builders.build_deployment(owner, spec, replicas=desired),
                 builders.build_pod_disruption_budget(owner),
@@ -238,6 +240,16 @@ async def _reconcile(
     )
     await _publish(client, body, facts, logger)
     return problem
+
+
+CREDENTIAL_PROBLEMS = frozenset({"SecretNotFound", "SecretKeyMissing"})
+
+
+def _degraded_reason(previous: Mapping[str, Any]) -> str:
+    for item in previous.get("conditions") or []:
+        if isinstance(item, Mapping) and item.get("type") == status.ConditionType.DEGRADED:
+            return str(item.get("reason") or "") if item.get("status") == "True" else ""
+    return ""
 
 
 def _scaling(decision: autoscaler.ScaleDecision) -> status.Scaling:

@@ -197,6 +197,14 @@ class Kube:
             content_type="application/merge-patch+json",
         )
 
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete a pod with its own grace period; a pod already gone is fine."""
+        try:
+            await self.request("DELETE", path_of("v1", "Pod", namespace, name))
+        except KubeError as error:
+            if error.status != 404:
+                raise
+
     async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """POST a new object (Conflict when it exists already)."""
         meta = manifest["metadata"]

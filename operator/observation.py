@@ -63,7 +63,9 @@ class WorkerReport:
 
 
 def _number(doc: Mapping[str, Any], key: str) -> float:
-    value = doc.get(key)
+    # livekit-agents writes the document with protobuf's MessageToJson, which leaves out every
+    # field at zero: an idle official worker has no active_jobs key at all
+    value = doc.get(key, 0)
     if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
         raise InvalidReport(f"{key} is {value!r}, not a number")
     return float(value)
@@ -73,6 +75,8 @@ def parse_worker_document(raw: object) -> WorkerReport:
     """The report in a decoded /worker answer; InvalidReport when it is not a worker document."""
     if not isinstance(raw, Mapping):
         raise InvalidReport(f"the document is a {type(raw).__name__}, not an object")
+    if not isinstance(raw.get("worker_type"), str):
+        raise InvalidReport("it has no worker_type")
     jobs = _number(raw, "active_jobs")
     if jobs < 0 or not float(jobs).is_integer():
         raise InvalidReport(f"active_jobs is {jobs!r}, not a count")
@@ -151,16 +155,27 @@ class Worker:
         return self.report is None or self.report.active_jobs > 0
 
 
-def classify(pod: PodView, report: WorkerReport | None, *, load_threshold: float) -> WorkerState:
-    """The state a worker counts in, from its pod and its report (None: no valid answer)."""
+def classify(
+    pod: PodView,
+    report: WorkerReport | None,
+    *,
+    load_threshold: float,
+    reported_before: bool = False,
+) -> WorkerState:
+    """The state a worker counts in, from its pod and its report (None: no valid answer).
+
+    `reported_before`: the worker was seen registered in an earlier observation, so silence
+    now means trouble (UNKNOWN), never a worker that is still starting.
+    """
     if pod.terminating:
         return WorkerState.DRAINING
     if report is None:
-        return WorkerState.UNKNOWN if pod.ready else WorkerState.STARTING
+        return WorkerState.UNKNOWN if pod.ready or reported_before else WorkerState.STARTING
     if report.draining:
         return WorkerState.DRAINING
     if report.registered is False or (report.registered is None and not pod.ready):
-        return WorkerState.STARTING
+        # reconnecting to LiveKit with calls running: occupied, never a starting (idle) worker
+        return WorkerState.FULL if report.active_jobs else WorkerState.STARTING
     threshold = report.load_threshold if report.load_threshold is not None else load_threshold
     return WorkerState.FULL if report.load > threshold else WorkerState.AVAILABLE
 
@@ -171,6 +186,7 @@ def observe(
     error: str,
     *,
     load_threshold: float,
+    reported_before: bool = False,
 ) -> Worker:
     """A Worker from a pod object and its decoded /worker answer (or the error instead)."""
     view = pod_view(pod)
@@ -180,7 +196,7 @@ def observe(
             report = parse_worker_document(answer)
         except InvalidReport as invalid:
             error = f"not a worker document: {invalid}"
-    state = classify(view, report, load_threshold=load_threshold)
+    state = classify(view, report, load_threshold=load_threshold, reported_before=reported_before)
     return Worker(pod=view, report=report, error=error, state=state)
 
 

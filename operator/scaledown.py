@@ -12,7 +12,7 @@ prometheus_client.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 
 from agentworker_operator.observation import Worker, WorkerState
 
@@ -46,6 +46,23 @@ def victim_order(workers: Sequence[Worker], *, drain_busy: bool) -> list[Worker]
     if drain_busy:
         order += sorted((w for w in serving if w.busy), key=lambda w: (w.active_jobs, w.pod.name))
     return order
+
+
+def stale_retirees(workers: Sequence[Worker], retired_before: Set[str]) -> list[Worker]:
+    """Retired workers left over from an earlier round (an interrupted scale-down): recycle them.
+
+    A retired worker takes no call and never leaves by itself; one that was retired already in
+    the previous observation and holds no call is safe to delete (the ReplicaSet replaces it).
+    """
+    return [
+        w
+        for w in workers
+        if w.state is WorkerState.DRAINING
+        and not w.pod.terminating
+        and w.pod.name in retired_before
+        and w.report is not None
+        and w.report.active_jobs == 0
+    ]
 
 
 def blocking_pods(workers: Sequence[Worker], victims: Sequence[Worker]) -> list[str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping, Sequence, Set
 from typing import Any
 
 import aiohttp
@@ -83,14 +83,24 @@ class Scraper:
             return None, "not JSON"
 
     async def observe(
-        self, pods: Sequence[Mapping[str, Any]], *, load_threshold: float
+        self,
+        pods: Sequence[Mapping[str, Any]],
+        *,
+        load_threshold: float,
+        reported_before: Set[str] = frozenset(),
     ) -> list[observation.Worker]:
-        """Every pod's Worker, all read concurrently."""
+        """Every pod's Worker, all read concurrently (`reported_before`: pod names)."""
         answers = await asyncio.gather(
             *(self.fetch(str((pod.get("status") or {}).get("podIP") or "")) for pod in pods)
         )
         return [
-            observation.observe(pod, answer, error, load_threshold=load_threshold)
+            observation.observe(
+                pod,
+                answer,
+                error,
+                load_threshold=load_threshold,
+                reported_before=str((pod.get("metadata") or {}).get("name")) in reported_before,
+            )
             for pod, (answer, error) in zip(pods, answers, strict=True)
         ]
 

@@ -49,6 +49,10 @@ class Fleet:
     summary: observation.FleetSummary | None = None
     control_token: str = ""
     last_full_reconcile: float = 0.0
+    reported: set[str] = field(default_factory=set)
+    """Pods that were seen registered: when they go silent they are unknown, not starting."""
+    retired: set[str] = field(default_factory=set)
+    """Pods seen retired (draining, not being deleted) in the previous round."""
 
 
 def _now_text() -> str:
@@ -119,7 +123,7 @@ class Syncer:
             return  # the reconcile reports it; nothing to observe or scale
         fleet = self.fleets.setdefault(key, Fleet())
         owner = builders.Owner(name=key[1], namespace=key[0], uid=body["metadata"]["uid"])
-        workers = await self._observe(key, spec)
+        workers = await self._observe(key, spec, fleet)
         fleet.workers = tuple(workers)
         fleet.summary = observation.summarize(
             workers, template_hash=builders.template_hash(owner, spec)
@@ -133,13 +137,30 @@ class Syncer:
             else:
                 fleet.decision = None
                 fleet.desired = None
+            if not changed:
+                await self._recycle(key, fleet, workers)
+            fleet.retired = {
+                w.pod.name
+                for w in workers
+                if w.state is observation.WorkerState.DRAINING and not w.pod.terminating
+            }
         due = time.monotonic() - fleet.last_full_reconcile >= self._config.resync_s
         await self._reconcile(key, "sync", changed or due)
 
-    async def _observe(self, key: Key, spec: specs.AgentWorkerSpec) -> list[observation.Worker]:
+    async def _observe(
+        self, key: Key, spec: specs.AgentWorkerSpec, fleet: Fleet
+    ) -> list[observation.Worker]:
         pods = self._store.pods(key)
         started = time.monotonic()
-        workers = await self._scraper.observe(pods, load_threshold=spec.load_threshold)
+        workers = await self._scraper.observe(
+            pods, load_threshold=spec.load_threshold, reported_before=fleet.reported
+        )
+        fleet.reported = {
+            w.pod.name
+            for w in workers
+            if w.pod.name in fleet.reported
+            or w.state in (observation.WorkerState.AVAILABLE, observation.WorkerState.FULL)
+        }
         metrics.OBSERVATION_DURATION.labels(*key).observe(time.monotonic() - started)
         failed = [w for w in workers if w.error and not w.pod.terminating]
         if failed:
@@ -155,6 +176,15 @@ class Syncer:
             patch = scaledown.protection_patch(worker, user_keys=user_keys)
             if patch is not None:
                 await self._annotate(key, worker, patch)
+
+    async def _recycle(self, key: Key, fleet: Fleet, workers: Sequence[observation.Worker]) -> None:
+        """Delete retired workers an interrupted scale-down left behind (they serve nobody)."""
+        for worker in scaledown.stale_retirees(workers, fleet.retired):
+            logger.info(
+                "deleting a retired worker left over from an earlier scale-down",
+                extra={"object": {"namespace": key[0], "name": key[1]}, "pod": worker.pod.name},
+            )
+            await self._kube.delete_pod(key[0], worker.pod.name)
 
     async def _annotate(
         self, key: Key, worker: observation.Worker, patch: Mapping[str, str | None]
@@ -291,16 +321,15 @@ class Syncer:
 
     async def _control_token(self, key: Key) -> str:
         fleet = self.fleets.setdefault(key, Fleet())
-        if not fleet.control_token:
-            fleet.control_token = await self.ensure_control_secret(key)
+        body = self._store.agentworker(key)
+        if not fleet.control_token and body is not None:
+            owner = builders.Owner(name=key[1], namespace=key[0], uid=body["metadata"]["uid"])
+            fleet.control_token = await self.ensure_control_secret(owner)
         return fleet.control_token
 
-    async def ensure_control_secret(self, key: Key) -> str:
+    async def ensure_control_secret(self, owner: builders.Owner) -> str:
         """The AgentWorker's control token: read from its Secret, or made and stored once."""
-        body = self._store.agentworker(key)
-        if body is None:
-            return ""
-        owner = builders.Owner(name=key[1], namespace=key[0], uid=body["metadata"]["uid"])
+        key = (owner.namespace, owner.name)
         name = builders.control_secret_name(owner)
         token = await self._kube.secret_value(key[0], name, builders.CONTROL_TOKEN_KEY)
         if token:

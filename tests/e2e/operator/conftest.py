@@ -48,6 +48,7 @@ class OperatorProcess:
         log_path: Path,
         identity: str = "",
         kubeconfig: Path | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.namespace = namespace
         self.identity = identity or f"e2e-{namespace}"
@@ -55,6 +56,7 @@ class OperatorProcess:
         self.health_port = free_port()
         self.metrics_port = free_port()
         self._env = dict(os.environ, KUBECONFIG=str(kubeconfig or rig.kubeconfig))
+        self._extra_args = extra_args
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, *, leader: bool = True) -> None:
@@ -69,6 +71,7 @@ class OperatorProcess:
             "--metrics-host=127.0.0.1",
             f"--metrics-port={self.metrics_port}",
             "--log-level=DEBUG",
+            *self._extra_args,
         ]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(args, env=self._env, stdout=log, stderr=log)

@@ -148,9 +148,9 @@ def test_draining_and_terminating_workers_are_not_available() -> None:
         worker("retired", state=WorkerState.DRAINING),
         worker("w0", load=0.8, jobs=4),
     ]
-    decision = decide(workers, current=2, targetLoad=0.7)
-    assert decision.replicas == 3
-    assert decision.reason in ("HeadroomLow", "LoadAboveTarget")
+    decision = decide(workers, current=1, targetLoad=0.7, minAvailableWorkers=2)
+    assert (decision.replicas, decision.reason) == (3, "HeadroomLow")
+    assert decision.message == "0 of 2 warm workers available: 1 -> 3 workers"
 
 
 def test_above_max_replicas_the_fleet_comes_down() -> None:

@@ -64,8 +64,9 @@ def test_this_runtimes_document_gives_load_jobs_rooms_and_the_handshake() -> Non
 def test_a_document_captured_from_livekit_agents_parses(name: str) -> None:
     raw = json.loads((DATA / f"livekit_agents_1.8.9_worker_{name}.json").read_text())
     report = observation.parse_worker_document(raw)
-    assert report.active_jobs == raw["active_jobs"]
-    assert report.load == pytest.approx(raw["worker_load"])
+    # protobuf's MessageToJson leaves out zero fields: the idle document has no active_jobs
+    assert report.active_jobs == raw.get("active_jobs", 0)
+    assert report.load == pytest.approx(raw.get("worker_load", 0))
     assert not report.retirable, "the official worker has no POST /retire"
     assert report.registered is None
 
@@ -74,13 +75,15 @@ def test_a_document_captured_from_livekit_agents_parses(name: str) -> None:
     ("raw", "why"),
     [
         pytest.param([], "not an object", id="list"),
-        pytest.param({"active_jobs": 1}, "worker_load", id="no-load"),
-        pytest.param({"worker_load": 0.1}, "active_jobs", id="no-jobs"),
-        pytest.param({"worker_load": "high", "active_jobs": 1}, "worker_load", id="text-load"),
-        pytest.param({"worker_load": 0.1, "active_jobs": -1}, "not a count", id="negative"),
-        pytest.param({"worker_load": 0.1, "active_jobs": 1.5}, "not a count", id="fraction"),
-        pytest.param({"worker_load": True, "active_jobs": 1}, "worker_load", id="bool-load"),
-        pytest.param({"worker_load": float("nan"), "active_jobs": 0}, "worker_load", id="nan"),
+        pytest.param({}, "worker_type", id="empty"),
+        pytest.param({"worker_load": 0.1, "active_jobs": 1}, "worker_type", id="no-type"),
+        pytest.param({"worker_type": "JT_ROOM", "worker_load": "high"}, "worker_load", id="text"),
+        pytest.param({"worker_type": "JT_ROOM", "active_jobs": -1}, "not a count", id="negative"),
+        pytest.param({"worker_type": "JT_ROOM", "active_jobs": 1.5}, "not a count", id="fraction"),
+        pytest.param({"worker_type": "JT_ROOM", "worker_load": True}, "worker_load", id="bool"),
+        pytest.param(
+            {"worker_type": "JT_ROOM", "worker_load": float("nan")}, "worker_load", id="nan"
+        ),
     ],
 )
 def test_garbage_is_not_a_report(raw: object, why: str) -> None:
@@ -107,13 +110,19 @@ def test_garbage_is_not_a_report(raw: object, why: str) -> None:
         pytest.param(pod(), {"hello": 1}, "", WorkerState.UNKNOWN, id="garbage"),
         pytest.param(pod(ready=False), None, "refused", WorkerState.STARTING, id="booting"),
         pytest.param(
-            pod(ready=False), ours(state="starting"), "", WorkerState.STARTING, id="registering"
+            pod(ready=False), ours(state="starting", jobs=()), "", WorkerState.STARTING,
+            id="registering",
         ),
         pytest.param(
-            pod(), {"worker_load": 0.9, "active_jobs": 2}, "", WorkerState.FULL, id="official-full"
+            pod(ready=False), ours(state="starting"), "", WorkerState.FULL,
+            id="reconnecting-with-a-call",
         ),
         pytest.param(
-            pod(ready=False), {"worker_load": 0.0, "active_jobs": 0}, "", WorkerState.STARTING,
+            pod(), {"worker_type": "JT_ROOM", "worker_load": 0.9, "active_jobs": 2.0}, "",
+            WorkerState.FULL, id="official-full",
+        ),
+        pytest.param(
+            pod(ready=False), {"worker_type": "JT_ROOM"}, "", WorkerState.STARTING,
             id="official-not-ready",
         ),
     ],
@@ -123,6 +132,13 @@ def test_each_worker_counts_in_one_state(
 ) -> None:
     worker = observation.observe(pod_, document, error, load_threshold=0.7)
     assert worker.state is state
+
+
+def test_a_worker_that_reported_before_and_went_silent_is_unknown_even_when_not_ready() -> None:
+    worker = observation.observe(
+        pod(ready=False), None, "timeout", load_threshold=0.7, reported_before=True
+    )
+    assert worker.state is WorkerState.UNKNOWN
 
 
 def test_a_silent_worker_is_busy_never_idle() -> None:

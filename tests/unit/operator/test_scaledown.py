@@ -36,6 +36,17 @@ def test_drain_adds_busy_workers_fewest_calls_first() -> None:
     assert names(scaledown.victim_order(workers, drain_busy=True)) == ["one", "three"]
 
 
+def test_a_worker_retired_in_an_earlier_round_and_idle_is_recycled() -> None:
+    workers = [
+        worker("fresh", state=WorkerState.DRAINING),
+        worker("stale", state=WorkerState.DRAINING),
+        worker("leaving", state=WorkerState.DRAINING, terminating=True),
+        worker("serving"),
+    ]
+    stale = scaledown.stale_retirees(workers, {"stale", "leaving", "serving"})
+    assert names(stale) == ["stale"]
+
+
 def test_a_not_ready_pod_that_is_no_victim_blocks_the_scale_down() -> None:
     workers = [worker("a"), worker("stuck", state=WorkerState.UNKNOWN, ready=False)]
     assert scaledown.blocking_pods(workers, [workers[0]]) == ["stuck"]

@@ -1,0 +1,193 @@
+"""Calls for the operator's scaling tests: dispatches, callers in a room, and the calls' ledger.
+
+A call is a dispatch of the test agent (`call_agent`) with a hold time. A real call also has a
+caller: a participant (`caller`) that joins the room first, sees the agent join, and counts the
+call as cut when the agent leaves before its hold time is up. Callers run on their own event
+loop in a thread, so the tests' blocking kubectl polls never stall them. Every call records its
+start and its end in the ledger file; `Ledger` reads it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+import uuid
+from collections.abc import Coroutine, Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from livekit import api, rtc
+
+from tests.rig import env as rig_env
+
+T = TypeVar("T")
+AGENT_JOIN_TIMEOUT_S = 60.0
+ENTRYPOINT = "tests.e2e.operator.call_agent:opts"
+
+
+@dataclass(frozen=True, slots=True)
+class CallerOutcome:
+    """How a real call went, seen by its caller."""
+
+    room: str
+    agent_joined: bool
+    held_s: float
+    """From both being in the room to the agent leaving (or to when the caller gave up)."""
+    said_bye: bool
+    """The agent said "bye" before it left: it ran the call to its end."""
+    cut: bool
+    """The agent left without saying bye, or before the call's hold time was up."""
+
+
+class Ledger:
+    """The JSON lines the agent's calls append (one file per test)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.touch()
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+
+    def started(self) -> dict[str, dict[str, Any]]:
+        return {r["room"]: r for r in self.records() if r["event"] == "start"}
+
+    def ended(self) -> dict[str, dict[str, Any]]:
+        return {r["room"]: r for r in self.records() if r["event"] == "end"}
+
+    def running_on(self, pod_ip: str) -> list[str]:
+        ended = self.ended()
+        return [
+            room
+            for room, r in self.started().items()
+            if r["pod_ip"] == pod_ip and room not in ended
+        ]
+
+
+class Calls:
+    """Dispatches calls to one agent name and runs their callers."""
+
+    def __init__(self, rig: rig_env.RigEnv, agent_name: str, ledger: Ledger) -> None:
+        self.rig = rig
+        self.agent_name = agent_name
+        self.ledger = ledger
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._callers: dict[str, Future[CallerOutcome]] = {}
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    def start(self, count: int, *, hold_s: float, real: int = 0, prefix: str = "call") -> list[str]:
+        """Start `count` calls (the first `real` with a caller in the room first); the rooms."""
+        rooms = [f"{prefix}-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+        connected: list[Future[None]] = []
+        for room in rooms[:real]:
+            ready: Future[None] = Future()
+            self._callers[room] = self._run(self._caller(room, hold_s, ready))
+            connected.append(ready)
+        for ready in connected:
+            ready.result(timeout=30)
+        meta = {"hold_s": hold_s, "ledger": str(self.ledger.path)}
+        for index, room in enumerate(rooms):
+            metadata = json.dumps({**meta, "real": index < real})
+            self._run(self._dispatch(room, metadata)).result(timeout=30)
+        return rooms
+
+    async def _dispatch(self, room: str, metadata: str) -> None:
+        request = api.CreateAgentDispatchRequest(
+            agent_name=self.agent_name, room=room, metadata=metadata
+        )
+        async with api.LiveKitAPI(
+            self.rig.livekit_url, self.rig.livekit_api_key, self.rig.livekit_api_secret
+        ) as lk:
+            await asyncio.wait_for(lk.agent_dispatch.create_dispatch(request), 10)
+
+    async def _caller(self, room_name: str, hold_s: float, ready: Future[None]) -> CallerOutcome:
+        token = (
+            api.AccessToken(self.rig.livekit_api_key, self.rig.livekit_api_secret)
+            .with_identity("caller")
+            .with_grants(api.VideoGrants(room_join=True, room=room_name))
+            .to_jwt()
+        )
+        room = rtc.Room()
+        joined, left, bye = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        times: dict[str, float] = {}
+
+        def on_join(participant: rtc.RemoteParticipant) -> None:
+            times.setdefault("joined", time.monotonic())
+            joined.set()
+
+        def on_leave(participant: rtc.RemoteParticipant) -> None:
+            times.setdefault("left", time.monotonic())
+            left.set()
+
+        def on_data(packet: rtc.DataPacket) -> None:
+            if packet.data == b"bye":
+                bye.set()
+
+        room.on("participant_connected", on_join)
+        room.on("participant_disconnected", on_leave)
+        room.on("data_received", on_data)
+        try:
+            await room.connect(self.rig.livekit_url, token)
+        except BaseException as error:
+            ready.set_exception(error)
+            raise
+        ready.set_result(None)
+        try:
+            try:
+                await asyncio.wait_for(joined.wait(), AGENT_JOIN_TIMEOUT_S)
+            except TimeoutError:
+                return CallerOutcome(
+                    room=room_name, agent_joined=False, held_s=0.0, said_bye=False, cut=True
+                )
+            with suppress(TimeoutError):
+                await asyncio.wait_for(left.wait(), hold_s + 600)
+            held = times.get("left", time.monotonic()) - times["joined"]
+            return CallerOutcome(
+                room=room_name,
+                agent_joined=True,
+                held_s=held,
+                said_bye=bye.is_set(),
+                cut=not bye.is_set() or held < hold_s - 2.0,
+            )
+        finally:
+            await room.disconnect()
+
+    def caller_outcomes(self, timeout_s: float) -> list[CallerOutcome]:
+        """Wait for every real call to end; how each went."""
+        deadline = time.monotonic() + timeout_s
+        return [
+            future.result(timeout=max(1.0, deadline - time.monotonic()))
+            for future in self._callers.values()
+        ]
+
+    def close(self) -> None:
+        """Cancel the callers still waiting (each leaves its room), then stop the loop."""
+
+        async def cancel_all() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        self._run(cancel_all()).result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+
+@contextmanager
+def calls(rig: rig_env.RigEnv, agent_name: str, ledger_path: Path) -> Iterator[Calls]:
+    running = Calls(rig, agent_name, Ledger(ledger_path))
+    try:
+        yield running
+    finally:
+        running.close()

@@ -1,0 +1,392 @@
+"""Autoscaling on the whole rig: real workers made by the operator, real dispatches, real calls.
+
+The agent (`call_agent`) holds each call for as long as its dispatch says and reports the share
+of its 4-call capacity in use as its load, so calls drive the autoscaler. Some calls are real:
+a caller participant joins the room and counts the call as cut if the agent leaves early. Every
+call writes its start and its end to a ledger the test reads. The operator syncs every second
+(the default is 5 s) so the tests run in seconds, with short stabilization windows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.e2e.conftest import Kubectl
+from tests.e2e.operator.calls import ENTRYPOINT, Calls, calls
+from tests.e2e.operator.conftest import OperatorProcess, condition, example, get_json
+from tests.e2e.operator.test_agentworker import NAME, apply, aw, pods, wait_ready
+from tests.rig import env as rig_env
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
+
+logger = logging.getLogger(__name__)
+VICTIM_COST = "-2147483648"
+FAST = ("--sync-period=1", "--resync-period=10")
+
+
+@pytest.fixture
+def operator(
+    rig: rig_env.RigEnv, namespace: str, crd: str, tmp_path: Path
+) -> Iterator[OperatorProcess]:
+    """The operator watching this test's namespace, observing the workers every second."""
+    process = OperatorProcess(rig, namespace, tmp_path / "operator.log", extra_args=FAST)
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+    process.assert_no_access_errors()
+
+
+@pytest.fixture
+def phone(rig: rig_env.RigEnv, namespace: str, tmp_path: Path) -> Iterator[Calls]:
+    """Calls to this test's agent, recorded in tmp_path/calls.jsonl."""
+    with calls(rig, agent_name(namespace), tmp_path / "calls.jsonl") as running:
+        yield running
+
+
+def agent_name(namespace: str) -> str:
+    return f"calls-{namespace}"[:100]
+
+
+def fleet(rig: rig_env.RigEnv, namespace: str, **autoscaling: Any) -> dict[str, Any]:
+    """The example AgentWorker running the call agent, autoscaled with short windows."""
+    manifest = example(
+        rig,
+        agentName=agent_name(namespace),
+        entrypoint=ENTRYPOINT,
+        numIdleProcesses=1,
+        drainTimeout="5m",
+        shutdownProcessTimeout="10s",
+    )
+    fast = {"stabilizationWindow": "3s", "stepPods": 4, "period": "5s"}
+    manifest["spec"]["autoscaling"] = {
+        "enabled": True,
+        "minReplicas": 1,
+        "maxReplicas": 4,
+        "targetLoad": 0.5,
+        "scaleUp": {"stepPods": 4, "period": "5s"},
+        **autoscaling,
+        "scaleDown": {**fast, **autoscaling.get("scaleDown", {})},
+    }
+    return manifest
+
+
+def patch_autoscaling(kubectl: Kubectl, namespace: str, **fields: Any) -> None:
+    body = json.dumps({"spec": {"autoscaling": fields}})
+    kubectl("patch", "aw", NAME, "-n", namespace, "--type=merge", "-p", body)
+
+
+def live_pods(kubectl: Kubectl, namespace: str) -> dict[str, dict[str, Any]]:
+    """Worker pods not being deleted, by name."""
+    return {
+        p["metadata"]["name"]: p
+        for p in pods(kubectl, namespace)
+        if not p["metadata"].get("deletionTimestamp")
+    }
+
+
+def pod_by_ip(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    return {
+        p["status"].get("podIP", ""): p["metadata"]["name"]
+        for p in pods(kubectl, namespace)
+        if p.get("status")
+    }
+
+
+def events(kubectl: Kubectl, namespace: str, reason: str) -> list[str]:
+    items = get_json(kubectl, "events", "-n", namespace)["items"]
+    return [e["message"] for e in items if e.get("reason") == reason]
+
+
+def status_of(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    found: dict[str, Any] = aw(kubectl, namespace).get("status") or {}
+    return found
+
+
+def wait_status(kubectl: Kubectl, namespace: str, what: str, ok: Any, timeout_s: float = 90) -> Any:
+    return wait_for(
+        what, lambda: status_of(kubectl, namespace), ok, timeout_s=timeout_s, interval_s=0.5
+    )
+
+
+def wait_calls_started(phone: Calls, rooms: list[str], timeout_s: float = 60) -> dict[str, Any]:
+    return wait_for(
+        f"{len(rooms)} calls running",
+        phone.ledger.started,
+        lambda started: all(room in started for room in rooms),
+        timeout_s=timeout_s,
+    )
+
+
+def assert_every_call_completed(phone: Calls, rooms: list[str], timeout_s: float) -> None:
+    """Each call ended by running its full hold time, and no caller saw its agent leave early."""
+    ended = wait_for(
+        f"{len(rooms)} calls ended",
+        phone.ledger.ended,
+        lambda done: all(room in done for room in rooms),
+        timeout_s=timeout_s,
+        interval_s=1,
+    )
+    lost = {room: ended[room] for room in rooms if ended[room]["how"] != "completed"}
+    assert not lost, f"calls cut: {lost}"
+    outcomes = phone.caller_outcomes(timeout_s=60)
+    assert outcomes, "some calls are real ones"
+    assert all(o.agent_joined for o in outcomes), outcomes
+    cut = [o for o in outcomes if o.cut]
+    assert not cut, f"callers saw their agent leave early: {cut}"
+
+
+def worker_pid(pod_ip: str) -> int:
+    """The worker process listening on the pod's address (the rig runs pods as processes)."""
+    for conn in psutil.net_connections(kind="tcp"):
+        listening = conn.status == psutil.CONN_LISTEN and conn.laddr
+        if listening and conn.pid and (conn.laddr.ip, conn.laddr.port) == (pod_ip, 8081):
+            return conn.pid
+    raise AssertionError(f"no process listens on {pod_ip}:8081")
+
+
+def test_load_rises_replicas_rise_and_the_new_worker_takes_the_new_calls(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    apply(kubectl, namespace, fleet(rig, namespace))
+    wait_ready(kubectl, namespace, replicas=1)
+    (first,) = live_pods(kubectl, namespace).values()
+    first_ip = first["status"]["podIP"]
+    busy = phone.start(3, hold_s=120)  # 3 of 4 calls: load 0.75, above loadThreshold 0.7
+    wait_calls_started(phone, busy)
+    status = wait_status(
+        kubectl, namespace, "two ready workers after the scale-up",
+        lambda s: s.get("desiredReplicas") == 2 and s.get("readyReplicas") == 2,
+    )  # fmt: skip
+    assert "load 0.75 > target 0.50: 1 -> 2 workers" in events(kubectl, namespace, "ScaledUp")
+    new = phone.start(2, hold_s=120)
+    started = wait_calls_started(phone, new)
+    assert all(started[room]["pod_ip"] != first_ip for room in new), started
+    status = wait_status(
+        kubectl, namespace, "5 active jobs in the status", lambda s: s.get("activeJobs") == 5
+    )
+    assert status["full"] == 1
+    assert 0 < status["load"] <= 1
+    row = kubectl("get", "aw", NAME, "-n", namespace, "--no-headers").stdout.split()
+    assert row[4] == "5", f"the Jobs column: {row}"
+    annotations = get_json(kubectl, "pod", first["metadata"]["name"], "-n", namespace)[
+        "metadata"
+    ].get("annotations", {})
+    assert annotations.get("karpenter.sh/do-not-disrupt") == "true"
+    assert annotations.get("controller.kubernetes.io/pod-deletion-cost") == "3"
+    exposition = operator.metrics()
+    assert f'agentworker_active_jobs{{name="{NAME}",namespace="{namespace}"}} 5.0' in exposition
+    assert "agentworker_scale_events_total" in exposition
+
+
+def test_load_falls_and_exactly_the_idle_workers_are_removed_while_the_call_goes_on(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=3))
+    wait_ready(kubectl, namespace, replicas=3)
+    before = set(live_pods(kubectl, namespace))
+    rooms = phone.start(1, hold_s=40, real=1)
+    started = wait_calls_started(phone, rooms)
+    busy = pod_by_ip(kubectl, namespace)[started[rooms[0]]["pod_ip"]]
+    wait_status(kubectl, namespace, "the call observed", lambda s: s.get("activeJobs") == 1)
+    patch_autoscaling(kubectl, namespace, minReplicas=1)
+    wait_for(
+        "the fleet down to its busy worker",
+        lambda: set(live_pods(kubectl, namespace)),
+        lambda names: names == {busy},
+        timeout_s=60,
+    )
+    removed = before - {busy}
+    assert len(removed) == 2
+    gone = wait_for(
+        "the idle workers gone",
+        lambda: {p["metadata"]["name"] for p in pods(kubectl, namespace)},
+        lambda names: not names & removed,
+        timeout_s=60,
+    )
+    assert busy in gone
+    assert any("3 -> 1 workers" in m for m in events(kubectl, namespace, "ScaledDown"))
+    log = operator.logs()
+    for name in removed:
+        assert name in log, f"{name} was chosen as a victim by the operator"
+    assert_every_call_completed(phone, rooms, timeout_s=120)
+    assert status_of(kubectl, namespace)["desiredReplicas"] == 1
+
+
+def test_ten_calls_survive_a_scale_down_of_busy_workers_that_drain(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    manifest = fleet(
+        rig, namespace, minReplicas=3, maxReplicas=3, scaleDown={"busyWorkers": "Drain"}
+    )
+    apply(kubectl, namespace, manifest)
+    wait_ready(kubectl, namespace, replicas=3)
+    rooms = phone.start(10, hold_s=45, real=3)
+    started = wait_calls_started(phone, rooms)
+    assert len({r["pod_ip"] for r in started.values()}) == 3, "the calls spread over 3 workers"
+    wait_status(kubectl, namespace, "10 calls observed", lambda s: s.get("activeJobs") == 10)
+    patch_autoscaling(kubectl, namespace, minReplicas=1, maxReplicas=1)
+    wait_for(
+        "one worker left in the Deployment",
+        lambda: get_json(kubectl, "deployment", NAME, "-n", namespace)["spec"]["replicas"],
+        lambda replicas: replicas == 1,
+        timeout_s=60,
+    )
+    draining = wait_status(
+        kubectl, namespace, "the victims draining", lambda s: s.get("draining", 0) >= 1
+    )
+    assert draining["activeJobs"] == 10, "draining workers keep their calls"
+    assert_every_call_completed(phone, rooms, timeout_s=150)
+    wait_for(
+        "the drained workers gone",
+        lambda: pods(kubectl, namespace),
+        lambda items: len(items) == 1,
+        timeout_s=60,
+    )
+
+
+def test_ten_calls_survive_a_rollout_and_new_calls_go_to_new_workers(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    manifest = fleet(rig, namespace)
+    manifest["spec"]["autoscaling"] = {"enabled": False}
+    manifest["spec"]["replicas"] = 3
+    apply(kubectl, namespace, manifest)
+    wait_ready(kubectl, namespace, replicas=3)
+    old = set(live_pods(kubectl, namespace))
+    rooms = phone.start(10, hold_s=45, real=3)
+    wait_calls_started(phone, rooms)
+    wait_status(kubectl, namespace, "10 calls observed", lambda s: s.get("activeJobs") == 10)
+    manifest["spec"]["env"] = [{"name": "GREETING", "value": "version two"}]
+    apply(kubectl, namespace, manifest)
+    status = wait_status(
+        kubectl, namespace, "calls left on old workers in the status",
+        lambda s: s.get("oldWorkerJobs", 0) > 0,
+    )  # fmt: skip
+    logger.info("calls on old workers during the rollout: %s", status["oldWorkerJobs"])
+    new = wait_for(
+        "three new workers ready",
+        lambda: live_pods(kubectl, namespace),
+        lambda live: (
+            len(live) == 3
+            and not set(live) & old
+            and all(condition(p, "Ready").get("status") == "True" for p in live.values())
+        ),
+        timeout_s=120,
+    )
+    new_ips = {p["status"]["podIP"] for p in new.values()}
+    later = phone.start(2, hold_s=10)
+    started = wait_calls_started(phone, later)
+    assert {started[room]["pod_ip"] for room in later} <= new_ips
+    assert_every_call_completed(phone, rooms + later, timeout_s=150)
+    wait_status(
+        kubectl, namespace, "no call left on old workers", lambda s: s["oldWorkerJobs"] == 0
+    )
+
+
+def test_a_worker_that_does_not_answer_is_never_removed_as_idle(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess,
+) -> None:  # fmt: skip
+    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=3))
+    wait_ready(kubectl, namespace, replicas=3)
+    silent_name, silent = sorted(live_pods(kubectl, namespace).items())[0]
+    process = psutil.Process(worker_pid(silent["status"]["podIP"]))
+    process.send_signal(signal.SIGSTOP)
+    try:
+        wait_status(
+            kubectl, namespace, "the silent worker named unknown",
+            lambda s: s.get("unknownWorkers") == [silent_name],
+        )  # fmt: skip
+        patch_autoscaling(kubectl, namespace, minReplicas=1)
+        held = wait_for(
+            "the scale-down held back by the silent worker",
+            lambda: aw(kubectl, namespace),
+            lambda obj: (
+                condition(obj, "ScalingLimited").get("reason")
+                in ("UnknownWorkers", "WorkersNotReady")
+            ),
+            timeout_s=60,
+        )
+        assert silent_name in condition(held, "ScalingLimited")["message"] or (
+            condition(held, "ScalingLimited")["reason"] == "UnknownWorkers"
+        )
+        assert silent_name in live_pods(kubectl, namespace), "the silent worker was removed"
+    finally:
+        process.send_signal(signal.SIGCONT)
+    wait_for(
+        "the scale-down once the worker answers again",
+        lambda: live_pods(kubectl, namespace),
+        lambda live: len(live) == 1,
+        timeout_s=90,
+    )
+
+
+def test_operator_killed_mid_scale_down_converges_without_a_second_scale_down(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=3))
+    wait_ready(kubectl, namespace, replicas=3)
+    rooms = phone.start(1, hold_s=40, real=1)
+    started = wait_calls_started(phone, rooms)
+    busy = pod_by_ip(kubectl, namespace)[started[rooms[0]]["pod_ip"]]
+    wait_status(kubectl, namespace, "the call observed", lambda s: s.get("activeJobs") == 1)
+    patch_autoscaling(kubectl, namespace, minReplicas=1)
+
+    def victim_chosen() -> bool:
+        return any(
+            (p["metadata"].get("annotations") or {}).get(
+                "controller.kubernetes.io/pod-deletion-cost"
+            )
+            == VICTIM_COST
+            or p["metadata"].get("deletionTimestamp")
+            for p in pods(kubectl, namespace)
+        )
+
+    wait_for("a victim chosen", victim_chosen, bool, timeout_s=60, interval_s=0.1)
+    operator.kill()
+    operator.start()
+    wait_for(
+        "the fleet down to its busy worker",
+        lambda: live_pods(kubectl, namespace),
+        lambda live: set(live) == {busy},
+        timeout_s=90,
+    )
+    assert_every_call_completed(phone, rooms, timeout_s=120)
+    deployment = get_json(kubectl, "deployment", NAME, "-n", namespace)
+    assert deployment["spec"]["replicas"] == 1
+    removed = 0
+    for message in events(kubectl, namespace, "ScaledDown"):
+        before, after = message.rsplit(": ", 1)[1].removesuffix(" workers").split(" -> ")
+        removed += int(before) - int(after)
+    assert removed == 2, f"workers removed by ScaledDown events: {removed}"
+
+
+def test_with_the_operator_stopped_deleting_the_agentworker_and_namespace_completes(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess,
+) -> None:  # fmt: skip
+    apply(kubectl, namespace, fleet(rig, namespace))
+    wait_ready(kubectl, namespace, replicas=1)
+    assert not aw(kubectl, namespace)["metadata"].get("finalizers"), "no finalizer on it"
+    operator.stop()
+    kubectl("delete", "aw", NAME, "-n", namespace, "--timeout=60s")
+    kubectl("delete", "namespace", namespace, "--timeout=120s")
+    done = kubectl("get", "namespace", namespace, check=False)
+    assert done.returncode != 0
+    assert "NotFound" in done.stderr
