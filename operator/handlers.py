@@ -306,5 +306,6 @@ async def _publish(
         log("condition changed", extra={"reason": event.reason, "detail": event.message})
     labels = (meta["namespace"], meta["name"])
     metrics.READY_REPLICAS.labels(*labels).set(desired["readyReplicas"])
+    metrics.REPLICAS.labels(*labels).set(desired["replicas"])
     if facts.desired_replicas is not None:
         metrics.DESIRED_REPLICAS.labels(*labels).set(facts.desired_replicas)

@@ -33,6 +33,11 @@ DESIRED_REPLICAS = Gauge(
     "Replicas the operator asks the Deployment for.",
     ["namespace", "name"],
 )
+REPLICAS = Gauge(
+    "agentworker_replicas",
+    "Worker pods that exist (the Deployment's replicas), draining ones included.",
+    ["namespace", "name"],
+)
 READY_REPLICAS = Gauge(
     "agentworker_ready_replicas",
     "Ready worker pods (registered and not draining).",
@@ -80,6 +85,7 @@ SYNC_DURATION = Histogram(
 )
 _PER_AGENTWORKER = (
     DESIRED_REPLICAS,
+    REPLICAS,
     READY_REPLICAS,
     ACTIVE_JOBS,
     LOAD,
