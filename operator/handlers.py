@@ -124,9 +124,15 @@ def remember_pod(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED, registry=registry)
 async def on_owned_deployment(
-    body: kopf.Body, namespace: str | None, logger: Logger, memo: Any, **_: Any
+    type: str | None,
+    body: kopf.Body,
+    namespace: str | None,
+    logger: Logger,
+    memo: Any,
+    **_: Any,
 ) -> None:
     """A change of an owned Deployment (a hand edit, a rollout step): reconcile its owner."""
+    memo["store"].put_deployment(type, body)
     owner = next(
         (
             ref.get("name")
@@ -190,7 +196,11 @@ async def _reconcile(
     """Gather, apply (when `full`: every child, under one field manager), publish the status."""
     client: kube.Kube = memo["kube"]
     syncer: syncs.Syncer = memo["syncer"]
-    body = await client.get(kube.agentworker_path(namespace, name))
+    store_: store.Store = memo["store"]
+    # a sync round reads the watch's copies; a change (or a resync) reads the API server
+    body = None if full else store_.agentworker((namespace, name))
+    if body is None:
+        body = await client.get(kube.agentworker_path(namespace, name))
     if body is None or body["metadata"].get("deletionTimestamp"):
         memo["locks"].pop((namespace, name), None)  # gone: forget its lock (held ones finish)
         return None
@@ -220,8 +230,10 @@ async def _reconcile(
                 fleet.last_full_reconcile = time.monotonic()
     elif isinstance(previous.get("desiredReplicas"), int):
         desired = previous["desiredReplicas"]
-    deployment = await client.get(kube.path_of("apps/v1", "Deployment", namespace, name))
-    pods = memo["store"].pods((namespace, name))
+    deployment = None if full else store_.deployment((namespace, name))
+    if deployment is None:
+        deployment = await client.get(kube.path_of("apps/v1", "Deployment", namespace, name))
+    pods = store_.pods((namespace, name))
     decision = fleet.decision if fleet is not None else None
     autoscaling = spec is not None and spec.autoscaling.enabled
     facts = status.Facts(
@@ -238,7 +250,7 @@ async def _reconcile(
         scaling=_scaling(decision) if autoscaling and decision is not None else None,
         last_scale_time=fleet.last_scale_time if fleet is not None else None,
     )
-    await _publish(client, body, facts, logger)
+    await _publish(client, store_, body, facts, logger)
     return problem
 
 
@@ -290,7 +302,11 @@ async def _check_credentials(
 
 
 async def _publish(
-    client: kube.Kube, body: Mapping[str, Any], facts: status.Facts, logger: Logger
+    client: kube.Kube,
+    store_: store.Store,
+    body: Mapping[str, Any],
+    facts: status.Facts,
+    logger: Logger,
 ) -> None:
     """Patch the status if it changed, post Events for condition changes, update gauges."""
     meta, previous = body["metadata"], body.get("status") or {}
@@ -298,7 +314,9 @@ async def _publish(
     desired = status.desired_status(facts, previous, now=now)
     patch = status.status_patch(previous, desired)
     if patch is not None:
-        await client.patch_status(kube.agentworker_path(meta["namespace"], meta["name"]), patch)
+        path = kube.agentworker_path(meta["namespace"], meta["name"])
+        # the answer is the object as stored now: the next sync round compares with it
+        store_.put_agentworker("MODIFIED", await client.patch_status(path, patch))
         logger.info("status updated", extra={"fields": sorted(patch)})
     for event in status.events_for(previous, desired):
         await client.post_event(body, type=event.type, reason=event.reason, message=event.message)

@@ -1,9 +1,10 @@
 """The operator's in-memory view of AgentWorkers and their pods, fed by kopf's watch events.
 
-This module owns the latest copy of every watched AgentWorker and every worker pod, grouped by
-the AgentWorker that owns them, so the periodic loop and each reconcile read memory instead of
-sending a GET and a LIST to the API server. It is filled by the handlers' watch-event callbacks
-and read by `sync` and `handlers`; it does no I/O and decides nothing.
+This module owns the latest copy of every watched AgentWorker, owned Deployment and worker pod
+(grouped by the AgentWorker that owns them), so the periodic loop and each sync round's
+reconcile read memory instead of sending a GET and a LIST to the API server. It is filled by the
+handlers' watch-event callbacks and read by `sync` and `handlers`; it does no I/O and decides
+nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ class Store:
     def __init__(self) -> None:
         self._agentworkers: dict[Key, dict[str, Any]] = {}
         self._pods: dict[Key, dict[str, dict[str, Any]]] = {}
+        self._deployments: dict[Key, dict[str, Any]] = {}
 
     def put_agentworker(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Remember (or, for DELETED, forget) an AgentWorker."""
@@ -32,6 +34,18 @@ class Store:
             self._agentworkers.pop(key, None)
         else:
             self._agentworkers[key] = dict(body)
+
+    def put_deployment(self, event_type: str | None, body: Mapping[str, Any]) -> None:
+        """Remember (or, for DELETED, forget) an owned Deployment (named as its AgentWorker)."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        if event_type == "DELETED":
+            self._deployments.pop(key, None)
+        else:
+            self._deployments[key] = dict(body)
+
+    def deployment(self, key: Key) -> dict[str, Any] | None:
+        return self._deployments.get(key)
 
     def put_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
         """Remember (or, for DELETED, forget) a worker pod under the AgentWorker it belongs to."""
