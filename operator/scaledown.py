@@ -12,6 +12,7 @@ prometheus_client.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence, Set
 
 from agentworker_operator.observation import Worker, WorkerState
@@ -63,6 +64,29 @@ def stale_retirees(workers: Sequence[Worker], retired_before: Set[str]) -> list[
         and w.report is not None
         and w.report.active_jobs == 0
     ]
+
+
+class Handshake(enum.Enum):
+    """How a chosen worker comes to agree to go."""
+
+    ASK = "ask"
+    """This runtime, idle: POST /retire; it may refuse if a call arrived meanwhile."""
+    AGREED = "agreed"
+    """Nothing to ask: it takes no call (starting, retired) or may go busy (Drain), or it
+    cannot be asked (the official worker) and is idle: deletion cost, then a SIGTERM drain."""
+    REFUSED = "refused"
+    """It holds calls (or might: no report) and busy workers are waited for."""
+
+
+def handshake(worker: Worker, *, drain_busy: bool) -> Handshake:
+    """Whether a victim candidate is asked to retire, taken as it is, or left alone."""
+    if worker.state in (WorkerState.STARTING, WorkerState.DRAINING):
+        return Handshake.AGREED
+    if worker.report is None:
+        return Handshake.REFUSED
+    if worker.busy:
+        return Handshake.AGREED if drain_busy else Handshake.REFUSED
+    return Handshake.ASK if worker.report.retirable else Handshake.AGREED
 
 
 def blocking_pods(workers: Sequence[Worker], victims: Sequence[Worker]) -> list[str]:

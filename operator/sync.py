@@ -308,16 +308,15 @@ class Syncer:
         return len(victims), decision
 
     async def _agrees(self, worker: observation.Worker, token: str, *, drain_busy: bool) -> bool:
-        """The victim handshake: this runtime is asked; others go only while idle (or Drain)."""
-        if worker.state in (observation.WorkerState.STARTING, observation.WorkerState.DRAINING):
-            return True
-        report = worker.report
-        if report is None:
-            return False
-        if report.retirable and not (drain_busy and worker.busy):
-            answer = await self._scraper.retire(worker.pod.ip, token)
-            return answer is scrapers.RetireAnswer.ACCEPTED
-        return drain_busy or not worker.busy  # no handshake: deletion cost, then SIGTERM drain
+        """The victim handshake: this runtime is asked; the rest by `scaledown.handshake`."""
+        match scaledown.handshake(worker, drain_busy=drain_busy):
+            case scaledown.Handshake.ASK:
+                answer = await self._scraper.retire(worker.pod.ip, token)
+                return answer is scrapers.RetireAnswer.ACCEPTED
+            case scaledown.Handshake.AGREED:
+                return True
+            case scaledown.Handshake.REFUSED:
+                return False
 
     async def _control_token(self, key: Key) -> str:
         fleet = self.fleets.setdefault(key, Fleet())

@@ -188,6 +188,19 @@ def test_load_rises_replicas_rise_and_the_new_worker_takes_the_new_calls(
     exposition = operator.metrics()
     assert f'agentworker_active_jobs{{name="{NAME}",namespace="{namespace}"}} 5.0' in exposition
     assert "agentworker_scale_events_total" in exposition
+    writes = annotation_writes(operator, namespace)
+    assert 1 <= writes <= 4, f"annotations written on busy/idle changes only, not {writes} times"
+
+
+def annotation_writes(operator: OperatorProcess, namespace: str) -> float:
+    """How often the operator patched pod annotations (on busy/idle changes, not every sync)."""
+    prefix = (
+        f'agentworker_operator_pod_annotation_writes_total{{name="{NAME}",namespace="{namespace}"}}'
+    )
+    for line in operator.metrics().splitlines():
+        if line.startswith(prefix):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def test_load_falls_and_exactly_the_idle_workers_are_removed_while_the_call_goes_on(
@@ -249,6 +262,14 @@ def test_ten_calls_survive_a_scale_down_of_busy_workers_that_drain(
         kubectl, namespace, "the victims draining", lambda s: s.get("draining", 0) >= 1
     )
     assert draining["activeJobs"] == 10, "draining workers keep their calls"
+    full = wait_for(
+        "FleetFull once the one worker left is full",
+        lambda: aw(kubectl, namespace),
+        lambda obj: condition(obj, "FleetFull").get("status") == "True",
+        timeout_s=60,
+    )
+    assert condition(full, "FleetFull")["reason"] == "NoAvailableWorker"
+    assert events(kubectl, namespace, "NoAvailableWorker"), "a Warning Event says so"
     assert_every_call_completed(phone, rooms, timeout_s=150)
     wait_for(
         "the drained workers gone",

@@ -36,6 +36,30 @@ def test_drain_adds_busy_workers_fewest_calls_first() -> None:
     assert names(scaledown.victim_order(workers, drain_busy=True)) == ["one", "three"]
 
 
+H = scaledown.Handshake
+
+
+@pytest.mark.parametrize(
+    ("candidate", "drain_busy", "expected"),
+    [
+        pytest.param(worker("a"), False, H.ASK, id="idle-runtime-is-asked"),
+        pytest.param(worker("a", retirable=False), False, H.AGREED, id="idle-official-goes"),
+        pytest.param(worker("a", jobs=1), False, H.REFUSED, id="busy-waited-for"),
+        pytest.param(worker("a", jobs=1), True, H.AGREED, id="busy-drains"),
+        pytest.param(worker("a", jobs=1, retirable=False), True, H.AGREED, id="busy-official"),
+        pytest.param(worker("a", state=WorkerState.UNKNOWN), True, H.REFUSED, id="unknown"),
+        pytest.param(
+            worker("a", state=WorkerState.STARTING, ready=False), False, H.AGREED, id="starting"
+        ),
+        pytest.param(worker("a", state=WorkerState.DRAINING), False, H.AGREED, id="retired"),
+    ],
+)
+def test_how_each_candidate_agrees_to_go(
+    candidate: observation.Worker, drain_busy: bool, expected: scaledown.Handshake
+) -> None:
+    assert scaledown.handshake(candidate, drain_busy=drain_busy) is expected
+
+
 def test_a_worker_retired_in_an_earlier_round_and_idle_is_recycled() -> None:
     workers = [
         worker("fresh", state=WorkerState.DRAINING),
