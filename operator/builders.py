@@ -43,8 +43,14 @@ LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
 RESERVED_LABELS = frozenset({LABEL_NAME, LABEL_INSTANCE, LABEL_COMPONENT, LABEL_MANAGED_BY})
 
+WORKER_UID = 10001
+"""The user of LiveKit's agent starter images (`adduser --uid 10001 appuser`) and of ours: a
+numeric runAsUser lets the kubelet verify runAsNonRoot for an image whose USER is a name."""
 RESTRICTED_POD_SECURITY: Manifest = {
     "runAsNonRoot": True,
+    "runAsUser": WORKER_UID,
+    "runAsGroup": WORKER_UID,
+    "fsGroup": WORKER_UID,
     "seccompProfile": {"type": "RuntimeDefault"},
 }
 RESTRICTED_CONTAINER_SECURITY: Manifest = {
@@ -190,24 +196,39 @@ def _probe(path: str, *, period_s: int, failures: int) -> Manifest:
 
 
 def build_container(spec: specs.AgentWorkerSpec, owner: Owner) -> Manifest:
-    """The one runtime container: `agent-worker start <entrypoint>` on port 8081 ("http")."""
+    """The one worker container on port 8081 ("http").
+
+    With `entrypoint`: `agent-worker start <entrypoint>`, probed at /readyz (registered and not
+    draining) and /healthz. With `command` (the official livekit-agents worker): that command,
+    probed at / (its health server answers there, on the same port).
+    """
+    runtime = not spec.command
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": spec.image,
-        "command": ["agent-worker"],
-        "args": ["start", spec.entrypoint],
+        "command": ["agent-worker"] if runtime else list(spec.command),
+        "args": ["start", spec.entrypoint] if runtime else list(spec.args),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
         "env": container_env(spec, owner),
         # Readiness is "registered and not draining": a draining pod leaves the endpoints
         # while it finishes its calls; it must never drop because a worker is merely full.
-        "readinessProbe": _probe("/readyz", period_s=2, failures=2),
-        "livenessProbe": _probe("/healthz", period_s=10, failures=3),
+        "readinessProbe": _probe("/readyz" if runtime else "/", period_s=2, failures=2),
+        "livenessProbe": _probe("/healthz" if runtime else "/", period_s=10, failures=3),
         "securityContext": {
             **RESTRICTED_CONTAINER_SECURITY,
             **spec.pod_template.container_security_context,
         },
-        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        "volumeMounts": [
+            {"name": "tmp", "mountPath": "/tmp"},
+            *(dict(mount) for mount in spec.volume_mounts),
+        ],
     }
+    if not container["args"]:
+        del container["args"]
+    if spec.env_from:
+        container["envFrom"] = [dict(source) for source in spec.env_from]
+    if spec.startup_probe:
+        container["startupProbe"] = dict(spec.startup_probe)
     if spec.image_pull_policy is not None:
         container["imagePullPolicy"] = spec.image_pull_policy
     if spec.resources:
@@ -222,7 +243,7 @@ def build_pod_template(owner: Owner, spec: specs.AgentWorkerSpec) -> Manifest:
         "containers": [build_container(spec, owner)],
         "terminationGracePeriodSeconds": grace_period_s(spec),
         "securityContext": {**RESTRICTED_POD_SECURITY, **overlay.security_context},
-        "volumes": [{"name": "tmp", "emptyDir": {}}],
+        "volumes": [{"name": "tmp", "emptyDir": {}}, *(dict(v) for v in overlay.volumes)],
         "enableServiceLinks": False,
     }
     if overlay.service_account_name is None:

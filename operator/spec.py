@@ -127,6 +127,8 @@ class PodTemplate:
     affinity: Mapping[str, JSON] | None = None
     service_account_name: str | None = None
     image_pull_secrets: tuple[str, ...] = ()
+    volumes: tuple[Mapping[str, JSON], ...] = ()
+    """Kubernetes Volumes of the pod (the name tmp is the operator's)."""
     priority_class_name: str | None = None
     security_context: Mapping[str, JSON] = field(default_factory=dict)
     """Pod-level securityContext keys that replace the restricted defaults."""
@@ -142,8 +144,12 @@ class AgentWorkerSpec:
     """Name for explicit dispatch; empty means automatic dispatch."""
     image: str
     image_pull_policy: str | None = None
-    entrypoint: str
-    """module:function the runtime runs for each job."""
+    entrypoint: str = ""
+    """module:function this runtime runs for each job; empty when `command` is set."""
+    command: tuple[str, ...] = ()
+    """The container's command for any other image (the official livekit-agents worker)."""
+    args: tuple[str, ...] = ()
+    """Arguments of `command`."""
     worker_type: WorkerType = WorkerType.ROOM
     livekit: LiveKit
     load_threshold: float = 0.7
@@ -161,6 +167,12 @@ class AgentWorkerSpec:
     resources: Mapping[str, JSON] = field(default_factory=dict)
     env: tuple[Mapping[str, JSON], ...] = ()
     """User EnvVars, appended after the operator's own."""
+    env_from: tuple[Mapping[str, JSON], ...] = ()
+    """Kubernetes EnvFromSources (ConfigMaps, Secrets)."""
+    volume_mounts: tuple[Mapping[str, JSON], ...] = ()
+    """Kubernetes VolumeMounts of the worker container."""
+    startup_probe: Mapping[str, JSON] | None = None
+    """A Kubernetes Probe for slow starts."""
     pod_template: PodTemplate = PodTemplate()
 
 
@@ -168,11 +180,14 @@ def parse_spec(raw: object) -> AgentWorkerSpec:
     """The typed spec of an AgentWorker's raw `spec`, defaults applied; InvalidSpecError if bad."""
     spec = fields.FieldReader(raw, "spec")
     replicas = spec.integer("replicas", 1, low=0, high=1000)
+    program = _parse_program(spec)
     return AgentWorkerSpec(
         agent_name=spec.string("agentName", ""),
         image=spec.string("image", pattern=_IMAGE, expected="is not an image reference"),
         image_pull_policy=_pull_policy(spec),
-        entrypoint=spec.string("entrypoint", pattern=_ENTRYPOINT, expected=_ENTRYPOINT_HINT),
+        entrypoint=program[0],
+        command=program[1],
+        args=program[2],
         worker_type=spec.choice("workerType", WorkerType, WorkerType.ROOM),
         livekit=_parse_livekit(spec.child("livekit")),
         load_threshold=spec.number("loadThreshold", 0.7, low=0.0, high=1.0),
@@ -186,8 +201,60 @@ def parse_spec(raw: object) -> AgentWorkerSpec:
         autoscaling=_parse_autoscaling(spec.child("autoscaling"), spec),
         resources=spec.json_object("resources"),
         env=_parse_env(spec),
+        env_from=_objects(spec, "envFrom"),
+        volume_mounts=_objects(spec, "volumeMounts", required=("name", "mountPath")),
+        startup_probe=spec.json_object("startupProbe") or None,
         pod_template=_parse_pod_template(spec.child("podTemplate")),
     )
+
+
+_ONE_PROGRAM = (
+    "sets both or neither of entrypoint and command; set exactly one: entrypoint for this "
+    "project's runtime, command for any other image (the official livekit-agents worker)"
+)
+
+
+def _parse_program(spec: fields.FieldReader) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
+    """(entrypoint, command, args): exactly one way to say what the container runs."""
+    has_entrypoint = spec.get("entrypoint") is not None
+    command = tuple(_strings(spec, "command"))
+    args = tuple(_strings(spec, "args"))
+    if has_entrypoint == bool(command):
+        raise InvalidSpecError(
+            spec.path,
+            sorted(k for k in ("entrypoint", "command") if spec.get(k) is not None),
+            _ONE_PROGRAM,
+        )
+    if args and not command:
+        raise InvalidSpecError(spec.at("args"), list(args), "goes with command, not entrypoint")
+    if command:
+        return "", command, args
+    return spec.string("entrypoint", pattern=_ENTRYPOINT, expected=_ENTRYPOINT_HINT), (), ()
+
+
+def _strings(spec: fields.FieldReader, key: str) -> list[str]:
+    values = spec.json_list(key)
+    for i, value in enumerate(values):
+        if not isinstance(value, str):
+            raise InvalidSpecError(f"{spec.at(key)}[{i}]", value, "is not a string")
+    return [str(v) for v in values]
+
+
+def _objects(
+    reader: fields.FieldReader, key: str, *, required: tuple[str, ...] = ()
+) -> tuple[Mapping[str, JSON], ...]:
+    """A list of Kubernetes objects passed through, each checked to be an object."""
+    found: list[Mapping[str, JSON]] = []
+    for i, item in enumerate(reader.json_list(key)):
+        if not isinstance(item, dict):
+            raise InvalidSpecError(f"{reader.at(key)}[{i}]", item, "is not an object")
+        for name in required:
+            if not item.get(name):
+                raise InvalidSpecError(
+                    f"{reader.at(key)}[{i}].{name}", item.get(name), "is required"
+                )
+        found.append(item)
+    return tuple(found)
 
 
 _ENTRYPOINT_HINT = "is not a module:function entrypoint like my_agent.main:entrypoint"
@@ -304,6 +371,16 @@ def _parse_env(spec: fields.FieldReader) -> tuple[Mapping[str, JSON], ...]:
     return tuple(env)
 
 
+def _volumes(template: fields.FieldReader) -> tuple[Mapping[str, JSON], ...]:
+    volumes = _objects(template, "volumes", required=("name",))
+    for i, volume in enumerate(volumes):
+        if volume.get("name") == "tmp":
+            raise InvalidSpecError(
+                f"{template.at('volumes')}[{i}].name", "tmp", "is the operator's volume (/tmp)"
+            )
+    return volumes
+
+
 def _parse_pod_template(template: fields.FieldReader) -> PodTemplate:
     pull_secrets = []
     for i, ref in enumerate(template.json_list("imagePullSecrets")):
@@ -318,6 +395,7 @@ def _parse_pod_template(template: fields.FieldReader) -> PodTemplate:
         affinity=template.json_object("affinity") or None,
         service_account_name=template.optional_string("serviceAccountName"),
         image_pull_secrets=tuple(pull_secrets),
+        volumes=_volumes(template),
         priority_class_name=template.optional_string("priorityClassName"),
         security_context=template.json_object("securityContext"),
         container_security_context=template.json_object("containerSecurityContext"),

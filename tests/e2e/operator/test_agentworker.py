@@ -175,6 +175,12 @@ INVALID = [
     ("reserved-label", {"podTemplate": {"labels": {"app.kubernetes.io/instance": "x"}}},
      "spec.podTemplate.labels"),
     ("numIdleProcesses", {"numIdleProcesses": 1000}, "spec.numIdleProcesses"),
+    ("entrypoint-and-command", {"command": ["python", "agent.py", "start"]}, "exactly one"),
+    ("args-without-command", {"args": ["start"]}, "spec.args"),
+    ("busy-workers", {"autoscaling": {"scaleDown": {"busyWorkers": "Never"}}},
+     "spec.autoscaling.scaleDown.busyWorkers"),
+    ("tmp-volume", {"podTemplate": {"volumes": [{"name": "tmp", "emptyDir": {}}]}},
+     "spec.podTemplate.volumes"),
 ]  # fmt: skip
 
 

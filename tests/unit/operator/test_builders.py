@@ -250,3 +250,58 @@ def test_metrics_service_is_headless_and_includes_draining_pods() -> None:
     assert service["spec"]["clusterIP"] == "None"
     assert service["spec"]["publishNotReadyAddresses"] is True
     assert service["spec"]["ports"][0]["targetPort"] == "http"
+
+
+OFFICIAL = {
+    **{k: v for k, v in MINIMAL.items() if k != "entrypoint"},
+    "command": ["python", "agent.py"],
+    "args": ["start"],
+}
+
+
+def test_a_command_runs_as_given_and_is_probed_where_livekit_agents_answers() -> None:
+    c = container(OFFICIAL)
+    assert (c["command"], c["args"]) == (["python", "agent.py"], ["start"])
+    assert c["readinessProbe"]["httpGet"]["path"] == "/"
+    assert c["livenessProbe"]["httpGet"]["path"] == "/"
+    assert c["ports"][0]["containerPort"] == 8081
+
+
+def test_a_command_without_args_has_no_args() -> None:
+    assert "args" not in container({**OFFICIAL, "args": []})
+
+
+def test_this_runtime_is_probed_on_readyz_and_healthz() -> None:
+    c = container()
+    assert (c["readinessProbe"]["httpGet"]["path"], c["livenessProbe"]["httpGet"]["path"]) == (
+        "/readyz",
+        "/healthz",
+    )
+
+
+def test_volumes_mounts_env_sources_and_a_startup_probe_pass_through() -> None:
+    raw = {
+        **MINIMAL,
+        "envFrom": [{"secretRef": {"name": "openai"}}],
+        "volumeMounts": [{"name": "models", "mountPath": "/models", "readOnly": True}],
+        "startupProbe": {"httpGet": {"path": "/", "port": "http"}, "failureThreshold": 60},
+        "podTemplate": {
+            "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": "m"}}]
+        },
+    }
+    c = container(raw)
+    assert c["envFrom"] == [{"secretRef": {"name": "openai"}}]
+    assert c["volumeMounts"][1] == {"name": "models", "mountPath": "/models", "readOnly": True}
+    assert c["startupProbe"]["failureThreshold"] == 60
+    volumes = pod_spec(raw)["volumes"]
+    assert [v["name"] for v in volumes] == ["tmp", "models"]
+
+
+def test_pods_run_as_a_numeric_non_root_user_so_named_users_in_images_start() -> None:
+    security = pod_spec()["securityContext"]
+    assert security["runAsNonRoot"] is True
+    assert (security["runAsUser"], security["runAsGroup"], security["fsGroup"]) == (
+        10001,
+        10001,
+        10001,
+    )

@@ -131,8 +131,41 @@ def test_spec_that_is_not_an_object_is_refused() -> None:
 
 
 def test_missing_required_field_is_named() -> None:
-    with pytest.raises(specs.InvalidSpecError, match=r"^spec\.entrypoint: null is not set"):
+    with pytest.raises(specs.InvalidSpecError, match=r"^spec\.image: null is not set"):
+        specs.parse_spec({k: v for k, v in MINIMAL.items() if k != "image"})
+
+
+def test_neither_entrypoint_nor_command_is_refused() -> None:
+    with pytest.raises(specs.InvalidSpecError, match="set exactly one"):
         specs.parse_spec({k: v for k, v in MINIMAL.items() if k != "entrypoint"})
+
+
+def test_both_entrypoint_and_command_are_refused() -> None:
+    with pytest.raises(specs.InvalidSpecError, match=r'^spec: \["command", "entrypoint"\]'):
+        specs.parse_spec({**MINIMAL, "command": ["python", "agent.py", "start"]})
+
+
+def test_a_command_replaces_the_entrypoint() -> None:
+    raw = {k: v for k, v in MINIMAL.items() if k != "entrypoint"}
+    spec = specs.parse_spec({**raw, "command": ["python", "agent.py"], "args": ["start"]})
+    assert (spec.entrypoint, spec.command, spec.args) == ("", ("python", "agent.py"), ("start",))
+
+
+@pytest.mark.parametrize(
+    ("raw", "path"),
+    [
+        pytest.param({"args": ["start"]}, "spec.args", id="args-without-command"),
+        pytest.param({"volumeMounts": [{"name": "models"}]}, "spec.volumeMounts[0].mountPath",
+                     id="mount-without-path"),
+        pytest.param({"envFrom": ["x"]}, "spec.envFrom[0]", id="envfrom-not-object"),
+        pytest.param({"podTemplate": {"volumes": [{"name": "tmp", "emptyDir": {}}]}},
+                     "spec.podTemplate.volumes[0].name", id="tmp-volume"),
+    ],
+)  # fmt: skip
+def test_pod_additions_are_checked(raw: dict[str, object], path: str) -> None:
+    with pytest.raises(specs.InvalidSpecError) as caught:
+        specs.parse_spec({**MINIMAL, **raw})
+    assert caught.value.path == path
 
 
 def test_long_values_are_shortened_in_errors() -> None:
