@@ -225,6 +225,8 @@ def build_container(spec: specs.AgentWorkerSpec, owner: Owner) -> Manifest:
     }
     if not container["args"]:
         del container["args"]
+    if spec.working_dir:
+        container["workingDir"] = spec.working_dir
     if spec.env_from:
         container["envFrom"] = [dict(source) for source in spec.env_from]
     if spec.startup_probe:

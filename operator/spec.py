@@ -150,6 +150,8 @@ class AgentWorkerSpec:
     """The container's command for any other image (the official livekit-agents worker)."""
     args: tuple[str, ...] = ()
     """Arguments of `command`."""
+    working_dir: str | None = None
+    """The container's working directory; the image's WORKDIR when None."""
     worker_type: WorkerType = WorkerType.ROOM
     livekit: LiveKit
     load_threshold: float = 0.7
@@ -188,6 +190,7 @@ def parse_spec(raw: object) -> AgentWorkerSpec:
         entrypoint=program[0],
         command=program[1],
         args=program[2],
+        working_dir=spec.optional_string("workingDir"),
         worker_type=spec.choice("workerType", WorkerType, WorkerType.ROOM),
         livekit=_parse_livekit(spec.child("livekit")),
         load_threshold=spec.number("loadThreshold", 0.7, low=0.0, high=1.0),

@@ -128,7 +128,9 @@ def wait_calls_started(phone: Calls, rooms: list[str], timeout_s: float = 60) ->
     )
 
 
-def assert_every_call_completed(phone: Calls, rooms: list[str], timeout_s: float) -> None:
+def assert_every_call_completed(
+    phone: Calls, rooms: list[str], timeout_s: float, *, real: bool = True
+) -> None:
     """Each call ended by running its full hold time, and no caller saw its agent leave early."""
     ended = wait_for(
         f"{len(rooms)} calls ended",
@@ -139,6 +141,8 @@ def assert_every_call_completed(phone: Calls, rooms: list[str], timeout_s: float
     )
     lost = {room: ended[room] for room in rooms if ended[room]["how"] != "completed"}
     assert not lost, f"calls cut: {lost}"
+    if not real:
+        return
     outcomes = phone.caller_outcomes(timeout_s=60)
     assert outcomes, "some calls are real ones"
     assert all(o.agent_joined for o in outcomes), outcomes

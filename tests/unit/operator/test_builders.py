@@ -267,6 +267,11 @@ def test_a_command_runs_as_given_and_is_probed_where_livekit_agents_answers() ->
     assert c["ports"][0]["containerPort"] == 8081
 
 
+def test_a_working_directory_is_set_only_when_given() -> None:
+    assert "workingDir" not in container()
+    assert container({**OFFICIAL, "workingDir": "/app"})["workingDir"] == "/app"
+
+
 def test_a_command_without_args_has_no_args() -> None:
     assert "args" not in container({**OFFICIAL, "args": []})
 
