@@ -326,8 +326,16 @@ def build_metrics_service(owner: Owner) -> Manifest:
 
 
 def desired_replicas(spec: specs.AgentWorkerSpec, *, recommended: int | None = None) -> int:
-    """Replicas for the Deployment: spec.replicas, or the autoscaler's value within [min, max]."""
+    """Replicas for the Deployment: spec.replicas, or the autoscaler's value.
+
+    With autoscaling, a new fleet starts at spec.replicas within [min, max]; after that the
+    autoscaler's value is raised to minReplicas at once but never lowered here, not even below a
+    lowered maxReplicas: every scale-down goes through the autoscaler, which retires idle
+    workers first and honours scaleDown's window, steps and busyWorkers.
+    """
+    low, high = spec.autoscaling.min_replicas, spec.autoscaling.max_replicas
     if not spec.autoscaling.enabled:
         return spec.replicas
-    value = spec.replicas if recommended is None else recommended
-    return max(spec.autoscaling.min_replicas, min(spec.autoscaling.max_replicas, value))
+    if recommended is None:
+        return max(low, min(high, spec.replicas))
+    return max(low, recommended)

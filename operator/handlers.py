@@ -64,7 +64,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
     memo["store"] = store.Store()
 
     async def reconcile_by_key(key: store.Key, trigger: str, full: bool) -> object:
-        return await reconcile(memo, key[0], key[1], trigger=trigger, logger=logger, full=full)
+        named = logging.LoggerAdapter(
+            logging.getLogger(__name__), {"object": {"namespace": key[0], "name": key[1]}}
+        )
+        return await reconcile(memo, key[0], key[1], trigger=trigger, logger=named, full=full)
 
     syncer = syncs.Syncer(
         client=memo["kube"],

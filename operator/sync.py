@@ -91,6 +91,8 @@ class Syncer:
 
     async def run(self) -> None:
         """Sync every AgentWorker each period, forever (cancel to stop)."""
+        # the first round waits a period: kopf's watches list the AgentWorkers and pods first
+        await asyncio.sleep(self._config.interval_s)
         while True:
             started = time.monotonic()
             await self.sync_all()
@@ -121,6 +123,8 @@ class Syncer:
             spec = specs.parse_spec(body.get("spec"))
         except specs.InvalidSpecError:
             return  # the reconcile reports it; nothing to observe or scale
+        if self._watch_behind(key):
+            return
         fleet = self.fleets.setdefault(key, Fleet())
         owner = builders.Owner(name=key[1], namespace=key[0], uid=body["metadata"]["uid"])
         workers = await self._observe(key, spec, fleet)
@@ -146,6 +150,12 @@ class Syncer:
             }
         due = time.monotonic() - fleet.last_full_reconcile >= self._config.resync_s
         await self._reconcile(key, "sync", changed or due)
+
+    def _watch_behind(self, key: Key) -> bool:
+        """The Deployment has pods the pod watch has not shown yet: observe next round."""
+        deployment = self._store.deployment(key) or {}
+        made = int((deployment.get("status") or {}).get("replicas") or 0)
+        return made > 0 and not self._store.pods(key)
 
     async def _observe(
         self, key: Key, spec: specs.AgentWorkerSpec, fleet: Fleet

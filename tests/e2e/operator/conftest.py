@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import Kubectl
+from tests.e2e.operator.calls import Calls, calls
 from tests.rig import env as rig_env
 from tests.waiting import wait_for
 
@@ -150,17 +151,39 @@ def credentials(kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str) -> str:
 
 
 @pytest.fixture
+def operator_args() -> tuple[str, ...]:
+    """Extra flags of the `operator` fixture's process (a test module may override this)."""
+    return ()
+
+
+@pytest.fixture
 def operator(
-    rig: rig_env.RigEnv, namespace: str, crd: str, tmp_path: Path
+    rig: rig_env.RigEnv,
+    namespace: str,
+    crd: str,
+    tmp_path: Path,
+    operator_args: tuple[str, ...],
 ) -> Iterator[OperatorProcess]:
     """A running operator watching only this test's namespace."""
-    process = OperatorProcess(rig, namespace, tmp_path / "operator.log")
+    process = OperatorProcess(rig, namespace, tmp_path / "operator.log", extra_args=operator_args)
     process.start()
     try:
         yield process
     finally:
         process.stop()
     process.assert_no_access_errors()
+
+
+def agent_name(namespace: str) -> str:
+    """An agent name of this test's own: dispatches on the shared LiveKit server reach only it."""
+    return f"calls-{namespace}"[:100]
+
+
+@pytest.fixture
+def phone(rig: rig_env.RigEnv, namespace: str, tmp_path: Path) -> Iterator[Calls]:
+    """Calls to this test's agent, recorded in tmp_path/calls.jsonl."""
+    with calls(rig, agent_name(namespace), tmp_path / "calls.jsonl") as running:
+        yield running
 
 
 def example(rig: rig_env.RigEnv, **spec_overrides: Any) -> dict[str, Any]:

@@ -12,16 +12,20 @@ from __future__ import annotations
 import json
 import logging
 import signal
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
 from tests.e2e.conftest import Kubectl
-from tests.e2e.operator.calls import ENTRYPOINT, Calls, calls
-from tests.e2e.operator.conftest import OperatorProcess, condition, example, get_json
+from tests.e2e.operator.calls import ENTRYPOINT, Calls
+from tests.e2e.operator.conftest import (
+    OperatorProcess,
+    agent_name,
+    condition,
+    example,
+    get_json,
+)
 from tests.e2e.operator.test_agentworker import NAME, apply, aw, pods, wait_ready
 from tests.rig import env as rig_env
 from tests.waiting import wait_for
@@ -34,28 +38,9 @@ FAST = ("--sync-period=1", "--resync-period=10")
 
 
 @pytest.fixture
-def operator(
-    rig: rig_env.RigEnv, namespace: str, crd: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    """The operator watching this test's namespace, observing the workers every second."""
-    process = OperatorProcess(rig, namespace, tmp_path / "operator.log", extra_args=FAST)
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-    process.assert_no_access_errors()
-
-
-@pytest.fixture
-def phone(rig: rig_env.RigEnv, namespace: str, tmp_path: Path) -> Iterator[Calls]:
-    """Calls to this test's agent, recorded in tmp_path/calls.jsonl."""
-    with calls(rig, agent_name(namespace), tmp_path / "calls.jsonl") as running:
-        yield running
-
-
-def agent_name(namespace: str) -> str:
-    return f"calls-{namespace}"[:100]
+def operator_args() -> tuple[str, ...]:
+    """The operator observes the workers every second (the default is 5 s)."""
+    return FAST
 
 
 def fleet(rig: rig_env.RigEnv, namespace: str, **autoscaling: Any) -> dict[str, Any]:
@@ -150,6 +135,20 @@ def assert_every_call_completed(
     assert not cut, f"callers saw their agent leave early: {cut}"
 
 
+def three_workers_one_call(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, phone: Calls
+) -> tuple[list[str], str]:
+    """Three ready workers (minReplicas 3), one real 40 s call on one of them, seen by the
+    operator; the call's room and the busy pod's name."""
+    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=3))
+    wait_ready(kubectl, namespace, replicas=3)
+    rooms = phone.start(1, hold_s=40, real=1)
+    started = wait_calls_started(phone, rooms)
+    busy = pod_by_ip(kubectl, namespace)[started[rooms[0]]["pod_ip"]]
+    wait_status(kubectl, namespace, "the call observed", lambda s: s.get("activeJobs") == 1)
+    return rooms, busy
+
+
 def worker_pid(pod_ip: str) -> int:
     """The worker process listening on the pod's address (the rig runs pods as processes)."""
     for conn in psutil.net_connections(kind="tcp"):
@@ -211,13 +210,8 @@ def test_load_falls_and_exactly_the_idle_workers_are_removed_while_the_call_goes
     kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
     operator: OperatorProcess, phone: Calls,
 ) -> None:  # fmt: skip
-    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=3))
-    wait_ready(kubectl, namespace, replicas=3)
+    rooms, busy = three_workers_one_call(kubectl, rig, namespace, phone)
     before = set(live_pods(kubectl, namespace))
-    rooms = phone.start(1, hold_s=40, real=1)
-    started = wait_calls_started(phone, rooms)
-    busy = pod_by_ip(kubectl, namespace)[started[rooms[0]]["pod_ip"]]
-    wait_status(kubectl, namespace, "the call observed", lambda s: s.get("activeJobs") == 1)
     patch_autoscaling(kubectl, namespace, minReplicas=1)
     wait_for(
         "the fleet down to its busy worker",
@@ -365,12 +359,7 @@ def test_operator_killed_mid_scale_down_converges_without_a_second_scale_down(
     kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
     operator: OperatorProcess, phone: Calls,
 ) -> None:  # fmt: skip
-    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=3))
-    wait_ready(kubectl, namespace, replicas=3)
-    rooms = phone.start(1, hold_s=40, real=1)
-    started = wait_calls_started(phone, rooms)
-    busy = pod_by_ip(kubectl, namespace)[started[rooms[0]]["pod_ip"]]
-    wait_status(kubectl, namespace, "the call observed", lambda s: s.get("activeJobs") == 1)
+    rooms, busy = three_workers_one_call(kubectl, rig, namespace, phone)
     patch_autoscaling(kubectl, namespace, minReplicas=1)
 
     def victim_chosen() -> bool:

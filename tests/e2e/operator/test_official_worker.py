@@ -9,7 +9,6 @@ the idle worker gets the lowest pod-deletion-cost and the SIGTERM drain does the
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,11 @@ import pytest
 
 from bench import venv
 from tests.e2e.conftest import Kubectl
-from tests.e2e.operator.calls import Calls, calls
-from tests.e2e.operator.conftest import REPO_ROOT, OperatorProcess, example
+from tests.e2e.operator.calls import Calls
+from tests.e2e.operator.conftest import REPO_ROOT, OperatorProcess, agent_name, example
 from tests.e2e.operator.test_agentworker import apply, wait_ready
 from tests.e2e.operator.test_autoscaling import (
     FAST,
-    agent_name,
     assert_every_call_completed,
     events,
     live_pods,
@@ -46,22 +44,9 @@ def official_python() -> Path:
 
 
 @pytest.fixture
-def operator(
-    rig: rig_env.RigEnv, namespace: str, crd: str, tmp_path: Path
-) -> Iterator[OperatorProcess]:
-    process = OperatorProcess(rig, namespace, tmp_path / "operator.log", extra_args=FAST)
-    process.start()
-    try:
-        yield process
-    finally:
-        process.stop()
-    process.assert_no_access_errors()
-
-
-@pytest.fixture
-def phone(rig: rig_env.RigEnv, namespace: str, tmp_path: Path) -> Iterator[Calls]:
-    with calls(rig, agent_name(namespace), tmp_path / "calls.jsonl") as running:
-        yield running
+def operator_args() -> tuple[str, ...]:
+    """The operator observes the workers every second (the default is 5 s)."""
+    return FAST
 
 
 def official_fleet(rig: rig_env.RigEnv, namespace: str, python: Path) -> dict[str, Any]:

@@ -224,10 +224,19 @@ def test_replicas_argument_sets_the_deployment_replicas() -> None:
     [
         ({"enabled": False}, 3, 9, 3),
         ({"enabled": True, "minReplicas": 2, "maxReplicas": 5}, 3, None, 3),
-        ({"enabled": True, "minReplicas": 2, "maxReplicas": 5}, 3, 9, 5),
+        ({"enabled": True, "minReplicas": 2, "maxReplicas": 5}, 9, None, 5),
         ({"enabled": True, "minReplicas": 2, "maxReplicas": 5}, 0, None, 2),
+        ({"enabled": True, "minReplicas": 2, "maxReplicas": 5}, 3, 9, 9),
+        ({"enabled": True, "minReplicas": 2, "maxReplicas": 5}, 3, 1, 2),
     ],
-    ids=["disabled-uses-spec", "enabled-no-advice", "clamped-to-max", "clamped-to-min"],
+    ids=[
+        "disabled-uses-spec",
+        "new-fleet-starts-at-spec",
+        "new-fleet-within-max",
+        "new-fleet-within-min",
+        "never-lowered-here-only-by-the-autoscaler",
+        "raised-to-min-at-once",
+    ],
 )
 def test_desired_replicas(
     autoscaling: dict[str, Any], replicas: int, recommended: int | None, expected: int
