@@ -7,10 +7,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RIG_ENV := .rig/env
 
-.PHONY: help install lint format unit rig rig-down e2e test demo bench verify generate clean
+.PHONY: help install lint format unit rig rig-down e2e test demo bench bench-runtime \
+	bench-scaling bench-observing verify generate clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -54,8 +55,16 @@ test: install lint unit e2e ## Install, lint, unit tests, then rig and end-to-en
 demo: rig ## The main job: an AgentWorker fleet on the rig
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m hack.demo
 
-bench: rig ## Benchmarks: this runtime side by side with livekit-agents
+bench: bench-runtime bench-scaling bench-observing ## Every benchmark (results in bench/results/)
+
+bench-runtime: rig ## This runtime side by side with livekit-agents
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.runtime
+
+bench-scaling: rig ## Scale-up reaction; a plain Deployment's scale-down against the operator's
+	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.scaling
+
+bench-observing: rig ## The operator's CPU and memory observing 1,000 workers every 5 s
+	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.observing
 
 clean: rig-down ## Remove the rig state and the venv
 	rm -rf .rig $(VENV)

@@ -116,7 +116,7 @@ def build_reaction_autoscaling() -> Manifest:
 
 
 def build_fixed_autoscaling(replicas: int, *, busy_workers: str | None) -> Manifest:
-    """Measurement (c): autoscaling held at `replicas` (min = max); None keeps busyWorkers' default."""
+    """Measurement (c): autoscaling held at `replicas`; busy_workers None keeps the default."""
     autoscaling: Manifest = {"enabled": True, "minReplicas": replicas, "maxReplicas": replicas}
     if busy_workers is not None:
         autoscaling["scaleDown"] = {"busyWorkers": busy_workers}

@@ -1,0 +1,295 @@
+"""The plan of the observing benchmark's fake workers: who they are and what each one answers.
+
+This module owns the fleet plan shared by the fake worker server (`bench.fake_workers`) and the
+benchmark (`bench.observing`): worker i's loopback address (127.77.x.y, outside the rig runner's
+127.0.x.y pod addresses), its AgentWorker and pod name, its kind, and its answer to GET /worker
+at a given time: a document of this runtime's real shape (`worker_runtime.http_api.
+worker_document`), the official livekit-agents subset, or a fault (not JSON, JSON that is no
+worker document, HTTP 503, no answer in time). It also gives the counts an AgentWorker's status
+must show for those answers, worked out here on their own, not with the operator's code.
+
+Most workers answer the same document all run long; a few ("changing") draw a new number of
+calls once per `change_period_s`, each at its own phase, so calls start and end all the time
+without a burst. Pure: no I/O and no clock (the time is an argument), so both processes compute
+the same answers.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import json
+import math
+import random
+from dataclasses import dataclass
+
+from worker_runtime import http_api, protocol
+from worker_runtime.options import WorkerType
+from worker_runtime.state import WorkerState
+
+PORT = 8081
+"""The port the operator reads /worker on (agentworker_operator.builders.HTTP_PORT)."""
+LOAD_THRESHOLD = 0.7
+"""spec.loadThreshold of the benchmark's AgentWorkers, and the workers' own threshold."""
+FAULT_HOLD_S = 10.0
+"""How long a TIMEOUT worker holds its answer: longer than the operator's scrape timeout (2 s)."""
+OFFICIAL_KEYS = (
+    "agent_name",
+    "worker_type",
+    "active_jobs",
+    "sdk_version",
+    "worker_load",
+    "protocol_version",
+    "project_type",
+)
+"""The keys livekit-agents' own /worker has (it leaves out a key whose value is zero)."""
+
+
+class Kind(enum.StrEnum):
+    """What a fake worker is like; the faults make up 1% of the fleet."""
+
+    IDLE = "idle"
+    BUSY = "busy"
+    """One to three calls, for the whole run."""
+    CHANGING = "changing"
+    """Zero to three calls, drawn again once per change period."""
+    DRAINING = "draining"
+    """Draining with one call (never zero: the operator deletes a retired worker without calls)."""
+    OFFICIAL = "official"
+    """The official livekit-agents worker's document, idle or busy."""
+    TIMEOUT = "timeout"
+    GARBAGE = "garbage"
+    """HTTP 200 with an HTML page."""
+    NOT_A_DOCUMENT = "not-a-document"
+    """HTTP 200 with JSON that is not a worker document."""
+    HTTP_ERROR = "http-error"
+
+
+FAULTS = (Kind.TIMEOUT, Kind.GARBAGE, Kind.HTTP_ERROR, Kind.NOT_A_DOCUMENT)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FleetShape:
+    """How many fake workers there are, and how they change."""
+
+    agentworkers: int = 10
+    """AgentWorkers in the benchmark namespace."""
+    workers_per_agentworker: int = 100
+    """Pods (fake workers) of each AgentWorker."""
+    change_period_s: float = 60.0
+    """Seconds between two draws of a changing worker's calls."""
+    seed: int = 7
+    """Seed of every random choice, so both processes agree."""
+
+    @property
+    def workers(self) -> int:
+        return self.agentworkers * self.workers_per_agentworker
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Answer:
+    """One HTTP answer to GET /worker."""
+
+    status: int
+    body: bytes
+    content_type: str
+    delay_s: float = 0.0
+    """Seconds to wait before answering."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Activity:
+    """What a worker that answers is doing: its calls, its load, whether it drains."""
+
+    jobs: int
+    load: float
+    draining: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpectedCounts:
+    """The worker counts an AgentWorker's status must show."""
+
+    available: int = 0
+    full: int = 0
+    draining: int = 0
+    unknown: int = 0
+    starting: int = 0
+    active_jobs: int = 0
+    """activeJobs."""
+    unknown_workers: tuple[str, ...] = ()
+    """unknownWorkers: the first ten, sorted."""
+
+
+def address(index: int) -> str:
+    """Worker `index`'s loopback address: 127.77.0.1 ... 127.77.3.250 for 1,000 workers."""
+    return f"127.77.{index // 250}.{index % 250 + 1}"
+
+
+def agentworker_name(aw: int) -> str:
+    return f"observe-{aw}"
+
+
+def pod_name(shape: FleetShape, index: int) -> str:
+    aw, k = divmod(index, shape.workers_per_agentworker)
+    return f"{agentworker_name(aw)}-w{k:03d}"
+
+
+@functools.cache
+def kind(shape: FleetShape, index: int) -> Kind:
+    """Per 100 workers: one fault, one draining, two official, five changing, the rest drawn."""
+    aw, k = divmod(index, shape.workers_per_agentworker)
+    if k % 100 == 37:
+        return FAULTS[aw % len(FAULTS)]
+    if k % 100 == 73:
+        return Kind.DRAINING
+    if k % 50 == 11:
+        return Kind.OFFICIAL
+    if k % 20 == 3:
+        return Kind.CHANGING
+    return Kind.BUSY if _rng(shape, index, "kind").random() < 0.25 else Kind.IDLE
+
+
+def _rng(shape: FleetShape, *parts: object) -> random.Random:
+    return random.Random(":".join(str(p) for p in (shape.seed, *parts)))
+
+
+def _calls(rng: random.Random, jobs: int) -> Activity:
+    """`jobs` calls and a load to match: under 0.1 idle, a quarter per call (3 calls: full)."""
+    load = min(1.0, jobs * 0.25 + rng.uniform(0.0, 0.1)) if jobs else rng.uniform(0.0, 0.1)
+    return Activity(jobs=jobs, load=round(load, 3))
+
+
+@functools.cache
+def _phase(shape: FleetShape, index: int) -> float:
+    return _rng(shape, index, "phase").uniform(0.0, shape.change_period_s)
+
+
+def epoch(shape: FleetShape, index: int, now: float) -> int:
+    """Which draw a changing worker is on at Unix time `now` (0 for every other kind)."""
+    if kind(shape, index) is not Kind.CHANGING:
+        return 0
+    return math.floor((now + _phase(shape, index)) / shape.change_period_s)
+
+
+def _draw_start(shape: FleetShape, index: int, draw: int) -> float:
+    """Unix time the draw began: when its calls started (a fixed time for the other kinds)."""
+    if kind(shape, index) is not Kind.CHANGING:
+        return 1_700_000_000.0
+    return draw * shape.change_period_s - _phase(shape, index)
+
+
+def activity(shape: FleetShape, index: int, draw: int) -> Activity | None:
+    """What worker `index` does in draw `draw`; None for a fault (it answers no document)."""
+    what = kind(shape, index)
+    rng = _rng(shape, index)
+    if what in FAULTS:
+        return None
+    if what is Kind.DRAINING:
+        return Activity(jobs=1, load=0.3, draining=True)
+    if what is Kind.CHANGING:
+        drawn = _rng(shape, index, draw)
+        return _calls(drawn, drawn.choice((0, 0, 1, 2, 3)))
+    if what is Kind.IDLE or (what is Kind.OFFICIAL and rng.random() < 0.5):
+        return _calls(rng, 0)
+    return _calls(rng, rng.randint(1, 3))
+
+
+def document(shape: FleetShape, index: int, draw: int, doing: Activity) -> dict[str, object]:
+    """This runtime's /worker document for a worker doing `doing`."""
+    if doing.draining:
+        state = WorkerState.DRAINING
+    else:
+        state = WorkerState.FULL if doing.load > LOAD_THRESHOLD else WorkerState.AVAILABLE
+    jobs = tuple(
+        http_api.JobSummary(
+            id=f"AJ_bench_{index}_{draw}_{n}",
+            room=f"bench-room-{index}-{draw}-{n}",
+            started_at=_draw_start(shape, index, draw),
+        )
+        for n in range(doing.jobs)
+    )
+    snapshot = http_api.WorkerSnapshot(
+        worker_id=f"AW_bench{index:04d}",
+        state=state.value,
+        ready=True,
+        draining=doing.draining,
+        agent_name=agentworker_name(index // shape.workers_per_agentworker),
+        worker_type=protocol.job_type_name(WorkerType.ROOM),
+        load=doing.load,
+        load_threshold=LOAD_THRESHOLD,
+        jobs=jobs,
+        idle_processes=0 if doing.jobs else 1,
+        retired=False,
+        sdk_version="0.1.0",
+        protocol_version=protocol.PROTOCOL_VERSION,
+    )
+    return http_api.worker_document(snapshot)
+
+
+def official_document(full: dict[str, object]) -> dict[str, object]:
+    """The livekit-agents subset of a document, without the keys whose value is zero."""
+    return {k: full[k] for k in OFFICIAL_KEYS if full[k] not in (0, 0.0)}
+
+
+def answer(shape: FleetShape, index: int, draw: int) -> Answer:
+    """Worker `index`'s answer to GET /worker in draw `draw` (see `epoch`)."""
+    what = kind(shape, index)
+    doing = activity(shape, index, draw)
+    if what is Kind.GARBAGE:
+        return Answer(
+            status=200, body=b"<html><body>It works!</body></html>", content_type="text/html"
+        )
+    if what is Kind.NOT_A_DOCUMENT:
+        return _json(200, {"status": "ok", "uptime_s": 12345})
+    if what is Kind.HTTP_ERROR:
+        return Answer(status=503, body=b"not ready: starting", content_type="text/plain")
+    if doing is None:  # TIMEOUT: an idle worker's document, but too late for the operator
+        idle = document(shape, index, draw, Activity(jobs=0, load=0.0))
+        return _json(200, idle, delay_s=FAULT_HOLD_S)
+    full = document(shape, index, draw, doing)
+    return _json(200, official_document(full) if what is Kind.OFFICIAL else full)
+
+
+def _json(status: int, body: object, *, delay_s: float = 0.0) -> Answer:
+    encoded = json.dumps(body, separators=(",", ":")).encode()
+    return Answer(status=status, body=encoded, content_type="application/json", delay_s=delay_s)
+
+
+def expected_counts(shape: FleetShape, aw: int, now: float) -> ExpectedCounts:
+    """What AgentWorker `aw`'s status must count for the answers served at Unix time `now`."""
+    per = shape.workers_per_agentworker
+    counts = {"available": 0, "full": 0, "draining": 0, "unknown": 0}
+    jobs = 0
+    unknown: list[str] = []
+    for index in range(aw * per, (aw + 1) * per):
+        doing = activity(shape, index, epoch(shape, index, now))
+        if doing is None:
+            counts["unknown"] += 1
+            unknown.append(pod_name(shape, index))
+            continue
+        jobs += doing.jobs
+        if doing.draining:
+            counts["draining"] += 1
+        else:
+            counts["full" if doing.load > LOAD_THRESHOLD else "available"] += 1
+    return ExpectedCounts(**counts, active_jobs=jobs, unknown_workers=tuple(sorted(unknown)[:10]))
+
+
+def counts_of(status: dict[str, object]) -> ExpectedCounts:
+    """The same counts, as an AgentWorker's status shows them (missing ones as zero)."""
+
+    def number(key: str) -> int:
+        value = status.get(key)
+        return value if isinstance(value, int) else 0
+
+    listed = status.get("unknownWorkers")
+    return ExpectedCounts(
+        available=number("available"),
+        full=number("full"),
+        draining=number("draining"),
+        unknown=number("unknown"),
+        starting=number("starting"),
+        active_jobs=number("activeJobs"),
+        unknown_workers=tuple(str(n) for n in listed) if isinstance(listed, list) else (),
+    )
