@@ -33,8 +33,10 @@ CONTROL_TOKEN_KEY = "token"
 """Key of the control token in the AgentWorker's control Secret (the victim handshake)."""
 TEMPLATE_HASH_ANNOTATION = "agentworker.dev/template-hash"
 """Which version of the pod template a pod runs: the rollout status counts old workers by it."""
-GRACE_MARGIN_S = 15
-"""Seconds added to drainTimeout + shutdownProcessTimeout for the pod's grace period."""
+GRACE_MARGIN_S = 30
+"""Seconds added to drainTimeout + shutdownProcessTimeout for the pod's grace period: the
+worst shutdown path adds a job offer in flight (up to 8.5 s), the kill wait after the shutdown
+hooks (5 s) and time to report each job's end to LiveKit."""
 
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
@@ -163,6 +165,8 @@ def container_env(spec: specs.AgentWorkerSpec, owner: Owner) -> list[Manifest]:
         "AGENT_DRAIN_TIMEOUT_S": _number(spec.drain_timeout_s),
         "AGENT_NUM_IDLE_PROCESSES": str(spec.num_idle_processes),
         "AGENT_SHUTDOWN_PROCESS_TIMEOUT_S": _number(spec.shutdown_process_timeout_s),
+        "AGENT_INITIALIZE_PROCESS_TIMEOUT_S": _number(spec.initialize_process_timeout_s),
+        "AGENT_MAX_RETRY": str(spec.max_retry),
         "AGENT_JOB_MEMORY_WARN_MB": str(spec.job_memory.warn_mb),
         "AGENT_JOB_MEMORY_LIMIT_MB": str(spec.job_memory.limit_mb),
         "AGENT_PERMISSIONS": _permissions_json(spec.permissions),

@@ -211,8 +211,9 @@ async def _reconcile(
     owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"])
     fleet = syncer.fleets.get((namespace, name))
     spec, problem = _parse(body)
-    # a light reconcile (a sync round) checks no Secret, so it must not clear such a problem
-    full = full or _degraded_reason(previous) in CREDENTIAL_PROBLEMS
+    # a light reconcile (a sync round) checks no Secret and applies nothing: it must not clear
+    # a problem only a whole reconcile can see go
+    full = full or _degraded_reason(previous) in FULL_RECONCILE_PROBLEMS
     if spec is not None and full:
         problem = await _check_credentials(client, namespace, spec)
     desired: int | None = None
@@ -223,13 +224,8 @@ async def _reconcile(
         desired = builders.desired_replicas(spec, recommended=recommended)
         if full:
             await syncer.ensure_control_secret(owner)
-            for manifest in (
-                builders.build_deployment(owner, spec, replicas=desired),
-                builders.build_pod_disruption_budget(owner),
-                builders.build_metrics_service(owner),
-            ):
-                await client.apply(manifest)
-            if fleet is not None:
+            problem = await _apply_children(client, owner, spec, desired)
+            if fleet is not None and problem is None:
                 fleet.last_full_reconcile = time.monotonic()
     elif isinstance(previous.get("desiredReplicas"), int):
         desired = previous["desiredReplicas"]
@@ -257,7 +253,29 @@ async def _reconcile(
     return problem
 
 
-CREDENTIAL_PROBLEMS = frozenset({"SecretNotFound", "SecretKeyMissing"})
+async def _apply_children(
+    client: kube.Kube, owner: builders.Owner, spec: specs.AgentWorkerSpec, replicas: int
+) -> status.Problem | None:
+    """Server-side apply of every child; a refusal becomes Degraded=ApplyFailed, not silence."""
+    for manifest in (
+        builders.build_deployment(owner, spec, replicas=replicas),
+        builders.build_pod_disruption_budget(owner),
+        builders.build_metrics_service(owner),
+    ):
+        try:
+            await client.apply(manifest)
+        except kube.KubeError as error:
+            if error.status in (409, 429) or error.status >= 500:
+                raise  # transient: kopf retries the handler
+            return status.Problem(
+                reason="ApplyFailed",
+                message=f"the API server refused the {manifest['kind']} "
+                f"{manifest['metadata']['name']}: {error}",
+            )
+    return None
+
+
+FULL_RECONCILE_PROBLEMS = frozenset({"SecretNotFound", "SecretKeyMissing", "ApplyFailed"})
 
 
 def _degraded_reason(previous: Mapping[str, Any]) -> str:

@@ -161,6 +161,10 @@ class AgentWorkerSpec:
     num_idle_processes: int = 3
     shutdown_process_timeout_s: float = 60.0
     """Seconds a job process gets for its shutdown hooks (default 60s)."""
+    initialize_process_timeout_s: float = 10.0
+    """Seconds a new job process gets to start and prewarm (default 10s)."""
+    max_retry: int = 16
+    """Reconnection attempts before a worker gives up (it drains its calls first)."""
     job_memory: JobMemory = JobMemory()
     permissions: Permissions = Permissions()
     log_level: LogLevel = LogLevel.INFO
@@ -197,6 +201,10 @@ def parse_spec(raw: object) -> AgentWorkerSpec:
         drain_timeout_s=spec.duration_s("drainTimeout", "30m"),
         num_idle_processes=spec.integer("numIdleProcesses", 3, low=0, high=100),
         shutdown_process_timeout_s=spec.duration_s("shutdownProcessTimeout", "60s", high_s=3600),
+        initialize_process_timeout_s=spec.duration_s(
+            "initializeProcessTimeout", "10s", high_s=3600
+        ),
+        max_retry=spec.integer("maxRetry", 16, low=0, high=1000),
         job_memory=_parse_job_memory(spec.child("jobMemory")),
         permissions=_parse_permissions(spec.child("permissions")),
         log_level=spec.choice("logLevel", LogLevel, LogLevel.INFO),

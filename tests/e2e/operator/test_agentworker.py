@@ -198,6 +198,20 @@ def test_api_server_refuses_invalid_object_naming_the_field(
     assert field in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize("name", ["my.agent", "1agent"])
+def test_a_name_that_cannot_name_its_children_is_refused(
+    kubectl: Kubectl, rig: rig_env.RigEnv, crd: str, name: str
+) -> None:
+    manifest = example(rig)
+    manifest["metadata"]["name"] = name
+    done = kubectl(
+        "apply", "--dry-run=server", "-n", "default", "-f", "-",
+        stdin=yaml.safe_dump(manifest), check=False,
+    )  # fmt: skip
+    assert done.returncode != 0, f"{name} was accepted"
+    assert "DNS-1035" in done.stderr, done.stderr
+
+
 def test_long_name_is_refused(kubectl: Kubectl, rig: rig_env.RigEnv, crd: str) -> None:
     manifest = example(rig)
     manifest["metadata"]["name"] = "a" * 60
@@ -207,6 +221,29 @@ def test_long_name_is_refused(kubectl: Kubectl, rig: rig_env.RigEnv, crd: str) -
     )  # fmt: skip
     assert done.returncode != 0
     assert "metadata.name" in done.stderr
+
+
+def test_a_child_the_api_server_refuses_is_degraded_apply_failed_with_its_message(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess,
+) -> None:  # fmt: skip
+    # the CRD passes tolerations through; the Deployment's own validation refuses this one
+    bad = {"tolerations": [{"key": "gpu", "operator": "Sometimes", "effect": "NoSchedule"}]}
+    apply(kubectl, namespace, example(rig, podTemplate=bad))
+    obj = wait_for(
+        "Degraded=True ApplyFailed",
+        lambda: aw(kubectl, namespace),
+        lambda o: condition(o, "Degraded").get("reason") == "ApplyFailed",
+        timeout_s=60,
+    )
+    message = condition(obj, "Degraded")["message"]
+    assert "Deployment basic-agent" in message
+    assert "Sometimes" in message, "the API server's own message"
+    assert ready_is("False", "ApplyFailed")(obj)
+    assert any(
+        e.get("reason") == "ApplyFailed"
+        for e in get_json(kubectl, "events", "-n", namespace)["items"]
+    )
 
 
 def test_missing_secret_is_degraded_with_an_event_and_no_deployment(

@@ -65,6 +65,8 @@ def test_credentials_come_from_the_secret_by_reference_only() -> None:
         ("drainTimeout", "1500ms", "AGENT_DRAIN_TIMEOUT_S", "1.5"),
         ("numIdleProcesses", 0, "AGENT_NUM_IDLE_PROCESSES", "0"),
         ("shutdownProcessTimeout", "2m", "AGENT_SHUTDOWN_PROCESS_TIMEOUT_S", "120"),
+        ("initializeProcessTimeout", "45s", "AGENT_INITIALIZE_PROCESS_TIMEOUT_S", "45"),
+        ("maxRetry", 40, "AGENT_MAX_RETRY", "40"),
         ("jobMemory.warnMB", 300, "AGENT_JOB_MEMORY_WARN_MB", "300"),
         ("jobMemory.limitMB", 900, "AGENT_JOB_MEMORY_LIMIT_MB", "900"),
         ("logLevel", "DEBUG", "AGENT_LOG_LEVEL", "DEBUG"),
@@ -102,7 +104,7 @@ def test_user_env_is_appended_after_the_operators() -> None:
 def test_grace_period_is_drain_plus_shutdown_plus_margin() -> None:
     raw = with_("drainTimeout", "10m")
     raw["shutdownProcessTimeout"] = "30s"
-    assert pod_spec(raw)["terminationGracePeriodSeconds"] == 600 + 30 + builders.GRACE_MARGIN_S
+    assert pod_spec(raw)["terminationGracePeriodSeconds"] == 600 + 30 + 30
 
 
 def test_probes_hit_readyz_and_healthz_on_the_http_port() -> None:
