@@ -211,6 +211,14 @@ class Kube:
         path = path_of(manifest["apiVersion"], manifest["kind"], meta["namespace"])
         return await self.request("POST", path, body=manifest)
 
+    async def secret_values(self, namespace: str, name: str) -> dict[str, str] | None:
+        """Every value of a Secret (base64-decoded), or None when it does not exist."""
+        secret = await self.get(path_of("v1", "Secret", namespace, name))
+        if secret is None:
+            return None
+        data = secret.get("data") or {}
+        return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
     async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
         """One value of a Secret the operator owns (base64-decoded), or None when absent."""
         secret = await self.get(path_of("v1", "Secret", namespace, name))

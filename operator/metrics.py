@@ -78,6 +78,11 @@ ANNOTATION_WRITES = Counter(
     "Patches of worker pods' deletion-cost and do-not-disrupt annotations.",
     ["namespace", "name"],
 )
+REDISPATCHES = Counter(
+    "agentworker_calls_redispatched_total",
+    "Rooms the agent was dispatched into again after its worker ended without draining.",
+    ["namespace", "name"],
+)
 SYNC_DURATION = Histogram(
     "agentworker_operator_sync_duration_seconds",
     "Time one sync round over every AgentWorker took.",
@@ -92,6 +97,7 @@ _PER_AGENTWORKER = (
     OBSERVATION_DURATION,
     OBSERVATION_FAILURES,
     ANNOTATION_WRITES,
+    REDISPATCHES,
 )
 
 

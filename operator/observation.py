@@ -50,6 +50,8 @@ class WorkerReport:
     active_jobs: int
     rooms: tuple[str, ...] = ()
     """Rooms of the running jobs (this runtime only; the official worker does not list them)."""
+    agents: tuple[tuple[str, str], ...] = ()
+    """(room, the agent participant's identity) of each running job (this runtime only)."""
     draining: bool = False
     """Draining or retired (this runtime only)."""
     registered: bool | None = None
@@ -82,17 +84,20 @@ def parse_worker_document(raw: object) -> WorkerReport:
         raise InvalidReport(f"active_jobs is {jobs!r}, not a count")
     load = min(max(_number(raw, "worker_load"), 0.0), 1.0)
     state = raw.get("state")
-    rooms: tuple[str, ...] = ()
+    agents: list[tuple[str, str]] = []
     listed = raw.get("jobs")
-    if isinstance(listed, list):
-        rooms = tuple(
-            str(job["room"]) for job in listed if isinstance(job, Mapping) and job.get("room")
-        )
+    for job in listed if isinstance(listed, list) else []:
+        if isinstance(job, Mapping) and job.get("room"):
+            # the runtime's default identity is livekit-agents': "agent-<job id>"
+            identity = job.get("identity") or f"agent-{job.get('id', '')}"
+            agents.append((str(job["room"]), str(identity)))
+    rooms = tuple(room for room, _ in agents)
     threshold = raw.get("load_threshold")
     return WorkerReport(
         load=load,
         active_jobs=int(jobs),
         rooms=rooms,
+        agents=tuple(agents),
         draining=bool(raw.get("draining")) or bool(raw.get("retired")),
         registered=state in ("available", "full", "draining") if isinstance(state, str) else None,
         retirable="retired" in raw,

@@ -117,6 +117,14 @@ class Autoscaling:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Recovery:
+    """What the operator does for the calls of a worker that died without draining."""
+
+    redispatch: bool = False
+    """Dispatch the agent again, once, into each room that still has a caller and no agent."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class PodTemplate:
     """Overlay on the pod the operator builds; security contexts merge over restricted ones."""
 
@@ -170,6 +178,7 @@ class AgentWorkerSpec:
     log_level: LogLevel = LogLevel.INFO
     replicas: int = 1
     autoscaling: Autoscaling = Autoscaling()
+    recovery: Recovery = Recovery()
     resources: Mapping[str, JSON] = field(default_factory=dict)
     env: tuple[Mapping[str, JSON], ...] = ()
     """User EnvVars, appended after the operator's own."""
@@ -210,6 +219,7 @@ def parse_spec(raw: object) -> AgentWorkerSpec:
         log_level=spec.choice("logLevel", LogLevel, LogLevel.INFO),
         replicas=replicas,
         autoscaling=_parse_autoscaling(spec.child("autoscaling"), spec),
+        recovery=Recovery(redispatch=spec.child("recovery").boolean("redispatch", False)),
         resources=spec.json_object("resources"),
         env=_parse_env(spec),
         env_from=_objects(spec, "envFrom"),

@@ -24,7 +24,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentworker_operator import autoscaler, builders, kube, metrics, observation, scaledown
+from agentworker_operator import (
+    autoscaler,
+    builders,
+    kube,
+    metrics,
+    observation,
+    recovery,
+    rooms,
+    scaledown,
+)
 from agentworker_operator import scraper as scrapers
 from agentworker_operator import spec as specs
 from agentworker_operator.settings import SyncSettings
@@ -53,6 +62,12 @@ class Fleet:
     """Pods that were seen registered: when they go silent they are unknown, not starting."""
     retired: set[str] = field(default_factory=set)
     """Pods seen retired (draining, not being deleted) in the previous round."""
+    suspects: dict[str, tuple[recovery.LostRoom, float]] = field(default_factory=dict)
+    """Rooms whose worker went without draining, under watch since (monotonic s)."""
+    recovered: dict[str, float] = field(default_factory=dict)
+    """Rooms already dispatched again (never twice), and when."""
+    livekit: rooms.Rooms | None = None
+    """The LiveKit client of call recovery (made when recovery is on)."""
 
 
 def _now_text() -> str:
@@ -85,6 +100,9 @@ class Syncer:
 
     async def aclose(self) -> None:
         await self._scraper.aclose()
+        for fleet in self.fleets.values():
+            if fleet.livekit is not None:
+                await fleet.livekit.aclose()
 
     def lock(self, key: Key) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -128,7 +146,7 @@ class Syncer:
         fleet = self.fleets.setdefault(key, Fleet())
         owner = builders.Owner(name=key[1], namespace=key[0], uid=body["metadata"]["uid"])
         workers = await self._observe(key, spec, fleet)
-        fleet.workers = tuple(workers)
+        previous, fleet.workers = fleet.workers, tuple(workers)
         fleet.summary = observation.summarize(
             workers, template_hash=builders.template_hash(owner, spec)
         )
@@ -148,8 +166,82 @@ class Syncer:
                 for w in workers
                 if w.state is observation.WorkerState.DRAINING and not w.pod.terminating
             }
+        if spec.recovery.redispatch:
+            await self._recover(key, body, spec, fleet, previous)
         due = time.monotonic() - fleet.last_full_reconcile >= self._config.resync_s
         await self._reconcile(key, "sync", changed or due)
+
+    async def _recover(
+        self,
+        key: Key,
+        body: Mapping[str, Any],
+        spec: specs.AgentWorkerSpec,
+        fleet: Fleet,
+        previous: Sequence[observation.Worker],
+    ) -> None:
+        """Dispatch the agent again into rooms a worker took down with it (recovery.redispatch)."""
+        now = time.monotonic()
+        for lost in recovery.lost_rooms(previous, fleet.workers):
+            if lost.room not in fleet.recovered and lost.room not in fleet.suspects:
+                fleet.suspects[lost.room] = (lost, now)
+        fleet.recovered = {r: t for r, t in fleet.recovered.items() if now - t < 3600}
+        if not fleet.suspects:
+            return
+        available = sum(1 for w in fleet.workers if w.state is observation.WorkerState.AVAILABLE)
+        client = await self._livekit(key, spec, fleet)
+        for room, (lost, since) in list(fleet.suspects.items()):
+            if now - since > recovery.SUSPECT_FOR_S:
+                del fleet.suspects[room]
+                continue
+            try:
+                callers, agents = await client.participants(room, gone=lost.agent_identity)
+                match recovery.verdict(callers=callers, agents=agents, available_workers=available):
+                    case recovery.Verdict.WAIT:
+                        continue
+                    case recovery.Verdict.GIVE_UP:
+                        logger.info(
+                            "call not recovered: no caller in the room",
+                            extra={"object": {"namespace": key[0], "name": key[1]}, "room": room},
+                        )
+                        del fleet.suspects[room]
+                        continue
+                    case recovery.Verdict.REDISPATCH:
+                        if lost.agent_identity:  # the caller should not see the dead agent
+                            await client.remove(room, lost.agent_identity)
+                        dispatch = await client.dispatch_again(room, spec.agent_name)
+            except rooms.RoomsError as error:
+                logger.warning(
+                    "call recovery could not reach LiveKit",
+                    extra={"object": {"namespace": key[0], "name": key[1]}, "error": str(error)},
+                )
+                await client.aclose()  # the credentials may have changed: read them again
+                fleet.livekit = None
+                return
+            del fleet.suspects[room]
+            fleet.recovered[room] = now
+            metrics.REDISPATCHES.labels(*key).inc()
+            message = (
+                f"room {room}: worker {lost.pod} ended without draining; dispatched "
+                f"{spec.agent_name or 'the agent'} again ({dispatch})"
+            )
+            logger.info(
+                "call redispatched",
+                extra={"object": {"namespace": key[0], "name": key[1]}, "room": room},
+            )
+            await self._kube.post_event(
+                body, type="Normal", reason="CallRedispatched", message=message
+            )
+
+    async def _livekit(self, key: Key, spec: specs.AgentWorkerSpec, fleet: Fleet) -> rooms.Rooms:
+        if fleet.livekit is None:
+            secret = spec.livekit.credentials_secret
+            values = await self._kube.secret_values(key[0], secret) or {}
+            fleet.livekit = rooms.Rooms(
+                spec.livekit.url,
+                values.get("LIVEKIT_API_KEY", ""),
+                values.get("LIVEKIT_API_SECRET", ""),
+            )
+        return fleet.livekit
 
     def _watch_behind(self, key: Key) -> bool:
         """The Deployment has pods the pod watch has not shown yet: observe next round."""

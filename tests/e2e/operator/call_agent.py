@@ -48,10 +48,11 @@ async def entrypoint(ctx: JobContext) -> None:
         ended = "completed"
         return
     caller_left = asyncio.Event()
-    ctx.room.on(
-        "participant_disconnected",
-        lambda p: caller_left.set() if p.identity == "caller" else None,
-    )
+    if not meta.get("stay"):  # `stay`: the agent keeps the room for hold_s even when alone
+        ctx.room.on(
+            "participant_disconnected",
+            lambda p: caller_left.set() if p.identity == "caller" else None,
+        )
     await ctx.connect()
     await ctx.wait_for_participant(identity="caller")
     try:

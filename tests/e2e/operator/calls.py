@@ -80,6 +80,9 @@ class Calls:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._callers: dict[str, Future[CallerOutcome]] = {}
+        self._watchers: dict[str, Future[None]] = {}
+        self._hang_ups: dict[str, asyncio.Event] = {}
+        self._timelines: dict[str, list[tuple[float, str, str]]] = {}
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> Future[T]:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -160,6 +163,62 @@ class Calls:
             )
         finally:
             await room.disconnect()
+
+    def start_watched(self, count: int, *, hold_s: float, prefix: str = "watched") -> list[str]:
+        """Real calls whose callers stay in the room, whatever the agent does, until `hang_up`;
+        their agent stays too when its caller hangs up (`stay`). `timeline(room)` shows who came
+        and went."""
+        rooms = [f"{prefix}-{uuid.uuid4().hex[:8]}" for _ in range(count)]
+        for room in rooms:
+            ready: Future[None] = Future()
+            self._hang_ups[room] = self._run(self._make_event()).result(timeout=10)
+            self._timelines[room] = []
+            self._watchers[room] = self._run(self._watcher(room, ready))
+            ready.result(timeout=30)
+        meta = {"hold_s": hold_s, "ledger": str(self.ledger.path), "real": True, "stay": True}
+        for room in rooms:
+            self._run(self._dispatch(room, json.dumps(meta))).result(timeout=30)
+        return rooms
+
+    async def _make_event(self) -> asyncio.Event:
+        return asyncio.Event()
+
+    async def _watcher(self, room_name: str, ready: Future[None]) -> None:
+        token = (
+            api.AccessToken(self.rig.livekit_api_key, self.rig.livekit_api_secret)
+            .with_identity("caller")
+            .with_grants(api.VideoGrants(room_join=True, room=room_name))
+            .to_jwt()
+        )
+        room = rtc.Room()
+        timeline = self._timelines[room_name]
+        room.on(
+            "participant_connected",
+            lambda p: timeline.append((time.monotonic(), "joined", p.identity)),
+        )
+        room.on(
+            "participant_disconnected",
+            lambda p: timeline.append((time.monotonic(), "left", p.identity)),
+        )
+        try:
+            await room.connect(self.rig.livekit_url, token)
+        except BaseException as error:
+            ready.set_exception(error)
+            raise
+        ready.set_result(None)
+        try:
+            await asyncio.wait_for(self._hang_ups[room_name].wait(), 900)
+        finally:
+            await room.disconnect()
+
+    def hang_up(self, room: str) -> None:
+        """The watched call's caller leaves its room."""
+        self._loop.call_soon_threadsafe(self._hang_ups[room].set)
+        self._watchers[room].result(timeout=30)
+
+    def timeline(self, room: str) -> list[tuple[float, str, str]]:
+        """(monotonic time, joined or left, identity) of the other participants, so far."""
+        return list(self._timelines[room])
 
     def caller_outcomes(self, timeout_s: float) -> list[CallerOutcome]:
         """Wait for every real call to end; how each went."""

@@ -1,0 +1,142 @@
+"""Call recovery on the rig: a worker dies with calls, and the rooms that still have a caller get
+an agent back, once; rooms whose caller left get none.
+
+The worker's whole process group is SIGKILLed (as an OOM kill of the container would), so its
+calls die with it and the process runner restarts the container. The callers stay in their
+rooms and watch the agents come and go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from typing import Any
+
+import pytest
+from livekit import api
+
+from tests.e2e.conftest import Kubectl
+from tests.e2e.operator.calls import ENTRYPOINT, Calls
+from tests.e2e.operator.conftest import OperatorProcess, agent_name, example
+from tests.e2e.operator.test_agentworker import NAME, apply, wait_ready
+from tests.e2e.operator.test_autoscaling import (
+    FAST,
+    events,
+    live_pods,
+    wait_calls_started,
+    wait_status,
+    worker_pid,
+)
+from tests.rig import env as rig_env
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+RECOVERY_TARGET_S = 10.0
+
+
+@pytest.fixture
+def operator_args() -> tuple[str, ...]:
+    return FAST
+
+
+def agent_back(timeline: list[tuple[float, str, str]]) -> float | None:
+    """When a second agent joined after the first one left, or None."""
+    left = [t for t, what, _ in timeline if what == "left"]
+    if not left:
+        return None
+    later = [t for t, what, _ in timeline if what == "joined" and t > left[0]]
+    return later[0] if later else None
+
+
+def sync_rounds(operator: OperatorProcess) -> float:
+    for line in operator.metrics().splitlines():
+        if line.startswith("agentworker_operator_sync_duration_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def wait_sync_rounds(operator: OperatorProcess, rounds: int) -> None:
+    start = sync_rounds(operator)
+    wait_for(
+        f"{rounds} more sync rounds",
+        lambda: sync_rounds(operator),
+        lambda now: now >= start + rounds,
+        timeout_s=30,
+    )
+
+
+def dispatches(rig: rig_env.RigEnv, room: str, agent: str) -> int:
+    """Dispatches of this test's agent into the room (the room's own automatic one aside)."""
+
+    async def count() -> int:
+        async with api.LiveKitAPI(
+            rig.livekit_url, rig.livekit_api_key, rig.livekit_api_secret
+        ) as lk:
+            found = await lk.agent_dispatch.list_dispatch(room_name=room)
+            return sum(1 for d in found if d.agent_name == agent)
+
+    return asyncio.run(count())
+
+
+def test_rooms_of_a_killed_worker_that_still_have_a_caller_get_an_agent_back_once(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    agent = agent_name(namespace)
+    manifest: dict[str, Any] = example(
+        rig,
+        agentName=agent,
+        entrypoint=ENTRYPOINT,
+        numIdleProcesses=2,
+        replicas=1,
+        recovery={"redispatch": True},
+        env=[{"name": "E2E_CALLS_PER_WORKER", "value": "20"}],
+    )
+    apply(kubectl, namespace, manifest)
+    wait_ready(kubectl, namespace, replicas=1)
+    rooms = phone.start_watched(7, hold_s=300)
+    wait_calls_started(phone, rooms)
+    wait_status(kubectl, namespace, "7 calls observed", lambda s: s.get("activeJobs") == 7)
+    ((doomed, pod),) = live_pods(kubectl, namespace).items()
+    kubectl("scale", f"aw/{NAME}", "-n", namespace, "--replicas=2")
+    wait_ready(kubectl, namespace, replicas=2)
+    kept, abandoned = rooms[:5], rooms[5:]
+    for room in abandoned:
+        phone.hang_up(room)  # these agents stay alone in their rooms until the worker dies
+    wait_status(kubectl, namespace, "still 7 calls", lambda s: s.get("activeJobs") == 7)
+    os.killpg(os.getpgid(worker_pid(pod["status"]["podIP"])), signal.SIGKILL)
+    killed_at = time.monotonic()
+    back = wait_for(
+        "an agent back in each room that still has its caller",
+        lambda: {room: agent_back(phone.timeline(room)) for room in kept},
+        lambda seen: all(t is not None for t in seen.values()),
+        timeout_s=60,
+    )
+    delays = {room: round(t - killed_at, 1) for room, t in back.items() if t is not None}
+    assert max(delays.values()) < RECOVERY_TARGET_S, f"agents back after {delays} s"
+    messages = wait_for(
+        "a CallRedispatched Event per recovered room",
+        lambda: events(kubectl, namespace, "CallRedispatched"),
+        lambda found: len(found) >= len(kept),
+        timeout_s=30,
+    )
+    assert all(doomed in m for m in messages)
+    assert sorted(room for room in kept for m in messages if room in m) == sorted(kept)
+    log = wait_for(
+        "the operator saw the abandoned rooms",
+        operator.logs,
+        lambda text: all(room in text for room in abandoned),
+        timeout_s=30,
+    )
+    assert log.count("call not recovered: no caller in the room") >= len(abandoned)
+    for room in abandoned:
+        assert dispatches(rig, room, agent) == 1, f"{room}: no caller, no second dispatch"
+    wait_sync_rounds(operator, 3)  # the operator looked again: still once per room
+    for room in kept:
+        assert dispatches(rig, room, agent) == 2, f"{room}: dispatched again exactly once"
+    assert len(events(kubectl, namespace, "CallRedispatched")) == len(kept)
+    logged = f'agentworker_calls_redispatched_total{{name="{NAME}",namespace="{namespace}"}} 5.0'
+    assert logged in operator.metrics()
