@@ -120,9 +120,13 @@ def configure_logging(config: settings.Settings) -> None:
 
 
 async def _serve_health(
-    config: settings.Settings, ready: asyncio.Event, leading: asyncio.Event
+    config: settings.Settings,
+    ready: asyncio.Event,
+    leading: asyncio.Event,
+    elector: lease.LeaderLease,
 ) -> web.AppRunner | None:
-    """/healthz: the event loop answers. /readyz: kopf is running (leader) or waiting (standby)."""
+    """/healthz: the event loop answers. /readyz: kopf runs (leader), or the standby can read
+    the Lease and waits for it (a standby refused by the API server is not ready)."""
     if not config.health_port:
         return None
 
@@ -130,10 +134,9 @@ async def _serve_health(
         return web.json_response({"ok": True, "leader": leading.is_set()})
 
     async def readyz(_: web.Request) -> web.Response:
-        ok = ready.is_set() or not leading.is_set()
-        return web.json_response(
-            {"ready": ok, "leader": leading.is_set()}, status=200 if ok else 503
-        )
+        ok = ready.is_set() if leading.is_set() else elector.reachable
+        answer = {"ready": ok, "leader": leading.is_set(), "holder": elector.holder}
+        return web.json_response(answer, status=200 if ok else 503)
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
@@ -165,10 +168,10 @@ async def run(config: settings.Settings, *, started: float) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     client = kube.Kube.connect()
-    health = await _serve_health(config, ready, leading)
+    elector = lease.LeaderLease(client, config.lease)
+    health = await _serve_health(config, ready, leading, elector)
     if config.metrics_port:
         metrics.serve(config.metrics_host, config.metrics_port)
-    elector = lease.LeaderLease(client, config.lease)
     try:
         if not await elector.acquire(stop):
             return 0

@@ -1,11 +1,15 @@
-"""Leader election with a coordination.k8s.io/v1 Lease, so two replicas never both act.
+"""Leader election with a coordination.k8s.io/v1 Lease, by client-go's rules.
 
 kopf's peering is priority-based pausing, not leader election (equal priorities freeze, and an
 old pod can pause the new one during a rollout, kopf #734), so the operator holds a Lease of its
-own, as client-go's leaderelection does: a standby takes the Lease only when it is free or its
-holder stopped renewing for `duration_s`; writes use the Lease's resourceVersion, so two
-replicas can never both win. This module owns the Lease and nothing else; it never touches
-AgentWorkers.
+own, as client-go's leaderelection does:
+- a standby judges expiry by its own clock, from when it last saw the Lease record change, never
+  from the holder's renewTime (clocks differ between nodes);
+- the holder stops acting when it could not renew within its renew deadline, which is shorter
+  than the Lease duration, so it has stopped before any standby may take over;
+- writes carry the Lease's resourceVersion, so two replicas can never both win;
+- a failed request (a dropped keep-alive connection, a 5xx) is retried, not fatal.
+This module owns the Lease and nothing else; it never touches AgentWorkers.
 """
 
 from __future__ import annotations
@@ -13,14 +17,21 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
+
+import aiohttp
 
 from agentworker_operator import kube, settings
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime.datetime]
+Monotonic = Callable[[], float]
+TRANSIENT = (kube.KubeError, OSError, TimeoutError, aiohttp.ClientError)
+"""What a Lease request may fail with and be tried again: API refusals, dropped connections."""
 
 
 def _utcnow() -> datetime.datetime:
@@ -31,38 +42,72 @@ def _micro_time(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _parse_time(text: object) -> datetime.datetime | None:
-    if not isinstance(text, str):
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Observed:
+    """A Lease record as this replica last saw it change, and when, by its own clock."""
+
+    record: tuple[object, ...]
+    """holderIdentity, renewTime, acquireTime, leaseDurationSeconds, leaseTransitions."""
+    at_s: float
+    """Local monotonic seconds when this record was first seen."""
 
 
-def may_take(spec: Mapping[str, Any], identity: str, now: datetime.datetime) -> bool:
-    """Whether `identity` may write itself as holder: it holds it, or it is free or expired."""
+def record_of(spec: Mapping[str, Any]) -> tuple[object, ...]:
+    """The fields whose change shows the holder is alive."""
+    keys = ("holderIdentity", "renewTime", "acquireTime", "leaseDurationSeconds")
+    return (*(spec.get(key) for key in keys), spec.get("leaseTransitions"))
+
+
+def observe(previous: Observed | None, spec: Mapping[str, Any], now_s: float) -> Observed:
+    """The observation after reading `spec`: its time moves only when the record changed."""
+    record = record_of(spec)
+    if previous is not None and previous.record == record:
+        return previous
+    return Observed(record=record, at_s=now_s)
+
+
+def may_take(
+    spec: Mapping[str, Any], identity: str, observed: Observed | None, now_s: float
+) -> bool:
+    """Whether `identity` may write itself as holder: it holds it, or it is free, or its
+    record has not changed for leaseDurationSeconds by this replica's clock."""
     holder = spec.get("holderIdentity")
     if not holder or holder == identity:
         return True
-    renewed = _parse_time(spec.get("renewTime")) or _parse_time(spec.get("acquireTime"))
     duration = spec.get("leaseDurationSeconds")
-    if renewed is None or not isinstance(duration, int):
-        return True
-    return now > renewed + datetime.timedelta(seconds=duration)
+    if not isinstance(duration, int) or observed is None or observed.record != record_of(spec):
+        return False  # not seen unchanged for long enough yet
+    return now_s - observed.at_s > duration
 
 
 class LeaderLease:
     """This replica's claim on the Lease: acquire, hold (renew), release."""
 
     def __init__(
-        self, client: kube.Kube, config: settings.LeaseSettings, *, clock: Clock = _utcnow
+        self,
+        client: kube.Kube,
+        config: settings.LeaseSettings,
+        *,
+        clock: Clock = _utcnow,
+        monotonic: Monotonic = time.monotonic,
     ) -> None:
         self._client = client
         self._config = config
         self._clock = clock
+        self._monotonic = monotonic
         self._path = kube.path_of("coordination.k8s.io/v1", "Lease", config.namespace, config.name)
+        self._observed: Observed | None = None
         self.held = False
+        self.holder = ""
+        """Who holds the Lease, as last read ("" when free or unknown)."""
+        self.reachable = True
+        """The last attempt got an answer from the API server (a standby that cannot read or
+        write the Lease is not ready)."""
+
+    @property
+    def renew_deadline_s(self) -> float:
+        """The holder gives up after failing to renew this long: before any standby may take."""
+        return self._config.duration_s * 2 / 3
 
     def _claim(self, current: Mapping[str, Any] | None) -> dict[str, Any]:
         now = _micro_time(self._clock())
@@ -89,27 +134,42 @@ class LeaderLease:
     async def try_acquire(self) -> bool:
         """One attempt to become (or stay) the holder; False when another replica holds it."""
         current = await self._client.get(self._path)
+        spec = (current or {}).get("spec") or {}
+        now_s = self._monotonic()
+        self._observed = observe(self._observed, spec, now_s)
+        self.holder = str(spec.get("holderIdentity") or "")
         try:
             if current is None:
                 collection = self._path.rsplit("/", 1)[0]
                 await self._client.request("POST", collection, body=self._claim(None))
-            elif may_take(current.get("spec") or {}, self._config.identity, self._clock()):
+            elif may_take(spec, self._config.identity, self._observed, now_s):
                 await self._client.request("PUT", self._path, body=self._claim(current))
             else:
                 return False
         except kube.Conflict:
-            return False
+            return False  # someone else wrote first: read again next time
         self.held = True
+        self.holder = self._config.identity
         return True
 
     async def acquire(self, stop: asyncio.Event) -> bool:
         """Wait until this replica holds the Lease (True) or `stop` is set (False)."""
+        told = ""
         while not stop.is_set():
             try:
                 if await self.try_acquire():
+                    self.reachable = True
                     logger.info("leader lease acquired", extra={"identity": self._config.identity})
                     return True
-            except (kube.KubeError, OSError, TimeoutError) as error:
+                self.reachable = True
+                if self.holder != told:
+                    told = self.holder
+                    logger.info(
+                        "standing by: another replica holds the leader lease",
+                        extra={"holder": self.holder, "lease": self._config.name},
+                    )
+            except TRANSIENT as error:
+                self.reachable = False
                 logger.warning("leader lease unavailable", extra={"error": str(error)})
             try:
                 await asyncio.wait_for(stop.wait(), timeout=self._config.renew_every_s)
@@ -118,21 +178,26 @@ class LeaderLease:
         return False
 
     async def hold(self) -> None:
-        """Renew until the claim is lost (returns) or the task is cancelled."""
-        last_renewal = self._clock()
+        """Renew until the claim is lost or the renew deadline passes (returns), or cancelled."""
+        last_renewal = self._monotonic()
         while True:
             await asyncio.sleep(self._config.renew_every_s)
+            left_s = self.renew_deadline_s - (self._monotonic() - last_renewal)
             try:
-                if not await self.try_acquire():
+                async with asyncio.timeout(max(0.1, left_s)):
+                    renewed = await self.try_acquire()
+                if not renewed:
                     break
-                last_renewal = self._clock()
-            except (kube.KubeError, OSError, TimeoutError) as error:
+                last_renewal = self._monotonic()
+            except TRANSIENT as error:
                 logger.warning("leader lease renewal failed", extra={"error": str(error)})
-                age_s = (self._clock() - last_renewal).total_seconds()
-                if age_s >= self._config.duration_s:
-                    break
+            if self._monotonic() - last_renewal >= self.renew_deadline_s:
+                break
         self.held = False
-        logger.error("leader lease lost", extra={"identity": self._config.identity})
+        logger.error(
+            "leader lease lost: stopping before a standby may take over",
+            extra={"identity": self._config.identity, "holder": self.holder},
+        )
 
     async def release(self) -> None:
         """Give the Lease up at once so a standby need not wait for it to expire."""
@@ -148,7 +213,7 @@ class LeaderLease:
             released["spec"]["leaseDurationSeconds"] = 1
             released["spec"]["holderIdentity"] = ""
             await self._client.request("PUT", self._path, body=released)
-        except (kube.KubeError, OSError, TimeoutError) as error:
+        except TRANSIENT as error:
             logger.warning("leader lease release failed", extra={"error": str(error)})
         else:
             logger.info("leader lease released", extra={"identity": self._config.identity})
