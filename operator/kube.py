@@ -9,9 +9,11 @@ read returns its key names only, never values).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import datetime
 import json
+import random
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -48,6 +50,31 @@ class KubeError(Exception):
 
 class Conflict(KubeError):
     """409: someone else changed the object first (optimistic concurrency)."""
+
+
+class Throttled(KubeError):
+    """429 or 5xx: the API server is busy or unwell; worth trying again."""
+
+    def __init__(self, status: int, text: str, retry_after_s: float | None) -> None:
+        error = _error(status, text)
+        super().__init__(status, error.reason, str(error).split(": ", 1)[-1])
+        self.retry_after_s = retry_after_s
+
+
+RETRIES = 3
+MAX_RETRY_DELAY_S = 10.0
+
+
+def backoff_s(attempt: int) -> float:
+    """Delay before retry `attempt` (0-based): 0.2 s doubling, jittered by +-20 %."""
+    return 0.2 * 2.0**attempt * random.uniform(0.8, 1.2)
+
+
+def _retry_after_s(header: str | None) -> float | None:
+    try:
+        return max(0.0, float(header)) if header else None
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,7 +161,30 @@ class Kube:
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        """One API call; the decoded JSON answer, or KubeError (Conflict for 409)."""
+        """One API call, tried again on 429, 5xx or a dropped connection (bounded, jittered,
+        honouring Retry-After); the decoded JSON answer, or KubeError (Conflict for 409)."""
+        for attempt in range(RETRIES + 1):
+            try:
+                return await self._request_once(method, path, body, content_type, params)
+            except Throttled as error:
+                if attempt == RETRIES:
+                    raise
+                delay_s = error.retry_after_s or backoff_s(attempt)
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError):
+                if attempt == RETRIES:
+                    raise
+                delay_s = backoff_s(attempt)
+            await asyncio.sleep(min(delay_s, MAX_RETRY_DELAY_S))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _request_once(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        content_type: str,
+        params: Mapping[str, str] | None,
+    ) -> dict[str, Any]:
         headers = {"Accept": "application/json", "Content-Type": content_type}
         token = self._connection.token()
         if token:
@@ -145,6 +195,10 @@ class Kube:
             method, url, data=data, headers=headers, params=params
         ) as response:
             text = await response.text()
+            if response.status == 429 or response.status >= 500:
+                raise Throttled(
+                    response.status, text, _retry_after_s(response.headers.get("Retry-After"))
+                )
             if response.status >= 400:
                 raise _error(response.status, text)
             answer: dict[str, Any] = json.loads(text) if text else {}
