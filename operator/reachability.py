@@ -2,7 +2,9 @@
 
 This module owns one HTTP probe per URL (ws:// is asked over http://, wss:// over https://),
 its timeout and a short cache so a burst of reconciles does not flood the server. Any HTTP
-answer means reachable; a refused connection, a DNS failure or a timeout does not. It decides
+answer means reachable; a refused connection, a DNS failure or a timeout does not. It is a hint
+for a person, seen from the operator's network: the workers' own registration is the authority
+(`status` ignores a failed probe while workers report themselves registered). It decides
 nothing about conditions (that is `status`) and sends no credentials.
 """
 
@@ -41,7 +43,9 @@ class LiveKitProbe:
             return cached[1]
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=PROBE_TIMEOUT_S)
-            self._session = aiohttp.ClientSession(timeout=timeout)
+            # trust_env: HTTPS_PROXY, HTTP_PROXY and NO_PROXY as the cluster sets them; a CA
+            # bundle through SSL_CERT_FILE (OpenSSL's own default)
+            self._session = aiohttp.ClientSession(timeout=timeout, trust_env=True)
         try:
             async with self._session.get(http_url(url), allow_redirects=False) as response:
                 await response.read()

@@ -137,10 +137,17 @@ class Event:
     message: str
 
 
+def _registered_workers(facts: Facts) -> int:
+    """Workers that report themselves registered: LiveKit reaches them, whatever the probe."""
+    if facts.fleet is None:
+        return 0
+    return facts.fleet.by_state[WorkerState.AVAILABLE] + facts.fleet.by_state[WorkerState.FULL]
+
+
 def _problem(facts: Facts) -> Problem | None:
     if facts.problem is not None:
         return facts.problem
-    if facts.livekit_error is not None:
+    if facts.livekit_error is not None and not _registered_workers(facts):
         return Problem(
             reason="LiveKitUnreachable",
             message=f"the LiveKit server at {facts.livekit_url} (spec.livekit.url) does not "

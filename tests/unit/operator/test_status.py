@@ -269,3 +269,10 @@ def test_a_full_fleet_posts_a_warning_once() -> None:
     ]
     again = status.desired_status(facts(fleet=summary(full=2)), first, now=LATER)
     assert not [e for e in status.events_for(first, again) if e.reason == "NoAvailableWorker"]
+
+
+def test_an_unreachable_livekit_is_a_problem_only_while_no_worker_is_registered() -> None:
+    unreachable = {"livekit_url": "wss://lk", "livekit_error": "no answer within 3s"}
+    assert conditions(facts(**unreachable))["Degraded"] == (True, "LiveKitUnreachable")
+    registered = facts(**unreachable, fleet=summary(available=1))
+    assert conditions(registered)["Degraded"] == (False, "AsExpected")
