@@ -66,5 +66,9 @@ bench-scaling: rig ## Scale-up reaction; a plain Deployment's scale-down against
 bench-observing: rig ## The operator's CPU and memory observing 1,000 workers every 5 s
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.observing
 
+.PHONY: images
+images: ## Build the operator, worker and example agent images (docker, podman or buildah)
+	hack/images.sh
+
 clean: rig-down ## Remove the rig state and the venv
 	rm -rf .rig $(VENV)

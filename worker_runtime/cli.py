@@ -5,6 +5,11 @@ variables, then flags), the log format (`start`: JSON lines, `dev`: coloured), t
 and the exit code: 0 after a drain, 1 when LiveKit cannot be reached or the port is taken, 2 for
 invalid options. Secrets are never printed. It imports the worker (and aiohttp) only when it
 runs one, because agent files import `cli` and every job process imports the agent file.
+
+`download-files`, an image build step, imports the agent's module (so that the livekit-agents
+plugins it imports register) and calls each registered plugin's `download_files()`, then the
+module's own `download_files()` if it has one: exit 0, 1 when one of them fails, 2 for a bad
+target.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import logging
 import multiprocessing
 import os
@@ -19,7 +25,8 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, NoReturn, cast
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
 from worker_runtime import logs
 from worker_runtime.options import (
@@ -61,6 +68,14 @@ def build_parser(with_target: bool) -> argparse.ArgumentParser:
             sub.add_argument("target", help="module:function (the entrypoint) or module:options")
             sub.add_argument("--prewarm", help="module:function run once in each job process")
             sub.add_argument("--request", help="module:function deciding on each job offer")
+    download = commands.add_parser(
+        "download-files", help="fetch the files the agent's plugins need (an image build step)"
+    )
+    download.add_argument(
+        "--log-level", help="DEBUG, INFO, WARNING, ERROR or CRITICAL (default INFO)"
+    )
+    if with_target:
+        download.add_argument("target", help="module:function (the entrypoint); imports its module")
     return parser
 
 
@@ -144,6 +159,67 @@ async def _serve(worker: Worker, *, dev: bool) -> int:
     return EXIT_OK
 
 
+class DownloadFailed(Exception):
+    """A `download_files()` raised; the message names which one, the cause is chained."""
+
+
+class Plugin(Protocol):
+    """What `download-files` uses of a livekit-agents plugin (`livekit.agents.Plugin`)."""
+
+    def download_files(self) -> None: ...
+
+
+def registered_plugins() -> list[Plugin]:
+    """livekit-agents' registered plugins; none when livekit-agents is not installed."""
+    try:
+        from livekit.agents import Plugin as AgentsPlugin
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("livekit", "livekit.agents"):
+            raise  # livekit-agents is installed but broken: say so
+        return []
+    return list(cast(list[Plugin], AgentsPlugin.registered_plugins))
+
+
+def download_files(module: ModuleType) -> int:
+    """Call each registered plugin's `download_files()`, then `module`'s own; return how many."""
+    steps: list[tuple[str, Callable[[], object]]] = [
+        (f"plugin {getattr(plugin, 'package', type(plugin).__name__)}", plugin.download_files)
+        for plugin in registered_plugins()
+    ]
+    own = getattr(module, "download_files", None)
+    if own is not None:
+        if not callable(own):
+            raise DownloadFailed(f"{module.__name__}.download_files is not a function")
+        steps.append((f"{module.__name__}.download_files()", own))
+    for name, step in steps:
+        logger.info("downloading files", extra={"step": name})
+        try:
+            result = step()
+            if inspect.iscoroutine(result):
+                asyncio.run(result)
+        except Exception as exc:
+            raise DownloadFailed(f"{name} failed: {type(exc).__name__}: {exc}") from exc
+    return len(steps)
+
+
+def _download(module: ModuleType, log_level: str | None) -> int:
+    logs.configure("dev", "INFO")
+    try:
+        raw_level = log_level or os.environ.get("AGENT_LOG_LEVEL") or "INFO"
+        name = "--log-level" if log_level else "AGENT_LOG_LEVEL"
+        logs.configure("dev", parse_log_level(raw_level, name))
+    except InvalidOption as exc:
+        logger.error("invalid options", extra={"error": str(exc)})
+        return EXIT_USAGE
+    try:
+        count = download_files(module)
+    except DownloadFailed as exc:
+        logger.exception("downloading files failed", extra={"error": str(exc)})
+        return EXIT_FAILED
+    logger.info("files downloaded", extra={"agent_module": module.__name__, "steps": count})
+    return EXIT_OK
+
+
 def _kill_leftover_processes() -> None:
     """Job processes must not outlive the worker (multiprocessing would wait for them)."""
     for child in multiprocessing.active_children():
@@ -187,16 +263,24 @@ async def _serve_new(opts: WorkerOptions, fmt: logs.LogFormat, level: str, dev: 
 
 
 def run_app(opts: WorkerOptions, argv: Sequence[str] | None = None) -> NoReturn:
-    """Parse `start`/`dev` and the flags, run the worker, exit with its code."""
+    """Parse `start`/`dev` and the flags, run the worker, exit with its code; or, for
+    `download-files`, fetch the files of the plugins and of the entrypoint's module."""
     args = build_parser(with_target=False).parse_args(argv)
+    if args.command == "download-files":
+        module_name = getattr(opts.entrypoint_fnc, "__module__", None) or "__main__"
+        sys.exit(_download(sys.modules.get(module_name, sys.modules["__main__"]), args.log_level))
     sys.exit(_run(opts, args))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`agent-worker start|dev module:function`: the console script; cwd is importable."""
+    """`agent-worker start|dev|download-files module:function`; the cwd is importable."""
     sys.path.insert(0, os.getcwd())
     args = build_parser(with_target=True).parse_args(argv)
     try:
+        if args.command == "download-files":
+            import_target(args.target)  # the entrypoint must exist, as `start` will want it
+            module = sys.modules[args.target.partition(":")[0]]
+            return _download(module, args.log_level)
         opts = options_from_target(args)
     except InvalidOption as exc:
         print(f"agent-worker: {exc}", file=sys.stderr)

@@ -1,0 +1,54 @@
+# The operator image: `agent-operator` on PATH, run as uid and gid 10001 (appuser).
+#
+#   docker build -f images/operator.Dockerfile -t agentworker/agent-operator:dev .
+#
+# The context is the repository root (see .dockerignore); `make images` builds all images.
+# Stages: `build` turns the project and its dependencies into wheels; `install` installs only
+# those wheels (--no-index) into /opt/venv; the final image copies /opt/venv onto the base: no
+# pip, no compiler, no wheels, no pip cache. (Not `RUN --mount=type=bind,from=build`: buildah and
+# podman reuse such a layer from cache after the stage changed, containers/buildah#4522.)
+# Behind a proxy that re-signs TLS, pass its CA bundle as the build secret `ca-bundle`
+# (`--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`); hack/images.sh does.
+
+# Pinned by tag, not digest: no registry was reachable where this was written, so no digest could
+# be checked. The release workflow builds from this tag; pin `python:3.11-slim-bookworm@sha256:...`
+# (`docker buildx imagetools inspect python:3.11-slim-bookworm`) for reproducible builds. Any
+# Debian-like image with python3 (3.11+) and its venv module will do: hack/base-image.sh makes one.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+
+# The build stage is identical in images/worker.Dockerfile: the builds share it.
+FROM ${BASE_IMAGE} AS build
+# Made outside /src, where the project's operator/ would shadow the standard library's operator.
+RUN python3 -m venv /opt/build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator/ operator/
+COPY worker_runtime/ worker_runtime/
+RUN --mount=type=cache,target=/root/.cache/pip \
+    --mount=type=secret,id=ca-bundle \
+    if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
+    && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/build/bin/pip wheel --wheel-dir /wheels '.[rtc]'
+
+FROM ${BASE_IMAGE} AS install
+COPY --from=build /wheels /wheels
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links=/wheels agentworker \
+    && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools
+
+FROM ${BASE_IMAGE}
+LABEL org.opencontainers.image.title="agent-operator" \
+      org.opencontainers.image.description="Runs LiveKit agent workers as AgentWorker resources" \
+      org.opencontainers.image.licenses="Apache-2.0"
+RUN groupadd --gid 10001 appuser \
+    && useradd --uid 10001 --gid 10001 --no-log-init --no-create-home --home-dir /tmp \
+       --shell /usr/sbin/nologin appuser
+COPY --from=install /opt/venv /opt/venv
+# HOME and the cache are under /tmp, writable under readOnlyRootFilesystem once /tmp is a volume.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp \
+    XDG_CACHE_HOME=/tmp/.cache
+WORKDIR /app
+USER 10001:10001
+ENTRYPOINT ["agent-operator"]

@@ -1,0 +1,1 @@
+"""End-to-end tests of the container images, built and run with buildah."""
