@@ -52,8 +52,9 @@ def victim_order(workers: Sequence[Worker], *, drain_busy: bool) -> list[Worker]
 def stale_retirees(workers: Sequence[Worker], retired_before: Set[str]) -> list[Worker]:
     """Retired workers left over from an earlier round (an interrupted scale-down): recycle them.
 
-    A retired worker takes no call and never leaves by itself; one that was retired already in
-    the previous observation and holds no call is safe to delete (the ReplicaSet replaces it).
+    A retired worker takes no call until its retirement expires (the runtime's
+    AGENT_RETIRE_TIMEOUT_S, 60 s); one that was retired already in the previous observation and
+    holds no call is safe to delete at once (the ReplicaSet replaces it).
     """
     return [
         w

@@ -1,8 +1,11 @@
 """The WebSocket to LiveKit's agent endpoint: connect, register, receive, send, reconnect.
 
-Owns the socket and its retry policy (delay min(2 x attempt, 10) s, at most `max_retry` failed
-attempts in a row, as livekit-agents). It hands decoded ServerMessages to the worker and sends the
-WorkerMessages it is given; it decides nothing about jobs and never sees a process.
+Owns the socket and its retry policy (delay min(2 x attempt, 10) s, as livekit-agents). After
+`max_retry` failed attempts in a row, or at once when LiveKit refuses the credentials, it tells
+the worker it gives up, and goes on retrying until closed: running jobs do not need the socket,
+but their reports do. Messages the worker marks `hold` (job status updates) wait, in order and
+bounded, for the next registration when there is no socket. It never registers once closing. It
+hands decoded ServerMessages to the worker; it decides nothing about jobs and never sees a process.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import urlparse, urlunparse
@@ -29,6 +33,8 @@ SEND_TIMEOUT_S = 10.0
 PING_INTERVAL_S = 10
 HEARTBEAT_S = 30.0
 MAX_DELAY_S = 10.0
+MAX_HELD_MESSAGES = 1000
+"""Bound on messages held for the next registration; beyond it the oldest are dropped."""
 
 
 class ConnectionFailed(RuntimeError):
@@ -56,6 +62,9 @@ class ConnectionHandlers:
     on_registered: Callable[[agent_pb.RegisterWorkerResponse], None]
     on_message: Callable[[agent_pb.ServerMessage], None]
     on_lost: Callable[[str], None]
+    on_gave_up: Callable[[ConnectionFailed], None]
+    """Once per run: max_retry attempts failed in a row, or LiveKit refused the credentials.
+    The connection goes on retrying until `aclose()`."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -66,7 +75,7 @@ class Credentials:
 
 
 class Connection:
-    """One logical connection to LiveKit that survives socket drops until `max_retry`."""
+    """One logical connection to LiveKit that survives socket drops until `aclose()`."""
 
     def __init__(self, creds: Credentials, handlers: ConnectionHandlers, *, max_retry: int) -> None:
         self._creds = creds
@@ -77,7 +86,10 @@ class Connection:
         self._closing = asyncio.Event()
         self._registered = False
         self._served = False
-        self._outbox: asyncio.Queue[agent_pb.WorkerMessage] = asyncio.Queue()
+        self._gave_up = False
+        self._outbox: asyncio.Queue[tuple[agent_pb.WorkerMessage, bool]] = asyncio.Queue()
+        self._sending: tuple[agent_pb.WorkerMessage, bool] | None = None
+        self._held: deque[agent_pb.WorkerMessage] = deque()
 
     @property
     def registered(self) -> bool:
@@ -89,7 +101,11 @@ class Connection:
         return token.to_jwt()
 
     async def run(self) -> None:
-        """Connect and serve until `aclose()`; `ConnectionFailed` after max_retry failures."""
+        """Connect and serve until `aclose()`, reconnecting after every failure.
+
+        After max_retry failures in a row, or a 401/403, `on_gave_up` is called (once) and the
+        retries go on at the longest delay's pace until `aclose()`.
+        """
         self._session = aiohttp.ClientSession()
         failures = 0
         try:
@@ -98,29 +114,39 @@ class Connection:
                     await self._connect_and_serve()
                     failures = 0
                     continue
-                except ConnectionFailed:
-                    raise
+                except ConnectionFailed as exc:  # the credentials were refused
+                    error, refused = str(exc), True
                 except (aiohttp.ClientError, OSError, TimeoutError, protocol.ProtocolError) as exc:
-                    error = f"{type(exc).__name__}: {exc}"
+                    error, refused = f"{type(exc).__name__}: {exc}", False
                 if self._closing.is_set():
                     break
                 if self._served:  # it was registered: a fresh series of attempts begins
                     failures = 0
-                if failures >= self._max_retry:
-                    raise ConnectionFailed(
-                        f"could not connect to LiveKit at {self._creds.url} after "
-                        f"{failures + 1} attempts (last error: {error})"
-                    )
+                if not self._gave_up and (refused or failures >= self._max_retry):
+                    self._give_up(error if refused else self._exhausted(failures, error))
                 delay = retry_delay_s(failures)
                 failures += 1
-                logger.warning(
-                    "connection to LiveKit failed, retrying",
-                    extra={"error": error, "attempt": failures, "retry_in_s": delay},
-                )
+                extra = {"error": error, "attempt": failures, "retry_in_s": delay}
+                if self._gave_up:
+                    logger.warning(
+                        "still no connection to LiveKit, retrying while the jobs drain", extra=extra
+                    )
+                else:
+                    logger.warning("connection to LiveKit failed, retrying", extra=extra)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), delay)
         finally:
             await self._session.close()
+
+    def _exhausted(self, failures: int, error: str) -> str:
+        return (
+            f"could not connect to LiveKit at {self._creds.url} after "
+            f"{failures + 1} attempts (last error: {error})"
+        )
+
+    def _give_up(self, reason: str) -> None:
+        self._gave_up = True
+        self._handlers.on_gave_up(ConnectionFailed(reason))
 
     async def _open(self) -> aiohttp.ClientWebSocketResponse:
         assert self._session is not None
@@ -140,17 +166,40 @@ class Connection:
                 ) from None
             raise
 
+    async def _open_unless_closing(self) -> aiohttp.ClientWebSocketResponse | None:
+        """A new socket, or None when `aclose()` came first (a connect in progress is dropped)."""
+        opening = asyncio.create_task(
+            asyncio.wait_for(self._open(), CONNECT_TIMEOUT_S), name="ws-open"
+        )
+        closing = asyncio.create_task(self._closing.wait(), name="ws-open-closing")
+        try:
+            await asyncio.wait([opening, closing], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (opening, closing):
+                task.cancel()
+            await asyncio.gather(opening, closing, return_exceptions=True)
+        if opening.cancelled():
+            return None
+        ws = opening.result()  # raises what the attempt raised
+        if self._closing.is_set():
+            await ws.close()
+            return None
+        return ws
+
     async def _connect_and_serve(self) -> None:
         self._served = False
-        ws = await asyncio.wait_for(self._open(), CONNECT_TIMEOUT_S)
+        ws = await self._open_unless_closing()
+        if ws is None:
+            return
         self._ws = ws
         try:
-            self._outbox = asyncio.Queue()  # nothing stale from an earlier socket
+            self._outbox = asyncio.Queue()
             await self._register(ws)
             await self._serve(ws)
         finally:
             self._ws = None
             was_registered, self._registered = self._registered, False
+            self._hold_unsent()
             await ws.close()
             if was_registered:
                 self._handlers.on_lost("closing" if self._closing.is_set() else "connection lost")
@@ -159,6 +208,8 @@ class Connection:
         msg = self._handlers.register_message()
         await asyncio.wait_for(ws.send_bytes(protocol.encode(msg)), SEND_TIMEOUT_S)
         frame = await ws.receive(timeout=REGISTER_TIMEOUT_S)
+        if self._closing.is_set():  # the worker is closing: it must not serve again
+            return
         if frame.type != aiohttp.WSMsgType.BINARY:
             raise protocol.ProtocolError(f"expected the register response, got {frame.type.name}")
         first = protocol.decode(frame.data)
@@ -166,9 +217,13 @@ class Connection:
             raise protocol.ProtocolError(f"expected register first, got {protocol.kind(first)}")
         self._registered = True
         self._served = True
+        while self._held:  # what waited for this registration goes first, in order
+            self._outbox.put_nowait((self._held.popleft(), True))
         self._handlers.on_registered(first.register)
 
     async def _serve(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        if self._closing.is_set():
+            return
         helpers = (
             asyncio.create_task(self._ping_forever(), name="ws-ping"),
             asyncio.create_task(self._write_forever(ws), name="ws-write"),
@@ -182,14 +237,36 @@ class Connection:
 
     async def _write_forever(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         while True:
-            msg = await self._outbox.get()
+            self._sending = await self._outbox.get()
             try:
-                await asyncio.wait_for(ws.send_bytes(protocol.encode(msg)), SEND_TIMEOUT_S)
+                data = protocol.encode(self._sending[0])
+                await asyncio.wait_for(ws.send_bytes(data), SEND_TIMEOUT_S)
             except (aiohttp.ClientError, ConnectionError, TimeoutError) as exc:
                 logger.warning("could not send a message", extra={"error": str(exc)})
                 return  # the reader sees the broken socket and reconnects
             finally:
                 self._outbox.task_done()
+            self._sending = None
+
+    def _hold_unsent(self) -> None:
+        """The socket is gone: keep what was queued (or being sent) with `hold` for the next one."""
+        unsent = [self._sending] if self._sending is not None else []
+        self._sending = None
+        while not self._outbox.empty():
+            unsent.append(self._outbox.get_nowait())
+            self._outbox.task_done()
+        for msg, hold in reversed(unsent):
+            if hold:
+                self._held.appendleft(msg)
+        self._trim_held()
+
+    def _trim_held(self) -> None:
+        while len(self._held) > MAX_HELD_MESSAGES:
+            dropped = self._held.popleft()
+            logger.warning(
+                "too many messages waiting for LiveKit, dropping the oldest",
+                extra={"kind": dropped.WhichOneof("message"), "held": len(self._held)},
+            )
 
     async def _ping_forever(self) -> None:
         while True:
@@ -223,23 +300,37 @@ class Connection:
                 return
             self._handlers.on_message(msg)
 
-    def send(self, msg: agent_pb.WorkerMessage) -> bool:
-        """Queue `msg` for the socket; False (dropped) while not registered."""
-        if self._ws is None or not self._registered:
-            logger.debug(
-                "not connected, dropping a message", extra={"kind": msg.WhichOneof("message")}
-            )
-            return False
-        self._outbox.put_nowait(msg)
-        return True
+    def send(self, msg: agent_pb.WorkerMessage, *, hold: bool = False) -> bool:
+        """Queue `msg` for the socket; False when it was dropped.
+
+        While not registered, a message sent with `hold` (a job's status) waits for the next
+        registration, in order, at most MAX_HELD_MESSAGES of them; any other is dropped.
+        """
+        if self._ws is not None and self._registered:
+            self._outbox.put_nowait((msg, hold))
+            return True
+        if hold and not self._closing.is_set():
+            self._held.append(msg)
+            self._trim_held()
+            return True
+        logger.debug("not connected, dropping a message", extra={"kind": msg.WhichOneof("message")})
+        return False
 
     async def aclose(self) -> None:
-        """Stop reconnecting and close the socket; `run()` then returns. Idempotent."""
+        """Stop reconnecting and close the socket; `run()` then returns. Idempotent.
+
+        Messages still held for a registration that will not come are dropped, with a warning.
+        """
         ws = self._ws
         if ws is not None and not self._closing.is_set():
             with contextlib.suppress(TimeoutError):  # let the last statuses go out
                 await asyncio.wait_for(self._outbox.join(), SEND_TIMEOUT_S)
         self._closing.set()
+        if self._held:
+            logger.warning(
+                "closing with messages LiveKit never received", extra={"held": len(self._held)}
+            )
+            self._held.clear()
         if ws is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(ws.close(), 5.0)

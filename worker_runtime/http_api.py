@@ -81,7 +81,8 @@ def build_app(
     """The four routes (and "/" like livekit-agents), plus POST /retire when a token is set.
 
     POST /retire is the operator's victim handshake, authenticated with `Authorization: Bearer
-    <AGENT_CONTROL_TOKEN>`: 200 when the worker held no job and now takes none, 409 when busy.
+    <AGENT_CONTROL_TOKEN>` (the scheme is required): 200 when the worker held no job and now takes
+    none until SIGTERM or the retirement expires, 409 when busy.
     """
 
     async def healthz(_: web.Request) -> web.Response:
@@ -100,8 +101,9 @@ def build_app(
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     async def retire_route(request: web.Request) -> web.Response:
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(given.encode(), control_token.encode()):
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        matches = hmac.compare_digest(given.encode(), control_token.encode())
+        if scheme != "Bearer" or not matches:
             return web.json_response({"error": "unauthorized"}, status=401)
         refusal = retire()
         if refusal:

@@ -31,6 +31,9 @@ class WorkerMetrics:
             "agent_worker_registered", "1 while registered with LiveKit.", registry=r
         )
         self.draining = Gauge("agent_worker_draining", "1 while draining.", registry=r)
+        self.retired = Gauge(
+            "agent_worker_retired", "1 while retired (POST /retire), until it expires.", registry=r
+        )
         self.idle_processes = Gauge(
             "agent_worker_idle_processes", "Prewarmed processes waiting for a job.", registry=r
         )

@@ -110,7 +110,12 @@ class WorkerOptions:
     job_memory_limit_mb: float = 0.0
     """RSS in MB above which a job is ended and failed. Default 0, off (livekit-agents)."""
     max_retry: int = 16
-    """Connection attempts before the worker gives up and exits non-zero. Default 16."""
+    """Failed connection attempts in a row before the worker gives up: it then takes no new job,
+    lets the running ones finish (up to drain_timeout) while it keeps retrying, and exits
+    non-zero. Default 16."""
+    retire_timeout: float = 60.0
+    """Seconds a retirement (POST /retire, the operator's victim handshake) lasts when no SIGTERM
+    follows; the worker then takes jobs again. Default 60."""
     ws_url: str = ""
     """LiveKit server URL (ws, wss, http or https); the CLI fills it from LIVEKIT_URL."""
     api_key: str = ""
@@ -150,7 +155,7 @@ def validate(opts: WorkerOptions) -> None:
     for name in ("drain_timeout", "job_memory_warn_mb", "job_memory_limit_mb"):
         value = getattr(opts, name)
         _check(_is_number(value) and 0 <= value < math.inf, name, value, "a number >= 0")
-    for name in ("shutdown_process_timeout", "initialize_process_timeout"):
+    for name in ("shutdown_process_timeout", "initialize_process_timeout", "retire_timeout"):
         value = getattr(opts, name)
         _check(_is_number(value) and 0 < value < math.inf, name, value, "a number of seconds > 0")
     for name in ("num_idle_processes", "max_retry"):
@@ -192,6 +197,7 @@ class OptionOverrides(TypedDict, total=False):
     host: str
     port: int
     max_retry: int
+    retire_timeout: float
     ws_url: str
     api_key: str
     api_secret: str
@@ -244,6 +250,7 @@ _FLOATS = {
     "AGENT_INITIALIZE_PROCESS_TIMEOUT_S": "initialize_process_timeout",
     "AGENT_JOB_MEMORY_WARN_MB": "job_memory_warn_mb",
     "AGENT_JOB_MEMORY_LIMIT_MB": "job_memory_limit_mb",
+    "AGENT_RETIRE_TIMEOUT_S": "retire_timeout",
 }
 _INTS = {"AGENT_NUM_IDLE_PROCESSES": "num_idle_processes", "AGENT_PORT": "port"}
 _INTS["AGENT_MAX_RETRY"] = "max_retry"

@@ -3,7 +3,10 @@
 Owns which process runs which job, keeping `num_idle_processes` prewarmed, ending jobs on request,
 watching their memory (psutil), and reporting each job's start and end through callbacks as plain
 values. Process starts are queued, at most one per CPU at a time, so that a burst of jobs waits
-its turn instead of timing out. It never sees the WebSocket: the worker turns the callbacks into
+its turn instead of timing out; a job waiting for its process counts until it runs or `launch`
+fails, and closing the pool fails the waiting ones rather than dropping them. When the fork
+server dies, running jobs go on (each process is followed by its own pid) and a new fork server
+is started for new ones. It never sees the WebSocket: the worker turns the callbacks into
 protocol messages.
 """
 
@@ -30,6 +33,7 @@ MEMORY_CHECK_INTERVAL_S = 0.5
 RESPAWN_DELAY_S = 1.0
 CLOSE_TIMEOUT_S = 15.0
 """Bound on waiting for the pool's own tasks once every process was ended or killed."""
+CLOSED_BEFORE_START = "the worker shut down before a process was free for the job"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -49,6 +53,8 @@ class RunningJob:
     """Wall-clock time (Unix seconds) of the assignment, for /worker."""
     pid: int | None = None
     memory_warned: bool = False
+    memory_exceeded: bool = False
+    """Over job_memory_limit_mb once: it is being ended, which is done (and logged) once."""
 
 
 JobStartedCallback = Callable[[RunningJob, float], None]
@@ -78,8 +84,11 @@ class ProcessPool:
         self._idle: list[PooledProcess] = []
         self._warming = 0
         self._running: dict[str, tuple[RunningJob, PooledProcess]] = {}
+        self._waiting: set[str] = set()
+        """Jobs handed to `launch` that wait for a process (a start slot, a prewarm)."""
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._fork_server_restarting = False
         self._starts = asyncio.Semaphore(start_concurrency(cpu.available_cpus()))
         self.jobs_changed = asyncio.Event()
 
@@ -154,16 +163,43 @@ class ProcessPool:
             self._spawn_task(self._warm_one(), "pool-warm")
 
     async def _start_process(self) -> PooledProcess:
-        """A new prewarmed process, once a start slot is free; the timeout runs from then on."""
-        proc = PooledProcess(self._spec)
+        """A new prewarmed process, once a start slot is free; the timeout runs from then on.
+
+        Once the pool is closed, the starts still queued fail at once.
+        """
+        proc = PooledProcess(self._spec, on_server_lost=self._fork_server_lost)
         async with self._starts:
+            if self._closed:
+                raise ProcessFailed(CLOSED_BEFORE_START)
             await proc.start()
         return proc
+
+    def _fork_server_lost(self) -> None:
+        """A process saw the fork server die: say so once, and start a new one at once."""
+        if self._fork_server_restarting or self._closed:
+            return
+        self._fork_server_restarting = True
+        logger.error(
+            "the fork server died; running jobs go on, new ones get a new one",
+            extra={"running_jobs": len(self._running), "idle_processes": len(self._idle)},
+        )
+        self._spawn_task(self._restart_fork_server(), "pool-fork-server")
+
+    async def _restart_fork_server(self) -> None:
+        try:  # a failure is logged as a failed pool task; the next process start tries again
+            await asyncio.wait_for(
+                asyncio.to_thread(process.restart_fork_server), process.SERVER_TIMEOUT_S
+            )
+        finally:
+            self._fork_server_restarting = False
+        logger.info("fork server restarted")
 
     async def _warm_one(self) -> None:
         try:
             proc = await self._start_process()
         except ProcessFailed as exc:
+            if self._closed:
+                return
             logger.error("job process failed to start", extra={"error": str(exc)})
             await asyncio.sleep(RESPAWN_DELAY_S)  # a prewarm that always fails must not spin
             return
@@ -189,8 +225,22 @@ class ProcessPool:
         return await self._start_process()
 
     async def launch(self, running: RunningJob) -> None:
-        """Run the job in a prewarmed process (or a new one); `ProcessFailed` if none comes up."""
-        proc = await self._take_process()
+        """Run the job in a prewarmed process (or a new one, once a start slot is free).
+
+        `ProcessFailed` when none comes up, or when the pool closed before one did.
+        """
+        job_id = running.job.id
+        if self._closed:
+            raise ProcessFailed(CLOSED_BEFORE_START)
+        self._waiting.add(job_id)
+        try:
+            proc = await self._take_process()
+        finally:
+            self._waiting.discard(job_id)
+            self.jobs_changed.set()
+        if self._closed:  # it came up as the pool closed: the job is failed, not started
+            await proc.kill()
+            raise ProcessFailed(CLOSED_BEFORE_START)
         self._replenish()
         running.pid = proc.pid
         self._running[running.job.id] = (running, proc)
@@ -238,7 +288,10 @@ class ProcessPool:
 
     def _check_memory(self, job_id: str, running: RunningJob, rss_mb: float) -> None:
         extra = {"job_id": job_id, "rss_mb": round(rss_mb, 1)}
+        if running.memory_exceeded:
+            return  # being ended already
         if 0 < self._memory_limit_mb < rss_mb:
+            running.memory_exceeded = True
             logger.error("job exceeded its memory limit, ending it", extra=extra)
             self._spawn_task(
                 self._terminate_quietly(job_id, "memory limit exceeded", EndReason.MEMORY_LIMIT),
@@ -252,9 +305,9 @@ class ProcessPool:
         await self.terminate(job_id, reason, because)
 
     async def wait_for_jobs(self, timeout_s: float) -> bool:
-        """Wait until no job runs, at most `timeout_s`; whether they all ended."""
+        """Wait until no job runs or waits for a process, at most `timeout_s`; whether they did."""
         deadline = time.monotonic() + timeout_s
-        while self._running:
+        while self._running or self._waiting:
             self.jobs_changed.clear()
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -264,10 +317,15 @@ class ProcessPool:
         return True
 
     async def aclose(self) -> None:
-        """End every job (shutdown callbacks, then kill), stop idle processes; idempotent."""
+        """End every job (shutdown callbacks, then kill), stop idle processes; idempotent.
+
+        Jobs still waiting for a process fail (`launch` raises): the queued ones at once, the
+        ones whose process is starting when it is up (bounded by initialize_process_timeout).
+        """
         self._closed = True
         await asyncio.gather(
-            *(proc.shutdown("worker shutting down") for _, proc in list(self._running.values()))
+            *(proc.shutdown("worker shutting down") for _, proc in list(self._running.values())),
+            self._wait_for_launches(),
         )
         await asyncio.gather(*(proc.kill() for proc in self._idle))
         self._idle.clear()
@@ -282,6 +340,13 @@ class ProcessPool:
                 )
                 task.cancel()
             await asyncio.gather(*stuck, return_exceptions=True)
+
+    async def _wait_for_launches(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                while self._waiting:
+                    self.jobs_changed.clear()
+                    await self.jobs_changed.wait()
 
 
 def start_concurrency(cpus: float) -> int:

@@ -6,6 +6,11 @@ of the worker's event loop or sockets leaks into a job, and a new process costs 
 than a fresh import), waits for its prewarm within the initialize timeout, hands it one job,
 asks it to shut down, and kills it when it does not stop in time. It never sees the WebSocket
 to LiveKit; results go to the pool as plain values.
+
+A job process is the fork server's child, not the worker's, and multiprocessing learns of its
+exit from the fork server. So the process is followed through a pidfd of its own (Linux 5.3+):
+its exit, and the SIGKILL that ends it, do not depend on the fork server. When the fork server
+dies the process says so (`on_server_lost`) and carries on; only its exit code may be lost.
 """
 
 from __future__ import annotations
@@ -15,7 +20,12 @@ import contextlib
 import enum
 import logging
 import multiprocessing
+import multiprocessing.forkserver
 import multiprocessing.process
+import os
+import select
+import signal
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +40,8 @@ JOB_MODULES = ("worker_runtime.forkserver", "__main__", "worker_runtime.job")
 script (as spawn would in every process; only when it was started from a file), the job side."""
 SERVER_TIMEOUT_S = 60.0
 """Bound on asking the fork server for a process; the first ask waits for its imports."""
+EXIT_CODE_WAIT_S = 1.0
+"""Bound on waiting for the fork server to report the exit code of a process that exited."""
 
 
 def preload(modules: Iterable[str]) -> None:
@@ -39,6 +51,19 @@ def preload(modules: Iterable[str]) -> None:
     the event loop and the registration path); later calls change nothing for a running server.
     """
     _MP.set_forkserver_preload(list(dict.fromkeys([*JOB_MODULES, *modules])))
+
+
+def restart_fork_server() -> None:
+    """Start a new fork server if the last one died (blocking: run it in a thread).
+
+    multiprocessing would also do it at the next process start; doing it at once keeps the
+    imports off the next job's start.
+    """
+    multiprocessing.forkserver.ensure_running()
+    # a fork server whose pipes just closed may not be reapable for a moment yet (it would then
+    # pass for alive): look once more
+    time.sleep(0.1)
+    multiprocessing.forkserver.ensure_running()
 
 
 class ProcessFailed(RuntimeError):
@@ -77,10 +102,14 @@ class ProcessSpec:
 class PooledProcess:
     """A forked process; `start()` returns once it is prewarmed, `run()` runs one job."""
 
-    def __init__(self, spec: ProcessSpec) -> None:
+    def __init__(self, spec: ProcessSpec, *, on_server_lost: Callable[[], None]) -> None:
+        """`on_server_lost` is called when the fork server dies while this process runs."""
         self._spec = spec
+        self._on_server_lost = on_server_lost
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._channel: ipc.Channel | None = None
+        self._pidfd: int | None = None
+        self._server_lost = False
         self._exited: asyncio.Event = asyncio.Event()
         self._finished: ipc.JobFinished | None = None
         self._kill_reason: EndReason | None = None
@@ -107,10 +136,12 @@ class PooledProcess:
         self.pid = proc.pid
         child_end.close()
         self._channel = ipc.Channel(parent_end)
-        loop = asyncio.get_running_loop()
-        loop.add_reader(proc.sentinel, self._on_exit)
+        self._watch(proc)
         try:
             msg = await asyncio.wait_for(self._channel.recv(), self._spec.initialize_timeout_s)
+        except asyncio.CancelledError:
+            self._send_kill()  # a start given up leaves no process behind
+            raise
         except TimeoutError:
             await self.kill()
             raise ProcessFailed(
@@ -122,22 +153,65 @@ class PooledProcess:
             error = msg.error if isinstance(msg, ipc.PrewarmFailed) else "process exited"
             raise ProcessFailed(error)
 
-    def _on_exit(self) -> None:
-        """The sentinel is readable: the process is gone; wait until it is reaped."""
-        if self._proc is None:
+    def _watch(self, proc: multiprocessing.process.BaseProcess) -> None:
+        """Learn of the exit from a pidfd; of the exit code (or its death) from the fork server."""
+        loop = asyncio.get_running_loop()
+        assert proc.pid is not None
+        self._pidfd = _open_pidfd(proc.pid)
+        if self._pidfd is not None:
+            loop.add_reader(self._pidfd, self._on_exit)
+        loop.add_reader(proc.sentinel, self._on_sentinel)
+
+    def _stop_watching(self) -> None:
+        loop = asyncio.get_running_loop()
+        for fd in (self._pidfd, self._proc.sentinel if self._proc is not None else None):
+            if fd is not None:
+                with contextlib.suppress(ValueError, OSError):
+                    loop.remove_reader(fd)
+
+    def _on_sentinel(self) -> None:
+        """The fork server reported the exit code, or closed the sentinel as it died."""
+        if self._proc is None or self._released:
             return
         with contextlib.suppress(ValueError, OSError):
             asyncio.get_running_loop().remove_reader(self._proc.sentinel)
-        self._reap()
+        if self._pidfd is None:  # no pidfd: the fork server's word is all there is
+            self._reap(EXIT_CODE_WAIT_S)
+        elif not _readable(self._pidfd):  # still running: it is the fork server that ended
+            self._server_lost = True
+            logger.debug("fork server gone, process still running", extra={"job_pid": self.pid})
+            self._on_server_lost()
 
-    def _reap(self) -> None:
-        assert self._proc is not None
-        code = self._proc.exitcode
-        if code is None:  # exited but not yet reapable: look again very soon
-            asyncio.get_running_loop().call_later(0.01, self._reap)
+    def _on_exit(self) -> None:
+        """The pidfd is readable: the process has exited."""
+        if self._pidfd is None or self._released:
+            return
+        with contextlib.suppress(ValueError, OSError):
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+        self._reap(EXIT_CODE_WAIT_S)
+
+    def _reap(self, patience_s: float) -> None:
+        code = self._exit_code()
+        if code is None and not self._server_lost and patience_s > 0:  # not reported yet
+            asyncio.get_running_loop().call_later(0.01, self._reap, patience_s - 0.01)
             return
         self._exitcode = code
         self._exited.set()
+
+    def _exit_code(self) -> int | None:
+        assert self._proc is not None
+        if not self._server_lost:
+            return self._proc.exitcode
+        # orphaned: when the worker inherited it (it runs as PID 1), it can reap it itself
+        if self._pidfd is None or not hasattr(os, "P_PIDFD"):
+            return None
+        try:
+            info = os.waitid(os.P_PIDFD, self._pidfd, os.WEXITED | os.WNOHANG)
+        except (ChildProcessError, OSError):
+            return None
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
 
     @property
     def alive(self) -> bool:
@@ -172,6 +246,8 @@ class PooledProcess:
                 reason=EndReason.SHUTDOWN_TIMEOUT, error="job did not shut down in time"
             )
         code = self._exitcode
+        if code is None:
+            return JobOutcome(reason=EndReason.CRASH, error="job process exited (code unknown)")
         return JobOutcome(reason=EndReason.CRASH, error=f"job process exited with code {code}")
 
     async def shutdown(self, reason: str, *, because: EndReason | None = None) -> None:
@@ -195,17 +271,43 @@ class PooledProcess:
         if self._proc is None:
             return
         if self.alive:
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                self._proc.kill()
+            self._send_kill()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._exited.wait(), 5.0)
         self.close()
 
+    def _send_kill(self) -> None:
+        assert self._proc is not None
+        if self._pidfd is not None:  # never a recycled pid, and no fork server needed
+            with contextlib.suppress(ProcessLookupError, OSError):
+                signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
+        else:
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                self._proc.kill()
+
     def close(self) -> None:
-        """Release the pipe and the process object once it has exited."""
+        """Release the pipe, the pidfd and the process object once it has exited."""
         if self._channel is not None:
             self._channel.close()
         if self._proc is not None and not self.alive and not self._released:
             self._released = True
+            self._stop_watching()
+            if self._pidfd is not None:
+                os.close(self._pidfd)
             self._proc.join(timeout=0)
-            self._proc.close()
+            # still "running" for multiprocessing when the fork server never reported the exit
+            with contextlib.suppress(ValueError):
+                self._proc.close()
+
+
+def _open_pidfd(pid: int) -> int | None:
+    """A pidfd for `pid`, or None where there is none (not Linux 5.3+, or it already exited)."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _readable(fd: int) -> bool:
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)

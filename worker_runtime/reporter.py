@@ -66,9 +66,16 @@ class JobReporter:
         self._changed()
 
     def not_started(self, job_id: str, error: str) -> None:
-        """No process could be started for the job."""
+        """No process could be started for the job (or the worker closed before one was free)."""
         self._log.error(
             "could not start a process for the job", extra={"job_id": job_id, "error": error}
         )
-        self._metrics.jobs_failed.labels(reason="process_start").inc()
+        self.never_ran(job_id, "process_start", error)
+
+    def never_ran(self, job_id: str, reason: str, error: str) -> None:
+        """An accepted job that will not run: the server learns it failed, and why.
+
+        `reason` is the metric label (process_start, no_assignment, shutdown); the caller logs.
+        """
+        self._metrics.jobs_failed.labels(reason=reason).inc()
         self._send(protocol.job_status(job_id, protocol.JobStatus.FAILED, error))

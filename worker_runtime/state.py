@@ -18,8 +18,12 @@ class WorkerState(enum.Enum):
     """Registered; load at or below load_threshold: takes jobs."""
     FULL = "full"
     """Registered; load above load_threshold: reports WS_FULL, still ready, takes no job."""
+    RETIRED = "retired"
+    """Agreed to go (POST /retire) while idle: takes no job, not ready, reports WS_FULL. Serves
+    again when the retirement expires without a SIGTERM; drains on SIGTERM."""
     DRAINING = "draining"
-    """SIGTERM seen: takes nothing new, waits for its jobs."""
+    """SIGTERM seen, or the connection to LiveKit given up: takes nothing new, waits for its
+    jobs."""
     CLOSED = "closed"
     """Stopped; the process is about to exit."""
 
@@ -31,6 +35,8 @@ class WorkerEvent(enum.Enum):
     CONNECTION_LOST = "connection_lost"
     LOAD_ABOVE_THRESHOLD = "load_above_threshold"
     LOAD_AT_OR_BELOW_THRESHOLD = "load_at_or_below_threshold"
+    RETIRE = "retire"
+    RETIREMENT_EXPIRED = "retirement_expired"
     DRAIN = "drain"
     CLOSE = "close"
 
@@ -41,6 +47,7 @@ class InvalidTransition(RuntimeError):
 
 _S = WorkerState
 _E = WorkerEvent
+_LOAD = (_E.LOAD_ABOVE_THRESHOLD, _E.LOAD_AT_OR_BELOW_THRESHOLD)
 _MOVES: dict[tuple[WorkerState, WorkerEvent], WorkerState] = {
     (_S.STARTING, _E.REGISTERED): _S.AVAILABLE,
     (_S.STARTING, _E.CONNECTION_LOST): _S.STARTING,
@@ -52,14 +59,23 @@ _MOVES: dict[tuple[WorkerState, WorkerEvent], WorkerState] = {
     (_S.FULL, _E.LOAD_AT_OR_BELOW_THRESHOLD): _S.AVAILABLE,
     (_S.FULL, _E.LOAD_ABOVE_THRESHOLD): _S.FULL,
     (_S.FULL, _E.CONNECTION_LOST): _S.STARTING,
+    # expiry: serving again; the worker then feeds the connection's and the load's state
+    (_S.RETIRED, _E.RETIREMENT_EXPIRED): _S.AVAILABLE,
 }
-for _state in (_S.STARTING, _S.AVAILABLE, _S.FULL, _S.DRAINING):
+for _state in (_S.STARTING, _S.AVAILABLE, _S.FULL):
+    _MOVES[(_state, _E.RETIRE)] = _S.RETIRED
+for _state in (_S.STARTING, _S.AVAILABLE, _S.FULL, _S.RETIRED, _S.DRAINING):
     _MOVES[(_state, _E.DRAIN)] = _S.DRAINING
     _MOVES[(_state, _E.CLOSE)] = _S.CLOSED
-for _event in (_E.REGISTERED, _E.CONNECTION_LOST, _E.LOAD_ABOVE_THRESHOLD):
+# retired stays retired whatever the connection and the load do (retiring again included)
+for _event in (_E.REGISTERED, _E.CONNECTION_LOST, *_LOAD, _E.RETIRE):
+    _MOVES[(_S.RETIRED, _event)] = _S.RETIRED
+# a drain is final: nothing but CLOSE leaves it
+for _event in (_E.REGISTERED, _E.CONNECTION_LOST, *_LOAD, _E.RETIRE, _E.RETIREMENT_EXPIRED):
     _MOVES[(_S.DRAINING, _event)] = _S.DRAINING
-_MOVES[(_S.DRAINING, _E.LOAD_AT_OR_BELOW_THRESHOLD)] = _S.DRAINING
-_MOVES[(_S.CLOSED, _E.CLOSE)] = _S.CLOSED
+# a socket that was opening as the worker closed may still report in: nothing changes
+for _event in (_E.REGISTERED, _E.CONNECTION_LOST, _E.CLOSE):
+    _MOVES[(_S.CLOSED, _event)] = _S.CLOSED
 
 
 def transition(state: WorkerState, event: WorkerEvent) -> WorkerState:
@@ -78,8 +94,9 @@ def takes_jobs(state: WorkerState) -> bool:
 def retire_refusal(state: WorkerState, *, active_jobs: int, pending_offers: int) -> str:
     """The victim handshake: why the worker may not retire now, or "" when it may.
 
-    A worker retires only while it holds no job (nor one accepted and on its way); once retired
-    it is DRAINING and takes nothing new. Retiring again is accepted.
+    A worker retires only while it holds no job, nor one accepted and still on its way (waiting
+    for its assignment or its process); once RETIRED it takes nothing new. Retiring again is
+    accepted, and so is retiring a draining worker (it changes nothing).
     """
     if active_jobs or pending_offers:
         return "busy"

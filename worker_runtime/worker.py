@@ -1,9 +1,9 @@
 """The worker: wires the connection, the process pool, load reporting and the HTTP server.
 
-Owns the worker's state (through `transition`), the answer to each job offer, the drain on
-SIGTERM, and the order things start and stop in. It turns pool events into protocol messages and
-server messages into pool calls; the pool never sees the socket and the connection never sees a
-process.
+Owns the worker's state (through `transition`), the retirement and its expiry, the drain (on
+SIGTERM, or when the connection to LiveKit gives up: running jobs do not need it), and the order
+things start and stop in. It turns pool events into protocol messages and server messages into
+intake and pool calls; the pool never sees the socket and the connection never sees a process.
 """
 
 from __future__ import annotations
@@ -17,14 +17,13 @@ from collections.abc import Coroutine
 from livekit.protocol import agent as agent_pb
 
 from worker_runtime import cpu, http_api, load, protocol
-from worker_runtime.connection import Connection, ConnectionHandlers, Credentials
+from worker_runtime.connection import Connection, ConnectionFailed, ConnectionHandlers, Credentials
+from worker_runtime.intake import JobIntake
 from worker_runtime.logs import LogFormat, WorkerLog
 from worker_runtime.metrics import WorkerMetrics
 from worker_runtime.options import WorkerOptions
 from worker_runtime.pool import ProcessPool, RunningJob
-from worker_runtime.process import ProcessFailed
 from worker_runtime.reporter import JobReporter
-from worker_runtime.request import ask
 from worker_runtime.state import (
     WorkerEvent,
     WorkerState,
@@ -41,11 +40,6 @@ logger = logging.getLogger(__name__)
 STATUS_INTERVAL_S = 2.5
 """How often the worker status goes to the server even when nothing changed (livekit-agents)."""
 SAMPLE_INTERVAL_S = 0.5
-ASSIGNMENT_TIMEOUT_S = 7.5
-
-
-class AssignmentLost(Exception):
-    """The connection dropped between accepting a job and its assignment."""
 
 
 class Worker:
@@ -63,18 +57,18 @@ class Worker:
         self._opts = opts
         self._state = WorkerState.STARTING
         self._worker_id = ""
-        self._retired = False
+        self._retirement: asyncio.TimerHandle | None = None
+        self._gave_up: ConnectionFailed | None = None
         self._log_fields: dict[str, object] = {"agent_name": opts.agent_name, "worker_id": ""}
         self._log = WorkerLog(logger, self._log_fields)
         self._load = 0.0
         self._meter = cpu.LoadMeter(opts.load_fnc)
         self._metrics = WorkerMetrics()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._assignments: dict[str, asyncio.Future[agent_pb.JobAssignment]] = {}
         self._drain_requested = asyncio.Event()
         self._status_due = asyncio.Event()
         self._reporter = JobReporter(
-            send=lambda msg: self._conn.send(msg),
+            send=lambda msg: self._conn.send(msg, hold=True),  # a job's end waits for LiveKit
             metrics=self._metrics,
             log=self._log,
             active_jobs=lambda: len(self.active_jobs),
@@ -87,11 +81,21 @@ class Worker:
             on_started=self._reporter.started,
             on_ended=self._reporter.ended,
         )
+        self._intake = JobIntake(
+            opts,
+            pool=self._pool,
+            reporter=self._reporter,
+            send=lambda msg: self._conn.send(msg),
+            takes_jobs=lambda: takes_jobs(self._state),
+            worker_id=lambda: self._worker_id,
+            log=self._log,
+        )
         handlers = ConnectionHandlers(
             register_message=self._register_message,
             on_registered=self._on_registered,
             on_message=self._on_message,
             on_lost=self._on_lost,
+            on_gave_up=self._on_gave_up,
         )
         creds = Credentials(url=opts.ws_url, api_key=opts.api_key, api_secret=opts.api_secret)
         self._conn = Connection(creds, handlers, max_retry=opts.max_retry)
@@ -131,7 +135,7 @@ class Worker:
             load_threshold=self._opts.load_threshold,
             jobs=jobs,
             idle_processes=self._pool.idle_processes,
-            retired=self._retired,
+            retired=self._state is WorkerState.RETIRED,
             sdk_version=__version__,
             protocol_version=protocol.PROTOCOL_VERSION,
         )
@@ -143,6 +147,8 @@ class Worker:
                 "worker state changed",
                 extra={"from": before.value, "to": self._state.value},
             )
+            self._metrics.draining.set(self._state is WorkerState.DRAINING)
+            self._metrics.retired.set(self._state is WorkerState.RETIRED)
             self._status_due.set()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -152,24 +158,61 @@ class Worker:
         self._drain_requested.set()
 
     def retire(self) -> str:
-        """Stop taking jobs now if none is held; the refusal reason ("busy") otherwise."""
-        pending = len(self._assignments)
+        """Stop taking jobs now if none is held; the refusal reason ("busy") otherwise.
+
+        A retirement lasts until SIGTERM or, if none comes, `retire_timeout`; retiring again
+        restarts that clock.
+        """
         refusal = retire_refusal(
-            self._state, active_jobs=len(self.active_jobs), pending_offers=pending
+            self._state, active_jobs=len(self.active_jobs), pending_offers=self._intake.pending
         )
         if refusal:
             self._log.info("refused to retire", extra={"reason": refusal})
-        elif not self._retired:
-            self._retired = True
-            self._move(WorkerEvent.DRAIN)
-            self._metrics.draining.set(1)
-            self._send_status()
-            self._log.info("retired: taking no new job")
-        return refusal
+            return refusal
+        again = self._state is WorkerState.RETIRED
+        self._move(WorkerEvent.RETIRE)
+        if self._state is not WorkerState.RETIRED:  # draining already: nothing to expire
+            return ""
+        self._cancel_retirement()
+        loop = asyncio.get_running_loop()
+        self._retirement = loop.call_later(self._opts.retire_timeout, self._retirement_expired)
+        if not again:
+            self._send_status()  # LiveKit hears WS_FULL before the retirer hears yes
+            self._log.info(
+                "retired: taking no new job", extra={"retire_timeout_s": self._opts.retire_timeout}
+            )
+        return ""
+
+    def _retirement_expired(self) -> None:
+        """No SIGTERM followed the retirement (the retirer went away): serve again."""
+        self._retirement = None
+        if self._state is not WorkerState.RETIRED:
+            return
+        self._log.warning(
+            "retirement expired, taking jobs again",
+            extra={"retire_timeout_s": self._opts.retire_timeout},
+        )
+        self._move(WorkerEvent.RETIREMENT_EXPIRED)
+        if self._conn.registered:
+            self._move_by_load()
+        else:
+            self._move(WorkerEvent.CONNECTION_LOST)
+        self._send_status()
+
+    def _cancel_retirement(self) -> None:
+        if self._retirement is not None:
+            self._retirement.cancel()
+            self._retirement = None
 
     async def run(self) -> None:
-        """Serve until drained; `ConnectionFailed` or `PortInUse` when it cannot."""
+        """Serve until drained; `PortInUse` when the HTTP server cannot start.
+
+        A drain follows SIGTERM, or the connection to LiveKit giving up; in that case `run`
+        raises its `ConnectionFailed` once the running jobs ended (the connection keeps trying
+        meanwhile, so that their ends are still reported).
+        """
         await self._http.start()
+        conn_task: asyncio.Task[None] | None = None
         try:
             self._pool.start()
             conn_task = asyncio.create_task(self._conn.run(), name="connection")
@@ -178,27 +221,29 @@ class Worker:
             await asyncio.wait([conn_task, drain_task], return_when=asyncio.FIRST_COMPLETED)
             drain_task.cancel()
             await asyncio.gather(drain_task, return_exceptions=True)
-            if not conn_task.done():
-                await self._drain()
+            if conn_task.done():  # a bug in the connection: the jobs do not need it anyway
+                self._log.error("the connection to LiveKit stopped; draining")
+            await self._drain()
         finally:
             await self._aclose()
-        await conn_task  # raises ConnectionFailed when the connection gave up
+        if conn_task is not None:
+            await conn_task  # raises what broke it, if anything did
+        if self._gave_up is not None:
+            raise self._gave_up
 
     async def _drain(self) -> None:
+        self._cancel_retirement()
         self._move(WorkerEvent.DRAIN)
-        self._metrics.draining.set(1)
         self._send_status()
         jobs = len(self.active_jobs)
-        self._log.info(
-            "draining", extra={"active_jobs": jobs, "drain_timeout_s": self._opts.drain_timeout}
-        )
-        offers = [t for t in self._tasks if t.get_name().startswith("availability-")]
-        if offers:  # jobs accepted just before the drain are still coming: wait for them too
-            await asyncio.wait(offers, timeout=ASSIGNMENT_TIMEOUT_S + 1)
-        if not await self._pool.wait_for_jobs(self._opts.drain_timeout):
+        timeout_s = self._opts.drain_timeout
+        self._log.info("draining", extra={"active_jobs": jobs, "drain_timeout_s": timeout_s})
+        deadline = time.monotonic() + timeout_s
+        await self._intake.wait(timeout_s)  # jobs accepted, on their way to a process, run too
+        if not await self._pool.wait_for_jobs(max(0.0, deadline - time.monotonic())):
             self._log.warning(
                 "drain timeout reached, ending the remaining jobs",
-                extra={"active_jobs": len(self.active_jobs)},
+                extra={"active_jobs": len(self.active_jobs), "waiting": self._intake.pending},
             )
         else:
             self._log.info("all jobs ended, stopping")
@@ -206,7 +251,9 @@ class Worker:
     async def _aclose(self) -> None:
         # Not quite the reverse of start: the jobs end first, while the connection can still
         # report them, and the HTTP server goes last so that probes see the drain to the end.
-        await self._pool.aclose()
+        self._cancel_retirement()
+        await self._pool.aclose()  # jobs still waiting for a process fail
+        await self._intake.aclose()  # every accepted job that did not run is reported
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -301,6 +348,15 @@ class Worker:
             self._conn.send(protocol.migrate(running))
             self._log.info("reported running jobs after registering", extra={"job_ids": running})
 
+    def _on_gave_up(self, error: ConnectionFailed) -> None:
+        """The connection gave up: drain (the jobs' media does not need it), then exit non-zero."""
+        self._gave_up = error
+        self._log.error(
+            "LiveKit connection given up, draining the running jobs before exiting",
+            extra={"error": str(error), "active_jobs": len(self.active_jobs)},
+        )
+        self._drain_requested.set()
+
     def _on_lost(self, reason: str) -> None:
         self._metrics.registered.set(0)
         extra = {"reason": reason, "active_jobs": len(self.active_jobs)}
@@ -309,22 +365,14 @@ class Worker:
         else:
             self._log.warning("lost the connection to LiveKit", extra=extra)
         self._move(WorkerEvent.CONNECTION_LOST)
-        for fut in self._assignments.values():
-            if not fut.done():
-                fut.set_exception(AssignmentLost())
+        self._intake.lose_assignments("the connection to LiveKit dropped")
 
     def _on_message(self, msg: agent_pb.ServerMessage) -> None:
         which = protocol.kind(msg)
         if which == "availability":
-            self._spawn(self._answer(msg.availability), f"availability-{msg.availability.job.id}")
+            self._intake.offer(msg.availability)
         elif which == "assignment":
-            fut = self._assignments.get(msg.assignment.job.id)
-            if fut is None or fut.done():
-                self._log.warning(
-                    "assignment for an unknown job", extra={"job_id": msg.assignment.job.id}
-                )
-            else:
-                fut.set_result(msg.assignment)
+            self._intake.assign(msg.assignment)
         elif which == "termination":
             job_id = msg.termination.job_id
             self._log.info("server asked to end a job", extra={"job_id": job_id})
@@ -338,53 +386,3 @@ class Worker:
 
     async def _terminate(self, job_id: str) -> None:
         await self._pool.terminate(job_id, "terminated by the server")
-
-    # -- jobs ------------------------------------------------------------------------------
-
-    async def _answer(self, req: agent_pb.AvailabilityRequest) -> None:
-        job = req.job
-        extra = {"job_id": job.id, "room": job.room.name}
-        self._log.info("job offered", extra=extra)
-        accept = (
-            await ask(self._opts.request_fnc, req.job, self._log)
-            if takes_jobs(self._state)
-            else None
-        )
-        if accept is not None and not takes_jobs(self._state):
-            accept = None
-        if accept is None:
-            self._conn.send(protocol.availability(job.id, None))
-            return
-        fut: asyncio.Future[agent_pb.JobAssignment] = asyncio.get_running_loop().create_future()
-        self._assignments[job.id] = fut
-        self._conn.send(protocol.availability(job.id, accept))
-        try:
-            assignment = await asyncio.wait_for(fut, ASSIGNMENT_TIMEOUT_S)
-        except (TimeoutError, AssignmentLost):
-            self._log.warning("no assignment came for an accepted job", extra=extra)
-            return
-        finally:
-            self._assignments.pop(job.id, None)
-        await self._launch(assignment, accept)
-
-    async def _launch(
-        self, assignment: agent_pb.JobAssignment, accept: protocol.AcceptArguments
-    ) -> None:
-        job = assignment.job
-        running = RunningJob(
-            job=job,
-            url=assignment.url or self._opts.ws_url,
-            token=assignment.token,
-            accept_name=accept.name,
-            accept_identity=accept.identity or protocol.default_identity(job.id),
-            accept_metadata=accept.metadata,
-            worker_id=self._worker_id,
-            assigned_at_s=time.monotonic(),
-            started_at=time.time(),
-        )
-        try:
-            await self._pool.launch(running)
-        except ProcessFailed as exc:
-            self._reporter.not_started(job.id, str(exc))
-            return
-        self._reporter.launched()

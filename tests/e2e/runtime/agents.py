@@ -71,6 +71,12 @@ def failing_prewarm(proc: JobProcess) -> None:
     raise RuntimeError("model file missing")
 
 
+def slow_prewarm(proc: JobProcess) -> None:
+    """A prewarm that takes $E2E_PREWARM_S seconds (a test knob), like loading a model."""
+    time.sleep(float(os.environ.get("E2E_PREWARM_S", "1")))
+    prewarm(proc)
+
+
 def no_load() -> float:
     return 0.0
 
@@ -118,4 +124,5 @@ async def greeter(ctx: JobContext) -> None:
 
 
 broken_prewarm = WorkerOptions(entrypoint, prewarm_fnc=failing_prewarm, load_fnc=no_load)
+slow_start = WorkerOptions(entrypoint, prewarm_fnc=slow_prewarm, load_fnc=no_load)
 greeting = WorkerOptions(greeter, load_fnc=no_load)

@@ -1,7 +1,7 @@
 """Fixtures for the runtime's e2e tests: the rig's LiveKit server, workers as subprocesses.
 
-The shared server comes from `tests.rig.env.load()`; the restart test starts its own dedicated
-livekit-server from the same binary so that it can restart it.
+The shared server comes from `tests.rig.env.load()`; the restart and outage tests start their
+own dedicated livekit-server from the same binary so that they can stop, restart or cut it off.
 """
 
 from __future__ import annotations

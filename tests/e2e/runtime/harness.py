@@ -1,7 +1,9 @@
 """Helpers for the runtime's e2e tests: workers as subprocesses, LiveKit API calls, bounded waits.
 
 Every wait here is a bounded poll that fails with the last state it saw. Workers run in their
-own process group so that cleanup also reaches their job processes.
+own process group so that cleanup also reaches their job processes. A dedicated livekit-server
+logs at debug level and its log is parsed, so that a test can check what the server saw; a gate
+proxy in front of it lets a test cut the worker's connection without stopping the server.
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlparse
 
 import aiohttp
+import psutil
 from livekit import api
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -140,6 +144,30 @@ class WorkerProc:
             session.get(f"http://{self.host}:{self.port}{path}") as resp,
         ):
             return resp.status, await resp.text()
+
+    async def retire(self, authorization: str) -> tuple[int, dict[str, object]]:
+        """POST /retire with this Authorization header; the status and the JSON answer."""
+        timeout = aiohttp.ClientTimeout(total=5)
+        url = f"http://{self.host}:{self.port}/retire"
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.post(url, headers={"Authorization": authorization}) as resp,
+        ):
+            body = await resp.json()
+            assert isinstance(body, dict)
+            return resp.status, body
+
+    async def fork_server(self, within_s: float = 20) -> psutil.Process:
+        """The worker's fork server (multiprocessing's), once it runs."""
+
+        async def check() -> psutil.Process | None:
+            for child in psutil.Process(self.popen.pid).children():
+                with contextlib.suppress(psutil.Error):
+                    if "multiprocessing.forkserver" in " ".join(child.cmdline()):
+                        return child
+            return None
+
+        return await eventually(check, within_s=within_s, what="the fork server", last=self.tail)
 
     async def status(self, path: str) -> int | None:
         try:
@@ -279,7 +307,7 @@ class DedicatedLiveKit:
             f"keys:\n  e2ekey: {secret}\n"
             f"rtc:\n  tcp_port: {free_port()}\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n"
             "  node_ip: 127.0.0.1\n  use_external_ip: false\n  enable_loopback_candidate: true\n"
-            '  stun_servers: ["127.0.0.1:3478"]\nlogging:\n  level: info\n'
+            '  stun_servers: ["127.0.0.1:3478"]\nlogging:\n  level: debug\n'
         )
         self._popen: subprocess.Popen[bytes] | None = None
         self._starts = 0
@@ -317,3 +345,136 @@ class DedicatedLiveKit:
     async def restart(self) -> None:
         await asyncio.to_thread(self.stop)
         await asyncio.to_thread(self.start)
+
+    def rotate_secret(self) -> None:
+        """Give the API key a new secret from the next start on (`self.livekit` keeps the old)."""
+        config = self._config.read_text()
+        self._config.write_text(config.replace(self.livekit.api_secret, os.urandom(24).hex()))
+
+    def records(self) -> list[dict[str, object]]:
+        """Every line the server logged, over all its starts, in order."""
+        logs = sorted(self._dir.glob("livekit-*.log"), key=lambda p: int(p.stem.split("-")[1]))
+        return [
+            record
+            for path in logs
+            for line in path.read_text(errors="replace").splitlines()
+            if (record := parse_server_line(line)) is not None
+        ]
+
+    def find(self, message: str, **fields: object) -> list[dict[str, object]]:
+        return [
+            r
+            for r in self.records()
+            if r.get("message") == message and all(r.get(k) == v for k, v in fields.items())
+        ]
+
+    async def wait_for(
+        self, message: str, *, within_s: float = 20, count: int = 1, **fields: object
+    ) -> list[dict[str, object]]:
+        """Until the server logged `message` (with `fields`) `count` times."""
+
+        async def check() -> list[dict[str, object]] | None:
+            found = self.find(message, **fields)
+            return found if len(found) >= count else None
+
+        def last() -> object:
+            return len(self.find(message, **fields))
+
+        return await eventually(
+            check, within_s=within_s, what=f"{count}x server log {message!r} {fields}", last=last
+        )
+
+
+def parse_server_line(line: str) -> dict[str, object] | None:
+    """One livekit-server log line (time, level, logger, caller, message, JSON fields)."""
+    parts = line.split("\t", 5)
+    if len(parts) < 5:
+        return None
+    record: dict[str, object] = {}
+    if len(parts) == 6:
+        with contextlib.suppress(json.JSONDecodeError):
+            fields = json.loads(parts[5])
+            if isinstance(fields, dict):
+                record.update(fields)
+    record.update(time=parts[0], level=parts[1], logger=parts[2], message=parts[4])
+    return record
+
+
+class GateProxy:
+    """A loopback TCP proxy in front of a LiveKit server, with a gate the test shuts and opens.
+
+    Shut, it drops every connection it pipes and holds each new one unanswered, like a server
+    that accepts a connection and then hangs: a worker's reconnect stays in progress. Opened, it
+    pipes the held connections through. Use it as `async with GateProxy(livekit) as proxy`.
+    """
+
+    def __init__(self, upstream: LiveKit) -> None:
+        self._upstream = upstream
+        self._upstream_port = urlparse(upstream.url).port
+        self._open = asyncio.Event()
+        self._open.set()
+        self._server: asyncio.Server | None = None
+        self._clients: set[asyncio.Task[None]] = set()
+        self._piped: set[asyncio.StreamWriter] = set()
+        self.held = 0
+        """Connections that arrived while the gate was shut."""
+        self.livekit = upstream
+
+    async def __aenter__(self) -> GateProxy:
+        self._server = await asyncio.start_server(self._on_client, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        up = self._upstream
+        self.livekit = LiveKit(
+            url=f"ws://127.0.0.1:{port}", api_key=up.api_key, api_secret=up.api_secret
+        )
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._clients):
+            task.cancel()
+        await asyncio.gather(*self._clients, return_exceptions=True)
+        await self._server.wait_closed()
+
+    def shut(self) -> None:
+        """Drop the piped connections; hold new ones."""
+        self._open.clear()
+        for writer in list(self._piped):
+            writer.close()
+
+    def open(self) -> None:
+        """Pipe the held connections and every new one through."""
+        self._open.set()
+
+    async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._clients.add(task)
+        up_writer: asyncio.StreamWriter | None = None
+        try:
+            if not self._open.is_set():
+                self.held += 1
+                await self._open.wait()
+            with contextlib.suppress(OSError):  # the upstream is down, or a side hung up
+                up_reader, up_writer = await asyncio.open_connection(
+                    "127.0.0.1", self._upstream_port
+                )
+                self._piped.update((writer, up_writer))
+                await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        finally:
+            for w in (writer, up_writer):
+                if w is not None:
+                    self._piped.discard(w)
+                    w.close()
+            self._clients.discard(task)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        with contextlib.suppress(OSError):  # either side hanging up ends the pipe
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+    finally:
+        writer.close()

@@ -191,25 +191,16 @@ async def test_retire_handshake_accepts_only_an_idle_worker_with_the_token(
         f"{AGENTS}:opts", livekit, agent_name=agent_name, env={"AGENT_CONTROL_TOKEN": token}
     )
 
-    async def retire(bearer: str) -> tuple[int, dict[str, object]]:
-        headers = {"Authorization": f"Bearer {bearer}"}
-        timeout = aiohttp.ClientTimeout(total=5)
-        async with (
-            aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(f"http://127.0.0.1:{worker.port}/retire", headers=headers) as resp,
-        ):
-            return resp.status, await resp.json()
-
-    assert (await retire("wrong"))[0] == 401
+    assert (await worker.retire("Bearer wrong"))[0] == 401
     await livekit.dispatch(agent_name, room_name(), json.dumps({"sleep_s": 3}))
     [run] = await worker.wait_for("e2e job running")
-    assert await retire(token) == (409, {"retired": False, "reason": "busy"})
+    assert await worker.retire(f"Bearer {token}") == (409, {"retired": False, "reason": "busy"})
     assert await worker.status("/readyz") == 200, "a refused retirement changes nothing"
     await worker.wait_for("job succeeded", job_id=run["job_id"])
 
-    assert await retire(token) == (200, {"retired": True})
+    assert await worker.retire(f"Bearer {token}") == (200, {"retired": True})
     doc = await worker.document()
-    assert (doc["state"], doc["retired"], doc["draining"]) == ("draining", True, True)
+    assert (doc["state"], doc["retired"], doc["draining"]) == ("retired", True, False)
     assert await worker.status("/readyz") == 503
     late = room_name()
     await livekit.dispatch(agent_name, late)
@@ -217,6 +208,41 @@ async def test_retire_handshake_accepts_only_an_idle_worker_with_the_token(
     assert await worker.wait_exit(within_s=20) == 0
     assert not worker.find("e2e job running", room=late)
     assert token not in worker.log_path.read_text()
+
+
+async def test_retire_requires_the_bearer_scheme(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    token = uuid.uuid4().hex
+    worker = await workers.start(
+        f"{AGENTS}:opts", livekit, agent_name=agent_name, env={"AGENT_CONTROL_TOKEN": token}
+    )
+    for header in (token, f"bearer {token}", f"Basic {token}", f"Bearer  {token}"):
+        assert (await worker.retire(header))[0] == 401, header
+    assert await worker.status("/readyz") == 200
+
+
+async def test_retirement_expires_and_the_worker_takes_jobs_again(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    token = uuid.uuid4().hex
+    worker = await workers.start(
+        f"{AGENTS}:opts",
+        livekit,
+        agent_name=agent_name,
+        env={"AGENT_CONTROL_TOKEN": token, "AGENT_RETIRE_TIMEOUT_S": "2"},
+    )
+    assert await worker.retire(f"Bearer {token}") == (200, {"retired": True})
+    assert await worker.status("/readyz") == 503
+
+    # the retirer (the operator) never deletes the pod: the retirement lapses by itself
+    await worker.wait_ready(within_s=10)
+    doc = await worker.document()
+    assert (doc["state"], doc["retired"], doc["draining"]) == ("available", False, False)
+    room = room_name()
+    await livekit.dispatch(agent_name, room)
+    await worker.wait_for("e2e job running", room=room)
+    assert worker.find("retirement expired, taking jobs again")
 
 
 async def test_retire_route_is_absent_without_a_token(
@@ -229,6 +255,25 @@ async def test_retire_route_is_absent_without_a_token(
         session.post(f"http://127.0.0.1:{worker.port}/retire") as resp,
     ):
         assert resp.status == 404
+
+
+async def test_memory_limit_ends_a_job_once_however_long_it_takes_to_exit(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    worker = await workers.start(
+        f"{AGENTS}:opts",
+        livekit,
+        agent_name=agent_name,
+        env={"AGENT_JOB_MEMORY_LIMIT_MB": "150", "AGENT_SHUTDOWN_PROCESS_TIMEOUT_S": "3"},
+    )
+    # a job that blocks its event loop cannot hear the request to end: it is killed after 3 s,
+    # six memory checks later
+    await livekit.dispatch(agent_name, room_name(), json.dumps({"hog_mb": 300, "block_s": 30}))
+    [run] = await worker.wait_for("e2e job running")
+    [failed] = await worker.wait_for("job failed", job_id=run["job_id"], within_s=20)
+    assert failed["reason"] == "memory_limit"
+    ended = worker.find("job exceeded its memory limit, ending it", job_id=run["job_id"])
+    assert len(ended) == 1
 
 
 async def test_job_above_memory_warn_is_logged_and_keeps_running(

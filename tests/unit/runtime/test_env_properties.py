@@ -26,6 +26,7 @@ VARIABLES = [
     "AGENT_HOST",
     "AGENT_PORT",
     "AGENT_MAX_RETRY",
+    "AGENT_RETIRE_TIMEOUT_S",
     "POD_IP",
     "LIVEKIT_URL",
 ]

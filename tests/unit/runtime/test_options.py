@@ -33,6 +33,7 @@ def test_defaults_follow_the_seeds() -> None:
     assert opts.agent_name == ""
     assert opts.num_idle_processes == 3
     assert opts.max_retry == 16
+    assert opts.retire_timeout == 60
     assert opts.port == 8081
     assert opts.permissions == WorkerPermissions()
 
@@ -62,6 +63,8 @@ INVALID = [
     ("num_idle_processes", {"num_idle_processes": 1.5}),
     ("num_idle_processes", {"num_idle_processes": True}),
     ("max_retry", {"max_retry": -2}),
+    ("retire_timeout", {"retire_timeout": 0}),
+    ("retire_timeout", {"retire_timeout": math.inf}),
     ("worker_type", {"worker_type": "ROOM"}),
     ("permissions", {"permissions": {"can_publish": True}}),
     ("agent_name", {"agent_name": 7}),
@@ -115,6 +118,7 @@ def test_every_agent_variable_is_read() -> None:
         "AGENT_HOST": "127.0.0.9",
         "AGENT_PORT": "9000",
         "AGENT_MAX_RETRY": "3",
+        "AGENT_RETIRE_TIMEOUT_S": "2.5",
         "LIVEKIT_URL": "ws://127.0.0.1:7880",
         "LIVEKIT_API_KEY": "key",
         "LIVEKIT_API_SECRET": "secret",
@@ -131,6 +135,7 @@ def test_every_agent_variable_is_read() -> None:
     assert opts.job_memory_limit_mb == 800
     assert opts.permissions == WorkerPermissions(can_publish=False, hidden=True)
     assert (opts.host, opts.port, opts.max_retry) == ("127.0.0.9", 9000, 3)
+    assert opts.retire_timeout == 2.5
     assert (opts.ws_url, opts.api_key, opts.api_secret) == ("ws://127.0.0.1:7880", "key", "secret")
 
 
@@ -154,6 +159,7 @@ MALFORMED = [
     ("AGENT_JOB_MEMORY_LIMIT_MB", "1GB"),
     ("AGENT_PORT", "80.5"),
     ("AGENT_MAX_RETRY", "many"),
+    ("AGENT_RETIRE_TIMEOUT_S", "1m"),
     ("AGENT_WORKER_TYPE", "CITY"),
     ("AGENT_PERMISSIONS", "{not json"),
     ("AGENT_PERMISSIONS", "[1, 2]"),
@@ -175,6 +181,7 @@ OUT_OF_RANGE = [
     ("AGENT_DRAIN_TIMEOUT_S", "-5"),
     ("AGENT_NUM_IDLE_PROCESSES", "-1"),
     ("AGENT_PORT", "99999"),
+    ("AGENT_RETIRE_TIMEOUT_S", "0"),
     ("LIVEKIT_URL", "ftp://nope"),
 ]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from worker_runtime.state import (
@@ -37,10 +39,26 @@ ALLOWED = [
     (S.DRAINING, E.CONNECTION_LOST, S.DRAINING),
     (S.DRAINING, E.LOAD_AT_OR_BELOW_THRESHOLD, S.DRAINING),
     (S.DRAINING, E.LOAD_ABOVE_THRESHOLD, S.DRAINING),
+    (S.DRAINING, E.RETIRE, S.DRAINING),
+    (S.DRAINING, E.RETIREMENT_EXPIRED, S.DRAINING),
     (S.DRAINING, E.CLOSE, S.CLOSED),
     (S.AVAILABLE, E.CLOSE, S.CLOSED),
     (S.STARTING, E.CLOSE, S.CLOSED),
     (S.CLOSED, E.CLOSE, S.CLOSED),
+    (S.STARTING, E.RETIRE, S.RETIRED),
+    (S.AVAILABLE, E.RETIRE, S.RETIRED),
+    (S.FULL, E.RETIRE, S.RETIRED),
+    (S.RETIRED, E.RETIRE, S.RETIRED),
+    (S.RETIRED, E.REGISTERED, S.RETIRED),
+    (S.RETIRED, E.CONNECTION_LOST, S.RETIRED),
+    (S.RETIRED, E.LOAD_ABOVE_THRESHOLD, S.RETIRED),
+    (S.RETIRED, E.LOAD_AT_OR_BELOW_THRESHOLD, S.RETIRED),
+    (S.RETIRED, E.RETIREMENT_EXPIRED, S.AVAILABLE),
+    (S.RETIRED, E.DRAIN, S.DRAINING),
+    (S.RETIRED, E.CLOSE, S.CLOSED),
+    # a socket that was opening while the worker closed reports in late
+    (S.CLOSED, E.REGISTERED, S.CLOSED),
+    (S.CLOSED, E.CONNECTION_LOST, S.CLOSED),
 ]
 
 
@@ -54,9 +72,13 @@ def test_allowed_move(before: WorkerState, event: WorkerEvent, after: WorkerStat
 FORBIDDEN = [
     (S.AVAILABLE, E.REGISTERED),
     (S.FULL, E.REGISTERED),
-    (S.CLOSED, E.REGISTERED),
     (S.CLOSED, E.DRAIN),
     (S.CLOSED, E.LOAD_AT_OR_BELOW_THRESHOLD),
+    (S.CLOSED, E.RETIRE),
+    (S.STARTING, E.RETIREMENT_EXPIRED),
+    (S.AVAILABLE, E.RETIREMENT_EXPIRED),
+    (S.FULL, E.RETIREMENT_EXPIRED),
+    (S.CLOSED, E.RETIREMENT_EXPIRED),
 ]
 
 
@@ -76,12 +98,41 @@ def test_draining_never_returns_to_available() -> None:
         assert state is S.DRAINING
 
 
+@pytest.mark.parametrize("event", list(E), ids=lambda e: e.value)
+def test_nothing_leaves_closed(event: WorkerEvent) -> None:
+    with contextlib.suppress(InvalidTransition):  # forbidden is fine too; leaving CLOSED is not
+        assert transition(S.CLOSED, event) is S.CLOSED
+
+
+def test_a_retired_worker_stays_retired_through_reconnects_and_load_until_it_expires() -> None:
+    state = transition(S.AVAILABLE, E.RETIRE)
+    for event in (E.CONNECTION_LOST, E.LOAD_ABOVE_THRESHOLD, E.REGISTERED, E.RETIRE):
+        state = transition(state, event)
+        assert state is S.RETIRED
+        assert not is_ready(state)
+        assert not takes_jobs(state)
+    assert transition(state, E.RETIREMENT_EXPIRED) is S.AVAILABLE
+
+
+def test_sigterm_ends_a_retirement_for_good() -> None:
+    state = transition(transition(S.FULL, E.RETIRE), E.DRAIN)
+    assert transition(state, E.RETIREMENT_EXPIRED) is S.DRAINING
+
+
+def test_shutdown_racing_a_reconnect_stays_closed() -> None:
+    state = transition(transition(S.STARTING, E.DRAIN), E.CLOSE)
+    for event in (E.REGISTERED, E.CONNECTION_LOST):
+        state = transition(state, event)
+    assert state is S.CLOSED
+
+
 @pytest.mark.parametrize(
     ("state", "ready", "takes"),
     [
         (S.STARTING, False, False),
         (S.AVAILABLE, True, True),
         (S.FULL, True, False),
+        (S.RETIRED, False, False),
         (S.DRAINING, False, False),
         (S.CLOSED, False, False),
     ],
@@ -102,6 +153,7 @@ def test_a_full_worker_stays_ready() -> None:
         (S.AVAILABLE, 0, 0, ""),
         (S.FULL, 0, 0, ""),
         (S.STARTING, 0, 0, ""),
+        (S.RETIRED, 0, 0, ""),
         (S.DRAINING, 0, 0, ""),
         (S.AVAILABLE, 1, 0, "busy"),
         (S.AVAILABLE, 0, 1, "busy"),
@@ -113,6 +165,7 @@ def test_a_full_worker_stays_ready() -> None:
         "full-but-idle",
         "not-registered",
         "retired-again",
+        "draining",
         "running-job",
         "job-on-its-way",
         "draining-busy",
