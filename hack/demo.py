@@ -1,9 +1,11 @@
-"""`make demo`: an AgentWorker fleet on the rig, taking a real call.
+"""`make demo`: an AgentWorker fleet on the rig, taking a real call, then one that autoscales.
 
 Run through the Makefile, which starts the rig and exports `.rig/env` first. Steps: install the
 CRD, start the operator, apply examples/agentworker.yaml (pointed at the rig's LiveKit server),
 wait for Ready, then join a room as a caller and dispatch the agent into it: the agent's greeting
-arrives over the room's data channel. The fleet keeps running afterwards; `make rig-down` ends it.
+arrives over the room's data channel. Then apply examples/agentworker-autoscaled.yaml, send it
+calls and watch `kubectl get aw` as the operator adds workers, and removes them again (idle ones
+only) once the calls end. The fleets keep running afterwards; `make rig-down` ends them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -96,16 +99,16 @@ def apply_fleet(rig: rig_env.RigEnv) -> None:
     kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=manifest, echo=False)
 
 
-def wait_ready(timeout_s: float = 180.0) -> float:
+def wait_ready(timeout_s: float = 180.0, name: str = AGENT) -> float:
     started = time.monotonic()
     while time.monotonic() - started < timeout_s:
-        raw = kubectl("get", "aw", AGENT, "-n", NAMESPACE, "-o", "json", echo=False)
+        raw = kubectl("get", "aw", name, "-n", NAMESPACE, "-o", "json", echo=False)
         conditions: list[dict[str, Any]] = json.loads(raw).get("status", {}).get("conditions", [])
         if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
             return time.monotonic() - started
         time.sleep(1)
-    kubectl("describe", "aw", AGENT, "-n", NAMESPACE)
-    raise SystemExit(f"AgentWorker {AGENT} not Ready after {timeout_s:.0f}s")
+    kubectl("describe", "aw", name, "-n", NAMESPACE)
+    raise SystemExit(f"AgentWorker {name} not Ready after {timeout_s:.0f}s")
 
 
 async def take_a_call(rig: rig_env.RigEnv) -> str:
@@ -143,6 +146,70 @@ async def take_a_call(rig: rig_env.RigEnv) -> str:
         await room.disconnect()
 
 
+AUTOSCALED = rig_env.REPO_ROOT / "examples" / "agentworker-autoscaled.yaml"
+CALLS_AGENT = "calls-agent"
+
+
+async def send_calls(rig: rig_env.RigEnv, count: int, hold_s: float) -> None:
+    http_url = rig.livekit_url.replace("ws://", "http://")
+    async with lkapi.LiveKitAPI(http_url, rig.livekit_api_key, rig.livekit_api_secret) as lk:
+        for index in range(count):
+            await lk.agent_dispatch.create_dispatch(
+                lkapi.CreateAgentDispatchRequest(
+                    agent_name=CALLS_AGENT,
+                    room=f"demo-calls-{int(time.time())}-{index}",
+                    metadata=json.dumps({"hold_s": hold_s}),
+                )
+            )
+            await asyncio.sleep(3.0)  # calls arrive one by one, as callers do
+
+
+def watch_fleet(timeout_s: float) -> int:
+    """Print the AgentWorker's status whenever it changes, until its calls ended and it is back
+    to one worker; the most calls seen at once."""
+    last, most, deadline = "", 0, time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        raw = json.loads(kubectl("get", "aw", CALLS_AGENT, "-n", NAMESPACE, "-o", "json",
+                                 echo=False))  # fmt: skip
+        state = raw.get("status") or {}
+        most = max(most, int(state.get("activeJobs") or 0))
+        row = (
+            f"desired {state.get('desiredReplicas')}, ready {state.get('readyReplicas')}, "
+            f"calls {state.get('activeJobs')}, load {state.get('load')}, "
+            f"available {state.get('available')}, full {state.get('full')}"
+        )
+        if row != last:
+            print(f"  {time.strftime('%H:%M:%S')}  {row}", flush=True)
+            last = row
+        if most and state.get("activeJobs") == 0 and state.get("desiredReplicas") == 1:
+            break
+        time.sleep(1)
+    return most
+
+
+def autoscaling_demo(rig: rig_env.RigEnv) -> None:
+    manifest = AUTOSCALED.read_text().replace("ws://127.0.0.1:7880", rig.livekit_url)
+    print(f"\n$ kubectl apply -n {NAMESPACE} -f examples/agentworker-autoscaled.yaml")
+    kubectl("apply", "-n", NAMESPACE, "-f", "-", stdin=manifest, echo=False)
+    wait_ready(name=CALLS_AGENT)
+    calls = 10
+    print(
+        f"\n{calls} calls of 40 s arrive, one every 3 s (each is a quarter of a worker); the "
+        "operator adds workers as they fill up, and once the calls end it retires the idle ones:"
+    )
+    sender = threading.Thread(target=lambda: asyncio.run(send_calls(rig, calls, hold_s=40)))
+    sender.start()
+    most = watch_fleet(timeout_s=240)
+    sender.join()
+    print(f"\nmost calls at once: {most} of {calls} sent")
+    kubectl(
+        "get", "events", "-n", NAMESPACE, "--sort-by=.lastTimestamp",
+        "--field-selector", f"involvedObject.name={CALLS_AGENT}",
+        "-o", "custom-columns=REASON:.reason,MESSAGE:.message",
+    )  # fmt: skip
+    kubectl("get", "aw", "-n", NAMESPACE)
+
+
 def main() -> int:
     rig = rig_env.load()
     kubectl("get", "nodes", "-o", "wide")
@@ -153,6 +220,7 @@ def main() -> int:
     kubectl("get", "aw", "-n", NAMESPACE)
     kubectl("get", "deploy,pods", "-n", NAMESPACE, "-o", "wide")
     print(f"\nThe agent says: {asyncio.run(take_a_call(rig))}")
+    autoscaling_demo(rig)
     print(
         "\nTry: kubectl describe aw basic-agent -n demo; kubectl scale aw/basic-agent -n demo "
         "--replicas=3; curl http://<pod IP>:8081/worker. `make rig-down` stops everything."

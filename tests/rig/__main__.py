@@ -1,4 +1,11 @@
-"""`python -m tests.rig up|down`: the Makefile's `rig` and `rig-down`."""
+"""`python -m tests.rig up|down|restart-runner`: the Makefile's `rig` and `rig-down`, and more.
+
+- `up` starts the rig, or only the runner when it is the one component down.
+- `down` stops exactly what `up` started.
+- `restart-runner` restarts the process runner alone, e.g. after a change to tests/rig/: the
+  pods' processes keep running and the new runner adopts them (tests/rig/adoption.py); the
+  control plane, LiveKit and every object stay.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +21,10 @@ def main(argv: list[str]) -> int:
             control_plane.up()
         elif command == "down":
             control_plane.down()
+        elif command == "restart-runner":
+            control_plane.restart_runner()
         else:
-            print("usage: python -m tests.rig up|down", file=sys.stderr)
+            print("usage: python -m tests.rig up|down|restart-runner", file=sys.stderr)
             return 2
     except control_plane.RigError as error:
         print(f"rig: {error}", file=sys.stderr)

@@ -2,7 +2,9 @@
 
 Test infrastructure only. Everything listens on 127.0.0.1 on ports picked free at start.
 Processes are detached, their pids kept in .rig/pids/, their output in .rig/logs/; `down`
-stops exactly those pids and nothing else.
+stops exactly those pids and nothing else. `up` starts only the runner when it is the one
+component down; otherwise (anything else down) it starts afresh. `restart_runner` restarts the
+process runner alone (after a change to tests/rig/), and the pods' processes keep running.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.rig import pki
+from tests.rig import adoption, pki
 from tests.rig.env import ENV_FILE, REPO_ROOT, RIG_DIR
 
 PIDS = RIG_DIR / "pids"
@@ -348,6 +350,15 @@ def start_runner(state: dict[str, int]) -> None:
     wait_until("the process runner's Node to be Ready", lambda: node_ready(state), 60, "runner")
 
 
+def heartbeat(state: dict[str, int]) -> str:
+    """The runner's Node's last heartbeat (RFC 3339, seconds), "" when it has none."""
+    url = f"https://127.0.0.1:{state['apiserver']}/api/v1/nodes/{NODE_NAME}"
+    with urllib.request.urlopen(url, timeout=2, context=admin_tls()) as resp:
+        node = json.load(resp)
+    ready = [c for c in node.get("status", {}).get("conditions", []) if c["type"] == "Ready"]
+    return str(ready[0].get("lastHeartbeatTime", "")) if ready else ""
+
+
 def node_ready(state: dict[str, int]) -> bool:
     url = f"https://127.0.0.1:{state['apiserver']}/api/v1/nodes/{NODE_NAME}"
     with urllib.request.urlopen(url, timeout=2, context=admin_tls()) as resp:
@@ -441,11 +452,61 @@ def report(bins: Binaries) -> None:
     print(f"env file: {ENV_FILE}  (set -a; . {ENV_FILE.relative_to(REPO_ROOT)}; set +a)")
 
 
+def start_runner_alone() -> bool:
+    """Start only the runner when it is the one component down; whether it did.
+
+    Everything else keeps running with its ports, keys and certificates (and every object in
+    etcd), so `up` need not start afresh; the new runner adopts the pods' running processes.
+    """
+    if not STATE.exists() or not ENV_FILE.exists() or read_pid("runner") is not None:
+        return False
+    if any(read_pid(name) is None for name in COMPONENTS if name != "runner"):
+        return False
+    state = json.loads(STATE.read_text())["ports"]
+    try:
+        if not http_ok(f"https://127.0.0.1:{state['apiserver']}/readyz", admin_tls()):
+            return False
+    except (OSError, urllib.error.URLError, ssl.SSLError):
+        return False
+    start_runner(state)
+    return True
+
+
+def restart_runner() -> None:
+    """Restart the process runner alone; the pods' processes keep running and are adopted.
+
+    SIGUSR1 to the runner's pid only (never its group): the runner exits without touching the
+    processes it started, which run in sessions of their own; the new runner adopts them.
+    """
+    if not STATE.exists() or read_pid("kube-apiserver") is None:
+        raise RigError("the rig is not running: run `make rig`")
+    state = json.loads(STATE.read_text())["ports"]
+    started = time.monotonic()
+    since = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    pid = read_pid("runner")
+    if pid is not None:
+        os.kill(pid, signal.SIGUSR1)
+        deadline = time.monotonic() + 10
+        while adoption.alive(pid) and time.monotonic() < deadline:  # a zombie counts as gone
+            time.sleep(0.1)
+        if adoption.alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    (PIDS / "runner.pid").unlink(missing_ok=True)
+    start_runner(state)
+    # The Node is still Ready from the old runner's last beat: wait for the new runner's own.
+    wait_until("the new runner's heartbeat", lambda: heartbeat(state) >= since, 30, "runner")
+    print(f"runner restarted in {time.monotonic() - started:.1f}s (pid {read_pid('runner')})")
+
+
 def up() -> None:
     started = time.monotonic()
     bins = build()
     if healthy():
         print(f"rig already running (checked in {time.monotonic() - started:.1f}s)")
+        report(bins)
+        return
+    if start_runner_alone() and healthy():
+        print(f"rig up: started the runner alone in {time.monotonic() - started:.1f}s")
         report(bins)
         return
     down(quiet=True)

@@ -6,8 +6,10 @@ a lookup function, so this module does no I/O of its own.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
+from fractions import Fraction
 from typing import Any
 
 # (kind, namespace, name) -> the object's decoded data, or None when it does not exist.
@@ -66,10 +68,32 @@ def _key_ref(ref: Mapping[str, Any], kind: str, namespace: str, lookup: Lookup) 
     return data[ref["key"]]
 
 
+_DECIMAL = {"": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+_BINARY = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+_SUFFIXES: dict[str, Fraction] = {
+    "m": Fraction(1, 1000),
+    **{suffix: Fraction(10**power) for suffix, power in _DECIMAL.items()},
+    **{suffix: Fraction(2**power) for suffix, power in _BINARY.items()},
+}
+_QUANTITY = re.compile(r"([0-9.]+)([a-zA-Z]*)")
+
+
+def parse_quantity(text: object) -> Fraction:
+    """A Kubernetes quantity ("100m", "1.5", "256Mi") as an exact number."""
+    found = _QUANTITY.fullmatch(str(text).strip())
+    if found is None or found.group(2) not in _SUFFIXES:
+        raise ValueError(f"{text!r} is not a quantity")
+    return Fraction(found.group(1)) * _SUFFIXES[found.group(2)]
+
+
 def _resource_value(container: Mapping[str, Any], ref: Mapping[str, Any]) -> str:
+    """As the kubelet: the quantity divided by the divisor, rounded up (no request: 0)."""
     kind, _, resource = str(ref["resource"]).partition(".")
     value = container.get("resources", {}).get(kind, {}).get(resource)
-    return str(value) if value is not None else "0"
+    if value is None:
+        return "0"
+    divisor = parse_quantity(ref.get("divisor") or "1")
+    return str(math.ceil(parse_quantity(value) / divisor))
 
 
 def _env_from(container: Mapping[str, Any], namespace: str, lookup: Lookup) -> dict[str, str]:
@@ -87,20 +111,47 @@ def _env_from(container: Mapping[str, Any], namespace: str, lookup: Lookup) -> d
     return env
 
 
+def service_env(host: str, port: int) -> dict[str, str]:
+    """The variables a kubelet gives every container for the `kubernetes` Service of `default`.
+
+    A kubelet sets them even with enableServiceLinks false and even without a service account
+    token (kubelet_pods.go: "We always want to add environment variables for master services").
+    They name the Service's cluster IP and port 443 there; the rig has no kube-proxy to route a
+    cluster IP, so here they name the API server's own address and port.
+    """
+    prefix = f"KUBERNETES_PORT_{port}_TCP"
+    return {
+        "KUBERNETES_SERVICE_HOST": host,
+        "KUBERNETES_SERVICE_PORT": str(port),
+        "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
+        "KUBERNETES_PORT": f"tcp://{host}:{port}",
+        prefix: f"tcp://{host}:{port}",
+        f"{prefix}_PROTO": "tcp",
+        f"{prefix}_PORT": str(port),
+        f"{prefix}_ADDR": host,
+    }
+
+
 def container_env(
     pod: Mapping[str, Any],
     container: Mapping[str, Any],
     pod_ip: str,
     host_ip: str,
     lookup: Lookup,
+    services: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
-    """The container's environment as a kubelet resolves it, in declaration order."""
+    """The container's environment as a kubelet resolves it, in declaration order.
+
+    `services` (see `service_env`) can be referred to as $(VAR) and fill in the names the
+    container does not set itself, as a kubelet does.
+    """
     namespace = pod["metadata"]["namespace"]
+    services = services or {}
     env = _env_from(container, namespace, lookup)
     for var in container.get("env", []):
         name = var["name"]
         if "valueFrom" not in var:
-            env[name] = expand(str(var.get("value", "")), env)
+            env[name] = expand(str(var.get("value", "")), {**services, **env})
             continue
         source = var["valueFrom"]
         value: str | None
@@ -116,7 +167,7 @@ def container_env(
             raise ContainerConfigError(f"env {name}: unsupported valueFrom {sorted(source)}")
         if value is not None:
             env[name] = value
-    return env
+    return {**services, **env}
 
 
 def command_line(container: Mapping[str, Any], env: Mapping[str, str]) -> list[str]:

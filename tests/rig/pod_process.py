@@ -1,7 +1,11 @@
 """One pod of the process runner: its containers as local processes, probes, status, deletion.
 
 Test infrastructure only. Each pod has a thread that owns its processes; the watch thread only
-hands it the newest pod object. Init containers run in order before the app containers.
+hands it the newest pod object. Its projected volumes under /var/run/secrets (the service account
+token) are written before any container starts and renewed while it runs (`volumes.py`); a
+container that mounts one runs in its own mount namespace with the volume bind-mounted at its
+mountPath. Init containers run in order before the app containers. A pod whose containers a
+previous runner left running is adopted (`adoption.py`), not started again.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -26,7 +30,7 @@ from typing import IO, Any, Protocol
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from tests.rig import kubelet_env
+from tests.rig import adoption, kubelet_env, projected, volumes
 from tests.rig.env import REPO_ROOT
 
 log = logging.getLogger("rig.pod")
@@ -35,9 +39,26 @@ TICK_S = 0.25
 BACKOFF_BASE_S, BACKOFF_CAP_S = 1.0, 30.0  # a kubelet uses 10 s and 300 s; tests need faster
 
 
+Process = subprocess.Popen[bytes] | adoption.AdoptedProcess
+
+
 class Addresses(Protocol):
     def take(self, wanted: str | None) -> str: ...
     def give_back(self, ip: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class NodeContext:
+    """What every pod of the node shares: the API server's address, the volume root, tools."""
+
+    services: dict[str, str]
+    """`kubelet_env.service_env` of the API server, given to every container."""
+    root: Path
+    """The runner's own directory (the kubelet's --root-dir): per-pod volume directories."""
+    unshare: str
+    """Path of util-linux unshare, which runs a container in its own mount namespace."""
+    nsenter: str
+    """Path of util-linux nsenter, which runs exec probes in the container's mount namespace."""
 
 
 def now_iso() -> str:
@@ -56,7 +77,7 @@ class ProbeState:
 class Container:
     spec: dict[str, Any]
     init: bool = False
-    proc: subprocess.Popen[bytes] | None = None
+    proc: Process | None = None
     env: dict[str, str] = field(default_factory=dict)
     restart_count: int = 0
     next_start: float = 0.0
@@ -68,6 +89,8 @@ class Container:
     completed: bool = False
     probes: dict[str, ProbeState] = field(default_factory=dict)
     log: IO[bytes] | None = None
+    namespaced: bool = False
+    """Runs in its own mount namespace (it mounts an emulated volume)."""
 
     @property
     def name(self) -> str:
@@ -90,12 +113,12 @@ class Container:
         return "readinessProbe" not in self.spec or self.probes["readinessProbe"].passed
 
 
-def signal_group(proc: subprocess.Popen[bytes], signum: int) -> None:
+def signal_group(proc: Process, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signum)
 
 
-def stop_processes(procs: list[subprocess.Popen[bytes]], grace_s: float) -> None:
+def stop_processes(procs: list[Process], grace_s: float) -> None:
     """SIGTERM, wait up to the grace period, then SIGKILL: what a kubelet does."""
     alive = [p for p in procs if p.poll() is None]
     for proc in alive:
@@ -119,6 +142,7 @@ class PodProcess(threading.Thread):
         addresses: Addresses,
         logs: Path,
         on_gone: Callable[[], object],
+        node: NodeContext,
     ) -> None:
         meta = pod["metadata"]
         super().__init__(name=f"pod-{meta['namespace']}/{meta['name']}", daemon=True)
@@ -128,6 +152,8 @@ class PodProcess(threading.Thread):
         self.addresses = addresses
         self.logs = logs
         self.on_gone = on_gone
+        self.node = node
+        self.volumes = volumes.PodVolumes(self.core, pod, node.root)
         self.ip = addresses.take(pod.get("status", {}).get("podIP"))
         spec = pod["spec"]
         self.inits = [Container(c, init=True) for c in spec.get("initContainers", [])]
@@ -136,6 +162,7 @@ class PodProcess(threading.Thread):
         self.last_status: dict[str, Any] | None = None
         self.start_time = now_iso()
         self.lock = threading.Lock()
+        self.adopted = self.adopt()
 
     # -- called from the watch thread -------------------------------------------------------
     def update(self, pod: dict[str, Any], deleted: bool) -> None:
@@ -151,7 +178,58 @@ class PodProcess(threading.Thread):
     def key(self) -> str:
         return f"{self.pod['metadata']['namespace']}/{self.pod['metadata']['name']}"
 
+    def adopt(self) -> bool:
+        """Take over the containers a previous runner left running; whether there was one."""
+        previous = adoption.statuses(self.pod)
+        status = self.pod.get("status") or {}
+        adopted = False
+        for container in self.inits + self.apps:
+            before = previous.get(container.name)
+            if before is None:
+                continue
+            container.restart_count = int(before.get("restartCount") or 0)
+            container.last_state = dict(before.get("lastState") or {})
+            terminated = (before.get("state") or {}).get("terminated")
+            if container.init and terminated and terminated.get("exitCode") == 0:
+                container.completed, container.state = True, {"terminated": terminated}
+                continue
+            pid = adoption.pid_of(before)
+            if pid is None or not adoption.adoptable(pid, self.pod["metadata"]["name"]):
+                continue
+            self.restore(container, pid, before)
+            adopted = True
+        if adopted:
+            self.start_time = status.get("startTime") or self.start_time
+            for cond in status.get("conditions", []):
+                self.transitions[cond["type"]] = (cond["status"], cond["lastTransitionTime"])
+        return adopted
+
+    def restore(self, container: Container, pid: int, before: Mapping[str, Any]) -> None:
+        """One adopted container: its process, env, start time and probe results as they were."""
+        proc = adoption.AdoptedProcess(pid)
+        container.proc = proc
+        container.started_at = before["state"]["running"].get("startedAt") or now_iso()
+        container.state = {"running": {"startedAt": container.started_at}}
+        container.env = adoption.environment(pid)
+        container.namespaced = adoption.own_mount_namespace(pid)
+        passed = {
+            "startupProbe": bool(before.get("started")),
+            "livenessProbe": True,
+            "readinessProbe": bool(before.get("ready")),
+        }
+        container.probes = {
+            kind: ProbeState(passed=passed[kind], next_at=time.monotonic())
+            for kind in passed
+            if kind in container.spec
+        }
+        log.info("pod %s: adopted %s (pid %s)", self.key, container.name, pid)
+
     def run(self) -> None:
+        if self.adopted:
+            try:  # the volumes of adopted containers keep being renewed
+                self.volumes.set_up(self.ip, HOST_IP, self.lookup)
+            except (projected.VolumeError, kubelet_env.ContainerConfigError, ApiException) as error:
+                log.warning("pod %s: volumes of adopted containers: %s", self.key, error)
         try:
             while True:
                 if self.deleted or self.pod["metadata"].get("deletionTimestamp"):
@@ -159,6 +237,7 @@ class PodProcess(threading.Thread):
                     return
                 with self.lock:
                     self.step()
+                self.volumes.renew(self.ip, HOST_IP, self.lookup)
                 self.publish()
                 if self.finished():
                     return
@@ -166,6 +245,7 @@ class PodProcess(threading.Thread):
         except Exception:
             log.exception("pod %s: runner thread failed", self.key)
         finally:
+            self.volumes.remove()
             self.addresses.give_back(self.ip)
             self.on_gone()
 
@@ -183,8 +263,9 @@ class PodProcess(threading.Thread):
         return str(self.pod["spec"].get("restartPolicy", "Always"))
 
     def tend(self, container: Container) -> None:
-        if container.proc is not None and container.proc.poll() is not None:
-            self.on_exit(container, container.proc.returncode)
+        code = container.proc.poll() if container.proc is not None else None
+        if code is not None:
+            self.on_exit(container, code)
         if (
             container.proc is None
             and not container.completed
@@ -193,8 +274,19 @@ class PodProcess(threading.Thread):
             self.launch(container)
 
     def launch(self, container: Container) -> None:
+        if not self.volumes.ready:
+            try:
+                self.volumes.set_up(self.ip, HOST_IP, self.lookup)
+            except (projected.VolumeError, kubelet_env.ContainerConfigError, ApiException) as error:
+                log.warning("pod %s: MountVolume.SetUp failed: %s", self.key, error)
+                waiting = {"reason": "ContainerCreating", "message": str(error)}
+                container.state = {"waiting": waiting}
+                container.next_start = time.monotonic() + 2.0
+                return
         try:
-            env = kubelet_env.container_env(self.pod, container.spec, self.ip, HOST_IP, self.lookup)
+            env = kubelet_env.container_env(
+                self.pod, container.spec, self.ip, HOST_IP, self.lookup, self.node.services
+            )
             argv = kubelet_env.command_line(container.spec, env)
         except kubelet_env.ContainerConfigError as error:
             container.state = {
@@ -202,6 +294,11 @@ class PodProcess(threading.Thread):
             }
             container.next_start = time.monotonic() + 2.0
             return
+        mounts = self.volumes.mounts(container.spec)
+        for mount in mounts:  # an empty mount point on the host (only under /var/run/secrets)
+            Path(mount.target).mkdir(parents=True, exist_ok=True)
+        container.namespaced = bool(mounts)
+        argv = projected.in_mount_namespace(mounts, argv, self.node.unshare)
         base = {
             "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             "HOME": os.environ.get("HOME", "/root"),
@@ -316,7 +413,7 @@ class PodProcess(threading.Thread):
         grace = self.pod["spec"].get("terminationGracePeriodSeconds", 30)
         assert container.proc is not None
         stop_processes([container.proc], float(grace))
-        self.on_exit(container, container.proc.returncode)
+        self.on_exit(container, container.proc.wait())
 
     def probe_once(self, container: Container, probe: dict[str, Any]) -> bool:
         timeout = float(probe.get("timeoutSeconds", 1))
@@ -332,8 +429,12 @@ class PodProcess(threading.Thread):
                 with socket.create_connection((self.ip, port), timeout=timeout):
                     return True
             if "exec" in probe:
+                command = list(probe["exec"]["command"])
+                if container.namespaced and container.proc is not None:
+                    pid = str(container.proc.pid)
+                    command = [self.node.nsenter, "--target", pid, "--mount", "--", *command]
                 done = subprocess.run(
-                    probe["exec"]["command"],
+                    command,
                     env=container.env,
                     timeout=timeout,
                     check=False,

@@ -19,7 +19,75 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
-{{/* The ServiceAccount the operator runs as. */}}
+{{/* The ServiceAccount the operator runs as: made by the chart, or one that exists. */}}
 {{- define "agentworker-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
 {{- default (include "agentworker-operator.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The operator image: registry/repository, then @digest when set, else :tag (appVersion). */}}
+{{- define "agentworker-operator.image" -}}
+{{- $repository := .Values.image.repository -}}
+{{- with .Values.image.registry -}}
+{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository -}}
+{{- end -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" $repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the leader Lease: one per release, so two releases never share one. */}}
+{{- define "agentworker-operator.leaseName" -}}
+{{- include "agentworker-operator.fullname" . -}}
+{{- end -}}
+
+{{/* The namespaced rules of the operator: exactly the calls it makes (handlers, kube, sync). */}}
+{{- define "agentworker-operator.namespacedRules" -}}
+# Watch AgentWorkers; kopf keeps its bookkeeping in their annotations.
+- apiGroups: [agentworker.dev]
+  resources: [agentworkers]
+  verbs: [get, list, watch, patch]
+- apiGroups: [agentworker.dev]
+  resources: [agentworkers/status]
+  verbs: [get, patch]
+# Server-side apply of the children (create when missing), and watching Deployments.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch]
+- apiGroups: [policy]
+  resources: [poddisruptionbudgets]
+  verbs: [get, create, patch]
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, patch]
+# The credentials Secret is read for its key names only; the values go to pods by reference.
+# Each AgentWorker's control Secret (the token of the victim handshake) is made once and read.
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get, create]
+# Worker pods (watched with a label selector): a crash loop, a failed image pull, and the
+# annotations that protect calls (pod-deletion-cost, karpenter.sh/do-not-disrupt), and
+# deleting a retired, idle worker that an interrupted scale-down left behind.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch, patch, delete]
+- apiGroups: ["", events.k8s.io]
+  resources: [events]
+  verbs: [create, patch]
+{{- end -}}
+
+{{/* The cluster-scoped reads of kopf: CRDs (to start watching AgentWorkers once the CRD exists)
+     and namespaces (to follow the watched ones): read-only, no object content beyond metadata. */}}
+{{- define "agentworker-operator.clusterRules" -}}
+- apiGroups: [apiextensions.k8s.io]
+  resources: [customresourcedefinitions]
+  verbs: [list, watch]
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
 {{- end -}}

@@ -313,7 +313,7 @@ def test_hand_edit_of_the_deployment_is_reverted(
     wait_ready(kubectl, namespace, replicas=1)
     patch = {"spec": {"template": {"spec": {"terminationGracePeriodSeconds": 1}}}}
     kubectl("patch", "deployment", NAME, "-n", namespace, "--type=merge", "-p", json.dumps(patch))
-    expected = 1800 + 60 + 15
+    expected = 1800 + 60 + 30  # drainTimeout + shutdownProcessTimeout + the 30 s margin
     wait_for(
         "terminationGracePeriodSeconds put back",
         lambda: get_json(kubectl, "deployment", NAME, "-n", namespace),

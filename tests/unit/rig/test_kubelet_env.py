@@ -112,3 +112,49 @@ def test_probe_port_may_name_a_container_port(port: int | str, expected: int) ->
 def test_unknown_named_port_is_an_error() -> None:
     with pytest.raises(kubelet_env.ContainerConfigError, match="not a named port"):
         kubelet_env.resolve_port({"name": "app"}, "metrics")
+
+
+def test_every_container_gets_the_api_servers_address_and_its_own_env_wins() -> None:
+    services = kubelet_env.service_env("127.0.0.1", 6443)
+    assert services["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
+    assert services["KUBERNETES_SERVICE_PORT"] == "6443"
+    assert services["KUBERNETES_PORT_6443_TCP"] == "tcp://127.0.0.1:6443"
+    spec = {
+        "name": "app",
+        "env": [
+            {
+                "name": "API",
+                "value": "https://$(KUBERNETES_SERVICE_HOST):$(KUBERNETES_SERVICE_PORT)",
+            },
+            {"name": "KUBERNETES_SERVICE_PORT", "value": "443"},
+        ],
+    }
+    env = kubelet_env.container_env(POD, spec, "127.0.1.7", "127.0.0.1", lookup, services)
+    assert env["API"] == "https://127.0.0.1:6443"
+    assert env["KUBERNETES_SERVICE_PORT"] == "443"
+    assert env["KUBERNETES_SERVICE_HOST"] == "127.0.0.1"
+
+
+@pytest.mark.parametrize(
+    ("resources", "ref", "expected"),
+    [
+        pytest.param({"requests": {"cpu": "100m"}}, {"resource": "requests.cpu", "divisor": "1m"},
+                     "100", id="millicores"),
+        pytest.param({"requests": {"cpu": "1.5"}}, {"resource": "requests.cpu", "divisor": "1m"},
+                     "1500", id="cores-in-millicores"),
+        pytest.param({"requests": {"cpu": "100m"}}, {"resource": "requests.cpu"}, "1",
+                     id="rounded-up-to-whole-cores"),
+        pytest.param({"limits": {"memory": "1Gi"}}, {"resource": "limits.memory", "divisor": "1Mi"},
+                     "1024", id="mebibytes"),
+        pytest.param({}, {"resource": "requests.cpu", "divisor": "1m"}, "0", id="no-request"),
+    ],
+)  # fmt: skip
+def test_resource_field_refs_divide_by_the_divisor_and_round_up(
+    resources: dict[str, object], ref: dict[str, object], expected: str
+) -> None:
+    spec = {
+        "name": "c",
+        "resources": resources,
+        "env": [{"name": "X", "valueFrom": {"resourceFieldRef": ref}}],
+    }
+    assert kubelet_env.container_env(POD, spec, "127.0.1.7", "127.0.0.1", lookup)["X"] == expected
