@@ -222,6 +222,9 @@ def start_apiserver(bins: Binaries, state: dict[str, int]) -> None:
             f"--client-ca-file={PKI / 'ca.crt'}",
             "--anonymous-auth=false",
             "--authorization-mode=Node,RBAC",
+            # as OpenShift has it: setting blockOwnerDeletion needs update on the owner's
+            # finalizers subresource, so the chart's RBAC is tested against it
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             "--allow-privileged=true",
             "--service-account-issuer=https://kubernetes.default.svc",
             f"--service-account-key-file={PKI / 'sa.pub'}",

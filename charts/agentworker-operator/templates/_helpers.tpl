@@ -55,6 +55,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [agentworker.dev]
   resources: [agentworkers/status]
   verbs: [get, patch]
+# Children carry blockOwnerDeletion: under OwnerReferencesPermissionEnforcement (on in OpenShift)
+# setting it needs update on the owner's finalizers.
+- apiGroups: [agentworker.dev]
+  resources: [agentworkers/finalizers]
+  verbs: [update]
 # Server-side apply of the children (create when missing), and watching Deployments.
 - apiGroups: [apps]
   resources: [deployments]
