@@ -132,8 +132,10 @@ def check_everything(objects: Objects, release: str, namespace: str) -> None:
     assert spec["securityContext"]["runAsUser"] == 10001
     assert spec["imagePullSecrets"] == [{"name": "registry"}]
     assert {e["name"] for e in operator["env"]} >= {"POD_NAME", "HTTPS_PROXY"}
-    assert operator["volumeMounts"][0]["mountPath"] == "/etc/ssl/extra"
-    assert spec["volumes"][0]["name"] == "ca-bundle"
+    mounts = {m["name"]: m["mountPath"] for m in operator["volumeMounts"]}
+    assert mounts["tmp"] == "/tmp", "the read-only root filesystem needs a writable /tmp"
+    assert "/etc/ssl/extra" in mounts.values()
+    assert [v["name"] for v in spec["volumes"]] == ["tmp", "ca-bundle"]
     assert operator["resources"] == {"requests": {"cpu": "100m", "memory": "160Mi"},
                                      "limits": {"memory": "320Mi"}}  # fmt: skip
     assert "--health-host=$(POD_IP)" in operator["args"]

@@ -42,12 +42,17 @@ def operator_args() -> tuple[str, ...]:
     return FAST
 
 
-def agent_back(timeline: list[tuple[float, str, str]]) -> float | None:
-    """When a second agent joined after the first one left, or None."""
-    left = [t for t, what, _ in timeline if what == "left"]
-    if not left:
+def agent_back(timeline: list[tuple[float, str, str]], since: float) -> float | None:
+    """When an agent other than the call's first one joined after `since`, or None.
+
+    By identity, not by the order of leave and join: LiveKit may tell the caller of the new
+    agent in the same update that removes the dead one.
+    """
+    joins = [(t, who) for t, what, who in timeline if what == "joined"]
+    if not joins:
         return None
-    later = [t for t, what, _ in timeline if what == "joined" and t > left[0]]
+    first = joins[0][1]
+    later = [t for t, who in joins if who != first and t >= since]
     return later[0] if later else None
 
 
@@ -111,7 +116,7 @@ def test_rooms_of_a_killed_worker_that_still_have_a_caller_get_an_agent_back_onc
     killed_at = time.monotonic()
     back = wait_for(
         "an agent back in each room that still has its caller",
-        lambda: {room: agent_back(phone.timeline(room)) for room in kept},
+        lambda: {room: agent_back(phone.timeline(room), killed_at) for room in kept},
         lambda seen: all(t is not None for t in seen.values()),
         timeout_s=60,
     )
