@@ -103,6 +103,16 @@ class Calls:
             self._run(self._dispatch(room, metadata)).result(timeout=30)
         return rooms
 
+    def _caller_token(self, room_name: str) -> str:
+        """A join token for the participant `caller` in the room."""
+        token: str = (
+            api.AccessToken(self.rig.livekit_api_key, self.rig.livekit_api_secret)
+            .with_identity("caller")
+            .with_grants(api.VideoGrants(room_join=True, room=room_name))
+            .to_jwt()
+        )
+        return token
+
     async def _dispatch(self, room: str, metadata: str) -> None:
         request = api.CreateAgentDispatchRequest(
             agent_name=self.agent_name, room=room, metadata=metadata
@@ -113,12 +123,7 @@ class Calls:
             await asyncio.wait_for(lk.agent_dispatch.create_dispatch(request), 10)
 
     async def _caller(self, room_name: str, hold_s: float, ready: Future[None]) -> CallerOutcome:
-        token = (
-            api.AccessToken(self.rig.livekit_api_key, self.rig.livekit_api_secret)
-            .with_identity("caller")
-            .with_grants(api.VideoGrants(room_join=True, room=room_name))
-            .to_jwt()
-        )
+        token = self._caller_token(room_name)
         room = rtc.Room()
         joined, left, bye = asyncio.Event(), asyncio.Event(), asyncio.Event()
         times: dict[str, float] = {}
@@ -184,12 +189,7 @@ class Calls:
         return asyncio.Event()
 
     async def _watcher(self, room_name: str, ready: Future[None]) -> None:
-        token = (
-            api.AccessToken(self.rig.livekit_api_key, self.rig.livekit_api_secret)
-            .with_identity("caller")
-            .with_grants(api.VideoGrants(room_join=True, room=room_name))
-            .to_jwt()
-        )
+        token = self._caller_token(room_name)
         room = rtc.Room()
         timeline = self._timelines[room_name]
         room.on(

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from livekit import api
+from livekit.protocol import models
 
 from tests.e2e.conftest import Kubectl
 from tests.e2e.operator.calls import ENTRYPOINT, Calls
@@ -42,18 +43,24 @@ def operator_args() -> tuple[str, ...]:
     return FAST
 
 
-def agent_back(timeline: list[tuple[float, str, str]], since: float) -> float | None:
-    """When an agent other than the call's first one joined after `since`, or None.
+def agents_in(rig: rig_env.RigEnv, rooms: list[str]) -> dict[str, set[str]]:
+    """The agent participants of each room, as the LiveKit server lists them."""
 
-    By identity, not by the order of leave and join: LiveKit may tell the caller of the new
-    agent in the same update that removes the dead one.
-    """
-    joins = [(t, who) for t, what, who in timeline if what == "joined"]
-    if not joins:
-        return None
-    first = joins[0][1]
-    later = [t for t, who in joins if who != first and t >= since]
-    return later[0] if later else None
+    async def listed() -> dict[str, set[str]]:
+        async with api.LiveKitAPI(
+            rig.livekit_url, rig.livekit_api_key, rig.livekit_api_secret
+        ) as lk:
+            found: dict[str, set[str]] = {}
+            for room in rooms:
+                answer = await lk.room.list_participants(api.ListParticipantsRequest(room=room))
+                found[room] = {
+                    p.identity
+                    for p in answer.participants
+                    if p.kind == models.ParticipantInfo.AGENT
+                }
+            return found
+
+    return asyncio.run(listed())
 
 
 def sync_rounds(operator: OperatorProcess) -> float:
@@ -112,16 +119,26 @@ def test_rooms_of_a_killed_worker_that_still_have_a_caller_get_an_agent_back_onc
     for room in abandoned:
         phone.hang_up(room)  # these agents stay alone in their rooms until the worker dies
     wait_status(kubectl, namespace, "still 7 calls", lambda s: s.get("activeJobs") == 7)
+    before = agents_in(rig, kept)
+    assert all(before.values()), f"an agent in each kept room: {before}"
     os.killpg(os.getpgid(worker_pid(pod["status"]["podIP"])), signal.SIGKILL)
     killed_at = time.monotonic()
-    back = wait_for(
+    back: dict[str, float] = {}
+
+    def new_agents() -> dict[str, float]:
+        now = time.monotonic()
+        for room, agents in agents_in(rig, kept).items():
+            if agents - before[room]:  # an agent other than the one that died
+                back.setdefault(room, now - killed_at)
+        return back
+
+    wait_for(
         "an agent back in each room that still has its caller",
-        lambda: {room: agent_back(phone.timeline(room), killed_at) for room in kept},
-        lambda seen: all(t is not None for t in seen.values()),
+        new_agents,
+        lambda found: set(found) == set(kept),
         timeout_s=60,
     )
-    delays = {room: round(t - killed_at, 1) for room, t in back.items() if t is not None}
-    assert max(delays.values()) < RECOVERY_TARGET_S, f"agents back after {delays} s"
+    assert max(back.values()) < RECOVERY_TARGET_S, f"agents back after {back} s"
     messages = wait_for(
         "a CallRedispatched Event per recovered room",
         lambda: events(kubectl, namespace, "CallRedispatched"),
