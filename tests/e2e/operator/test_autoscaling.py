@@ -187,7 +187,10 @@ def test_load_rises_replicas_rise_and_the_new_worker_takes_the_new_calls(
         "metadata"
     ].get("annotations", {})
     assert annotations.get("karpenter.sh/do-not-disrupt") == "true"
-    assert annotations.get("controller.kubernetes.io/pod-deletion-cost") == "3"
+    # Written when the worker turned busy, with the calls it held then (1 to 3): not refreshed on
+    # every scrape, only right before a scale-down.
+    cost = annotations.get("controller.kubernetes.io/pod-deletion-cost")
+    assert cost in {"1", "2", "3"}, f"deletion cost {cost!r}"
     exposition = operator.metrics()
     assert f'agentworker_active_jobs{{name="{NAME}",namespace="{namespace}"}} 5.0' in exposition
     assert "agentworker_scale_events_total" in exposition
