@@ -501,6 +501,55 @@ def restart_runner() -> None:
     print(f"runner restarted in {time.monotonic() - started:.1f}s (pid {read_pid('runner')})")
 
 
+RESTARTABLE = ("kube-apiserver", "livekit")
+
+
+def restart(name: str) -> float:
+    """Stop one component and start it again on the same ports, keys and data; the seconds it
+    was down. For the fault tests: etcd keeps every object, LiveKit forgets its rooms."""
+    if name not in RESTARTABLE:
+        raise RigError(f"cannot restart {name!r}: one of {', '.join(RESTARTABLE)}")
+    if not STATE.exists() or read_pid(name) is None:
+        raise RigError(f"{name} is not running: run `make rig`")
+    state = json.loads(STATE.read_text())["ports"]
+    bins = build()
+    stopped = time.monotonic()
+    stop(name)
+    if name == "kube-apiserver":
+        start_apiserver(bins, state)
+        # A controller manager still starting its controllers exits when the API server goes
+        # away; a kubelet would restart it, so the rig does.
+        if read_pid("kube-controller-manager") is None or read_pid("kube-scheduler") is None:
+            stop("kube-controller-manager")
+            stop("kube-scheduler")
+            start_controllers(bins, state)
+    else:  # LiveKit, with the config it was started with (its keys included)
+        config = RIG_DIR / "livekit.yaml"
+        spawn("livekit", [str(bins.livekit), f"--config={config}", "--bind=127.0.0.1"])
+        wait_until(
+            "LiveKit GET / = OK",
+            lambda: http_ok(f"http://127.0.0.1:{state['livekit']}/", expect=b"OK"),
+            60,
+            "livekit",
+        )
+    return time.monotonic() - stopped
+
+
+def pause(name: str) -> None:
+    """SIGSTOP a component (e.g. etcd): it keeps its sockets open and answers nothing."""
+    pid = read_pid(name)
+    if pid is None:
+        raise RigError(f"{name} is not running")
+    os.kill(pid, signal.SIGSTOP)
+
+
+def resume(name: str) -> None:
+    pid = read_pid(name)
+    if pid is None:
+        raise RigError(f"{name} is not running")
+    os.kill(pid, signal.SIGCONT)
+
+
 def up() -> None:
     started = time.monotonic()
     bins = build()

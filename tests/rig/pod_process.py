@@ -113,23 +113,33 @@ class Container:
         return "readinessProbe" not in self.spec or self.probes["readinessProbe"].passed
 
 
+def signal_main(proc: Process, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(proc.pid, signum)
+
+
 def signal_group(proc: Process, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signum)
 
 
 def stop_processes(procs: list[Process], grace_s: float) -> None:
-    """SIGTERM, wait up to the grace period, then SIGKILL: what a kubelet does."""
+    """SIGTERM, wait up to the grace period, then SIGKILL: what a kubelet does.
+
+    As a container runtime does, SIGTERM goes to the container's main process alone (its
+    children hear of it only through it), and whatever is left of the container when the main
+    process exits or the grace period ends is SIGKILLed, as the kernel does to a PID namespace
+    whose init exits.
+    """
     alive = [p for p in procs if p.poll() is None]
     for proc in alive:
-        signal_group(proc, signal.SIGTERM)
+        signal_main(proc, signal.SIGTERM)
     deadline = time.monotonic() + max(grace_s, 0.0)
     while any(p.poll() is None for p in alive) and time.monotonic() < deadline:
         time.sleep(0.05)
     for proc in alive:
-        if proc.poll() is None:
-            signal_group(proc, signal.SIGKILL)
-            proc.wait()
+        signal_group(proc, signal.SIGKILL)  # the main process, if still there, and its leftovers
+        proc.wait()
 
 
 class PodProcess(threading.Thread):
