@@ -27,7 +27,9 @@ def record(ledger: str, **fields: object) -> None:
     """Append one JSON line to the ledger (small appends are atomic)."""
     if not ledger:
         return
-    line = json.dumps({"t": time.time(), "pod_ip": os.environ.get("POD_IP", ""), **fields})
+    line = json.dumps(
+        {"t": time.time(), "pod_ip": os.environ.get("POD_IP", ""), "pid": os.getpid(), **fields}
+    )
     with Path(ledger).open("a") as out:
         out.write(line + "\n")
 

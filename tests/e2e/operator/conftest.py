@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ import pytest
 import yaml
 
 from tests.e2e.conftest import Kubectl
+from tests.e2e.operator import fault_table
 from tests.e2e.operator.calls import Calls, calls
 from tests.rig import env as rig_env
 from tests.waiting import wait_for
@@ -30,6 +32,21 @@ CRD_FILE = REPO_ROOT / "crds" / "agentworker.dev_agentworkers.yaml"
 EXAMPLE_FILE = REPO_ROOT / "examples" / "agentworker.yaml"
 AGENT_OPERATOR = Path(sys.executable).with_name("agent-operator")
 SECRET_NAME = "livekit-credentials"
+SESSION_STARTED = time.time()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The fault suite's table, when this run wrote one."""
+    table = fault_table.rows(since=SESSION_STARTED)
+    if table:
+        terminalreporter.write_sep("-", "fault suite: every call counted")
+        terminalreporter.write_line(fault_table.render(table))
+
+
+@pytest.fixture(scope="session")
+def fault_rows() -> None:
+    """A fresh fault table for this run."""
+    fault_table.path().write_text("")
 
 
 def free_port() -> int:
@@ -106,6 +123,14 @@ class OperatorProcess:
             self._process.send_signal(signal.SIGKILL)
             self._process.wait(timeout=10)
             self._process = None
+
+    def restart_if_exited(self) -> bool:
+        """Start it again if it exited (as its Deployment's kubelet would); whether it had."""
+        if self._process is None or self._process.poll() is None:
+            return False
+        self._process = None
+        self.start()
+        return True
 
     def stop(self) -> int | None:
         """SIGTERM and wait; the exit code."""

@@ -358,42 +358,6 @@ def test_a_worker_that_does_not_answer_is_never_removed_as_idle(
     )
 
 
-def test_operator_killed_mid_scale_down_converges_without_a_second_scale_down(
-    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
-    operator: OperatorProcess, phone: Calls,
-) -> None:  # fmt: skip
-    rooms, busy = three_workers_one_call(kubectl, rig, namespace, phone)
-    patch_autoscaling(kubectl, namespace, minReplicas=1)
-
-    def victim_chosen() -> bool:
-        return any(
-            (p["metadata"].get("annotations") or {}).get(
-                "controller.kubernetes.io/pod-deletion-cost"
-            )
-            == VICTIM_COST
-            or p["metadata"].get("deletionTimestamp")
-            for p in pods(kubectl, namespace)
-        )
-
-    wait_for("a victim chosen", victim_chosen, bool, timeout_s=60, interval_s=0.1)
-    operator.kill()
-    operator.start()
-    wait_for(
-        "the fleet down to its busy worker",
-        lambda: live_pods(kubectl, namespace),
-        lambda live: set(live) == {busy},
-        timeout_s=90,
-    )
-    assert_every_call_completed(phone, rooms, timeout_s=120)
-    deployment = get_json(kubectl, "deployment", NAME, "-n", namespace)
-    assert deployment["spec"]["replicas"] == 1
-    removed = 0
-    for message in events(kubectl, namespace, "ScaledDown"):
-        before, after = message.rsplit(": ", 1)[1].removesuffix(" workers").split(" -> ")
-        removed += int(before) - int(after)
-    assert removed == 2, f"workers removed by ScaledDown events: {removed}"
-
-
 def test_with_the_operator_stopped_deleting_the_agentworker_and_namespace_completes(
     kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
     operator: OperatorProcess,

@@ -1,0 +1,469 @@
+"""The fault suite: one fault at a time on the whole rig while calls run, every call counted.
+
+Each test starts calls (some real: a caller in the room counts its call as cut when the agent
+leaves early; every call writes its start and its end to the ledger), injects one fault, and
+counts the calls running when it hit, those that completed and those lost, and how long the
+fleet took to recover. Expected: no call lost but those whose own process died, each reported
+failed with its reason; workers register again; the operator converges with no duplicate
+objects. Each test adds its row to the table the run prints at its end (`fault_table.py`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.e2e.conftest import Kubectl
+from tests.e2e.operator import fault_table
+from tests.e2e.operator.calls import Calls
+from tests.e2e.operator.conftest import OperatorProcess, get_json
+from tests.e2e.operator.test_agentworker import NAME, apply, listed, pods, wait_ready
+from tests.e2e.operator.test_autoscaling import (
+    FAST,
+    VICTIM_COST,
+    events,
+    fleet,
+    live_pods,
+    patch_autoscaling,
+    pod_by_ip,
+    wait_calls_started,
+    wait_status,
+    worker_pid,
+)
+from tests.rig import control_plane
+from tests.rig import env as rig_env
+from tests.waiting import wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420), pytest.mark.usefixtures("fault_rows")]
+
+CONTAINER = "agent-worker"
+
+
+@pytest.fixture
+def operator_args() -> tuple[str, ...]:
+    return FAST
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    running: int
+    completed: int
+    lost: list[str]
+
+
+def tally(
+    phone: Calls, rooms: list[str], *, timeout_s: float, dead: set[str] | None = None
+) -> Tally:
+    """Wait for every call but those in `dead` (their process was killed) to end; count them.
+
+    A call is lost when it did not end `completed` in the ledger, or its caller saw the agent
+    leave early.
+    """
+    alive = [room for room in rooms if room not in (dead or set())]
+    ended = wait_for(
+        f"{len(alive)} calls ended",
+        phone.ledger.ended,
+        lambda done: all(room in done for room in alive),
+        timeout_s=timeout_s,
+        interval_s=1,
+    )
+    outcomes = {o.room: o for o in phone.caller_outcomes(timeout_s=90)}
+    lost = sorted(
+        room
+        for room in rooms
+        if ended.get(room, {}).get("how") != "completed"
+        or (room in outcomes and outcomes[room].cut)
+    )
+    return Tally(running=len(rooms), completed=len(rooms) - len(lost), lost=lost)
+
+
+def record(
+    fault: str, counted: Tally, recovery_s: float, recovered: str, note: str = ""
+) -> None:  # fmt: skip
+    fault_table.record(
+        fault_table.Row(
+            fault=fault,
+            running=counted.running,
+            completed=counted.completed,
+            lost=len(counted.lost),
+            recovery_s=recovery_s,
+            recovered=recovered,
+            note=note,
+        )
+    )
+
+
+def assert_no_duplicates(kubectl: Kubectl, namespace: str) -> None:
+    """One Deployment, one active ReplicaSet, at most one of each other child, one Secret."""
+    assert len(listed(kubectl, "deployment", namespace)) == 1
+    for kind in ("service", "poddisruptionbudget"):
+        items = listed(kubectl, kind, namespace)
+        assert len(items) <= 1, f"{kind}: {[i['metadata']['name'] for i in items]}"
+    active = [
+        rs["metadata"]["name"]
+        for rs in listed(kubectl, "replicaset", namespace)
+        if rs["spec"].get("replicas")
+    ]
+    assert len(active) == 1, f"active ReplicaSets: {active}"
+    secrets = get_json(kubectl, "secrets", "-n", namespace)["items"]
+    controls = [s for s in secrets if s["metadata"]["name"] == f"{NAME}-control"]
+    assert len(controls) == 1
+
+
+def pod_log(rig: rig_env.RigEnv, namespace: str, pod: str) -> list[dict[str, Any]]:
+    """The worker container's JSON log records (the rig's runner keeps one file per container)."""
+    path = rig.logs_dir / "pods" / f"{namespace}_{pod}_{CONTAINER}.log"
+    records = []
+    for line in path.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return records
+
+
+def registrations(rig: rig_env.RigEnv, namespace: str, pod: str) -> int:
+    return sum(
+        1 for r in pod_log(rig, namespace, pod) if r.get("message") == "registered with LiveKit"
+    )
+
+
+def first_call_answered(phone: Calls, prefix: str, timeout_s: float = 90) -> float:
+    """Dispatch one short call; the seconds until it runs (how soon the fleet answers again)."""
+    began = time.monotonic()
+    (room,) = phone.start(1, hold_s=3, prefix=prefix)
+    wait_calls_started(phone, [room], timeout_s=timeout_s)
+    return time.monotonic() - began
+
+
+def test_operator_killed_during_a_scale_up(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    apply(kubectl, namespace, fleet(rig, namespace))
+    wait_ready(kubectl, namespace, replicas=1)
+    rooms = phone.start(3, hold_s=45, real=2)  # load 0.75 on the one worker: a scale-up
+    wait_calls_started(phone, rooms)
+    wait_for(
+        "the scale-up written to the Deployment",
+        lambda: get_json(kubectl, "deployment", NAME, "-n", namespace)["spec"]["replicas"],
+        lambda replicas: replicas >= 2,
+        timeout_s=60,
+        interval_s=0.05,
+    )
+    operator.kill()  # before the new worker is up
+    killed = time.monotonic()
+    operator.start()
+    wait_ready(kubectl, namespace, replicas=2)
+    recovery_s = time.monotonic() - killed
+    status = wait_status(kubectl, namespace, "3 calls observed", lambda s: s["activeJobs"] == 3)
+    assert status["desiredReplicas"] == 2, "scaled up once, not twice"
+    assert len(events(kubectl, namespace, "ScaledUp")) <= 1
+    assert_no_duplicates(kubectl, namespace)
+    counted = tally(phone, rooms, timeout_s=120)
+    record("operator SIGKILLed during a scale-up", counted, recovery_s, "2 workers ready")
+    assert not counted.lost
+
+
+def test_operator_killed_during_a_scale_down(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=3))
+    wait_ready(kubectl, namespace, replicas=3)
+    rooms = phone.start(2, hold_s=40, real=2)
+    started = wait_calls_started(phone, rooms)
+    busy = {pod_by_ip(kubectl, namespace)[started[room]["pod_ip"]] for room in rooms}
+    wait_status(kubectl, namespace, "the calls observed", lambda s: s.get("activeJobs") == 2)
+    patch_autoscaling(kubectl, namespace, minReplicas=1)
+
+    def victim_chosen() -> bool:
+        return any(
+            (p["metadata"].get("annotations") or {}).get(
+                "controller.kubernetes.io/pod-deletion-cost"
+            )
+            == VICTIM_COST
+            or p["metadata"].get("deletionTimestamp")
+            for p in pods(kubectl, namespace)
+        )
+
+    wait_for("a victim chosen", victim_chosen, bool, timeout_s=60, interval_s=0.1)
+    operator.kill()
+    killed = time.monotonic()
+    operator.start()
+    wait_for(
+        "the fleet down to its busy workers",
+        lambda: live_pods(kubectl, namespace),
+        lambda live: set(live) == busy,
+        timeout_s=90,
+    )
+    recovery_s = time.monotonic() - killed
+    deployment = get_json(kubectl, "deployment", NAME, "-n", namespace)
+    assert deployment["spec"]["replicas"] == len(busy)
+    removed = 0
+    for message in events(kubectl, namespace, "ScaledDown"):
+        before, after = message.rsplit(": ", 1)[1].removesuffix(" workers").split(" -> ")
+        removed += int(before) - int(after)
+    assert removed == 3 - len(busy), f"workers removed by ScaledDown events: {removed}"
+    assert_no_duplicates(kubectl, namespace)
+    counted = tally(phone, rooms, timeout_s=120)  # then the fleet may shrink further
+    record(
+        "operator SIGKILLed during a scale-down", counted, recovery_s, "only the busy workers left"
+    )
+    assert not counted.lost
+
+
+def outage_fleet(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, phone: Calls
+) -> list[str]:  # fmt: skip
+    """Two workers with six calls (three real), seen by the operator."""
+    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=2))
+    wait_ready(kubectl, namespace, replicas=2)
+    rooms = phone.start(6, hold_s=60, real=3)
+    wait_calls_started(phone, rooms)
+    wait_status(kubectl, namespace, "6 calls observed", lambda s: s.get("activeJobs") == 6)
+    return rooms
+
+
+class Supervisor:
+    """Starts the operator again when it exits, as its Deployment's kubelet would."""
+
+    def __init__(self, operator: OperatorProcess) -> None:
+        self.operator = operator
+        self.restarts = 0
+
+    def check(self) -> None:
+        if self.operator.restart_if_exited():
+            self.restarts += 1
+
+
+def converge_after_outage(
+    kubectl: Kubectl, namespace: str, supervisor: Supervisor, timeout_s: float = 120
+) -> float:  # fmt: skip
+    """Ask for a third worker; the seconds until the operator has one ready and sees the calls."""
+    back = time.monotonic()
+    patch_autoscaling(kubectl, namespace, minReplicas=3)
+
+    def ready_workers() -> int:
+        supervisor.check()
+        status = get_json(kubectl, "agentworker", NAME, "-n", namespace).get("status") or {}
+        return int(status.get("readyReplicas") or 0)
+
+    wait_for("a third worker ready", ready_workers, lambda n: n == 3, timeout_s=timeout_s)
+    wait_status(kubectl, namespace, "6 calls observed", lambda s: s.get("activeJobs") == 6)
+    return time.monotonic() - back
+
+
+def test_api_server_restarted(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    rooms = outage_fleet(kubectl, rig, namespace, phone)
+    down_s = control_plane.restart("kube-apiserver")
+    supervisor = Supervisor(operator)
+    recovery_s = converge_after_outage(kubectl, namespace, supervisor)
+    assert_no_duplicates(kubectl, namespace)
+    counted = tally(phone, rooms, timeout_s=120)
+    note = f"down {down_s:.0f} s; operator restarts: {supervisor.restarts}"
+    record("API server restarted", counted, recovery_s, "a new worker ready, calls seen", note)
+    assert not counted.lost
+
+
+def test_etcd_paused_for_20_s(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    rooms = outage_fleet(kubectl, rig, namespace, phone)
+    control_plane.pause("etcd")
+    try:
+        paused = time.monotonic()
+        wait_for("20 s of paused etcd", time.monotonic, lambda now: now - paused >= 20)
+    finally:
+        control_plane.resume("etcd")
+    supervisor = Supervisor(operator)
+    recovery_s = converge_after_outage(kubectl, namespace, supervisor)
+    assert_no_duplicates(kubectl, namespace)
+    counted = tally(phone, rooms, timeout_s=120)
+    note = f"operator restarts: {supervisor.restarts}"
+    record("etcd paused 20 s", counted, recovery_s, "a new worker ready, calls seen", note)
+    assert not counted.lost
+
+
+def test_livekit_restarted_with_20_calls(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    manifest = fleet(rig, namespace, minReplicas=2, maxReplicas=2)
+    manifest["spec"]["env"] = [{"name": "E2E_CALLS_PER_WORKER", "value": "12"}]
+    apply(kubectl, namespace, manifest)
+    wait_ready(kubectl, namespace, replicas=2)
+    workers = set(live_pods(kubectl, namespace))
+    rooms = phone.start(20, hold_s=60, real=5)
+    wait_calls_started(phone, rooms)
+    wait_status(kubectl, namespace, "20 calls observed", lambda s: s.get("activeJobs") == 20)
+    before = {pod: registrations(rig, namespace, pod) for pod in workers}
+    down_s = control_plane.restart("livekit")
+    back = time.monotonic()
+    wait_for(
+        "every worker registered again",
+        lambda: {pod: registrations(rig, namespace, pod) for pod in workers},
+        lambda now: all(now[pod] > before[pod] for pod in workers),
+        timeout_s=60,
+    )
+    recovery_s = time.monotonic() - back
+    answered_s = first_call_answered(phone, "after-livekit")
+    wait_status(kubectl, namespace, "the calls still observed", lambda s: s["activeJobs"] >= 20)
+    counted = tally(phone, rooms, timeout_s=150)
+    note = f"LiveKit down {down_s:.0f} s; a new call answered {answered_s:.1f} s after it was back"
+    record("LiveKit restarted", counted, recovery_s, "every worker registered again", note)
+    assert not counted.lost, counted
+
+
+def test_a_killed_job_process_loses_only_its_own_call_and_is_reported_failed(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=2))
+    wait_ready(kubectl, namespace, replicas=2)
+    rooms = phone.start(6, hold_s=40, real=3)
+    started = wait_calls_started(phone, rooms)
+    wait_status(kubectl, namespace, "6 calls observed", lambda s: s.get("activeJobs") == 6)
+    victim = rooms[0]  # a real call: its caller sees the agent go
+    pod = pod_by_ip(kubectl, namespace)[started[victim]["pod_ip"]]
+    job_id = next(
+        r["job_id"]
+        for r in pod_log(rig, namespace, pod)
+        if r.get("message") == "job started" and r.get("room") == victim
+    )
+    os.kill(int(started[victim]["pid"]), signal.SIGKILL)
+    killed = time.monotonic()
+    failed = wait_for(
+        "the job reported failed",
+        lambda: [
+            r
+            for r in pod_log(rig, namespace, pod)
+            if r.get("message") == "job failed" and r.get("job_id") == job_id
+        ],
+        lambda found: len(found) == 1,
+        timeout_s=30,
+    )
+    wait_status(kubectl, namespace, "5 calls observed", lambda s: s.get("activeJobs") == 5)
+    recovery_s = time.monotonic() - killed
+    counted = tally(phone, rooms, timeout_s=120, dead={victim})
+    reason = f"{failed[0]['reason']}: {failed[0].get('error', '')}"
+    record("a job process SIGKILLed", counted, recovery_s, "the worker reports 5 calls", reason)
+    assert counted.lost == [victim], counted
+    assert failed[0]["reason"] not in ("", "success")
+
+
+def test_killed_fork_servers_take_no_call_with_them(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=2))
+    wait_ready(kubectl, namespace, replicas=2)
+    rooms = phone.start(6, hold_s=40, real=3)
+    wait_calls_started(phone, rooms)
+    wait_status(kubectl, namespace, "6 calls observed", lambda s: s.get("activeJobs") == 6)
+    fork_servers = []
+    busy_ips = {call["pod_ip"] for call in phone.ledger.started().values()}
+    for ip in busy_ips:
+        worker = psutil.Process(worker_pid(ip))
+        fork_servers += [
+            child
+            for child in worker.children()
+            if "multiprocessing.forkserver" in " ".join(child.cmdline())
+        ]
+    assert len(fork_servers) == len(busy_ips), fork_servers
+    for fork_server in fork_servers:
+        fork_server.send_signal(signal.SIGKILL)
+    killed = time.monotonic()
+    psutil.wait_procs(fork_servers, timeout=10)
+    wait_status(kubectl, namespace, "still 6 calls", lambda s: s.get("activeJobs") == 6)
+    later = phone.start(2, hold_s=5, prefix="after-fork-server")
+    wait_calls_started(phone, later)
+    recovery_s = time.monotonic() - killed
+    counted = tally(phone, rooms, timeout_s=120)
+    record(
+        "the fork server of each busy worker SIGKILLed",
+        counted,
+        recovery_s,
+        "new calls run (new fork servers)",
+    )
+    assert not tally(phone, later, timeout_s=60).lost
+    assert not counted.lost, counted
+
+
+def test_every_worker_sigtermed_during_a_rollout(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    manifest = fleet(rig, namespace)
+    manifest["spec"]["autoscaling"] = {"enabled": False}
+    manifest["spec"]["replicas"] = 3
+    apply(kubectl, namespace, manifest)
+    wait_ready(kubectl, namespace, replicas=3)
+    old = set(live_pods(kubectl, namespace))
+    rooms = phone.start(9, hold_s=45, real=3)
+    wait_calls_started(phone, rooms)
+    wait_status(kubectl, namespace, "9 calls observed", lambda s: s.get("activeJobs") == 9)
+    manifest["spec"]["env"] = [{"name": "GREETING", "value": "version two"}]
+    apply(kubectl, namespace, manifest)
+    wait_for(
+        "a new worker running",
+        lambda: [
+            p for p in pods(kubectl, namespace)
+            if p["metadata"]["name"] not in old and p.get("status", {}).get("podIP")
+        ],
+        lambda new: bool(new),
+        timeout_s=60,
+    )  # fmt: skip
+    signalled = 0
+    for pod in pods(kubectl, namespace):  # old and new alike, the main process alone
+        ip = pod.get("status", {}).get("podIP")
+        if ip:
+            try:
+                os.kill(worker_pid(ip), signal.SIGTERM)
+                signalled += 1
+            except AssertionError:  # not listening yet: nothing to signal
+                continue
+    sent = time.monotonic()
+    new = wait_for(
+        "three new workers ready",
+        lambda: live_pods(kubectl, namespace),
+        lambda live: (
+            len(live) == 3
+            and not set(live) & old
+            and all(p["status"].get("containerStatuses") for p in live.values())
+            and all(c.get("ready") for p in live.values() for c in p["status"]["containerStatuses"])
+        ),
+        timeout_s=180,
+    )
+    later = phone.start(2, hold_s=5, prefix="after-rollout")
+    started = wait_calls_started(phone, later)
+    recovery_s = time.monotonic() - sent
+    assert {started[room]["pod_ip"] for room in later} <= {
+        p["status"]["podIP"] for p in new.values()
+    }
+    counted = tally(phone, rooms, timeout_s=150)
+    assert not tally(phone, later, timeout_s=60).lost
+    wait_status(
+        kubectl, namespace, "no call left on old workers", lambda s: s["oldWorkerJobs"] == 0
+    )
+    assert_no_duplicates(kubectl, namespace)
+    record(
+        "every worker SIGTERMed during a rollout",
+        counted,
+        recovery_s,
+        "3 new workers ready, new calls on them",
+        f"{signalled} workers signalled",
+    )
+    assert not counted.lost, counted
