@@ -129,6 +129,12 @@ def strip_extensions(request_head: bytes) -> bytes:
     return b"\r\n".join(kept)
 
 
+def request_path(request_head: bytes) -> str:
+    """The path of an HTTP request head (`GET /agent?x=1 HTTP/1.1` -> `/agent`)."""
+    words = request_head.split(b"\r\n", 1)[0].split()
+    return words[1].decode(errors="replace").split("?", 1)[0] if len(words) >= 2 else ""
+
+
 def is_switching_protocols(response_head: bytes) -> bool:
     """True for an `HTTP/1.1 101` response head: WebSocket frames follow it."""
     status_line = response_head.split(b"\r\n", 1)[0].split()
@@ -150,13 +156,15 @@ class _Pipe:
         self.upstream_reader: asyncio.StreamReader | None = None
         self.upgraded = False
         self.closed = False
+        self.faulted = True
+        """False for a connection whose path the proxy leaves alone (see FaultProxy `paths`)."""
         self.to_client: asyncio.Queue[tuple[float, bytes, Kind]] = asyncio.Queue()
         self.splitter = FrameSplitter()
         self.waiting_injections: list[bytes] = []  # for the end of a fragmented message
         self.tasks: set[asyncio.Task[None]] = set()
 
     def inject(self, frame: bytes) -> bool:
-        if not self.upgraded or self.closed:
+        if not self.upgraded or self.closed or not self.faulted:
             return False
         if self.splitter.in_message:
             self.waiting_injections.append(frame)
@@ -192,7 +200,7 @@ class _Pipe:
         if self.closed:
             return
         self.closed = True
-        if self.upgraded:
+        if self.upgraded and self.faulted:
             self.proxy.live -= 1
         for task in self.tasks:
             task.cancel()
@@ -204,12 +212,14 @@ class _Pipe:
         assert self.upstream is not None
         with contextlib.suppress(OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             head = strip_extensions(await reader.readuntil(HEAD_END))
+            self.faulted = self.proxy.faults(request_path(head))
             await self._forward(self.upstream, head)
             while data := await reader.read(READ_SIZE):
                 await self._forward(self.upstream, data)
 
     async def _forward(self, writer: asyncio.StreamWriter, data: bytes) -> None:
-        await self.proxy._flowing.wait()  # a stall holds the bytes here, in order
+        if self.faulted:
+            await self.proxy._flowing.wait()  # a stall holds the bytes here, in order
         writer.write(data)
         await writer.drain()
 
@@ -226,7 +236,7 @@ class _Pipe:
                     return
                 self._upgrade()
                 while data := await reader.read(READ_SIZE):
-                    due = time.monotonic() + self.proxy._delay_s
+                    due = time.monotonic() + (self.proxy._delay_s if self.faulted else 0.0)
                     for _, frame in self.splitter.feed(data):
                         self.to_client.put_nowait((due, frame, "frame"))
                         if not self.splitter.in_message:
@@ -238,6 +248,8 @@ class _Pipe:
 
     def _upgrade(self) -> None:
         self.upgraded = True
+        if not self.faulted:
+            return
         self.proxy.connections += 1
         self.proxy.live += 1
 
@@ -249,9 +261,10 @@ class _Pipe:
                     return
                 if (wait_s := due - time.monotonic()) > 0:
                     await asyncio.sleep(wait_s)  # the `delay` fault
-                await self.proxy._flowing.wait()
+                if self.faulted:
+                    await self.proxy._flowing.wait()
                 # counted before the write, so that a client that read it also sees it counted
-                if kind == "frame":
+                if kind == "frame" and self.faulted:
                     self.proxy.frames_to_client += 1
                 elif kind == "injected":
                     self.proxy.injected += 1
@@ -263,12 +276,17 @@ class FaultProxy:
 
     Use it as `async with FaultProxy(host, port) as proxy:` and point the client at `proxy.url`.
     Every fault can be switched at any time from the proxy's event loop (`ThreadedFaultProxy` for
-    other threads).
+    other threads). With `paths`, only connections whose request path starts with one of them
+    are faulted and counted (e.g. `("/agent",)`: a worker's control connection, not its jobs'
+    room connections, which reach LiveKit through the same URL); the others are piped as they are.
     """
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
+    def __init__(
+        self, upstream_host: str, upstream_port: int, *, paths: tuple[str, ...] = ()
+    ) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
+        self.paths = paths
         self.port = 0
         """The port it listens on, once entered."""
         self.connections = 0
@@ -293,6 +311,10 @@ class FaultProxy:
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
+    def faults(self, path: str) -> bool:
+        """Whether a connection to `path` is one the faults act on."""
+        return not self.paths or path.startswith(self.paths)
+
     async def __aenter__(self) -> FaultProxy:
         self._server = await asyncio.start_server(self._on_client, "127.0.0.1", 0)
         self.port = int(self._server.sockets[0].getsockname()[1])
@@ -301,7 +323,8 @@ class FaultProxy:
     async def __aexit__(self, *_: object) -> None:
         assert self._server is not None
         self._server.close()
-        self.cut()
+        for pipe in list(self._pipes):
+            pipe.close()
         # The cut ends every handler; cancelling one instead makes asyncio's stream callback
         # log an error on Python 3.11 (it asks a cancelled task for its exception).
         if self._handlers:
@@ -313,10 +336,12 @@ class FaultProxy:
     def cut(self) -> None:
         """Close every connection it pipes, both sides, now; new ones are still accepted."""
         for pipe in list(self._pipes):
-            pipe.close()
+            if pipe.faulted:
+                pipe.close()
 
     def refuse(self, on: bool) -> None:
-        """While on, every new connection is accepted and closed at once (before any byte)."""
+        """While on, every new connection is accepted and closed at once (before any byte, so
+        whatever its path)."""
         self._refusing = on
 
     def stall(self) -> None:
@@ -365,8 +390,10 @@ class ThreadedFaultProxy:
     loop applied it (it is handed over with `call_soon_threadsafe`), so it is safe from any thread.
     """
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        self._proxy = FaultProxy(upstream_host, upstream_port)
+    def __init__(
+        self, upstream_host: str, upstream_port: int, *, paths: tuple[str, ...] = ()
+    ) -> None:
+        self._proxy = FaultProxy(upstream_host, upstream_port, paths=paths)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="faultproxy", daemon=True

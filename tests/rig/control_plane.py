@@ -91,6 +91,9 @@ def build() -> Binaries:
 
 
 def pid_alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):  # our own child (a restart): reap it if it ended
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -108,6 +111,11 @@ def read_pid(name: str) -> int | None:
     return pid if pid > 0 and pid_alive(pid) else None
 
 
+_DETACHED: list[subprocess.Popen[bytes]] = []
+"""Components started from a long-lived process (a fault test): kept so that the Popen objects
+are never collected while their process runs (Popen.__del__ warns about that)."""
+
+
 def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
     PIDS.mkdir(parents=True, exist_ok=True)
     LOGS.mkdir(parents=True, exist_ok=True)
@@ -122,6 +130,7 @@ def spawn(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
             cwd=REPO_ROOT,
         )
     (PIDS / f"{name}.pid").write_text(str(proc.pid))
+    _DETACHED.append(proc)
     return proc.pid
 
 

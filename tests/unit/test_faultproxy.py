@@ -105,6 +105,24 @@ def test_upgrade_request_loses_only_its_extensions_header() -> None:
 
 
 @pytest.mark.parametrize(
+    ("head", "path"),
+    [
+        (b"GET /agent HTTP/1.1\r\nHost: x\r\n\r\n", "/agent"),
+        (b"GET /rtc/v1?access_token=t&auto_subscribe=1 HTTP/1.1\r\n\r\n", "/rtc/v1"),
+        (b"garbage\r\n\r\n", ""),
+    ],
+    ids=["agent", "rtc-with-query", "garbage"],
+)
+def test_request_path_is_read_from_the_request_line_without_its_query(
+    head: bytes, path: str
+) -> None:  # fmt: skip
+    assert faultproxy.request_path(head) == path
+    proxy = faultproxy.FaultProxy("127.0.0.1", 1, paths=("/agent",))
+    assert proxy.faults(path) is (path == "/agent")
+    assert faultproxy.FaultProxy("127.0.0.1", 1).faults(path), "no paths: every connection"
+
+
+@pytest.mark.parametrize(
     ("head", "upgraded"),
     [
         (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n", True),

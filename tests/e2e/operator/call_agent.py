@@ -17,10 +17,17 @@ import os
 import time
 from pathlib import Path
 
+from livekit import rtc
+
 from worker_runtime import JobContext, WorkerOptions
 
 CALLS_PER_WORKER = float(os.environ.get("E2E_CALLS_PER_WORKER", "4"))
 MAX_HOLD_S = 600.0
+CALL_ENDING_REASONS = (
+    rtc.DisconnectReason.CLIENT_INITIATED,
+    rtc.DisconnectReason.ROOM_DELETED,
+    rtc.DisconnectReason.USER_REJECTED,
+)
 
 
 def record(ledger: str, **fields: object) -> None:
@@ -50,11 +57,17 @@ async def entrypoint(ctx: JobContext) -> None:
         ended = "completed"
         return
     caller_left = asyncio.Event()
+
+    def on_left(participant: rtc.RemoteParticipant) -> None:
+        reason = participant.disconnect_reason
+        record(ledger, event="left", room=room, identity=participant.identity, reason=reason)
+        # As livekit-agents' RoomIO: only a caller who hung up (or a deleted room) ends the
+        # call; a caller who vanished because the agent's own connection restarted comes back.
+        if participant.identity == "caller" and reason in CALL_ENDING_REASONS:
+            caller_left.set()
+
     if not meta.get("stay"):  # `stay`: the agent keeps the room for hold_s even when alone
-        ctx.room.on(
-            "participant_disconnected",
-            lambda p: caller_left.set() if p.identity == "caller" else None,
-        )
+        ctx.room.on("participant_disconnected", on_left)
     await ctx.connect()
     await ctx.wait_for_participant(identity="caller")
     try:

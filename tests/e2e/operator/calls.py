@@ -2,9 +2,11 @@
 
 A call is a dispatch of the test agent (`call_agent`) with a hold time. A real call also has a
 caller: a participant (`caller`) that joins the room first, sees the agent join, and counts the
-call as cut when the agent leaves before its hold time is up. Callers run on their own event
-loop in a thread, so the tests' blocking kubectl polls never stall them. Every call records its
-start and its end in the ledger file; `Ledger` reads it.
+call as cut when the agent leaves before its hold time is up and does not come back within
+REJOIN_S (an agent that comes back, e.g. after both rejoined a restarted LiveKit server, is an
+interruption the outcome reports). Callers run on their own event loop in a thread, so the tests'
+blocking kubectl polls never stall them. Every call records its start and its end in the ledger
+file; `Ledger` reads it.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from tests.rig import env as rig_env
 
 T = TypeVar("T")
 AGENT_JOIN_TIMEOUT_S = 60.0
+REJOIN_S = 20.0
+"""How long a caller waits for an agent that vanished to come back before counting the call cut."""
 ENTRYPOINT = "tests.e2e.operator.call_agent:opts"
 
 
@@ -41,7 +45,12 @@ class CallerOutcome:
     said_bye: bool
     """The agent said "bye" before it left: it ran the call to its end."""
     cut: bool
-    """The agent left without saying bye, or before the call's hold time was up."""
+    """The agent left without saying bye and did not come back within REJOIN_S, or left before
+    the call's hold time was up, or the caller's own connection was lost for good."""
+    interruptions: int = 0
+    """Times the agent left and the same agent came back within REJOIN_S (e.g. both rejoined a
+    restarted LiveKit server): the call went on, after a gap."""
+    longest_gap_s: float = 0.0
 
 
 class Ledger:
@@ -125,24 +134,31 @@ class Calls:
     async def _caller(self, room_name: str, hold_s: float, ready: Future[None]) -> CallerOutcome:
         token = self._caller_token(room_name)
         room = rtc.Room()
-        joined, left, bye = asyncio.Event(), asyncio.Event(), asyncio.Event()
+        joined, left, back, bye = asyncio.Event(), asyncio.Event(), asyncio.Event(), asyncio.Event()
         times: dict[str, float] = {}
 
         def on_join(participant: rtc.RemoteParticipant) -> None:
             times.setdefault("joined", time.monotonic())
             joined.set()
+            back.set()
 
         def on_leave(participant: rtc.RemoteParticipant) -> None:
-            times.setdefault("left", time.monotonic())
+            times["left"] = time.monotonic()
+            back.clear()
             left.set()
 
         def on_data(packet: rtc.DataPacket) -> None:
             if packet.data == b"bye":
                 bye.set()
 
+        def on_disconnected(reason: object) -> None:  # the caller's own connection, for good
+            times["dropped"] = time.monotonic()
+            left.set()
+
         room.on("participant_connected", on_join)
         room.on("participant_disconnected", on_leave)
         room.on("data_received", on_data)
+        room.on("disconnected", on_disconnected)
         try:
             await room.connect(self.rig.livekit_url, token)
         except BaseException as error:
@@ -156,15 +172,30 @@ class Calls:
                 return CallerOutcome(
                     room=room_name, agent_joined=False, held_s=0.0, said_bye=False, cut=True
                 )
-            with suppress(TimeoutError):
-                await asyncio.wait_for(left.wait(), hold_s + 600)
-            held = times.get("left", time.monotonic()) - times["joined"]
+            gaps: list[float] = []
+            deadline = time.monotonic() + hold_s + 600
+            while True:
+                with suppress(TimeoutError):
+                    await asyncio.wait_for(left.wait(), max(0.0, deadline - time.monotonic()))
+                left.clear()
+                if bye.is_set() or "dropped" in times or time.monotonic() >= deadline:
+                    break
+                gone_at = times["left"]
+                try:  # the agent left without a bye: a gap if it comes back
+                    await asyncio.wait_for(back.wait(), REJOIN_S)
+                except TimeoutError:
+                    break
+                gaps.append(time.monotonic() - gone_at)
+            end = times.get("dropped", times.get("left", time.monotonic()))
+            held = end - times["joined"]
             return CallerOutcome(
                 room=room_name,
                 agent_joined=True,
                 held_s=held,
                 said_bye=bye.is_set(),
-                cut=not bye.is_set() or held < hold_s - 2.0,
+                cut=not bye.is_set() or held < hold_s - 2.0 or "dropped" in times,
+                interruptions=len(gaps),
+                longest_gap_s=max(gaps, default=0.0),
             )
         finally:
             await room.disconnect()

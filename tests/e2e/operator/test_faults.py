@@ -14,8 +14,10 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlparse
 
 import psutil
 import pytest
@@ -37,6 +39,7 @@ from tests.e2e.operator.test_autoscaling import (
     wait_status,
     worker_pid,
 )
+from tests.faultproxy import ThreadedFaultProxy
 from tests.rig import control_plane
 from tests.rig import env as rig_env
 from tests.waiting import wait_for
@@ -56,6 +59,9 @@ class Tally:
     running: int
     completed: int
     lost: list[str]
+    interrupted: int = 0
+    """Real calls whose agent vanished and came back (the call went on after a gap)."""
+    longest_gap_s: float = 0.0
 
 
 def tally(
@@ -81,12 +87,22 @@ def tally(
         if ended.get(room, {}).get("how") != "completed"
         or (room in outcomes and outcomes[room].cut)
     )
-    return Tally(running=len(rooms), completed=len(rooms) - len(lost), lost=lost)
+    interrupted = [o for room, o in outcomes.items() if room in rooms and o.interruptions]
+    return Tally(
+        running=len(rooms),
+        completed=len(rooms) - len(lost),
+        lost=lost,
+        interrupted=len(interrupted),
+        longest_gap_s=max((o.longest_gap_s for o in interrupted), default=0.0),
+    )
 
 
 def record(
     fault: str, counted: Tally, recovery_s: float, recovered: str, note: str = ""
 ) -> None:  # fmt: skip
+    if counted.interrupted:
+        gaps = f"{counted.interrupted} real calls resumed after a gap of up to "
+        note = "; ".join(filter(None, [note, gaps + f"{counted.longest_gap_s:.1f} s"]))
     fault_table.record(
         fault_table.Row(
             fault=fault,
@@ -324,6 +340,102 @@ def test_livekit_restarted_with_20_calls(
     counted = tally(phone, rooms, timeout_s=150)
     note = f"LiveKit down {down_s:.0f} s; a new call answered {answered_s:.1f} s after it was back"
     record("LiveKit restarted", counted, recovery_s, "every worker registered again", note)
+    assert not counted.lost, counted
+
+
+@pytest.fixture
+def proxy(rig: rig_env.RigEnv) -> Iterator[ThreadedFaultProxy]:
+    """A fault proxy in front of the rig's LiveKit acting on the workers' /agent connections only
+    (their jobs' room connections go through it untouched)."""
+    upstream = urlparse(rig.livekit_url)
+    assert upstream.hostname
+    assert upstream.port
+    with ThreadedFaultProxy(upstream.hostname, upstream.port, paths=("/agent",)) as running:
+        yield running
+
+
+def proxied_fleet(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, phone: Calls,
+    proxy: ThreadedFaultProxy, hold_s: float,
+) -> list[str]:  # fmt: skip
+    """Two workers reaching LiveKit through the proxy, six calls (three real) on them."""
+    manifest = fleet(rig, namespace, minReplicas=2, maxReplicas=2)
+    manifest["spec"]["livekit"]["url"] = proxy.url
+    # 3 calls of 10 per worker: room for the call that shows the fleet answers after the fault
+    manifest["spec"]["env"] = [{"name": "E2E_CALLS_PER_WORKER", "value": "10"}]
+    apply(kubectl, namespace, manifest)
+    wait_ready(kubectl, namespace, replicas=2)
+    wait_for("both workers connected through the proxy", lambda: proxy.live, lambda n: n == 2)
+    rooms = phone.start(6, hold_s=hold_s, real=3)
+    wait_calls_started(phone, rooms)
+    wait_status(kubectl, namespace, "6 calls observed", lambda s: s.get("activeJobs") == 6)
+    return rooms
+
+
+def test_workers_connections_cut(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls, proxy: ThreadedFaultProxy,
+) -> None:  # fmt: skip
+    rooms = proxied_fleet(kubectl, rig, namespace, phone, proxy, hold_s=45)
+    before = proxy.connections
+    proxy.cut()
+    cut = time.monotonic()
+    wait_for(
+        "both workers connected again",
+        lambda: (proxy.connections, proxy.live),
+        lambda seen: seen[0] >= before + 2 and seen[1] == 2,
+        timeout_s=60,
+    )
+    recovery_s = time.monotonic() - cut
+    answered_s = first_call_answered(phone, "after-cut")
+    counted = tally(phone, rooms, timeout_s=120)
+    note = f"a new call answered {answered_s:.1f} s after"
+    record("every worker's LiveKit connection cut", counted, recovery_s, "registered again", note)
+    assert not counted.lost, counted
+
+
+def test_workers_connections_stalled_for_40_s(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls, proxy: ThreadedFaultProxy,
+) -> None:  # fmt: skip
+    rooms = proxied_fleet(kubectl, rig, namespace, phone, proxy, hold_s=80)
+    pods_now = set(live_pods(kubectl, namespace))
+    before = {pod: registrations(rig, namespace, pod) for pod in pods_now}
+    proxy.stall()  # nothing moves either way, nothing is closed
+    try:
+        stalled = time.monotonic()
+        wait_for("40 s of stall", time.monotonic, lambda now: now - stalled >= 40)
+        lost = wait_for(
+            "both workers noticed the dead connection",
+            lambda: [
+                r for pod in pods_now for r in pod_log(rig, namespace, pod)
+                if r.get("message") == "lost the connection to LiveKit"
+            ],
+            lambda found: len(found) >= 2,
+            timeout_s=5,
+        )  # fmt: skip
+    finally:
+        proxy.resume()
+    resumed = time.monotonic()
+    wait_for(
+        "every worker registered again",
+        lambda: {pod: registrations(rig, namespace, pod) for pod in pods_now},
+        lambda now: all(now[pod] > before[pod] for pod in pods_now),
+        timeout_s=60,
+    )
+    recovery_s = time.monotonic() - resumed
+    answered_s = first_call_answered(phone, "after-stall")
+    counted = tally(phone, rooms, timeout_s=150)
+    note = (
+        f"{len(lost)} workers noticed it in the stall; a new call answered {answered_s:.1f} s after"
+    )
+    record(
+        "every worker's LiveKit connection stalled 40 s",
+        counted,
+        recovery_s,
+        "registered again",
+        note,
+    )
     assert not counted.lost, counted
 
 
