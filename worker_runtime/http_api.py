@@ -2,7 +2,9 @@
 
 Owns the routes and the shape of the /worker document, a superset of livekit-agents' own
 (worker_type, agent_name, active_jobs, sdk_version, worker_load, protocol_version) that the
-operator reads. It only reports: the worker hands it a function returning a snapshot.
+operator reads. It only reports: the worker hands it a function returning a snapshot. It answers
+what the README documents and nothing else: other methods 405 (with Allow), other paths 404, no
+static files, no Server header, request bodies of at most `MAX_BODY_BYTES`.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from aiohttp import web
 from worker_runtime.metrics import CONTENT_TYPE, WorkerMetrics
 
 logger = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024
+"""No route takes a body; POST /retire reads (and ignores) at most this much, else 413."""
 
 
 class PortInUse(RuntimeError):
@@ -102,23 +107,33 @@ def build_app(
 
     async def retire_route(request: web.Request) -> web.Response:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        matches = hmac.compare_digest(given.encode(), control_token.encode())
+        matches = hmac.compare_digest(given.encode(), control_token.encode())  # constant time
         if scheme != "Bearer" or not matches:
             return web.json_response({"error": "unauthorized"}, status=401)
+        await request.read()  # 413 past client_max_size: a body, if any, stays small
         refusal = retire()
         if refusal:
             return web.json_response({"retired": False, "reason": refusal}, status=409)
         return web.json_response({"retired": True})
 
-    app = web.Application()
-    if control_token:
+    app = web.Application(client_max_size=MAX_BODY_BYTES)
+    app.on_response_prepare.append(_drop_server_header)
+    if control_token:  # without a token there is no handshake at all: 404, not 401
         app.router.add_post("/retire", retire_route)
-    app.router.add_get("/", healthz)
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    app.router.add_get("/worker", worker)
-    app.router.add_get("/metrics", prometheus)
+    for path, handler in (
+        ("/", healthz),
+        ("/healthz", healthz),
+        ("/readyz", readyz),
+        ("/worker", worker),
+        ("/metrics", prometheus),
+    ):
+        app.router.add_get(path, handler)  # and HEAD, as HTTP asks of every GET resource
     return app
+
+
+async def _drop_server_header(_: web.Request, response: web.StreamResponse) -> None:
+    """aiohttp names itself and the Python version; a prober learns nothing from us."""
+    response.headers.popall("Server", None)
 
 
 class HttpServer:
