@@ -28,7 +28,7 @@ from dataclasses import replace
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol, cast
 
-from worker_runtime import logs
+from worker_runtime import logs, secrecy
 from worker_runtime.options import (
     InvalidOption,
     WorkerOptions,
@@ -240,6 +240,13 @@ def _run(opts: WorkerOptions, args: argparse.Namespace) -> int:
     except InvalidOption as exc:
         logger.error("invalid options", extra={"error": str(exc)})
         return EXIT_USAGE
+    token = os.environ.get("AGENT_CONTROL_TOKEN", "")
+    # before the fork server starts: job code must not be able to mint tokens or retire us
+    if not secrecy.seal([opts.api_secret, token]):
+        logger.warning(
+            "job processes may be able to read the worker's memory (/proc, ptrace)",
+            extra={"platform": sys.platform},
+        )
     logger.info(
         "starting worker",
         extra={
@@ -249,15 +256,16 @@ def _run(opts: WorkerOptions, args: argparse.Namespace) -> int:
         },
     )
     try:
-        return asyncio.run(_serve_new(opts, fmt, level, dev))
+        return asyncio.run(_serve_new(opts, fmt, level, dev, token))
     finally:
         _kill_leftover_processes()
 
 
-async def _serve_new(opts: WorkerOptions, fmt: logs.LogFormat, level: str, dev: bool) -> int:
+async def _serve_new(
+    opts: WorkerOptions, fmt: logs.LogFormat, level: str, dev: bool, token: str
+) -> int:
     from worker_runtime.worker import Worker  # here, so that job processes never load aiohttp
 
-    token = os.environ.get("AGENT_CONTROL_TOKEN", "")
     worker = Worker(opts, log_format=fmt, log_level=level, control_token=token)
     return await _serve(worker, dev=dev)
 

@@ -7,6 +7,7 @@ once, raise, crash its process, sleep, or hold memory. Each logs what it saw.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -126,3 +127,55 @@ async def greeter(ctx: JobContext) -> None:
 broken_prewarm = WorkerOptions(entrypoint, prewarm_fnc=failing_prewarm, load_fnc=no_load)
 slow_start = WorkerOptions(entrypoint, prewarm_fnc=slow_prewarm, load_fnc=no_load)
 greeting = WorkerOptions(greeter, load_fnc=no_load)
+
+
+def _read_proc(path: str) -> str:
+    """A /proc file's text (NULs as newlines), or the error reading it raised."""
+    try:
+        return Path(path).read_bytes().replace(b"\0", b"\n").decode(errors="replace")
+    except OSError as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def _read_environ_in_memory(pid: int) -> str:
+    """The original environment block of `pid`, read through /proc/<pid>/mem, or the error."""
+    stat = _read_proc(f"/proc/{pid}/stat").rpartition(")")[2].split()
+    env_start, env_end = int(stat[47]), int(stat[48])  # proc(5) fields 50 and 51
+    try:
+        with open(f"/proc/{pid}/mem", "rb") as mem:
+            mem.seek(env_start)
+            return mem.read(env_end - env_start).replace(b"\0", b"\n").decode(errors="replace")
+    except (OSError, ValueError) as exc:
+        return f"error: {type(exc).__name__}"
+
+
+def _issuer(jwt: str) -> str:
+    """The `iss` claim of a JWT (unverified: the job only reads its own room token)."""
+    payload = jwt.split(".")[1]
+    return str(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["iss"])
+
+
+async def snooper(ctx: JobContext) -> None:
+    """Log what a job can see of the worker's credentials: its environment, and its own, the
+    fork server's and the worker's /proc entries (as job code could, to mint itself tokens)."""
+    fork_server = os.getppid()
+    worker = int(_read_proc(f"/proc/{fork_server}/stat").rpartition(")")[2].split()[1])
+    logger.info(
+        "e2e job sees",
+        extra={
+            "job_id": ctx.job.id,
+            "fork_server_pid": fork_server,
+            "worker_pid": worker,
+            "token_issuer": _issuer(ctx.token),
+            "env": "\n".join(f"{k}={v}" for k, v in os.environ.items()),
+            "self_environ": _read_proc("/proc/self/environ"),
+            "fork_server_environ": _read_proc(f"/proc/{fork_server}/environ"),
+            "fork_server_mem": _read_environ_in_memory(fork_server),
+            "worker_environ": _read_proc(f"/proc/{worker}/environ"),
+            "worker_cmdline": _read_proc(f"/proc/{worker}/cmdline"),
+            "worker_mem": _read_environ_in_memory(worker),
+        },
+    )
+
+
+snooping = WorkerOptions(snooper, load_fnc=no_load)
