@@ -64,6 +64,13 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
     )
     add("--lease-duration", type=float, default=15.0, help="seconds a Lease claim lasts")
     add(
+        "--control-key-secret",
+        default=settings.CONTROL_KEY_NAME,
+        metavar="NAME",
+        help="Secret in the --lease-namespace holding the key every AgentWorker's control token "
+        "is derived from (made when missing)",
+    )
+    add(
         "--sync-period",
         type=float,
         default=5.0,
@@ -101,6 +108,9 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
             identity=args.identity,
             duration_s=args.lease_duration,
             renew_every_s=max(1.0, args.lease_duration / 3),
+        ),
+        control_key=settings.SecretRef(
+            namespace=args.lease_namespace, name=args.control_key_secret
         ),
         sync=settings.SyncSettings(
             interval_s=args.sync_period,
@@ -157,7 +167,9 @@ async def _run_kopf(
         standalone=True,
         stop_flag=stop,
         ready_flag=ready,
-        memo=kopf.Memo(kube=client, sync_settings=config.sync),
+        memo=kopf.Memo(
+            kube=client, sync_settings=config.sync, control_key_secret=config.control_key
+        ),
     )
 
 
@@ -168,7 +180,10 @@ async def run(config: settings.Settings, *, started: float) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
     client = kube.Kube.connect()
-    elector = lease.LeaderLease(client, config.lease)
+    # the Lease gets connections of its own: behind a burst of reconciles on the shared client's
+    # 16 its renewal would queue past the renew deadline, and the operator would stop itself
+    lease_client = kube.Kube.connect()
+    elector = lease.LeaderLease(lease_client, config.lease)
     health = await _serve_health(config, ready, leading, elector)
     if config.metrics_port:
         metrics.serve(config.metrics_host, config.metrics_port)
@@ -199,6 +214,7 @@ async def run(config: settings.Settings, *, started: float) -> int:
         if health is not None:
             await health.cleanup()
         await client.aclose()
+        await lease_client.aclose()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,9 @@ or prometheus_client; it never reads a Secret's value (credentials go by secretK
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -31,6 +33,9 @@ HTTP_PORT = 8081
 CREDENTIALS_KEYS = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 CONTROL_TOKEN_KEY = "token"
 """Key of the control token in the AgentWorker's control Secret (the victim handshake)."""
+CONTROL_TOKEN_HASH_ANNOTATION = "agentworker.dev/control-token-hash"
+"""A digest of the control token the pods were started with: a new token (a new control key)
+rolls the workers, which read the token from their environment only when they start."""
 TEMPLATE_HASH_ANNOTATION = "agentworker.dev/template-hash"
 """Which version of the pod template a pod runs: the rollout status counts old workers by it."""
 GRACE_MARGIN_S = 30
@@ -144,8 +149,17 @@ def control_secret_name(owner: Owner) -> str:
     return f"{owner.name}-control"
 
 
+def control_token(key: bytes, owner: Owner) -> str:
+    """The token of an AgentWorker's victim handshake, derived from the operator's control key
+    and the AgentWorker's identity: the operator can always compute it again, so it never needs
+    to read a Secret outside its own namespace (HMAC-SHA256 over namespace, name and uid)."""
+    message = f"{owner.namespace}/{owner.name}/{owner.uid}".encode()
+    digest = hmac.new(key, message, hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
 def build_control_secret(owner: Owner, token: str) -> Manifest:
-    """The control Secret, created once with a random token and owned by the AgentWorker."""
+    """The control Secret, holding the AgentWorker's control token, owned by the AgentWorker."""
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -242,7 +256,9 @@ def build_container(spec: specs.AgentWorkerSpec, owner: Owner) -> Manifest:
     return container
 
 
-def build_pod_template(owner: Owner, spec: specs.AgentWorkerSpec) -> Manifest:
+def build_pod_template(
+    owner: Owner, spec: specs.AgentWorkerSpec, *, control_token: str = ""
+) -> Manifest:
     """The pod: user overlay first, the operator's labels and restricted defaults win or merge."""
     overlay = spec.pod_template
     pod_spec: Manifest = {
@@ -266,6 +282,9 @@ def build_pod_template(owner: Owner, spec: specs.AgentWorkerSpec) -> Manifest:
     pod_spec.update({key: value for key, value in optional.items() if value})
     metadata: Manifest = {"labels": {**overlay.labels, **labels(owner)}}
     metadata["annotations"] = dict(overlay.annotations)
+    if control_token:
+        digest = hashlib.sha256(control_token.encode()).hexdigest()[:16]
+        metadata["annotations"][CONTROL_TOKEN_HASH_ANNOTATION] = digest
     template = {"metadata": metadata, "spec": pod_spec}
     metadata["annotations"][TEMPLATE_HASH_ANNOTATION] = _hash(template)
     return template
@@ -275,12 +294,15 @@ def _hash(template: Manifest) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def template_hash(owner: Owner, spec: specs.AgentWorkerSpec) -> str:
+def template_hash(owner: Owner, spec: specs.AgentWorkerSpec, *, control_token: str = "") -> str:
     """The version of the pod template the spec gives (TEMPLATE_HASH_ANNOTATION)."""
-    return str(build_pod_template(owner, spec)["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION])
+    template = build_pod_template(owner, spec, control_token=control_token)
+    return str(template["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION])
 
 
-def build_deployment(owner: Owner, spec: specs.AgentWorkerSpec, *, replicas: int) -> Manifest:
+def build_deployment(
+    owner: Owner, spec: specs.AgentWorkerSpec, *, replicas: int, control_token: str = ""
+) -> Manifest:
     """The Deployment: `replicas` pods, rolled with maxUnavailable 0 so old pods drain last."""
     return {
         "apiVersion": "apps/v1",
@@ -294,7 +316,7 @@ def build_deployment(owner: Owner, spec: specs.AgentWorkerSpec, *, replicas: int
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
             },
-            "template": build_pod_template(owner, spec),
+            "template": build_pod_template(owner, spec, control_token=control_token),
         },
     }
 

@@ -62,6 +62,10 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
     memo["locks"] = {}
     memo["pending"] = set()
     memo["store"] = store.Store()
+    key_ref: settings_module.SecretRef = memo.get("control_key_secret") or (
+        settings_module.SecretRef(namespace="default", name=settings_module.CONTROL_KEY_NAME)
+    )
+    control_key = await memo["kube"].ensure_random_key(key_ref.namespace, key_ref.name, "key")
 
     async def reconcile_by_key(key: store.Key, trigger: str, full: bool) -> object:
         named = logging.LoggerAdapter(
@@ -75,6 +79,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
         config=memo.get("sync_settings") or settings_module.SyncSettings(),
         reconcile=reconcile_by_key,
         locks=memo["locks"],
+        control_key=control_key,
     )
     memo["syncer"] = syncer
     memo["sync_task"] = asyncio.create_task(syncer.run(), name="sync")
@@ -211,11 +216,9 @@ async def _reconcile(
     owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"])
     fleet = syncer.fleets.get((namespace, name))
     spec, problem = _parse(body)
-    # a light reconcile (a sync round) checks no Secret and applies nothing: it must not clear
-    # a problem only a whole reconcile can see go
+    # a light reconcile (a sync round) applies nothing: it must not clear a problem only a
+    # whole reconcile can see go
     full = full or _degraded_reason(previous) in FULL_RECONCILE_PROBLEMS
-    if spec is not None and full:
-        problem = await _check_credentials(client, namespace, spec)
     desired: int | None = None
     if spec is not None and problem is None:
         recommended = previous.get("desiredReplicas")
@@ -223,8 +226,8 @@ async def _reconcile(
             recommended = fleet.desired
         desired = builders.desired_replicas(spec, recommended=recommended)
         if full:
-            await syncer.ensure_control_secret(owner)
-            problem = await _apply_children(client, owner, spec, desired)
+            token = await syncer.ensure_control_secret(owner)
+            problem = await _apply_children(client, owner, spec, desired, token)
             if fleet is not None and problem is None:
                 fleet.last_full_reconcile = time.monotonic()
     elif isinstance(previous.get("desiredReplicas"), int):
@@ -245,6 +248,7 @@ async def _reconcile(
         livekit_error=await memo["livekit"].error(spec.livekit.url) if spec is not None else None,
         deployment=status.facts_from_deployment(deployment),
         failing_pods=status.failures_from_pods(pods),
+        credentials_secret=spec.livekit.credentials_secret if spec is not None else "",
         fleet=fleet.summary if fleet is not None else None,
         scaling=_scaling(decision) if autoscaling and decision is not None else None,
         last_scale_time=fleet.last_scale_time if fleet is not None else None,
@@ -254,11 +258,15 @@ async def _reconcile(
 
 
 async def _apply_children(
-    client: kube.Kube, owner: builders.Owner, spec: specs.AgentWorkerSpec, replicas: int
+    client: kube.Kube,
+    owner: builders.Owner,
+    spec: specs.AgentWorkerSpec,
+    replicas: int,
+    control_token: str,
 ) -> status.Problem | None:
     """Server-side apply of every child; a refusal becomes Degraded=ApplyFailed, not silence."""
     for manifest in (
-        builders.build_deployment(owner, spec, replicas=replicas),
+        builders.build_deployment(owner, spec, replicas=replicas, control_token=control_token),
         builders.build_pod_disruption_budget(owner),
         builders.build_metrics_service(owner),
     ):
@@ -275,7 +283,7 @@ async def _apply_children(
     return None
 
 
-FULL_RECONCILE_PROBLEMS = frozenset({"SecretNotFound", "SecretKeyMissing", "ApplyFailed"})
+FULL_RECONCILE_PROBLEMS = frozenset({"ApplyFailed"})
 
 
 def _degraded_reason(previous: Mapping[str, Any]) -> str:
@@ -298,28 +306,6 @@ def _parse(body: Mapping[str, Any]) -> tuple[specs.AgentWorkerSpec | None, statu
         return specs.parse_spec(body.get("spec")), None
     except specs.InvalidSpecError as error:
         return None, status.Problem(reason="InvalidSpec", message=str(error))
-
-
-async def _check_credentials(
-    client: kube.Kube, namespace: str, spec: specs.AgentWorkerSpec
-) -> status.Problem | None:
-    """What the schema cannot check: the Secret exists and has both keys (values never read)."""
-    secret = spec.livekit.credentials_secret
-    keys = await client.secret_keys(namespace, secret)
-    if keys is None:
-        return status.Problem(
-            reason="SecretNotFound",
-            message=f"Secret {secret} (spec.livekit.credentialsSecret.name) does not exist in "
-            f"namespace {namespace}; create it with keys {' and '.join(builders.CREDENTIALS_KEYS)}",
-        )
-    missing = [key for key in builders.CREDENTIALS_KEYS if key not in keys]
-    if missing:
-        return status.Problem(
-            reason="SecretKeyMissing",
-            message=f"Secret {secret} (spec.livekit.credentialsSecret.name) has no key "
-            f"{' or '.join(missing)}",
-        )
-    return None
 
 
 async def _publish(

@@ -14,6 +14,7 @@ import base64
 import datetime
 import json
 import random
+import secrets
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -265,6 +266,37 @@ class Kube:
         path = path_of(manifest["apiVersion"], manifest["kind"], meta["namespace"])
         return await self.request("POST", path, body=manifest)
 
+    async def replace(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        """PUT an object over the stored one, unconditionally (no resourceVersion): lets the
+        operator rewrite its control Secrets without the right to read them."""
+        meta = manifest["metadata"]
+        path = path_of(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        return await self.request("PUT", path, body=manifest)
+
+    async def ensure_random_key(self, namespace: str, name: str, key: str) -> bytes:
+        """The random bytes under `key` of the Secret namespace/name, made once when missing
+        (a replica that loses the race to create it reads the winner's)."""
+        path = path_of("v1", "Secret", namespace, name)
+        secret = await self.get(path)
+        if secret is None:
+            made = secrets.token_bytes(32)
+            manifest = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": name, "namespace": namespace},
+                "type": "Opaque",
+                "data": {key: base64.b64encode(made).decode()},
+            }
+            try:
+                await self.create(manifest)
+                return made
+            except Conflict:
+                secret = await self.get(path)
+        encoded = ((secret or {}).get("data") or {}).get(key)
+        if not isinstance(encoded, str) or not encoded:
+            raise KubeError(422, "Invalid", f"Secret {namespace}/{name} has no key {key!r}")
+        return base64.b64decode(encoded)
+
     async def secret_values(self, namespace: str, name: str) -> dict[str, str] | None:
         """Every value of a Secret (base64-decoded), or None when it does not exist."""
         secret = await self.get(path_of("v1", "Secret", namespace, name))
@@ -272,12 +304,6 @@ class Kube:
             return None
         data = secret.get("data") or {}
         return {key: base64.b64decode(value).decode() for key, value in data.items()}
-
-    async def secret_value(self, namespace: str, name: str, key: str) -> str | None:
-        """One value of a Secret the operator owns (base64-decoded), or None when absent."""
-        secret = await self.get(path_of("v1", "Secret", namespace, name))
-        encoded = ((secret or {}).get("data") or {}).get(key)
-        return base64.b64decode(encoded).decode() if isinstance(encoded, str) else None
 
     async def post_event(
         self, involved: Mapping[str, Any], *, type: str, reason: str, message: str
@@ -309,13 +335,6 @@ class Kube:
                 "count": 1,
             },
         )
-
-    async def secret_keys(self, namespace: str, name: str) -> frozenset[str] | None:
-        """Key names of a Secret (never the values), or None when it does not exist."""
-        secret = await self.get(path_of("v1", "Secret", namespace, name))
-        if secret is None:
-            return None
-        return frozenset(secret.get("data") or {}) | frozenset(secret.get("stringData") or {})
 
 
 def _error(status: int, text: str) -> KubeError:

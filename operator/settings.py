@@ -34,6 +34,17 @@ class LeaseSettings:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class SecretRef:
+    """A Secret by namespace and name."""
+
+    namespace: str
+    name: str
+
+
+CONTROL_KEY_NAME = "agentworker-operator-control-key"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SyncSettings:
     """The periodic loop that observes the workers, autoscales and resyncs."""
 
@@ -69,3 +80,8 @@ class Settings:
     """Leader election."""
     sync: SyncSettings = field(default_factory=SyncSettings)
     """Observation, autoscaling and resync."""
+    control_key: SecretRef = field(
+        default_factory=lambda: SecretRef(namespace="default", name=CONTROL_KEY_NAME)
+    )
+    """The Secret, in the operator's own namespace, whose random key every AgentWorker's control
+    token is derived from; the operator makes it when missing."""

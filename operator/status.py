@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -98,6 +99,8 @@ class Facts:
     """None when the Deployment does not exist (yet)."""
     failing_pods: tuple[PodFailure, ...] = ()
     """Worker pods whose container cannot start (crash loop, image pull, bad config)."""
+    credentials_secret: str = ""
+    """spec.livekit.credentialsSecret.name: a pod that cannot start for want of it names it."""
     fleet: FleetSummary | None = None
     """What the workers reported in the latest observation; None before the first one."""
     scaling: Scaling | None = None
@@ -153,6 +156,9 @@ def _problem(facts: Facts) -> Problem | None:
             message=f"the LiveKit server at {facts.livekit_url} (spec.livekit.url) does not "
             f"answer ({facts.livekit_error}); workers cannot register until it does",
         )
+    secret_problem = _credentials_problem(facts)
+    if secret_problem is not None:
+        return secret_problem
     if facts.failing_pods:
         shown = "; ".join(
             f"{f.pod}: {f.reason}" + (f" ({f.message})" if f.message else "")
@@ -170,6 +176,35 @@ def _problem(facts: Facts) -> Problem | None:
             message="the Deployment exceeded its progress deadline: new workers never became "
             "ready (check the image, the entrypoint and the LiveKit URL)",
         )
+    return None
+
+
+_SECRET_NOT_FOUND = re.compile(r'secrets? "([^"]+)" not found', re.IGNORECASE)
+_SECRET_KEY_MISSING = re.compile(r"couldn't find key (\S+) in Secret (?:[^/\s]+/)?(\S+)")
+
+
+def _credentials_problem(facts: Facts) -> Problem | None:
+    """The credentials Secret, or one of its keys, is missing: the kubelet says so in a pod's
+    CreateContainerConfigError (the operator does not read the Secret: it may not)."""
+    name = facts.credentials_secret
+    for failure in facts.failing_pods:
+        if failure.reason != "CreateContainerConfigError":
+            continue
+        found = _SECRET_NOT_FOUND.search(failure.message)
+        if found and found.group(1) == name:
+            return Problem(
+                reason="SecretNotFound",
+                message=f"Secret {name} (spec.livekit.credentialsSecret.name) does not exist "
+                f"(pod {failure.pod}: {failure.message}); create it with keys "
+                "LIVEKIT_API_KEY and LIVEKIT_API_SECRET",
+            )
+        missing = _SECRET_KEY_MISSING.search(failure.message)
+        if missing and missing.group(2) == name:
+            return Problem(
+                reason="SecretKeyMissing",
+                message=f"Secret {name} (spec.livekit.credentialsSecret.name) has no key "
+                f"{missing.group(1)} (pod {failure.pod}: {failure.message})",
+            )
     return None
 
 
@@ -195,10 +230,9 @@ def _rollout(facts: Facts) -> tuple[bool, str, str]:
 def _ready(facts: Facts, progressing: bool, rollout_message: str) -> Condition:
     """Ready: the latest spec runs on every desired worker and nothing blocks it."""
     kind, dep = ConditionType.READY, facts.deployment
-    if facts.problem is not None:
-        return Condition(
-            type=kind, status=False, reason=facts.problem.reason, message=facts.problem.message
-        )
+    blocking = facts.problem or _credentials_problem(facts)  # no worker can start either way
+    if blocking is not None:
+        return Condition(type=kind, status=False, reason=blocking.reason, message=blocking.message)
     if progressing or dep is None:
         return Condition(type=kind, status=False, reason="WorkersNotReady", message=rollout_message)
     message = f"{dep.ready_replicas}/{facts.desired_replicas or 0} workers ready"

@@ -14,11 +14,9 @@ hang while no operator runs.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import datetime
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +66,8 @@ class Fleet:
     """Rooms already dispatched again (never twice), and when."""
     livekit: rooms.Rooms | None = None
     """The LiveKit client of call recovery (made when recovery is on)."""
+    recovery_refused: bool = False
+    """The API server refused the credentials Secret to call recovery (said once)."""
 
 
 def _now_text() -> str:
@@ -85,8 +85,10 @@ class Syncer:
         config: SyncSettings,
         reconcile: Reconcile,
         locks: dict[Key, asyncio.Lock],
+        control_key: bytes,
     ) -> None:
         self._kube = client
+        self._control_key = control_key
         self._store = store
         self._config = config
         self._reconcile = reconcile
@@ -147,8 +149,9 @@ class Syncer:
         owner = builders.Owner(name=key[1], namespace=key[0], uid=body["metadata"]["uid"])
         workers = await self._observe(key, spec, fleet)
         previous, fleet.workers = fleet.workers, tuple(workers)
+        token = await self.ensure_control_secret(owner)
         fleet.summary = observation.summarize(
-            workers, template_hash=builders.template_hash(owner, spec)
+            workers, template_hash=builders.template_hash(owner, spec, control_token=token)
         )
         metrics.record_fleet(key, fleet.summary)
         changed = False
@@ -188,7 +191,10 @@ class Syncer:
         if not fleet.suspects:
             return
         available = sum(1 for w in fleet.workers if w.state is observation.WorkerState.AVAILABLE)
-        client = await self._livekit(key, spec, fleet)
+        client = await self._livekit(key, body, spec, fleet)
+        if client is None:
+            fleet.suspects.clear()  # not allowed to recover: said once, in an Event
+            return
         for room, (lost, since) in list(fleet.suspects.items()):
             if now - since > recovery.SUSPECT_FOR_S:
                 del fleet.suspects[room]
@@ -232,10 +238,31 @@ class Syncer:
                 body, type="Normal", reason="CallRedispatched", message=message
             )
 
-    async def _livekit(self, key: Key, spec: specs.AgentWorkerSpec, fleet: Fleet) -> rooms.Rooms:
+    async def _livekit(
+        self, key: Key, body: Mapping[str, Any], spec: specs.AgentWorkerSpec, fleet: Fleet
+    ) -> rooms.Rooms | None:
+        """The LiveKit API client of call recovery: the one place the operator reads the
+        credentials Secret's values, which the chart allows only with
+        rbac.readCredentialSecrets; None (and a Warning Event, once) when it may not."""
         if fleet.livekit is None:
             secret = spec.livekit.credentials_secret
-            values = await self._kube.secret_values(key[0], secret) or {}
+            try:
+                values = await self._kube.secret_values(key[0], secret) or {}
+            except kube.KubeError as error:
+                if error.status != 403:
+                    raise
+                if not fleet.recovery_refused:
+                    fleet.recovery_refused = True
+                    message = (
+                        f"calls cannot be recovered: the operator may not read Secret {secret} "
+                        "(spec.recovery.redispatch needs the LiveKit API key and secret; install "
+                        "the chart with rbac.readCredentialSecrets=true)"
+                    )
+                    logger.warning(message, extra={"object": {"namespace": key[0], "name": key[1]}})
+                    await self._kube.post_event(
+                        body, type="Warning", reason="RecoveryForbidden", message=message
+                    )
+                return None
             fleet.livekit = rooms.Rooms(
                 spec.livekit.url,
                 values.get("LIVEKIT_API_KEY", ""),
@@ -425,17 +452,21 @@ class Syncer:
         body = self._store.agentworker(key)
         if not fleet.control_token and body is not None:
             owner = builders.Owner(name=key[1], namespace=key[0], uid=body["metadata"]["uid"])
-            fleet.control_token = await self.ensure_control_secret(owner)
+            return await self.ensure_control_secret(owner)
         return fleet.control_token
 
     async def ensure_control_secret(self, owner: builders.Owner) -> str:
-        """The AgentWorker's control token: read from its Secret, or made and stored once."""
-        key = (owner.namespace, owner.name)
-        name = builders.control_secret_name(owner)
-        token = await self._kube.secret_value(key[0], name, builders.CONTROL_TOKEN_KEY)
-        if token:
+        """The AgentWorker's control token, derived from the control key, and its Secret written
+        once per operator process (created, or put over an older one: a token of a previous
+        release, or of a control key made again). The operator never reads it back."""
+        fleet = self.fleets.setdefault((owner.namespace, owner.name), Fleet())
+        token = builders.control_token(self._control_key, owner)
+        if fleet.control_token == token:
             return token
-        with contextlib.suppress(kube.Conflict):  # made meanwhile: read it below
-            await self._kube.create(builders.build_control_secret(owner, secrets.token_urlsafe(32)))
-        token = await self._kube.secret_value(key[0], name, builders.CONTROL_TOKEN_KEY)
-        return token or ""
+        manifest = builders.build_control_secret(owner, token)
+        try:
+            await self._kube.create(manifest)
+        except kube.Conflict:
+            await self._kube.replace(manifest)
+        fleet.control_token = token
+        return token

@@ -60,11 +60,14 @@ def _key_ref(ref: Mapping[str, Any], kind: str, namespace: str, lookup: Lookup) 
     if data is None:
         if optional:
             return None
-        raise ContainerConfigError(f'{kind} "{ref["name"]}" not found')
+        # the kubelet's own words (pkg/kubelet/kubelet_pods.go)
+        raise ContainerConfigError(f'{kind.lower()} "{ref["name"]}" not found')
     if ref["key"] not in data:
         if optional:
             return None
-        raise ContainerConfigError(f"couldn't find key {ref['key']} in {kind} {ref['name']}")
+        raise ContainerConfigError(
+            f"couldn't find key {ref['key']} in {kind} {namespace}/{ref['name']}"
+        )
     return data[ref["key"]]
 
 

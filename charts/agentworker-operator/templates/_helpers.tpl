@@ -47,6 +47,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 
 {{/* The namespaced rules of the operator: exactly the calls it makes (handlers, kube, sync). */}}
+{{/* The Secret holding the release's control key (`--control-key-secret`). */}}
+{{- define "agentworker-operator.controlKeyName" -}}
+{{ include "agentworker-operator.fullname" . }}-control-key
+{{- end -}}
+
 {{- define "agentworker-operator.namespacedRules" -}}
 # Watch AgentWorkers; kopf keeps its bookkeeping in their annotations.
 - apiGroups: [agentworker.dev]
@@ -70,11 +75,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 - apiGroups: [""]
   resources: [services]
   verbs: [get, create, patch]
-# The credentials Secret is read for its key names only; the values go to pods by reference.
-# Each AgentWorker's control Secret (the token of the victim handshake) is made once and read.
+# Secrets are written, never read: each AgentWorker's control Secret holds a token the operator
+# derives from its control key (in the release namespace), and the credentials Secret reaches
+# pods by reference only. Call recovery alone needs the LiveKit key and secret: opt in with
+# rbac.readCredentialSecrets.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, create]
+  verbs: [create, update]
+{{- if .Values.rbac.readCredentialSecrets }}
+- apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
 # Worker pods (watched with a label selector): a crash loop, a failed image pull, and the
 # annotations that protect calls (pod-deletion-cost, karpenter.sh/do-not-disrupt), and
 # deleting a retired, idle worker that an interrupted scale-down left behind.

@@ -246,10 +246,12 @@ def test_a_child_the_api_server_refuses_is_degraded_apply_failed_with_its_messag
     )
 
 
-def test_missing_secret_is_degraded_with_an_event_and_no_deployment(
+def test_missing_secret_is_degraded_with_an_event_naming_it(
     kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, operator: OperatorProcess
 ) -> None:
-    apply(kubectl, namespace, example(rig))
+    """The operator does not read the Secret (it may not): the pods' CreateContainerConfigError
+    tells it, and it names the Secret and what to do."""
+    apply(kubectl, namespace, example(rig, replicas=1))
     obj = wait_for(
         "Degraded=True SecretNotFound",
         lambda: aw(kubectl, namespace),
@@ -257,7 +259,9 @@ def test_missing_secret_is_degraded_with_an_event_and_no_deployment(
         timeout_s=60,
     )
     assert condition(obj, "Degraded")["status"] == "True"
-    assert "livekit-credentials" in condition(obj, "Degraded")["message"]
+    message = condition(obj, "Degraded")["message"]
+    assert "livekit-credentials" in message
+    assert "LIVEKIT_API_KEY and LIVEKIT_API_SECRET" in message
     assert ready_is("False", "SecretNotFound")(obj)
     events = wait_for(
         "a SecretNotFound Event",
@@ -266,7 +270,23 @@ def test_missing_secret_is_degraded_with_an_event_and_no_deployment(
         timeout_s=30,
     )
     assert any(e["type"] == "Warning" for e in events if e.get("reason") == "SecretNotFound")
-    assert kubectl("get", "deployment", NAME, "-n", namespace, check=False).returncode != 0
+
+
+def test_a_key_missing_from_the_secret_is_degraded_naming_the_key(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, operator: OperatorProcess
+) -> None:
+    kubectl(
+        "create", "secret", "generic", "livekit-credentials", "-n", namespace,
+        f"--from-literal=LIVEKIT_API_KEY={rig.livekit_api_key}",
+    )  # fmt: skip
+    apply(kubectl, namespace, example(rig, replicas=1))
+    obj = wait_for(
+        "Degraded=True SecretKeyMissing",
+        lambda: aw(kubectl, namespace),
+        lambda o: condition(o, "Degraded").get("reason") == "SecretKeyMissing",
+        timeout_s=60,
+    )
+    assert "LIVEKIT_API_SECRET" in condition(obj, "Degraded")["message"]
 
 
 def test_unreachable_livekit_is_degraded_and_the_deployment_still_applied(

@@ -65,7 +65,11 @@ def test_operator_reaches_ready_with_only_the_charts_rbac(
     assert whoami["status"]["userInfo"]["username"] == (
         f"system:serviceaccount:{namespace}:{chart_rbac}"
     )
-    process = OperatorProcess(rig, namespace, tmp_path / "operator.log", kubeconfig=kubeconfig)
+    release = chart_rbac  # the chart's Roles name the release's Lease and control key
+    args = (f"--lease-name={release}", f"--control-key-secret={release}-control-key")
+    process = OperatorProcess(
+        rig, namespace, tmp_path / "operator.log", kubeconfig=kubeconfig, extra_args=args
+    )
     process.start()
     try:
         apply(kubectl, namespace, example(rig, replicas=1))

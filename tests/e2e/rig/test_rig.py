@@ -353,7 +353,7 @@ def test_runner_waits_for_a_missing_secret_then_starts(
             and s.state.waiting.reason == "CreateContainerConfigError"
         ),
     )
-    assert 'Secret "late" not found' in waiting.state.waiting.message
+    assert 'secret "late" not found' in waiting.state.waiting.message
     core.create_namespaced_secret(
         namespace,
         client.V1Secret(metadata=client.V1ObjectMeta(name="late"), string_data={"token": "abc"}),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 from typing import Any
 
 import pytest
@@ -12,7 +11,7 @@ from kopf.testing import KopfRunner
 
 from agentworker_operator import builders, handlers
 from tests.e2e.conftest import Kubectl
-from tests.e2e.operator.conftest import condition, example, get_json
+from tests.e2e.operator.conftest import example, get_json
 from tests.rig import env as rig_env
 from tests.waiting import wait_for
 
@@ -59,25 +58,3 @@ def test_reconcile_applies_owned_objects_under_one_field_manager(
         assert managers == {builders.FIELD_MANAGER}
     assert made["deployment"]["spec"]["replicas"] == 0
     assert made["service"]["spec"]["clusterIP"] == "None"
-
-
-def test_secret_without_a_key_is_degraded_and_nothing_is_applied(
-    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, crd: str
-) -> None:
-    kubectl(
-        "create", "secret", "generic", "livekit-credentials", "-n", namespace,
-        "--from-literal=LIVEKIT_API_KEY=only-the-key",
-    )  # fmt: skip
-    apply(kubectl, namespace, example(rig, replicas=0))
-    with run_operator(namespace):
-        obj = wait_for(
-            "Degraded SecretKeyMissing",
-            lambda: get_json(kubectl, "agentworker", NAME, "-n", namespace),
-            lambda o: condition(o, "Degraded").get("reason") == "SecretKeyMissing",
-            timeout_s=30,
-        )
-    degraded = condition(obj, "Degraded")
-    assert degraded["status"] == "True"
-    assert "LIVEKIT_API_SECRET" in degraded["message"]
-    assert "only-the-key" not in json.dumps(obj)
-    assert kubectl("get", "deployment", NAME, "-n", namespace, check=False).returncode != 0

@@ -321,3 +321,15 @@ def test_pods_run_as_a_numeric_non_root_user_so_named_users_in_images_start() ->
         10001,
         10001,
     )
+
+
+def test_control_token_is_the_same_for_the_same_key_and_agentworker_and_differs_otherwise() -> None:
+    key = b"k" * 32
+    token = builders.control_token(key, OWNER)
+    assert token == builders.control_token(key, OWNER)
+    assert len(token) >= 40  # 256 bits, base64 without padding
+    recreated = builders.Owner(name=OWNER.name, namespace=OWNER.namespace, uid="2222")
+    assert builders.control_token(key, recreated) != token, "a new AgentWorker, a new token"
+    assert builders.control_token(b"j" * 32, OWNER) != token, "a new key, new tokens"
+    secret = builders.build_control_secret(OWNER, token)
+    assert secret["stringData"] == {builders.CONTROL_TOKEN_KEY: token}

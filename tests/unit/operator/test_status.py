@@ -276,3 +276,23 @@ def test_an_unreachable_livekit_is_a_problem_only_while_no_worker_is_registered(
     assert conditions(facts(**unreachable))["Degraded"] == (True, "LiveKitUnreachable")
     registered = facts(**unreachable, fleet=summary(available=1))
     assert conditions(registered)["Degraded"] == (False, "AsExpected")
+
+
+@pytest.mark.parametrize(
+    ("message", "reason"),
+    [
+        ('secret "lk" not found', "SecretNotFound"),
+        ("couldn't find key LIVEKIT_API_SECRET in Secret team-a/lk", "SecretKeyMissing"),
+        ('secret "other" not found', "WorkersFailing"),  # some other Secret: the pod's message
+        ("couldn't find key token in Secret team-a/support-control", "WorkersFailing"),
+    ],
+)
+def test_the_kubelets_word_on_the_credentials_secret_names_it_in_degraded(
+    message: str, reason: str
+) -> None:  # fmt: skip
+    failing = status.PodFailure(pod="w-1", reason="CreateContainerConfigError", message=message)
+    f = facts(failing_pods=(failing,), credentials_secret="lk")
+    assert conditions(f)["Degraded"] == (True, reason)
+    problem = status.desired_status(f, {}, now=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
+    degraded = next(c for c in problem["conditions"] if c["type"] == "Degraded")
+    assert message in degraded["message"]

@@ -59,7 +59,7 @@ def test_secret_and_config_map_key_refs_resolve() -> None:
 
 
 def test_missing_secret_is_a_config_error_naming_it() -> None:
-    with pytest.raises(kubelet_env.ContainerConfigError, match='Secret "nope" not found'):
+    with pytest.raises(kubelet_env.ContainerConfigError, match='secret "nope" not found'):
         resolve([{"name": "K", "valueFrom": {"secretKeyRef": {"name": "nope", "key": "k"}}}])
 
 
