@@ -9,7 +9,7 @@ from livekit.protocol import models as models_pb
 from worker_runtime import protocol
 from worker_runtime.options import WorkerPermissions, WorkerType
 
-pytestmark = pytest.mark.timeout(5)
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
 
 
 def roundtrip(msg: agent_pb.WorkerMessage) -> agent_pb.WorkerMessage:

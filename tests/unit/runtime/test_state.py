@@ -16,7 +16,7 @@ from worker_runtime.state import (
     transition,
 )
 
-pytestmark = pytest.mark.timeout(5)
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
 
 S = WorkerState
 E = WorkerEvent

@@ -14,7 +14,7 @@ from worker_runtime.connection import agent_url, retry_delay_s
 from worker_runtime.http_api import JobSummary, WorkerSnapshot, worker_document
 from worker_runtime.request import JobRequest
 
-pytestmark = pytest.mark.timeout(5)
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
 
 
 @pytest.mark.parametrize(
