@@ -15,15 +15,21 @@ pytestmark = pytest.mark.timeout(2)
 
 @pytest.fixture
 def container_process() -> Iterator[subprocess.Popen[bytes]]:
-    """A process as the runner starts one: HOSTNAME is the pod's name."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", "import time; time.sleep(30)"],
+    """A process as the runner starts one: HOSTNAME is the pod's name.
+
+    Yielded once it has said so: until the child has exec'd, /proc shows the parent's environment.
+    """
+    with subprocess.Popen(
+        [sys.executable, "-c", "import sys; print('up', flush=True); sys.stdin.read()"],
         env={"HOSTNAME": "web-1", "PATH": "/usr/bin:/bin"},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
         start_new_session=True,
-    )
-    yield proc
-    proc.kill()
-    proc.wait()
+    ) as proc:  # on exit: its pipes closed, the process reaped
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == b"up\n"  # bounded by the tier's 2 s limit
+        yield proc
+        proc.kill()
 
 
 @pytest.mark.parametrize(
