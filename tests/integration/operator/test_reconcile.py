@@ -1,4 +1,4 @@
-"""Handlers in-process (kopf's KopfRunner) against the rig's API server: objects, SSA, status."""
+"""Handlers in-process (`InProcessOperator`) against the rig's API server: objects, SSA, status."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 import yaml
-from kopf.testing import KopfRunner
 
-from agentworker_operator import builders, handlers
+from agentworker_operator import builders
 from tests.e2e.conftest import Kubectl
 from tests.e2e.operator.conftest import example, get_json
+from tests.integration.operator.inprocess import InProcessOperator
 from tests.rig import env as rig_env
 from tests.waiting import wait_for
 
@@ -20,9 +20,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 NAME = "basic-agent"
 
 
-def run_operator(namespace: str) -> KopfRunner:
-    args = ["run", "--standalone", f"--namespace={namespace}", "-m", handlers.__name__]
-    return KopfRunner(args, registry=handlers.registry, timeout=60)
+def run_operator(namespace: str) -> InProcessOperator:
+    return InProcessOperator(namespace, timeout_s=60)
 
 
 def apply(kubectl: Kubectl, namespace: str, manifest: dict[str, Any]) -> None:
