@@ -54,6 +54,9 @@ def fleet(rig: rig_env.RigEnv, namespace: str, **autoscaling: Any) -> dict[str, 
         shutdownProcessTimeout="10s",
     )
     fast = {"stabilizationWindow": "3s", "stepPods": 4, "period": "5s"}
+    # a new fleet starts at spec.replicas (the example's 2) within the bounds: start at the
+    # minimum, so that the tests' first workers are all there is
+    manifest["spec"]["replicas"] = autoscaling.get("minReplicas", 1)
     manifest["spec"]["autoscaling"] = {
         "enabled": True,
         "minReplicas": 1,
