@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RIG_ENV := .rig/env
+# the e2e suite's tmp_path dirs (operator logs among them), searched by tests/e2e_after
+E2E_BASETEMP := .rig/pytest-e2e
 
 .PHONY: help install lint format unit rig rig-down e2e test demo bench bench-runtime \
 	bench-scaling bench-observing verify generate clean
@@ -47,8 +49,11 @@ rig: install ## Build (cached) and start the rig; writes .rig/env
 rig-down: ## Stop what `make rig` started
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.rig down; fi
 
-e2e: rig ## End-to-end tests against the rig
-	set -a; . $(RIG_ENV); set +a; $(BIN)/pytest tests/integration tests/e2e -q
+e2e: rig ## End-to-end tests against the rig, then the search for leaked secrets
+	set -a; . $(RIG_ENV); set +a; \
+	$(BIN)/pytest tests/integration tests/e2e -q --basetemp=$(E2E_BASETEMP); suite=$$?; \
+	$(BIN)/pytest tests/e2e_after -q; after=$$?; \
+	test $$suite -eq 0 && test $$after -eq 0
 
 test: install lint unit e2e ## Install, lint, unit tests, then rig and end-to-end tests
 
