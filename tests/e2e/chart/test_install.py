@@ -146,7 +146,7 @@ def upgrade_sampling_ready(helm: Helm, kubectl: Kubectl, namespace: str, *args: 
         upgrade = pool.submit(helm, "upgrade", *args)
         while not upgrade.done():
             samples.append(condition(agentworker(kubectl, namespace), "Ready").get("status", "?"))
-            time.sleep(0.5)
+            concurrent.futures.wait([upgrade], timeout=0.5)  # the next sample, or the upgrade's end
         upgrade.result()
     return samples
 
