@@ -223,7 +223,10 @@ def _explain(
             return "HeadroomLow", f"{warm}: {change}"
         if by_load > counts.serving:
             return "LoadAboveTarget", f"{_load_text(counts)} > target {target:.2f}: {change}"
-        return "BelowMinReplicas", f"below minReplicas {autoscaling.min_replicas}: {change}"
+        if current < autoscaling.min_replicas:
+            return "BelowMinReplicas", f"below minReplicas {autoscaling.min_replicas}: {change}"
+        # the workers already up (a scale-up another operator process started) carry the load
+        return "LoadAboveTarget", f"{_load_text(counts)} on {counts.serving} workers: {change}"
     if replicas < current:
         if current > autoscaling.max_replicas:
             return "AboveMaxReplicas", f"above maxReplicas {autoscaling.max_replicas}: {change}"

@@ -224,6 +224,11 @@ async def _reconcile(
         recommended = previous.get("desiredReplicas")
         if fleet is not None and fleet.desired is not None:
             recommended = fleet.desired
+        elif spec.autoscaling.enabled:
+            # Before this process's first decision the Deployment holds what the autoscaler last
+            # wrote; the status may lag it (a restart between the two writes), and applying the
+            # stale value would undo a scale that was under way.
+            recommended = await _deployment_replicas(client, store_, owner) or recommended
         desired = builders.desired_replicas(spec, recommended=recommended)
         if full:
             token = await syncer.ensure_control_secret(owner)
@@ -273,7 +278,8 @@ async def _apply_children(
         try:
             await client.apply(manifest)
         except kube.KubeError as error:
-            if error.status in (409, 429) or error.status >= 500:
+            transient = error.status in (409, 429) or error.status >= 500
+            if transient and kube.UNTYPABLE_PATCH not in str(error):
                 raise  # transient: kopf retries the handler
             return status.Problem(
                 reason="ApplyFailed",
@@ -281,6 +287,16 @@ async def _apply_children(
                 f"{manifest['metadata']['name']}: {error}",
             )
     return None
+
+
+async def _deployment_replicas(
+    client: kube.Kube, store_: store.Store, owner: builders.Owner
+) -> int | None:
+    found = store_.deployment((owner.namespace, owner.name))
+    if found is None:
+        found = await client.get(kube.path_of("apps/v1", "Deployment", owner.namespace, owner.name))
+    replicas = ((found or {}).get("spec") or {}).get("replicas")
+    return replicas if isinstance(replicas, int) and replicas > 0 else None
 
 
 FULL_RECONCILE_PROBLEMS = frozenset({"ApplyFailed"})

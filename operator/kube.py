@@ -49,6 +49,11 @@ class KubeError(Exception):
         super().__init__(f"{status} {reason}: {message}")
 
 
+UNTYPABLE_PATCH = "failed to create typed patch object"
+"""What server-side apply answers (with a 500) when a field has the wrong type for its schema,
+e.g. a pass-through pod field: the request will never succeed as it is."""
+
+
 class Conflict(KubeError):
     """409: someone else changed the object first (optimistic concurrency)."""
 
@@ -134,7 +139,11 @@ class Kube:
         """A client on its own HTTP session (closed by `aclose`)."""
         conn = connection or load_connection()
         connector = aiohttp.TCPConnector(ssl=conn.ssl_context, limit=16)
-        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+        # each request's own time on the wire is bounded, not its wait for one of the 16
+        # connections: under a burst of reconciles that wait is the queue, not a fault
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=REQUEST_TIMEOUT_S, sock_read=REQUEST_TIMEOUT_S
+        )
         return cls(conn, aiohttp.ClientSession(connector=connector, timeout=timeout))
 
     async def aclose(self) -> None:
@@ -190,12 +199,16 @@ class Kube:
         token = self._connection.token()
         if token:
             headers["Authorization"] = token
-        data = None if body is None else json.dumps(body)
+        # raw UTF-8, not \u escapes: the API server decodes an apply patch as YAML, which
+        # refuses the surrogate-pair escapes JSON gives a character beyond U+FFFF
+        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
         url = self._connection.server + path
         async with self._session.request(
             method, url, data=data, headers=headers, params=params
         ) as response:
             text = await response.text()
+            if response.status == 500 and UNTYPABLE_PATCH in text:
+                raise _error(response.status, text)  # the object, not the server: no retry
             if response.status == 429 or response.status >= 500:
                 raise Throttled(
                     response.status, text, _retry_after_s(response.headers.get("Retry-After"))

@@ -480,7 +480,10 @@ def test_killed_fork_servers_take_no_call_with_them(
     kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
     operator: OperatorProcess, phone: Calls,
 ) -> None:  # fmt: skip
-    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=2))
+    manifest = fleet(rig, namespace, minReplicas=2, maxReplicas=2)
+    # 3 calls of 10 per worker: the new calls go to the workers whose fork server died
+    manifest["spec"]["env"] = [{"name": "E2E_CALLS_PER_WORKER", "value": "10"}]
+    apply(kubectl, namespace, manifest)
     wait_ready(kubectl, namespace, replicas=2)
     rooms = phone.start(6, hold_s=40, real=3)
     wait_calls_started(phone, rooms)
