@@ -14,6 +14,7 @@ import base64
 import datetime
 import json
 import random
+import re
 import secrets
 import ssl
 from collections.abc import Callable, Mapping
@@ -47,6 +48,25 @@ class KubeError(Exception):
         self.status = status
         self.reason = reason
         super().__init__(f"{status} {reason}: {message}")
+
+
+_SURROGATE_PAIR = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
+
+
+def encode_body(body: Mapping[str, Any], content_type: str) -> str:
+    """JSON, all ASCII. An apply patch is decoded as YAML, whose parser refuses the
+    surrogate-pair escapes JSON gives a character beyond U+FFFF (and raw control characters):
+    there each pair becomes YAML's own 8-digit escape."""
+    text = json.dumps(body)
+    if "yaml" not in content_type:
+        return text
+
+    def astral(pair: re.Match[str]) -> str:
+        high, low = int(pair.group(2), 16), int(pair.group(3), 16)
+        code = 0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+        return f"{pair.group(1)}\\U{code:08x}"
+
+    return _SURROGATE_PAIR.sub(astral, text)
 
 
 UNTYPABLE_PATCH = "failed to create typed patch object"
@@ -199,9 +219,7 @@ class Kube:
         token = self._connection.token()
         if token:
             headers["Authorization"] = token
-        # raw UTF-8, not \u escapes: the API server decodes an apply patch as YAML, which
-        # refuses the surrogate-pair escapes JSON gives a character beyond U+FFFF
-        data = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        data = None if body is None else encode_body(body, content_type)
         url = self._connection.server + path
         async with self._session.request(
             method, url, data=data, headers=headers, params=params

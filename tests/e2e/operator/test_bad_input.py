@@ -642,6 +642,9 @@ def test_a_thousand_bad_agentworkers_are_refused_or_reported_and_a_good_one_stil
     assert both_operator.health() is not None, "the operator process died"
     assert "leader lease lost" not in both_operator.logs()
     assert not crashes, crashes
+    # the API server could not even decode what the operator sent: the operator's fault, never
+    # the object's (it hid as ApplyFailed once, for text a YAML parser refuses)
+    assert "error decoding patch" not in both_operator.logs()
     assert tally.refused, summary
     assert tally.accepted, summary
 
