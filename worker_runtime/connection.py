@@ -292,6 +292,12 @@ class Connection:
                 continue
             try:
                 msg = protocol.decode(frame.data)
+            except protocol.UnknownMessage as exc:
+                logger.warning(
+                    "ignoring a server message this protocol version does not know",
+                    extra={"error": str(exc), "protocol": protocol.PROTOCOL_VERSION},
+                )
+                continue
             except protocol.ProtocolError as exc:
                 logger.warning("ignoring a malformed server message", extra={"error": str(exc)})
                 continue

@@ -25,6 +25,11 @@ class ProtocolError(ValueError):
     """The server sent bytes that are not a ServerMessage this worker understands."""
 
 
+class UnknownMessage(ProtocolError):
+    """A well-formed ServerMessage of a kind this protocol version does not have (a newer
+    server's): the worker ignores it and goes on."""
+
+
 class JobStatus(enum.Enum):
     """Where a job is, in the protocol's terms."""
 
@@ -62,7 +67,7 @@ def decode(data: bytes) -> agent_pb.ServerMessage:
     except DecodeError as exc:
         raise ProtocolError(f"not a ServerMessage ({len(data)} bytes): {exc}") from None
     if msg.WhichOneof("message") is None:
-        raise ProtocolError(f"ServerMessage with no known member ({len(data)} bytes)")
+        raise UnknownMessage(f"ServerMessage with no known member ({len(data)} bytes)")
     return msg
 
 

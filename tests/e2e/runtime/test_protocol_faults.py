@@ -151,6 +151,8 @@ async def test_server_frames_half_a_second_late_still_offer_accept_and_run_jobs(
 
 
 UNKNOWN_JOB = "AJ_neverseen"
+NEWER_MEMBER = b"\x92\x03\x03new"
+"""Field 50 of ServerMessage, length-delimited: what a newer protocol version could add."""
 INJECTIONS = [
     # (id, payload, opcode, the worker's log line that shows it reached the worker, its fields)
     (
@@ -187,6 +189,22 @@ INJECTIONS = [
         faultproxy.availability(UNKNOWN_JOB),
         faultproxy.OP_BINARY,
         "no assignment came for an accepted job",
+        {"job_id": UNKNOWN_JOB},
+    ),
+    (
+        # a member a newer protocol version may add to ServerMessage (field 50)
+        "message-of-a-newer-protocol",
+        NEWER_MEMBER,
+        faultproxy.OP_BINARY,
+        "ignoring a server message this protocol version does not know",
+        {"error": "ServerMessage with no known member (6 bytes)"},
+    ),
+    (
+        # a known message carrying a field a newer protocol version added: handled as usual
+        "known-message-with-newer-fields",
+        faultproxy.termination(UNKNOWN_JOB) + NEWER_MEMBER,
+        faultproxy.OP_BINARY,
+        "server asked to end a job",
         {"job_id": UNKNOWN_JOB},
     ),
     (

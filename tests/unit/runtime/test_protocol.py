@@ -111,6 +111,22 @@ def test_empty_message_is_a_protocol_error() -> None:
         protocol.decode(b"")
 
 
+NEWER_MEMBER = b"\x92\x03\x03new"
+"""Field 50, length-delimited: a member of ServerMessage no protocol version here knows."""
+
+
+def test_a_member_of_a_newer_protocol_is_an_unknown_message_not_garbage() -> None:
+    with pytest.raises(protocol.UnknownMessage, match=r"no known member \(6 bytes\)"):
+        protocol.decode(NEWER_MEMBER)
+
+
+def test_a_known_member_with_fields_of_a_newer_protocol_decodes() -> None:
+    known = agent_pb.ServerMessage(termination=agent_pb.JobTermination(job_id="AJ_1"))
+    decoded = protocol.decode(known.SerializeToString() + NEWER_MEMBER)
+    assert protocol.kind(decoded) == "termination"
+    assert decoded.termination.job_id == "AJ_1"
+
+
 def test_job_type_names_match_livekit_agents() -> None:
     assert protocol.job_type_name(WorkerType.ROOM) == "JT_ROOM"
     assert protocol.job_type_name(WorkerType.PUBLISHER) == "JT_PUBLISHER"
