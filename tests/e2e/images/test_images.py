@@ -279,17 +279,28 @@ def signal_worker(pid: int, sig: int) -> None:
         os.kill(pid, sig)
 
 
-async def test_example_image_worker_registers_takes_a_job_and_drains_on_sigterm(
-    images: Images, container: ContainerFactory, rig: rig_env.RigEnv, tmp_path: Path
-) -> None:
-    agent_name = f"images-e2e-{uuid.uuid4().hex[:8]}"  # only our dispatch reaches this worker
-    env_file = tmp_path / "livekit.env"
-    env_file.write_text(
+@pytest.fixture
+def env_file(rig: rig_env.RigEnv, tmp_path: Path) -> Iterator[Path]:
+    """The LiveKit credentials for the container, as a file; removed after the test, as a
+    Secret would be (nothing but a Secret may keep the API secret)."""
+    path = tmp_path / "livekit.env"
+    path.write_text(
         f"LIVEKIT_URL={shlex.quote(rig.livekit_url)}\n"
         f"LIVEKIT_API_KEY={shlex.quote(rig.livekit_api_key)}\n"
         f"LIVEKIT_API_SECRET={shlex.quote(rig.livekit_api_secret)}\n"
     )
-    env_file.chmod(0o644)  # read by uid 10001 in the container; tmp_path itself is private
+    path.chmod(0o644)  # read by uid 10001 in the container; tmp_path itself is private
+    try:
+        yield path
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def test_example_image_worker_registers_takes_a_job_and_drains_on_sigterm(
+    images: Images, container: ContainerFactory, rig: rig_env.RigEnv, tmp_path: Path,
+    env_file: Path,
+) -> None:  # fmt: skip
+    agent_name = f"images-e2e-{uuid.uuid4().hex[:8]}"  # only our dispatch reaches this worker
     log_path = tmp_path / "worker.log"
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
