@@ -12,7 +12,9 @@ file; `Ledger` reads it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
+import logging
 import threading
 import time
 import uuid
@@ -268,10 +270,15 @@ class Calls:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-        self._run(cancel_all()).result(timeout=30)
+        try:
+            self._run(cancel_all()).result(timeout=30)
+        except concurrent.futures.TimeoutError:
+            # a caller stuck leaving a room must not turn a test's verdict into a teardown error
+            logging.getLogger(__name__).warning("callers still leaving their rooms after 30 s")
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
-        self._loop.close()
+        if not self._thread.is_alive():
+            self._loop.close()
 
 
 @contextmanager
