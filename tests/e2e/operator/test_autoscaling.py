@@ -283,21 +283,32 @@ def test_ten_calls_survive_a_scale_down_of_busy_workers_that_drain(
     )
 
 
-def test_ten_calls_survive_a_rollout_and_new_calls_go_to_new_workers(
-    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
-    operator: OperatorProcess, phone: Calls,
-) -> None:  # fmt: skip
+def start_rollout(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, phone: Calls, calls: int, real: int
+) -> tuple[set[str], list[str]]:  # fmt: skip
+    """Three fixed workers holding `calls` calls of 45 s, then a spec change that rolls them;
+    the old workers' names and the calls' rooms."""
     manifest = fleet(rig, namespace)
     manifest["spec"]["autoscaling"] = {"enabled": False}
     manifest["spec"]["replicas"] = 3
     apply(kubectl, namespace, manifest)
     wait_ready(kubectl, namespace, replicas=3)
     old = set(live_pods(kubectl, namespace))
-    rooms = phone.start(10, hold_s=45, real=3)
+    rooms = phone.start(calls, hold_s=45, real=real)
     wait_calls_started(phone, rooms)
-    wait_status(kubectl, namespace, "10 calls observed", lambda s: s.get("activeJobs") == 10)
+    wait_status(
+        kubectl, namespace, f"{calls} calls observed", lambda s: s.get("activeJobs") == calls
+    )  # fmt: skip
     manifest["spec"]["env"] = [{"name": "GREETING", "value": "version two"}]
     apply(kubectl, namespace, manifest)
+    return old, rooms
+
+
+def test_ten_calls_survive_a_rollout_and_new_calls_go_to_new_workers(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    old, rooms = start_rollout(kubectl, rig, namespace, phone, calls=10, real=3)
     status = wait_status(
         kubectl, namespace, "calls left on old workers in the status",
         lambda s: s.get("oldWorkerJobs", 0) > 0,

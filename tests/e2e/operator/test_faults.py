@@ -14,7 +14,7 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlparse
@@ -35,6 +35,7 @@ from tests.e2e.operator.test_autoscaling import (
     live_pods,
     patch_autoscaling,
     pod_by_ip,
+    start_rollout,
     wait_calls_started,
     wait_status,
     worker_pid,
@@ -278,39 +279,51 @@ def converge_after_outage(
     return time.monotonic() - back
 
 
-def test_api_server_restarted(
-    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
-    operator: OperatorProcess, phone: Calls,
+def survive_control_plane_outage(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, operator: OperatorProcess,
+    phone: Calls, fault: str, outage: Callable[[], str],
 ) -> None:  # fmt: skip
+    """Calls on the fleet, `outage()` (what it says goes in the note), then the operator must
+    converge (restarted whenever it exits, as its Deployment would) and every call complete."""
     rooms = outage_fleet(kubectl, rig, namespace, phone)
-    down_s = control_plane.restart("kube-apiserver")
+    said = outage()
     supervisor = Supervisor(operator)
     recovery_s = converge_after_outage(kubectl, namespace, supervisor)
     assert_no_duplicates(kubectl, namespace)
     counted = tally(phone, rooms, timeout_s=120)
-    note = f"down {down_s:.0f} s; operator restarts: {supervisor.restarts}"
-    record("API server restarted", counted, recovery_s, "a new worker ready, calls seen", note)
+    note = "; ".join(filter(None, [said, f"operator restarts: {supervisor.restarts}"]))
+    record(fault, counted, recovery_s, "a new worker ready, calls seen", note)
     assert not counted.lost
+
+
+def test_api_server_restarted(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    def restart() -> str:
+        return f"down {control_plane.restart('kube-apiserver'):.0f} s"
+
+    survive_control_plane_outage(
+        kubectl, rig, namespace, operator, phone, "API server restarted", restart
+    )  # fmt: skip
 
 
 def test_etcd_paused_for_20_s(
     kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
     operator: OperatorProcess, phone: Calls,
 ) -> None:  # fmt: skip
-    rooms = outage_fleet(kubectl, rig, namespace, phone)
-    control_plane.pause("etcd")
-    try:
-        paused = time.monotonic()
-        wait_for("20 s of paused etcd", time.monotonic, lambda now: now - paused >= 20)
-    finally:
-        control_plane.resume("etcd")
-    supervisor = Supervisor(operator)
-    recovery_s = converge_after_outage(kubectl, namespace, supervisor)
-    assert_no_duplicates(kubectl, namespace)
-    counted = tally(phone, rooms, timeout_s=120)
-    note = f"operator restarts: {supervisor.restarts}"
-    record("etcd paused 20 s", counted, recovery_s, "a new worker ready, calls seen", note)
-    assert not counted.lost
+    def pause() -> str:
+        control_plane.pause("etcd")
+        try:
+            paused = time.monotonic()
+            wait_for("20 s of paused etcd", time.monotonic, lambda now: now - paused >= 20)
+        finally:
+            control_plane.resume("etcd")
+        return ""
+
+    survive_control_plane_outage(
+        kubectl, rig, namespace, operator, phone, "etcd paused 20 s", pause
+    )  # fmt: skip
 
 
 def test_livekit_restarted_with_20_calls(
@@ -524,17 +537,7 @@ def test_every_worker_sigtermed_during_a_rollout(
     kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
     operator: OperatorProcess, phone: Calls,
 ) -> None:  # fmt: skip
-    manifest = fleet(rig, namespace)
-    manifest["spec"]["autoscaling"] = {"enabled": False}
-    manifest["spec"]["replicas"] = 3
-    apply(kubectl, namespace, manifest)
-    wait_ready(kubectl, namespace, replicas=3)
-    old = set(live_pods(kubectl, namespace))
-    rooms = phone.start(9, hold_s=45, real=3)
-    wait_calls_started(phone, rooms)
-    wait_status(kubectl, namespace, "9 calls observed", lambda s: s.get("activeJobs") == 9)
-    manifest["spec"]["env"] = [{"name": "GREETING", "value": "version two"}]
-    apply(kubectl, namespace, manifest)
+    old, rooms = start_rollout(kubectl, rig, namespace, phone, calls=9, real=3)
     wait_for(
         "a new worker running",
         lambda: [
