@@ -140,8 +140,9 @@ def _observe(
 def _decided_at(operator: OperatorProcess, name: str) -> float | None:
     for record in operator.records():
         scaled = record.get("message") == "scaling" and record.get("from") == 1
-        if scaled and record.get("to") == 2 and (record.get("object") or {}).get("name") == name:
-            return cluster.unix_time(str(record["timestamp"]))
+        about = str(record.get("agentworker", ""))
+        if scaled and record.get("to") == 2 and about.endswith(f"/{name}"):
+            return cluster.unix_time(str(record["time"]))
     return None
 
 

@@ -161,9 +161,9 @@ def _operator_fleet(
 
     def scale_log(since: float) -> list[str]:
         return [
-            f"+{cluster.unix_time(str(r['timestamp'])) - since:.1f} s operator: {r.get('detail')}"
+            f"+{cluster.unix_time(str(r['time'])) - since:.1f} s operator: {r.get('detail')}"
             for r in operator.records()
-            if r.get("message") == "scaling" and cluster.unix_time(str(r["timestamp"])) >= since
+            if r.get("message") == "scaling" and cluster.unix_time(str(r["time"])) >= since
         ]
 
     return Fleet(

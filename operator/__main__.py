@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import kopf
 from aiohttp import web
 
-from agentworker_operator import handlers, kube, lease, metrics, settings
+from agentworker_operator import handlers, kube, lease, logs, metrics, settings
 
 logger = logging.getLogger("agentworker_operator")
 
@@ -121,12 +121,15 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
 
 
 def configure_logging(config: settings.Settings) -> None:
-    """JSON lines (or text) on stderr, each naming its AgentWorker when there is one."""
-    log_format = (
-        kopf.LogFormat.JSON if config.log_format is settings.LogFormat.JSON else kopf.LogFormat.FULL
-    )
-    kopf.configure(log_format=log_format, log_refkey="object", log_prefix=False)
-    logging.getLogger().setLevel(config.log_level)
+    """JSON lines with the runtime's fields (or kopf's text) on stderr, each naming its
+    AgentWorker when there is one."""
+    json_lines = config.log_format is settings.LogFormat.JSON
+    kopf.configure(log_format=kopf.LogFormat.FULL, log_prefix=not json_lines)
+    root = logging.getLogger()
+    if json_lines:
+        for handler in root.handlers:
+            handler.setFormatter(logs.JsonFormatter())
+    root.setLevel(config.log_level)
 
 
 async def _serve_health(

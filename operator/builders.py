@@ -186,11 +186,16 @@ def container_env(spec: specs.AgentWorkerSpec, owner: Owner) -> list[Manifest]:
         "AGENT_PERMISSIONS": _permissions_json(spec.permissions),
         "AGENT_LOG_LEVEL": spec.log_level.value,
         "AGENT_PORT": str(HTTP_PORT),
+        # the runtime's log lines name their AgentWorker and pod, as the operator's do
+        "AGENT_AGENTWORKER": f"{owner.namespace}/{owner.name}",
     }
     env: list[Manifest] = [{"name": "LIVEKIT_URL", "value": plain.pop("LIVEKIT_URL")}]
     env += [_secret_env(key, spec.livekit.credentials_secret) for key in CREDENTIALS_KEYS]
     env += [{"name": name, "value": value} for name, value in plain.items()]
     env.append({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    env.append(
+        {"name": "AGENT_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+    )
     # The load is CPU use over the CPU request: without a limit the cgroup has no quota, and a
     # share of the whole node would never read as full.
     cpu_request = {"containerName": CONTAINER_NAME, "resource": "requests.cpu", "divisor": "1m"}

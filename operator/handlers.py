@@ -23,7 +23,16 @@ from typing import Any
 
 import kopf
 
-from agentworker_operator import autoscaler, builders, kube, metrics, reachability, status, store
+from agentworker_operator import (
+    autoscaler,
+    builders,
+    kube,
+    logs,
+    metrics,
+    reachability,
+    status,
+    store,
+)
 from agentworker_operator import settings as settings_module
 from agentworker_operator import spec as specs
 from agentworker_operator import sync as syncs
@@ -49,7 +58,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=prefix, key="last-handled-configuration"
     )
-    settings.posting.reporting_component = builders.FIELD_MANAGER
+    # Events come from the operator's conditions and scale decisions (kube.post_event), never
+    # from kopf's copies of handler log lines
+    settings.posting.enabled = False
     settings.watching.server_timeout = 300
     owned = ",".join(f"{k}={v}" for k, v in OWNED.items())
     settings.watching.label_selectors["apps", "deployments"] = owned  # filtered by the server
@@ -68,9 +79,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
     control_key = await memo["kube"].ensure_random_key(key_ref.namespace, key_ref.name, "key")
 
     async def reconcile_by_key(key: store.Key, trigger: str, full: bool) -> object:
-        named = logging.LoggerAdapter(
-            logging.getLogger(__name__), {"object": {"namespace": key[0], "name": key[1]}}
-        )
+        named = logs.AgentWorkerLog(logging.getLogger(__name__), logs.about(key))
         return await reconcile(memo, key[0], key[1], trigger=trigger, logger=named, full=full)
 
     syncer = syncs.Syncer(

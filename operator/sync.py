@@ -26,6 +26,7 @@ from agentworker_operator import (
     autoscaler,
     builders,
     kube,
+    logs,
     metrics,
     observation,
     recovery,
@@ -131,7 +132,7 @@ class Syncer:
                 logger.error(
                     "sync failed",
                     exc_info=result,
-                    extra={"object": {"namespace": key[0], "name": key[1]}},
+                    extra=logs.about(key),
                 )
 
     async def sync(self, key: Key) -> None:
@@ -207,7 +208,7 @@ class Syncer:
                     case recovery.Verdict.GIVE_UP:
                         logger.info(
                             "call not recovered: no caller in the room",
-                            extra={"object": {"namespace": key[0], "name": key[1]}, "room": room},
+                            extra={**logs.about(key), "room": room},
                         )
                         del fleet.suspects[room]
                         continue
@@ -218,7 +219,7 @@ class Syncer:
             except rooms.RoomsError as error:
                 logger.warning(
                     "call recovery could not reach LiveKit",
-                    extra={"object": {"namespace": key[0], "name": key[1]}, "error": str(error)},
+                    extra={**logs.about(key), "error": str(error)},
                 )
                 await client.aclose()  # the credentials may have changed: read them again
                 fleet.livekit = None
@@ -232,7 +233,7 @@ class Syncer:
             )
             logger.info(
                 "call redispatched",
-                extra={"object": {"namespace": key[0], "name": key[1]}, "room": room},
+                extra={**logs.about(key), "room": room},
             )
             await self._kube.post_event(
                 body, type="Normal", reason="CallRedispatched", message=message
@@ -258,7 +259,7 @@ class Syncer:
                         "(spec.recovery.redispatch needs the LiveKit API key and secret; install "
                         "the chart with rbac.readCredentialSecrets=true)"
                     )
-                    logger.warning(message, extra={"object": {"namespace": key[0], "name": key[1]}})
+                    logger.warning(message, extra=logs.about(key))
                     await self._kube.post_event(
                         body, type="Warning", reason="RecoveryForbidden", message=message
                     )
@@ -311,7 +312,7 @@ class Syncer:
         for worker in scaledown.stale_retirees(workers, fleet.retired):
             logger.info(
                 "deleting a retired worker left over from an earlier scale-down",
-                extra={"object": {"namespace": key[0], "name": key[1]}, "pod": worker.pod.name},
+                extra={**logs.about(key), "pod": worker.pod.name},
             )
             await self._kube.delete_pod(key[0], worker.pod.name)
 
@@ -367,7 +368,7 @@ class Syncer:
         logger.info(
             "scaling",
             extra={
-                "object": {"namespace": key[0], "name": key[1]},
+                **logs.about(key),
                 "from": current,
                 "to": target,
                 "reason": decision.reason,
@@ -430,7 +431,7 @@ class Syncer:
             logger.info(
                 "scale-down victims",
                 extra={
-                    "object": {"namespace": key[0], "name": key[1]},
+                    **logs.about(key),
                     "pods": sorted(chosen),
                 },
             )

@@ -10,8 +10,9 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import os
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, Literal
 
 LogFormat = Literal["json", "dev"]
@@ -24,16 +25,34 @@ def _extras(record: logging.LogRecord) -> dict[str, object]:
     return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
 
 
+# Set by the operator on its worker pods: "namespace/name" of the AgentWorker, and the pod's name
+AGENTWORKER_ENV = "AGENT_AGENTWORKER"
+POD_NAME_ENV = "AGENT_POD_NAME"
+
+
+def _identity(environ: Mapping[str, str]) -> dict[str, str]:
+    """The `agentworker` and `pod` fields from the environment, when it names them."""
+    found = {"agentworker": environ.get(AGENTWORKER_ENV, ""), "pod": environ.get(POD_NAME_ENV, "")}
+    return {field: value for field, value in found.items() if value}
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, pid, then the record's extras."""
+    """One JSON object per line, the operator's fields: time, severity (Cloud Logging's name
+    for the level), logger, message, agentworker and pod (when the pod was made by the
+    operator), pid, then the record's extras."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self._identity = _identity(os.environ if environ is None else environ)
 
     def format(self, record: logging.LogRecord) -> str:
         when = datetime.datetime.fromtimestamp(record.created, tz=datetime.UTC)
         line: dict[str, object] = {
             "time": when.isoformat(timespec="milliseconds"),
-            "level": record.levelname,
+            "severity": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
+            **self._identity,
             "pid": record.process,
         }
         line.update(_extras(record))

@@ -17,28 +17,34 @@ class WorkerMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs_started = Counter(
-            "agent_worker_jobs_started", "Jobs whose entrypoint ran.", registry=r
+            "agentworker_worker_jobs_started", "Jobs whose entrypoint ran.", registry=r
         )
         self.jobs_succeeded = Counter(
-            "agent_worker_jobs_succeeded", "Jobs that ended cleanly.", registry=r
+            "agentworker_worker_jobs_succeeded", "Jobs that ended cleanly.", registry=r
         )
         self.jobs_failed = Counter(
-            "agent_worker_jobs_failed", "Jobs that failed, by reason.", ["reason"], registry=r
+            "agentworker_worker_jobs_failed", "Jobs that failed, by reason.", ["reason"], registry=r
         )
-        self.active_jobs = Gauge("agent_worker_active_jobs", "Jobs running now.", registry=r)
-        self.load = Gauge("agent_worker_load", "Load last reported to LiveKit (0-1).", registry=r)
+        self.active_jobs = Gauge("agentworker_worker_active_jobs", "Jobs running now.", registry=r)
+        self.load = Gauge(
+            "agentworker_worker_load", "Load last reported to LiveKit (0-1).", registry=r
+        )
         self.registered = Gauge(
-            "agent_worker_registered", "1 while registered with LiveKit.", registry=r
+            "agentworker_worker_registered", "1 while registered with LiveKit.", registry=r
         )
-        self.draining = Gauge("agent_worker_draining", "1 while draining.", registry=r)
+        self.draining = Gauge("agentworker_worker_draining", "1 while draining.", registry=r)
         self.retired = Gauge(
-            "agent_worker_retired", "1 while retired (POST /retire), until it expires.", registry=r
+            "agentworker_worker_retired",
+            "1 while retired (POST /retire), until it expires.",
+            registry=r,
         )
         self.idle_processes = Gauge(
-            "agent_worker_idle_processes", "Prewarmed processes waiting for a job.", registry=r
+            "agentworker_worker_idle_processes",
+            "Prewarmed processes waiting for a job.",
+            registry=r,
         )
         self.job_start_latency = Histogram(
-            "agent_worker_job_start_latency_seconds",
+            "agentworker_worker_job_start_latency_seconds",
             "Time from the job assignment to its entrypoint being called.",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
             registry=r,

@@ -176,6 +176,7 @@ def test_load_rises_replicas_rise_and_the_new_worker_takes_the_new_calls(
         lambda s: s.get("desiredReplicas") == 2 and s.get("readyReplicas") == 2,
     )  # fmt: skip
     assert "load 0.75 > target 0.50: 1 -> 2 workers" in events(kubectl, namespace, "ScaledUp")
+    assert_events_are_conditions_and_scales(kubectl, namespace)
     new = phone.start(2, hold_s=120)
     started = wait_calls_started(phone, new)
     assert all(started[room]["pod_ip"] != first_ip for room in new), started
@@ -199,6 +200,28 @@ def test_load_rises_replicas_rise_and_the_new_worker_takes_the_new_calls(
     assert "agentworker_scale_events_total" in exposition
     writes = annotation_writes(operator, namespace)
     assert 1 <= writes <= 4, f"annotations written on busy/idle changes only, not {writes} times"
+
+
+# the reasons of the operator's conditions (status.py) and of its scale and recovery Events
+OPERATOR_EVENT_REASONS = {
+    "ScaledUp", "ScaledDown", "CallRedispatched", "RecoveryForbidden",
+    "WorkersReady", "WorkersNotReady", "WorkersAvailable", "WorkersStarting", "NoAvailableWorker",
+    "WaitingForObservation", "AsExpected", "AutoscalingDisabled", "LiveKitUnreachable",
+    "WorkersFailing", "RolloutStuck", "SecretNotFound", "SecretKeyMissing", "InvalidSpec",
+    "ApplyFailed",
+}  # fmt: skip
+
+
+def assert_events_are_conditions_and_scales(kubectl: Kubectl, namespace: str) -> None:
+    """The AgentWorker's Events are its condition changes and scale decisions, all from the
+    operator: no copy of a handler's log line (kopf's "Logging" Events)."""
+    posted = [
+        e for e in get_json(kubectl, "events", "-n", namespace)["items"]
+        if e["involvedObject"]["kind"] == "AgentWorker"
+    ]  # fmt: skip
+    assert "ScaledUp" in {e["reason"] for e in posted}  # the operator's Events are there
+    assert {e["reason"] for e in posted} <= OPERATOR_EVENT_REASONS, posted
+    assert {e["source"].get("component") for e in posted} == {"agentworker-operator"}, posted
 
 
 def annotation_writes(operator: OperatorProcess, namespace: str) -> float:

@@ -38,8 +38,8 @@ async def test_dispatch_runs_entrypoint_with_metadata_in_a_prewarmed_process(
     await worker.wait_idle(1)  # the used process was replaced
     status, metrics = await worker.get("/metrics")
     assert status == 200
-    assert "agent_worker_jobs_succeeded_total 1.0" in metrics
-    assert "agent_worker_job_start_latency_seconds_count 1.0" in metrics
+    assert "agentworker_worker_jobs_succeeded_total 1.0" in metrics
+    assert "agentworker_worker_job_start_latency_seconds_count 1.0" in metrics
 
 
 @pytest.mark.parametrize(

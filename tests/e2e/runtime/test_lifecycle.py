@@ -76,8 +76,8 @@ async def test_crash_and_memory_limit_leave_another_job_untouched(
     assert worker.find("e2e job done", job_id=steady_run["job_id"])
     assert await worker.status("/readyz") == 200
     _, metrics = await worker.get("/metrics")
-    assert 'agent_worker_jobs_failed_total{reason="crash"} 1.0' in metrics
-    assert 'agent_worker_jobs_failed_total{reason="memory_limit"} 1.0' in metrics
+    assert 'agentworker_worker_jobs_failed_total{reason="crash"} 1.0' in metrics
+    assert 'agentworker_worker_jobs_failed_total{reason="memory_limit"} 1.0' in metrics
 
 
 async def test_a_job_that_raises_is_reported_failed_with_its_error(

@@ -20,7 +20,7 @@ AGENTS = "tests.e2e.runtime.agents"
 
 def error_of(worker: WorkerProc, message: str) -> str:
     [record] = worker.find(message)
-    assert record["level"] == "ERROR"
+    assert record["severity"] == "ERROR"
     return str(record["error"])
 
 

@@ -71,7 +71,7 @@ def test_infinite_threshold_is_null_in_json() -> None:
 def test_json_log_line_has_message_and_extras() -> None:
     record = logging.makeLogRecord({"msg": "job started", "levelname": "INFO", "job_id": "AJ_1"})
     line = json.loads(logs.JsonFormatter().format(record))
-    assert (line["message"], line["level"], line["job_id"]) == ("job started", "INFO", "AJ_1")
+    assert (line["message"], line["severity"], line["job_id"]) == ("job started", "INFO", "AJ_1")
 
 
 def test_dev_log_line_is_readable() -> None:
