@@ -490,7 +490,7 @@ def tracebacks(logs: str) -> collections.Counter[str]:
         if "Traceback (most recent call last)" not in line:
             continue
         try:
-            text = str(json.loads(line).get("exc_info", ""))
+            text = str(json.loads(line).get("exception", ""))
         except ValueError:
             text = line  # not a JSON record: count it whole
         last = text.strip().splitlines()[-1] if text.strip() else line
