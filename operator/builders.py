@@ -261,6 +261,9 @@ def build_container(spec: specs.AgentWorkerSpec, owner: Owner) -> Manifest:
     return container
 
 
+SAFE_TO_EVICT_LOCAL_VOLUMES = "cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes"
+
+
 def build_pod_template(
     owner: Owner, spec: specs.AgentWorkerSpec, *, control_token: str = ""
 ) -> Manifest:
@@ -287,6 +290,13 @@ def build_pod_template(
     pod_spec.update({key: value for key, value in optional.items() if value})
     metadata: Manifest = {"labels": {**overlay.labels, **labels(owner)}}
     metadata["annotations"] = dict(overlay.annotations)
+    # The Cluster Autoscaler keeps a node whose pods have an emptyDir unless they say it may go:
+    # an idle worker's /tmp holds nothing (a busy worker carries safe-to-evict "false")
+    listed = metadata["annotations"].get(SAFE_TO_EVICT_LOCAL_VOLUMES, "")
+    local = [name.strip() for name in listed.split(",") if name.strip()]
+    metadata["annotations"][SAFE_TO_EVICT_LOCAL_VOLUMES] = ",".join(
+        local if "tmp" in local else [*local, "tmp"]
+    )
     if control_token:
         digest = hashlib.sha256(control_token.encode()).hexdigest()[:16]
         metadata["annotations"][CONTROL_TOKEN_HASH_ANNOTATION] = digest

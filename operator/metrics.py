@@ -6,8 +6,6 @@ other modules report and decides nothing; the labels never carry a secret.
 
 from __future__ import annotations
 
-import contextlib
-
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 from agentworker_operator.observation import FleetSummary, WorkerState
@@ -19,7 +17,7 @@ RECONCILES = Counter(
 )
 RECONCILE_ERRORS = Counter(
     "agentworker_operator_reconcile_errors_total",
-    "Reconciles that failed, by reason (InvalidSpec, SecretNotFound, ApiError, ...).",
+    "Reconciles that failed, by reason (InvalidSpec, ApplyFailed, ApiError, ...).",
     ["namespace", "name", "reason"],
 )
 RECONCILE_DURATION = Histogram(
@@ -88,7 +86,12 @@ SYNC_DURATION = Histogram(
     "Time one sync round over every AgentWorker took.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
-_PER_AGENTWORKER = (
+_PER_AGENTWORKER: tuple[Gauge | Counter | Histogram, ...] = (
+    RECONCILES,
+    RECONCILE_ERRORS,
+    RECONCILE_DURATION,
+    WORKERS,
+    SCALE_EVENTS,
     DESIRED_REPLICAS,
     REPLICAS,
     READY_REPLICAS,
@@ -111,18 +114,9 @@ def record_fleet(key: tuple[str, str], fleet: FleetSummary) -> None:
 
 
 def forget(namespace: str, name: str) -> None:
-    """Drop every series of a deleted AgentWorker."""
+    """Drop every series of a deleted AgentWorker, whatever its other labels."""
     for metric in _PER_AGENTWORKER:
-        _remove(metric, namespace, name)
-    for state in WorkerState:
-        _remove(WORKERS, namespace, name, state.value)
-    for direction in ("up", "down"):
-        _remove(SCALE_EVENTS, namespace, name, direction)
-
-
-def _remove(metric: Gauge | Counter | Histogram, *labels: str) -> None:
-    with contextlib.suppress(KeyError):  # never recorded
-        metric.remove(*labels)
+        metric.remove_by_labels({"namespace": namespace, "name": name})
 
 
 def serve(host: str, port: int) -> None:

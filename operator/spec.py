@@ -402,6 +402,28 @@ def _volumes(template: fields.FieldReader) -> tuple[Mapping[str, JSON], ...]:
     return volumes
 
 
+# Annotations the operator writes on busy pods so that no scale-down or node autoscaler removes
+# them while they hold calls: a template value would switch that protection off.
+PROTECTION_ANNOTATIONS = frozenset(
+    {
+        "controller.kubernetes.io/pod-deletion-cost",
+        "cluster-autoscaler.kubernetes.io/safe-to-evict",
+        "karpenter.sh/do-not-disrupt",
+    }
+)
+
+
+def _annotations(template: fields.FieldReader) -> dict[str, str]:
+    annotations = template.string_map("annotations")
+    for key in sorted(PROTECTION_ANNOTATIONS & annotations.keys()):
+        raise InvalidSpecError(
+            f"{template.at('annotations')}[{key}]",
+            annotations[key],
+            "is set by the operator on busy workers (it protects their calls); leave it out",
+        )
+    return annotations
+
+
 def _parse_pod_template(template: fields.FieldReader) -> PodTemplate:
     pull_secrets = []
     for i, ref in enumerate(template.json_list("imagePullSecrets")):
@@ -410,7 +432,7 @@ def _parse_pod_template(template: fields.FieldReader) -> PodTemplate:
         )
     return PodTemplate(
         labels=template.string_map("labels"),
-        annotations=template.string_map("annotations"),
+        annotations=_annotations(template),
         node_selector=template.string_map("nodeSelector"),
         tolerations=tuple(template.json_list("tolerations")),
         affinity=template.json_object("affinity") or None,

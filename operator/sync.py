@@ -259,7 +259,10 @@ class Syncer:
                         "(spec.recovery.redispatch needs the LiveKit API key and secret; install "
                         "the chart with rbac.readCredentialSecrets=true)"
                     )
-                    logger.warning(message, extra=logs.about(key))
+                    logger.warning(
+                        "calls cannot be recovered: credentials Secret not readable",
+                        extra={**logs.about(key), "secret": secret, "detail": message},
+                    )
                     await self._kube.post_event(
                         body, type="Warning", reason="RecoveryForbidden", message=message
                     )

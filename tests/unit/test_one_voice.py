@@ -116,3 +116,28 @@ def test_every_metric_of_both_components_has_the_one_prefix() -> None:
         n for n in ours if "duration" in n
     ]
     operator_metrics.forget("ns", "name")
+
+
+def test_a_deleted_agentworker_leaves_no_series_behind() -> None:
+    key = ("shop", "gone")
+    operator_metrics.RECONCILES.labels(*key, "create", "ok").inc()
+    operator_metrics.RECONCILE_ERRORS.labels(*key, "InvalidSpec").inc()
+    operator_metrics.RECONCILE_DURATION.labels(*key).observe(0.1)
+    operator_metrics.WORKERS.labels(*key, "full").set(2)
+    operator_metrics.SCALE_EVENTS.labels(*key, "down").inc()
+    operator_metrics.ACTIVE_JOBS.labels(*key).set(3)
+    operator_metrics.ACTIVE_JOBS.labels("shop", "kept").set(1)
+
+    def series_of(name: str) -> list[str]:
+        return [
+            sample.name
+            for family in prometheus_client.REGISTRY.collect()
+            for sample in family.samples
+            if sample.labels.get("namespace") == "shop" and sample.labels.get("name") == name
+        ]
+
+    assert len(series_of("gone")) > 6  # every kind above was exported
+    operator_metrics.forget(*key)
+    assert series_of("gone") == []
+    assert series_of("kept") == ["agentworker_active_jobs"]
+    operator_metrics.forget("shop", "kept")

@@ -167,7 +167,32 @@ def test_pod_labels_and_annotations_merge_with_the_operators_labels_winning() ->
     assert metadata["labels"]["team"] == "a"
     assert metadata["labels"][builders.LABEL_INSTANCE] == "support"
     assert metadata["annotations"]["note"] == "x"
-    assert set(metadata["annotations"]) == {"note", builders.TEMPLATE_HASH_ANNOTATION}
+    assert set(metadata["annotations"]) == {
+        "note",
+        builders.TEMPLATE_HASH_ANNOTATION,
+        builders.SAFE_TO_EVICT_LOCAL_VOLUMES,
+    }
+
+
+@pytest.mark.parametrize(
+    ("listed", "expected"),
+    [(None, "tmp"), ("cache", "cache,tmp"), ("tmp, cache", "tmp,cache")],
+)
+def test_the_cluster_autoscaler_may_evict_an_idle_worker_despite_its_tmp(
+    listed: str | None, expected: str
+) -> None:
+    raw = with_("podTemplate.annotations", {} if listed is None else {
+        builders.SAFE_TO_EVICT_LOCAL_VOLUMES: listed
+    })  # fmt: skip
+    annotations = deployment(raw)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[builders.SAFE_TO_EVICT_LOCAL_VOLUMES] == expected
+
+
+@pytest.mark.parametrize("key", sorted(specs.PROTECTION_ANNOTATIONS))
+def test_a_template_may_not_switch_off_the_protection_of_busy_workers(key: str) -> None:
+    raw = with_("podTemplate.annotations", {key: "true"})
+    with pytest.raises(specs.InvalidSpecError, match="set by the operator on busy workers"):
+        deployment(raw)
 
 
 def test_recommended_labels_are_on_every_object() -> None:
