@@ -57,7 +57,7 @@ e2e: rig ## End-to-end tests against the rig, then the search for leaked secrets
 
 test: install lint unit e2e ## Install, lint, unit tests, then rig and end-to-end tests
 
-demo: rig ## The main job: an AgentWorker fleet on the rig
+demo: rig ## The main job: the chart's operator, an autoscaled fleet, real calls, live view, plot
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m hack.demo
 
 bench: bench-runtime bench-scaling bench-observing ## Every benchmark (results in bench/results/)
