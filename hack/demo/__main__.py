@@ -48,6 +48,8 @@ READY_TIMEOUT_S = 150.0
 SCALE_DOWN_S = 20.0
 """What the progress bar allows after the last call: the last idle worker's scale-down (the
 example's 20 s window mostly runs while the calls fall) and the operator's next sync."""
+TAIL_S = 5.0
+"""Samples taken once the fleet is back at rest, so that the plot shows it there."""
 SETTLE_TIMEOUT_S = 100.0
 """After the last call's planned end: the longest wait for the fleet to be back at rest."""
 CALLERS_TIMEOUT_S = 60.0
@@ -191,6 +193,7 @@ def watch(
 ) -> None:  # fmt: skip
     """Sample the fleet every second and show it, until it is back at rest or time is up."""
     deadline = run.t0 + schedule.last_end_s(plan) + SETTLE_TIMEOUT_S
+    rested = float("inf")
     events_at = 0.0
     while True:
         now = time.time()
@@ -202,13 +205,17 @@ def watch(
                 run.events = timeline.scale_events(reader.events(setup.uid), since=run.t0)
                 events_at = now
         except READ_ERRORS:  # a slow API server: skip this reading, the next one comes
+            if now > deadline:
+                return
             time.sleep(SAMPLE_EVERY_S)
             continue
         calls = timeline.calls_on_line(run.records, now)
         sample = timeline.sample_from(now, status, deployment, calls)
         run.samples.append(sample)
         screen.show(board_of(run, setup, plan, now))
-        if (dialer.done and at_rest(run, setup, plan, sample)) or now > deadline:
+        if dialer.done and at_rest(run, setup, plan, sample):
+            rested = min(rested, now)
+        if now >= rested + TAIL_S or now > deadline:
             return
         time.sleep(max(0.0, now + SAMPLE_EVERY_S - time.time()))
 

@@ -253,6 +253,10 @@ def summarize(
     )
 
 
+def _times(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
 def _seconds(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} s"
 
@@ -264,7 +268,8 @@ def paragraph(summary: Summary) -> str:
         f"{summary.planned} calls planned (rising, a burst, falling): {summary.started} started, "
         f"{summary.completed} completed, {lost} lost; at most {summary.peak_calls} at once.",
         f"The fleet ran {summary.replicas_min} to {summary.replicas_max} workers "
-        f"({summary.scale_ups} scale-ups, {summary.scale_downs} scale-downs; at most "
+        f"({_times(summary.scale_ups, 'scale-up')}, {_times(summary.scale_downs, 'scale-down')}; "
+        "at most "
         f"{summary.ready_max} ready).",
     ]
     timed = [r.ready_s for r in summary.reactions if r.ready_s is not None]

@@ -130,7 +130,7 @@ def test_summary_of_a_good_run_has_no_problem_and_says_so_in_one_paragraph() -> 
     assert summary.reactions[0].ready_s == 11.0, "from the second call (2 calls / 8 > 0.2)"
     text = verdict.paragraph(summary)
     assert "2 started, 2 completed, 0 lost" in text
-    assert "2 to 3 workers" in text
+    assert "2 to 3 workers (1 scale-up, 1 scale-down; at most 3 ready)" in text
     assert "11 s for the first scale-up (2→3)" in text
     assert (
         "The last call ended at +31 s; the fleet was back at rest (2 workers, all ready) at +40 s"
