@@ -81,7 +81,9 @@ def draw(
     workers.set_ylabel("workers")
     workers.set_xlabel("seconds since the first call")
     workers.yaxis.get_major_locator().set_params(integer=True)
-    workers.legend(loc="upper left", bbox_to_anchor=(1.005, 1.0))
+    workers.legend(
+        loc="upper left", bbox_to_anchor=(1.005, 1.0), title="areas: by state\n(the status)"
+    )
     workers.set_xlim(min(0.0, *data.t[:1]), end)
     figure.suptitle(title)
     path.parent.mkdir(parents=True, exist_ok=True)
