@@ -35,7 +35,7 @@ format: install ## Format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-generate: install ## Regenerate the chart's copy of the CRD
+generate: install ## Regenerate the chart's copy of the CRD and docs/reference.md
 	$(BIN)/python -m hack.generate
 
 verify: lint ## Alias: fails when a generated file is stale
