@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from hack.demo.timeline import Sample, ScaleEvent
@@ -37,3 +38,26 @@ def calls(*held: tuple[str, float, float, str]) -> list[dict[str, Any]]:
     lines = [{"event": "start", "room": r, "t": T0 + a, "pod_ip": p} for r, a, _, p in held]
     lines += [{"event": "end", "room": r, "t": T0 + e, "how": "completed"} for r, _, e, _ in held]
     return sorted(lines, key=lambda line: float(line["t"]))
+
+
+@dataclass(frozen=True)
+class TwoCallRun:
+    """Two calls on a fleet of 2 that scaled 2 -> 3 at +5 s and back to 2 at +34 s."""
+
+    records: list[dict[str, Any]]
+    samples: list[Sample]
+    events: list[ScaleEvent]
+
+
+def two_call_run() -> TwoCallRun:
+    records = calls(("a", 0, 30, "w1"), ("b", 1, 31, "w1"))
+    samples = [
+        sample(0, calls=1),
+        sample(2, calls=2, load=0.6, available=1, full=1),
+        sample(5, calls=2, load=0.6, desired=3),
+        sample(12, calls=2, load=0.35, desired=3, ready=3),
+        sample(35, desired=2, ready=3, draining=1),
+        sample(40, desired=2, ready=2),
+    ]
+    events = [event(5, "ScaledUp", (2, 3)), event(34, "ScaledDown", (3, 2))]
+    return TwoCallRun(records, samples, events)

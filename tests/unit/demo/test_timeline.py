@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hack.demo import timeline
-from tests.unit.demo.readings import T0, calls, event, ledger, sample
+from tests.unit.demo.readings import T0, ledger, two_call_run
 
 
 def test_sample_reads_the_status_the_deployment_and_the_calls() -> None:
@@ -59,16 +59,8 @@ def test_a_scale_event_whose_message_names_no_change_is_labelled_by_its_reason()
 
 
 def test_plot_data_turns_samples_and_ledger_into_offsets() -> None:
-    records = calls(("a", 0, 30, "w1"), ("b", 1, 31, "w1"))
-    samples = [
-        sample(0, calls=1),
-        sample(2, calls=2, load=0.6, available=1, full=1),
-        sample(5, calls=2, load=0.6, desired=3),
-        sample(12, calls=2, load=0.35, desired=3, ready=3),
-        sample(35, desired=2, ready=3, draining=1),
-        sample(40, desired=2, ready=2),
-    ]
-    events = [event(5, "ScaledUp", (2, 3)), event(34, "ScaledDown", (3, 2))]
+    run = two_call_run()
+    records, samples, events = run.records, run.samples, run.events
     data = timeline.plot_data(samples, events, records, ((0.0, 1), (1.0, 2), (30.0, 0)), t0=T0)
     assert data.t == (0.0, 2.0, 5.0, 12.0, 35.0, 40.0)
     assert data.desired == (2, 2, 3, 3, 2, 2)

@@ -8,7 +8,7 @@ import pytest
 
 from hack.demo import verdict
 from hack.demo.verdict import CallVerdict
-from tests.unit.demo.readings import T0, calls, event, ledger, sample
+from tests.unit.demo.readings import T0, calls, event, ledger, sample, two_call_run
 
 POLICY = verdict.Policy(target_load=0.5, min_available=2, load_threshold=0.7, calls_per_worker=4)
 
@@ -102,16 +102,8 @@ def test_call_verdicts_read_the_ledger_and_the_callers() -> None:
 
 
 def run_of_two_calls() -> dict[str, Any]:
-    records = calls(("a", 0, 30, "w1"), ("b", 1, 31, "w1"))
-    samples = [
-        sample(0, calls=1),
-        sample(2, calls=2, load=0.6, available=1, full=1),
-        sample(5, calls=2, load=0.6, desired=3),
-        sample(12, calls=2, load=0.35, desired=3, ready=3),
-        sample(35, desired=2, ready=3, draining=1),
-        sample(40, desired=2, ready=2),
-    ]
-    events = [event(5, "ScaledUp", (2, 3)), event(34, "ScaledDown", (3, 2))]
+    run = two_call_run()
+    records, samples, events = run.records, run.samples, run.events
     verdicts = verdict.call_verdicts(["a", "b"], records, {"a": True, "b": True})
     tight = verdict.Policy(target_load=0.2, min_available=2, load_threshold=0.7, calls_per_worker=4)
     return {
