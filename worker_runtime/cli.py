@@ -56,6 +56,33 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--api-secret", help="LiveKit API secret (default: $LIVEKIT_API_SECRET)")
 
 
+# Flags that take a value. `--flag VALUE` is read as `--flag=VALUE` before argparse sees it:
+# argparse takes a VALUE that starts with "-" (as a token_urlsafe secret may) for another flag
+# and refuses the command line, where click, which livekit-agents uses, takes it as the value.
+VALUE_FLAGS = frozenset(
+    {"--log-level", "--url", "--api-key", "--api-secret", "--prewarm", "--request"}
+)
+
+
+def join_flag_values(argv: Sequence[str]) -> list[str]:
+    """`argv` with each `--flag VALUE` of `VALUE_FLAGS` as one `--flag=VALUE` (not after `--`)."""
+    joined: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--":
+            return [*joined, arg, *args]
+        value = next(args, None) if arg in VALUE_FLAGS else None
+        joined.append(arg if value is None else f"{arg}={value}")
+    return joined
+
+
+def parse_args(argv: Sequence[str] | None, *, with_target: bool) -> argparse.Namespace:
+    """The command line (default: `sys.argv[1:]`) as `build_parser` reads it."""
+    return build_parser(with_target).parse_args(
+        join_flag_values(sys.argv[1:] if argv is None else argv)
+    )
+
+
 def build_parser(with_target: bool) -> argparse.ArgumentParser:
     """`start`/`dev` with the common flags; `agent-worker` also takes the target."""
     prog = "agent-worker" if with_target else None
@@ -273,7 +300,7 @@ async def _serve_new(
 def run_app(opts: WorkerOptions, argv: Sequence[str] | None = None) -> NoReturn:
     """Parse `start`/`dev` and the flags, run the worker, exit with its code; or, for
     `download-files`, fetch the files of the plugins and of the entrypoint's module."""
-    args = build_parser(with_target=False).parse_args(argv)
+    args = parse_args(argv, with_target=False)
     if args.command == "download-files":
         module_name = getattr(opts.entrypoint_fnc, "__module__", None) or "__main__"
         sys.exit(_download(sys.modules.get(module_name, sys.modules["__main__"]), args.log_level))
@@ -283,7 +310,7 @@ def run_app(opts: WorkerOptions, argv: Sequence[str] | None = None) -> NoReturn:
 def main(argv: Sequence[str] | None = None) -> int:
     """`agent-worker start|dev|download-files module:function`; the cwd is importable."""
     sys.path.insert(0, os.getcwd())
-    args = build_parser(with_target=True).parse_args(argv)
+    args = parse_args(argv, with_target=True)
     try:
         if args.command == "download-files":
             import_target(args.target)  # the entrypoint must exist, as `start` will want it

@@ -52,7 +52,8 @@ def value_ranges(block: bytes, secrets: Collection[str]) -> list[tuple[int, int]
     found: list[tuple[int, int]] = []
     offset = 0
     for arg in block.split(b"\0"):
-        value = arg.partition(b"=")[2] if arg.startswith(b"-") else arg
+        # a whole argument first: a secret may itself start with "-" (`--flag -VALUE`)
+        value = arg if arg in values or not arg.startswith(b"-") else arg.partition(b"=")[2]
         if value in values:
             found.append((offset + len(arg) - len(value), len(value)))
         offset += len(arg) + 1

@@ -297,14 +297,15 @@ class DedicatedLiveKit:
         self._dir = workdir
         self._dir.mkdir(parents=True, exist_ok=True)
         self._port = free_port()
-        secret = os.urandom(24).hex()
+        # it starts with "-", as a token_urlsafe secret may: `--api-secret` must still take it
+        secret = "-" + os.urandom(24).hex()
         self.livekit = LiveKit(
             url=f"ws://127.0.0.1:{self._port}", api_key="e2ekey", api_secret=secret
         )
         self._config = self._dir / "livekit.yaml"
         self._config.write_text(
             f'port: {self._port}\nbind_addresses: ["127.0.0.1"]\n'
-            f"keys:\n  e2ekey: {secret}\n"
+            f'keys:\n  e2ekey: "{secret}"\n'
             f"rtc:\n  tcp_port: {free_port()}\n  udp_port: {free_port(socket.SOCK_DGRAM)}\n"
             "  node_ip: 127.0.0.1\n  use_external_ip: false\n  enable_loopback_candidate: true\n"
             '  stun_servers: ["127.0.0.1:3478"]\nlogging:\n  level: debug\n'

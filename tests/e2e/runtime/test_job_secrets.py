@@ -119,7 +119,11 @@ def assert_nothing_leaked(
 
 @pytest.mark.parametrize("how", ["rig-user", "secret-as-flag", "uid-65534"])
 async def test_a_job_sees_neither_the_api_secret_nor_the_control_token(
-    livekit: LiveKit, workers: WorkerFactory, agent_name: str, how: str
+    request: pytest.FixtureRequest,
+    livekit: LiveKit,
+    workers: WorkerFactory,
+    agent_name: str,
+    how: str,
 ) -> None:
     token = uuid.uuid4().hex
     env = {"AGENT_CONTROL_TOKEN": token}
@@ -127,6 +131,9 @@ async def test_a_job_sees_neither_the_api_secret_nor_the_control_token(
     args: tuple[str, ...] = ()
     unprivileged = how == "uid-65534"
     if how == "secret-as-flag":
+        # a server of its own, whose secret starts with "-": the flag must still take it
+        livekit = request.getfixturevalue("dedicated_livekit").livekit
+        assert livekit.api_secret.startswith("-")
         env["LIVEKIT_API_SECRET"] = ""
         args = ("--api-secret", livekit.api_secret)
     if unprivileged:  # as in a pod: the job runs as the worker's own uid, which is not root

@@ -15,7 +15,19 @@ TARGET = "examples.agents.prewarm:opts"
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    return cli.build_parser(with_target=True).parse_args(list(argv))
+    return cli.parse_args(list(argv), with_target=True)
+
+
+def test_a_flag_value_may_start_with_a_dash() -> None:
+    """A token_urlsafe secret may start with "-": it is still the flag's value, as in click."""
+    args = parse("start", TARGET, "--api-secret", "-Xy_z", "--api-key", "--url")
+    assert (args.api_secret, args.api_key, args.url) == ("-Xy_z", "--url", None)
+
+
+def test_flag_values_are_joined_only_before_a_double_dash() -> None:
+    argv = ["start", "--url", "ws://x", "--", "--api-secret", "-s"]
+    assert cli.join_flag_values(argv) == ["start", "--url=ws://x", "--", "--api-secret", "-s"]
+    assert cli.join_flag_values(["start", "--api-secret"]) == ["start", "--api-secret"]
 
 
 def test_target_may_be_an_options_object() -> None:

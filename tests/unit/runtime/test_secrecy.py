@@ -37,13 +37,15 @@ def test_only_the_secret_entries_of_the_environment_block_are_found() -> None:
         pytest.param([b"--api-s=s3cr3t"], [b"--api-s="], id="abbreviated-flag"),
         pytest.param([b"my_agent:s3cr3t_fn"], [b"my_agent:s3cr3t_fn"], id="part-of-another-arg"),
         pytest.param([b"key=s3cr3t"], [b"key=s3cr3t"], id="positional-with-equals"),
+        pytest.param([b"--api-secret", b"-s3=cr"], [b"--api-secret", b""], id="dash-value"),
+        pytest.param([b"--api-secret=-s3=cr"], [b"--api-secret="], id="equals-dash-value"),
     ],
 )
 def test_an_argument_is_wiped_only_where_it_is_the_secret(
     argv: list[bytes], expected: list[bytes]
 ) -> None:
     block = b"\0".join([b"agent-worker", b"start", *argv]) + b"\0"
-    after = wiped(block, secrecy.value_ranges(block, ["s3cr3t", ""]))
+    after = wiped(block, secrecy.value_ranges(block, ["s3cr3t", "-s3=cr", ""]))
     assert [a for a in after.split(b"\0") if a][2:] == [a for a in expected if a]
 
 
