@@ -18,7 +18,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,rtc]'
+	$(BIN)/pip install --quiet -e '.[dev,operator,rtc]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv with the project (editable) and dev extras

@@ -27,12 +27,12 @@ COPY worker_runtime/ worker_runtime/
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/build/bin/pip wheel --wheel-dir /wheels '.[rtc]'
+    && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/build/bin/pip wheel --wheel-dir /wheels '.[operator,rtc]'
 
 FROM ${BASE_IMAGE} AS install
 COPY --from=build /wheels /wheels
 RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links=/wheels agentworker \
+    && /opt/venv/bin/pip install --no-cache-dir --no-index --find-links=/wheels 'agentworker[operator]' \
     && /opt/venv/bin/pip uninstall --yes --quiet pip setuptools
 
 FROM ${BASE_IMAGE}

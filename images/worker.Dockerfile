@@ -1,4 +1,5 @@
-# The worker runtime image: `agent-worker` with the `rtc` extra, run as uid and gid 10001
+# The worker runtime image: `agent-worker` with the `rtc` extra (not the `operator` extra: no
+# Kubernetes client in the agents' base image), run as uid and gid 10001
 # (appuser, as in LiveKit's agent-starter images). Agents build FROM it: copy the code into
 # /app, run `agent-worker download-files module:entrypoint`, and the operator starts
 # `agent-worker start module:entrypoint` (examples/agent-image/).
@@ -39,7 +40,7 @@ COPY worker_runtime/ worker_runtime/
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/build/bin/pip wheel --wheel-dir /wheels '.[rtc]'
+    && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/build/bin/pip wheel --wheel-dir /wheels '.[operator,rtc]'
 
 FROM ${BASE_IMAGE} AS install
 COPY --from=build /wheels /wheels

@@ -192,6 +192,11 @@ def test_worker_image_has_agent_worker_and_no_entrypoint_so_agent_images_build_f
     assert "download-files" in worker.run("agent-worker", "--help")
     assert worker.run("id", "-u").strip() == "10001"
     assert worker.run("id", "-g").strip() == "10001"
+    # the operator's Kubernetes libraries are an extra the agents' base image goes without;
+    # the rtc SDK is there (the same check finds it, so it can find the others)
+    present = "import importlib.util as u, sys; print([m for m in sys.argv[1:] if u.find_spec(m)])"
+    found = worker.run("python3", "-c", present, "kopf", "kubernetes", "livekit.rtc")
+    assert found.strip() == "['livekit.rtc']"
 
 
 @pytest.mark.parametrize("which", ["operator", "worker", "example"])
