@@ -97,7 +97,8 @@ def build_metrics(samples: dict[str, Samples], cfg: BenchConfig) -> list[report.
             ours=ours.server_ms,
             official=lk.server_ms,
             how="to the time in the worker's own log line for the offer (AvailabilityRequest): "
-            "the LiveKit server's share, before the worker hears of the job",
+            "the LiveKit server's share, before the worker hears of the job; psrpc waits 200 ms "
+            "in it for other nodes' claims (bench/README.md)",
         ),
         report.Metric(
             key="worker_ms",
