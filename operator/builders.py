@@ -29,6 +29,7 @@ PLURAL = "agentworkers"
 FIELD_MANAGER = "agentworker-operator"
 APP_NAME = "agent-worker"
 CONTAINER_NAME = "agent-worker"
+TMP_VOLUME = "tmp"  # the emptyDir at /tmp (the root filesystem is read-only)
 HTTP_PORT = 8081
 CREDENTIALS_KEYS = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 CONTROL_TOKEN_KEY = "token"
@@ -242,7 +243,7 @@ def build_container(spec: specs.AgentWorkerSpec, owner: Owner) -> Manifest:
             **spec.pod_template.container_security_context,
         },
         "volumeMounts": [
-            {"name": "tmp", "mountPath": "/tmp"},
+            {"name": TMP_VOLUME, "mountPath": "/tmp"},
             *(dict(mount) for mount in spec.volume_mounts),
         ],
     }
@@ -273,7 +274,7 @@ def build_pod_template(
         "containers": [build_container(spec, owner)],
         "terminationGracePeriodSeconds": grace_period_s(spec),
         "securityContext": {**RESTRICTED_POD_SECURITY, **overlay.security_context},
-        "volumes": [{"name": "tmp", "emptyDir": {}}, *(dict(v) for v in overlay.volumes)],
+        "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}, *(dict(v) for v in overlay.volumes)],
         "enableServiceLinks": False,
     }
     if overlay.service_account_name is None:
@@ -295,7 +296,7 @@ def build_pod_template(
     listed = metadata["annotations"].get(SAFE_TO_EVICT_LOCAL_VOLUMES, "")
     local = [name.strip() for name in listed.split(",") if name.strip()]
     metadata["annotations"][SAFE_TO_EVICT_LOCAL_VOLUMES] = ",".join(
-        local if "tmp" in local else [*local, "tmp"]
+        local if TMP_VOLUME in local else [*local, TMP_VOLUME]
     )
     if control_token:
         digest = hashlib.sha256(control_token.encode()).hexdigest()[:16]

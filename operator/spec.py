@@ -415,10 +415,11 @@ PROTECTION_ANNOTATIONS = frozenset(
 
 def _annotations(template: fields.FieldReader) -> dict[str, str]:
     annotations = template.string_map("annotations")
-    for key in sorted(PROTECTION_ANNOTATIONS & annotations.keys()):
+    clashes = sorted(PROTECTION_ANNOTATIONS & annotations.keys())
+    if clashes:
         raise InvalidSpecError(
-            f"{template.at('annotations')}[{key}]",
-            annotations[key],
+            f"{template.at('annotations')}[{clashes[0]}]",
+            annotations[clashes[0]],
             "is set by the operator on busy workers (it protects their calls); leave it out",
         )
     return annotations
