@@ -1,9 +1,10 @@
-"""Reads every worker pod's /worker endpoint, and asks a chosen victim to retire.
+"""Reads every worker pod's /worker endpoint, and asks a chosen victim to retire (or not).
 
 This module owns the HTTP side of observation: one shared aiohttp session, a bound on
-concurrent requests, a timeout per request, and POST /retire with the AgentWorker's control
-token. It only moves data: what a worker is counts is decided in `observation`; a failure comes
-back as a short error text, never raised. It never logs the token.
+concurrent requests, a timeout per request, and POST /retire (and DELETE /retire, which puts a
+retired victim back in service) with the AgentWorker's control token. It only moves data: what
+a worker is counts is decided in `observation`; a failure comes back as a short error text or a
+refusal, never raised. It never logs the token.
 """
 
 from __future__ import annotations
@@ -106,17 +107,28 @@ class Scraper:
 
     async def retire(self, ip: str, token: str) -> RetireAnswer:
         """Ask the worker at ip to retire (the victim handshake)."""
+        status = await self._handshake("POST", ip, token)
+        if status == 200:
+            return RetireAnswer.ACCEPTED
+        return RetireAnswer.BUSY if status == 409 else RetireAnswer.FAILED
+
+    async def unretire(self, ip: str, token: str) -> bool:
+        """Put a worker retired by `retire` back in service; True only when it serves again.
+
+        False when it did not answer, refused the token, or is draining already (409).
+        """
+        return await self._handshake("DELETE", ip, token) == 200
+
+    async def _handshake(self, method: str, ip: str, token: str) -> int | None:
+        """/retire at ip with the control token: the HTTP status, or None without an answer."""
         if not ip or not token:
-            return RetireAnswer.FAILED
+            return None
         url = f"http://{ip}:{self._port}/retire"
         headers = {"Authorization": f"Bearer {token}"}
         async with self._limit:
             try:
-                async with self._client().post(url, headers=headers) as response:
+                async with self._client().request(method, url, headers=headers) as response:
                     await response.read()
-                    status = response.status
+                    return response.status
             except (TimeoutError, aiohttp.ClientError):
-                return RetireAnswer.FAILED
-        if status == 200:
-            return RetireAnswer.ACCEPTED
-        return RetireAnswer.BUSY if status == 409 else RetireAnswer.FAILED
+                return None

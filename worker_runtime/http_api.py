@@ -1,10 +1,11 @@
-"""The worker's HTTP server: /healthz, /readyz, /worker (JSON) and /metrics.
+"""The worker's HTTP server: /healthz, /readyz, /worker (JSON), /metrics and /retire.
 
 Owns the routes and the shape of the /worker document, a superset of livekit-agents' own
 (worker_type, agent_name, active_jobs, sdk_version, worker_load, protocol_version) that the
-operator reads. It only reports: the worker hands it a function returning a snapshot. It answers
-what the README documents and nothing else: other methods 405 (with Allow), other paths 404, no
-static files, no Server header, request bodies of at most `MAX_BODY_BYTES`.
+operator reads. It only moves data: the worker hands it a function returning a snapshot, and
+the two that decide the victim handshake (POST and DELETE /retire). It answers what the README
+documents and nothing else: other methods 405 (with Allow), other paths 404, no static files, no
+Server header, request bodies of at most `MAX_BODY_BYTES`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from worker_runtime.metrics import CONTENT_TYPE, WorkerMetrics
 logger = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1024
-"""No route takes a body; POST /retire reads (and ignores) at most this much, else 413."""
+"""No route takes a body; POST and DELETE /retire read (and ignore) at most this much, else 413."""
 
 
 class PortInUse(RuntimeError):
@@ -81,13 +82,12 @@ def build_app(
     metrics: WorkerMetrics,
     *,
     retire: Callable[[], str],
+    unretire: Callable[[], str],
     control_token: str,
 ) -> web.Application:
-    """The four routes (and "/" like livekit-agents), plus POST /retire when a token is set.
+    """The four routes (and "/" like livekit-agents), plus /retire when a token is set.
 
-    POST /retire is the operator's victim handshake, authenticated with `Authorization: Bearer
-    <AGENT_CONTROL_TOKEN>` (the scheme is required): 200 when the worker held no job and now takes
-    none until SIGTERM or the retirement expires, 409 when busy.
+    `retire` (POST /retire) and `unretire` (DELETE /retire) answer a refusal reason, or "" for yes.
     """
 
     async def healthz(_: web.Request) -> web.Response:
@@ -105,21 +105,10 @@ def build_app(
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
-    async def retire_route(request: web.Request) -> web.Response:
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        matches = hmac.compare_digest(given.encode(), control_token.encode())  # constant time
-        if scheme != "Bearer" or not matches:
-            return web.json_response({"error": "unauthorized"}, status=401)
-        await request.read()  # 413 past client_max_size: a body, if any, stays small
-        refusal = retire()
-        if refusal:
-            return web.json_response({"retired": False, "reason": refusal}, status=409)
-        return web.json_response({"retired": True})
-
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.on_response_prepare.append(_drop_server_header)
     if control_token:  # without a token there is no handshake at all: 404, not 401
-        app.router.add_post("/retire", retire_route)
+        app.add_routes(_handshake_routes(retire, unretire, control_token))
     for path, handler in (
         ("/", healthz),
         ("/healthz", healthz),
@@ -129,6 +118,46 @@ def build_app(
     ):
         app.router.add_get(path, handler)  # and HEAD, as HTTP asks of every GET resource
     return app
+
+
+def _handshake_routes(
+    retire: Callable[[], str], unretire: Callable[[], str], control_token: str
+) -> list[web.RouteDef]:
+    """POST and DELETE /retire: the operator's victim handshake and its withdrawal.
+
+    Both want `Authorization: Bearer <AGENT_CONTROL_TOKEN>` (the scheme is required), else 401.
+    POST /retire: 200 when the worker held no job and now takes none until SIGTERM, DELETE
+    /retire or the retirement's expiry; 409 when busy. DELETE /retire: 200 when the worker
+    serves again (or was not retired); 409 when it is draining or closed and stays out.
+    """
+
+    async def retire_route(request: web.Request) -> web.Response:
+        if not _bearer_matches(request, control_token):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        await request.read()  # 413 past client_max_size: a body, if any, stays small
+        refusal = retire()
+        if refusal:
+            return web.json_response({"retired": False, "reason": refusal}, status=409)
+        return web.json_response({"retired": True})
+
+    async def unretire_route(request: web.Request) -> web.Response:
+        if not _bearer_matches(request, control_token):
+            return web.json_response({"error": "unauthorized"}, status=401)
+        await request.read()  # as for POST: a body, if any, stays small
+        refusal = unretire()
+        if refusal:
+            return web.json_response({"retired": True, "reason": refusal}, status=409)
+        return web.json_response({"retired": False})
+
+    # one resource for both methods, so that a 405 on /retire allows both
+    return [web.post("/retire", retire_route), web.delete("/retire", unretire_route)]
+
+
+def _bearer_matches(request: web.Request, control_token: str) -> bool:
+    """Whether the request carries `Authorization: Bearer <control_token>`."""
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    matches = hmac.compare_digest(given.encode(), control_token.encode())  # constant time
+    return scheme == "Bearer" and matches
 
 
 async def _drop_server_header(_: web.Request, response: web.StreamResponse) -> None:

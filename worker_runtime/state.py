@@ -20,7 +20,8 @@ class WorkerState(enum.Enum):
     """Registered; load above load_threshold: reports WS_FULL, still ready, takes no job."""
     RETIRED = "retired"
     """Agreed to go (POST /retire) while idle: takes no job, not ready, reports WS_FULL. Serves
-    again when the retirement expires without a SIGTERM; drains on SIGTERM."""
+    again when the retirer withdraws the retirement (DELETE /retire) or it expires without a
+    SIGTERM; drains on SIGTERM."""
     DRAINING = "draining"
     """SIGTERM seen, or the connection to LiveKit given up: takes nothing new, waits for its
     jobs."""
@@ -37,6 +38,7 @@ class WorkerEvent(enum.Enum):
     LOAD_AT_OR_BELOW_THRESHOLD = "load_at_or_below_threshold"
     RETIRE = "retire"
     RETIREMENT_EXPIRED = "retirement_expired"
+    UNRETIRE = "unretire"
     DRAIN = "drain"
     CLOSE = "close"
 
@@ -48,6 +50,7 @@ class InvalidTransition(RuntimeError):
 _S = WorkerState
 _E = WorkerEvent
 _LOAD = (_E.LOAD_ABOVE_THRESHOLD, _E.LOAD_AT_OR_BELOW_THRESHOLD)
+_HANDSHAKE = (_E.RETIRE, _E.RETIREMENT_EXPIRED, _E.UNRETIRE)
 _MOVES: dict[tuple[WorkerState, WorkerEvent], WorkerState] = {
     (_S.STARTING, _E.REGISTERED): _S.AVAILABLE,
     (_S.STARTING, _E.CONNECTION_LOST): _S.STARTING,
@@ -59,8 +62,10 @@ _MOVES: dict[tuple[WorkerState, WorkerEvent], WorkerState] = {
     (_S.FULL, _E.LOAD_AT_OR_BELOW_THRESHOLD): _S.AVAILABLE,
     (_S.FULL, _E.LOAD_ABOVE_THRESHOLD): _S.FULL,
     (_S.FULL, _E.CONNECTION_LOST): _S.STARTING,
-    # expiry: serving again; the worker then feeds the connection's and the load's state
+    # expiry, or withdrawal (DELETE /retire): serving again; the worker then feeds the
+    # connection's and the load's state
     (_S.RETIRED, _E.RETIREMENT_EXPIRED): _S.AVAILABLE,
+    (_S.RETIRED, _E.UNRETIRE): _S.AVAILABLE,
 }
 for _state in (_S.STARTING, _S.AVAILABLE, _S.FULL):
     _MOVES[(_state, _E.RETIRE)] = _S.RETIRED
@@ -71,7 +76,7 @@ for _state in (_S.STARTING, _S.AVAILABLE, _S.FULL, _S.RETIRED, _S.DRAINING):
 for _event in (_E.REGISTERED, _E.CONNECTION_LOST, *_LOAD, _E.RETIRE):
     _MOVES[(_S.RETIRED, _event)] = _S.RETIRED
 # a drain is final: nothing but CLOSE leaves it
-for _event in (_E.REGISTERED, _E.CONNECTION_LOST, *_LOAD, _E.RETIRE, _E.RETIREMENT_EXPIRED):
+for _event in (_E.REGISTERED, _E.CONNECTION_LOST, *_LOAD, *_HANDSHAKE):
     _MOVES[(_S.DRAINING, _event)] = _S.DRAINING
 # a socket that was opening as the worker closed may still report in: nothing changes
 for _event in (_E.REGISTERED, _E.CONNECTION_LOST, _E.CLOSE):
@@ -100,6 +105,20 @@ def retire_refusal(state: WorkerState, *, active_jobs: int, pending_offers: int)
     """
     if active_jobs or pending_offers:
         return "busy"
+    if state is WorkerState.CLOSED:
+        return "closed"
+    return ""
+
+
+def unretire_refusal(state: WorkerState) -> str:
+    """The victim handshake undone: why the worker may not serve again, or "" when it may.
+
+    Withdrawing a retirement puts a RETIRED worker back in service at once; a starting, available
+    or full worker has nothing to withdraw and may too (the request is idempotent). A drain
+    (SIGTERM) or a close is final: such a worker stays out and says which it is.
+    """
+    if state is WorkerState.DRAINING:
+        return "draining"
     if state is WorkerState.CLOSED:
         return "closed"
     return ""

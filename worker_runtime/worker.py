@@ -1,9 +1,10 @@
 """The worker: wires the connection, the process pool, load reporting and the HTTP server.
 
-Owns the worker's state (through `transition`), the retirement and its expiry, the drain (on
-SIGTERM, or when the connection to LiveKit gives up: running jobs do not need it), and the order
-things start and stop in. It turns pool events into protocol messages and server messages into
-intake and pool calls; the pool never sees the socket and the connection never sees a process.
+Owns the worker's state (through `transition`), the retirement, its expiry and its withdrawal,
+the drain (on SIGTERM, or when the connection to LiveKit gives up: running jobs do not need it),
+and the order things start and stop in. It turns pool events into protocol messages and server
+messages into intake and pool calls; the pool never sees the socket and the connection never
+sees a process.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from worker_runtime.state import (
     retire_refusal,
     takes_jobs,
     transition,
+    unretire_refusal,
 )
 from worker_runtime.version import __version__
 
@@ -53,7 +55,7 @@ class Worker:
         log_level: str,
         control_token: str = "",
     ) -> None:
-        """`control_token` enables POST /retire (the operator's victim handshake)."""
+        """`control_token` enables POST and DELETE /retire (the operator's victim handshake)."""
         self._opts = opts
         self._state = WorkerState.STARTING
         self._worker_id = ""
@@ -100,7 +102,11 @@ class Worker:
         creds = Credentials(url=opts.ws_url, api_key=opts.api_key, api_secret=opts.api_secret)
         self._conn = Connection(creds, handlers, max_retry=opts.max_retry)
         app = http_api.build_app(
-            self.snapshot, self._metrics, retire=self.retire, control_token=control_token
+            self.snapshot,
+            self._metrics,
+            retire=self.retire,
+            unretire=self.unretire,
+            control_token=control_token,
         )
         self._http = http_api.HttpServer(app, host=opts.host, port=opts.port)
 
@@ -183,6 +189,22 @@ class Worker:
             )
         return ""
 
+    def unretire(self) -> str:
+        """Withdraw a retirement and serve again at once; the refusal reason when draining.
+
+        A worker that is not retired changes nothing; a draining or closed one stays out
+        ("draining", "closed").
+        """
+        refusal = unretire_refusal(self._state)
+        if refusal:
+            self._log.info("refused to withdraw the retirement", extra={"reason": refusal})
+            return refusal
+        if self._state is WorkerState.RETIRED:
+            self._cancel_retirement()
+            self._serve_again(WorkerEvent.UNRETIRE)
+            self._log.info("retirement withdrawn", extra={"state": self._state.value})
+        return ""
+
     def _retirement_expired(self) -> None:
         """No SIGTERM followed the retirement (the retirer went away): serve again."""
         self._retirement = None
@@ -192,7 +214,11 @@ class Worker:
             "retirement expired, taking jobs again",
             extra={"retire_timeout_s": self._opts.retire_timeout},
         )
-        self._move(WorkerEvent.RETIREMENT_EXPIRED)
+        self._serve_again(WorkerEvent.RETIREMENT_EXPIRED)
+
+    def _serve_again(self, event: WorkerEvent) -> None:
+        """Leave RETIRED through `event`, into the state the connection and the load call for."""
+        self._move(event)
         if self._conn.registered:
             self._move_by_load()
         else:

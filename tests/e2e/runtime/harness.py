@@ -52,6 +52,18 @@ async def eventually(
         await asyncio.sleep(POLL_S)
 
 
+def process_ended(process: psutil.Process) -> bool:
+    """Whether a process has exited: reaped, or a zombie its parent has yet to reap.
+
+    Asked in one call: `is_running()` then `status()` races the reaper, and `status()` of a
+    process reaped in between raises NoSuchProcess.
+    """
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
     with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
@@ -147,11 +159,18 @@ class WorkerProc:
 
     async def retire(self, authorization: str) -> tuple[int, dict[str, object]]:
         """POST /retire with this Authorization header; the status and the JSON answer."""
+        return await self._handshake("POST", authorization)
+
+    async def unretire(self, authorization: str) -> tuple[int, dict[str, object]]:
+        """DELETE /retire (withdraw a retirement) with this Authorization header; likewise."""
+        return await self._handshake("DELETE", authorization)
+
+    async def _handshake(self, method: str, authorization: str) -> tuple[int, dict[str, object]]:
         timeout = aiohttp.ClientTimeout(total=5)
         url = f"http://{self.host}:{self.port}/retire"
         async with (
             aiohttp.ClientSession(timeout=timeout) as session,
-            session.post(url, headers={"Authorization": authorization}) as resp,
+            session.request(method, url, headers={"Authorization": authorization}) as resp,
         ):
             body = await resp.json()
             assert isinstance(body, dict)

@@ -2,7 +2,8 @@
 
 Requests go out as raw bytes, so that no client normalises a path (`/..`, `%2e`) or a method
 on the way: every documented route answers its methods, any other method 405 with Allow, any
-other path 404; no response names the server software; POST /retire reads a small body only.
+other path 404; no response names the server software; POST and DELETE /retire read a small
+body only.
 """
 
 from __future__ import annotations
@@ -75,9 +76,9 @@ WRONG_METHOD = [
     ("PATCH", "/metrics", {"GET", "HEAD"}),
     ("OPTIONS", "/worker", {"GET", "HEAD"}),
     ("TRACE", "/healthz", {"GET", "HEAD"}),
-    ("GET", "/retire", {"POST"}),
-    ("HEAD", "/retire", {"POST"}),
-    ("PUT", "/retire", {"POST"}),
+    ("GET", "/retire", {"POST", "DELETE"}),
+    ("HEAD", "/retire", {"POST", "DELETE"}),
+    ("PUT", "/retire", {"POST", "DELETE"}),
 ]
 UNKNOWN_PATHS = [
     "/healthz/",
@@ -110,7 +111,9 @@ async def test_every_route_answers_its_documented_methods_and_nothing_else(
         assert answer.status == 200, (method, path, answer)
         answers.append(answer)
     assert b'"agent_name"' in (await send(worker, "GET", "/worker")).body
-    assert (await send(worker, "POST", "/retire")).status == 401, "retire is there, with a token"
+    for method in ("POST", "DELETE"):
+        answer = await send(worker, method, "/retire")
+        assert answer.status == 401, f"{method} /retire is there, with a token"
     for method, path, allow in WRONG_METHOD:
         answer = await send(worker, method, path)
         assert (answer.status, allowed(answer)) == (405, allow), (method, path, answer)
@@ -143,6 +146,7 @@ async def test_retire_takes_a_small_body_and_refuses_a_large_one(
         worker, "POST", "/retire", headers=auth + "Transfer-Encoding: chunked\r\n", body=chunked
     )
     assert answer.status == 413, answer
+    assert (await send(worker, "DELETE", "/retire", headers=auth, body=big)).status == 413
     assert await worker.status("/readyz") == 200, "a refused request did not retire the worker"
     assert (await send(worker, "POST", "/retire", body=big)).status == 401, "no token, no read"
 
@@ -155,6 +159,6 @@ async def test_retire_is_absent_without_a_token_whatever_the_method(
 ) -> None:
     worker = await workers.start(TARGET, livekit, agent_name=agent_name)
     assert (await send(worker, "GET", "/healthz")).status == 200
-    for method in ("POST", "GET", "PUT"):
+    for method in ("POST", "DELETE", "GET", "PUT"):
         answer = await send(worker, method, "/retire", headers="Authorization: Bearer \r\n")
         assert answer.status == 404, (method, answer)

@@ -245,16 +245,64 @@ async def test_retirement_expires_and_the_worker_takes_jobs_again(
     assert worker.find("retirement expired, taking jobs again")
 
 
+async def test_withdrawn_retirement_serves_again_at_once_and_takes_a_job(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    token = uuid.uuid4().hex
+    worker = await workers.start(
+        f"{AGENTS}:opts", livekit, agent_name=agent_name, env={"AGENT_CONTROL_TOKEN": token}
+    )
+    assert await worker.unretire(f"Bearer {token}") == (200, {"retired": False}), "nothing to do"
+    assert await worker.retire(f"Bearer {token}") == (200, {"retired": True})
+    for header in ("", "Bearer wrong", token, f"bearer {token}"):
+        assert (await worker.unretire(header))[0] == 401, header
+    assert (await worker.document())["state"] == "retired", "a refused withdrawal changes nothing"
+
+    # the retirer abandoned its scale-down: the worker serves long before its 60 s expiry
+    assert await worker.unretire(f"Bearer {token}") == (200, {"retired": False})
+    assert await worker.status("/readyz") == 200
+    doc = await worker.document()
+    assert (doc["state"], doc["retired"], doc["draining"]) == ("available", False, False)
+    assert await worker.unretire(f"Bearer {token}") == (200, {"retired": False}), "idempotent"
+    room = room_name()
+    await livekit.dispatch(agent_name, room)
+    await worker.wait_for("e2e job running", room=room)
+    assert worker.find("retirement withdrawn", state="available")
+    assert not worker.find("retirement expired, taking jobs again")
+    assert token not in worker.log_path.read_text()
+
+
+async def test_a_draining_worker_refuses_to_withdraw_its_retirement(
+    livekit: LiveKit, workers: WorkerFactory, agent_name: str
+) -> None:
+    token = uuid.uuid4().hex
+    worker = await workers.start(
+        f"{AGENTS}:opts", livekit, agent_name=agent_name, env={"AGENT_CONTROL_TOKEN": token}
+    )
+    await livekit.dispatch(agent_name, room_name(), json.dumps({"sleep_s": 8}))
+    [run] = await worker.wait_for("e2e job running")
+    worker.signal(signal.SIGTERM)
+    await worker.wait_for("draining")
+
+    refused = (409, {"retired": True, "reason": "draining"})
+    assert await worker.unretire(f"Bearer {token}") == refused
+    doc = await worker.document()
+    assert (doc["state"], doc["draining"], doc["active_jobs"]) == ("draining", True, 1)
+    assert await worker.status("/readyz") == 503
+    assert await worker.wait_exit(within_s=60) == 0
+    assert worker.find("job succeeded", job_id=run["job_id"])
+    assert worker.find("refused to withdraw the retirement", reason="draining")
+
+
 async def test_retire_route_is_absent_without_a_token(
     livekit: LiveKit, workers: WorkerFactory, agent_name: str
 ) -> None:
     worker = await workers.start(f"{AGENTS}:opts", livekit, agent_name=agent_name)
     timeout = aiohttp.ClientTimeout(total=5)
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.post(f"http://127.0.0.1:{worker.port}/retire") as resp,
-    ):
-        assert resp.status == 404
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        for method in ("POST", "DELETE"):
+            async with session.request(method, f"http://127.0.0.1:{worker.port}/retire") as resp:
+                assert resp.status == 404, method
 
 
 async def test_memory_limit_ends_a_job_once_however_long_it_takes_to_exit(

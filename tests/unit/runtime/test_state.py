@@ -14,6 +14,7 @@ from worker_runtime.state import (
     retire_refusal,
     takes_jobs,
     transition,
+    unretire_refusal,
 )
 
 pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
@@ -41,6 +42,7 @@ ALLOWED = [
     (S.DRAINING, E.LOAD_ABOVE_THRESHOLD, S.DRAINING),
     (S.DRAINING, E.RETIRE, S.DRAINING),
     (S.DRAINING, E.RETIREMENT_EXPIRED, S.DRAINING),
+    (S.DRAINING, E.UNRETIRE, S.DRAINING),
     (S.DRAINING, E.CLOSE, S.CLOSED),
     (S.AVAILABLE, E.CLOSE, S.CLOSED),
     (S.STARTING, E.CLOSE, S.CLOSED),
@@ -54,6 +56,7 @@ ALLOWED = [
     (S.RETIRED, E.LOAD_ABOVE_THRESHOLD, S.RETIRED),
     (S.RETIRED, E.LOAD_AT_OR_BELOW_THRESHOLD, S.RETIRED),
     (S.RETIRED, E.RETIREMENT_EXPIRED, S.AVAILABLE),
+    (S.RETIRED, E.UNRETIRE, S.AVAILABLE),
     (S.RETIRED, E.DRAIN, S.DRAINING),
     (S.RETIRED, E.CLOSE, S.CLOSED),
     # a socket that was opening while the worker closed reports in late
@@ -79,6 +82,10 @@ FORBIDDEN = [
     (S.AVAILABLE, E.RETIREMENT_EXPIRED),
     (S.FULL, E.RETIREMENT_EXPIRED),
     (S.CLOSED, E.RETIREMENT_EXPIRED),
+    (S.STARTING, E.UNRETIRE),
+    (S.AVAILABLE, E.UNRETIRE),
+    (S.FULL, E.UNRETIRE),
+    (S.CLOSED, E.UNRETIRE),
 ]
 
 
@@ -117,6 +124,15 @@ def test_a_retired_worker_stays_retired_through_reconnects_and_load_until_it_exp
 def test_sigterm_ends_a_retirement_for_good() -> None:
     state = transition(transition(S.FULL, E.RETIRE), E.DRAIN)
     assert transition(state, E.RETIREMENT_EXPIRED) is S.DRAINING
+    assert transition(state, E.UNRETIRE) is S.DRAINING
+
+
+def test_a_withdrawn_retirement_takes_jobs_at_once() -> None:
+    state = transition(S.AVAILABLE, E.RETIRE)
+    assert unretire_refusal(state) == ""
+    state = transition(state, E.UNRETIRE)
+    assert is_ready(state)
+    assert takes_jobs(state)
 
 
 def test_shutdown_racing_a_reconnect_stays_closed() -> None:
@@ -176,3 +192,26 @@ def test_retires_only_while_holding_no_job(
     state: WorkerState, jobs: int, offers: int, refusal: str
 ) -> None:
     assert retire_refusal(state, active_jobs=jobs, pending_offers=offers) == refusal
+
+
+@pytest.mark.parametrize(
+    ("state", "refusal"),
+    [
+        (S.RETIRED, ""),
+        (S.STARTING, ""),
+        (S.AVAILABLE, ""),
+        (S.FULL, ""),
+        (S.DRAINING, "draining"),
+        (S.CLOSED, "closed"),
+    ],
+    ids=[
+        "retired",
+        "not-retired-not-registered",
+        "not-retired-available",
+        "not-retired-full",
+        "draining-stays-out",
+        "closed-stays-out",
+    ],
+)
+def test_unretires_unless_draining_or_closed(state: WorkerState, refusal: str) -> None:
+    assert unretire_refusal(state) == refusal
