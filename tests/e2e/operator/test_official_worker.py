@@ -71,6 +71,19 @@ def official_fleet(rig: rig_env.RigEnv, namespace: str, python: Path) -> dict[st
     return manifest
 
 
+def wait_registered(rig: rig_env.RigEnv, namespace: str, pod: str) -> None:
+    """Waits for the pod's livekit-agents worker to register with LiveKit. It answers at / (its
+    readiness) and at /worker before then, and the server drops a dispatch that finds no
+    registered worker: a call placed earlier would never be answered."""
+    log = rig.logs_dir / "pods" / f"{namespace}_{pod}_agent-worker.log"
+    wait_for(
+        f"{pod} registered with LiveKit",
+        lambda: log.read_text() if log.exists() else "",
+        lambda text: '"registered worker"' in text,
+        timeout_s=60,
+    )
+
+
 def test_the_official_worker_takes_calls_scales_up_and_its_idle_worker_is_scaled_down(
     kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
     operator: OperatorProcess, phone: Calls, official_python: Path,
@@ -79,6 +92,7 @@ def test_the_official_worker_takes_calls_scales_up_and_its_idle_worker_is_scaled
     wait_ready(kubectl, namespace, replicas=1, timeout_s=180)
     wait_status(kubectl, namespace, "the official /worker read", lambda s: s.get("available") == 1)
     (first,) = live_pods(kubectl, namespace)
+    wait_registered(rig, namespace, first)
     busy: list[str] = []
     for _ in range(3):  # 3 of 4 calls: load 0.75, above the threshold 0.7
         # one at a time: livekit-agents may answer "not available" to a job offered while it
@@ -92,15 +106,8 @@ def test_the_official_worker_takes_calls_scales_up_and_its_idle_worker_is_scaled
         timeout_s=180,
     )  # fmt: skip
     assert any("1 -> 2 workers" in m for m in events(kubectl, namespace, "ScaledUp"))
-    # livekit-agents answers at / (its readiness) before it has registered: wait for that too
     (new,) = set(live_pods(kubectl, namespace)) - {first}
-    log = rig.logs_dir / "pods" / f"{namespace}_{new}_agent-worker.log"
-    wait_for(
-        f"{new} registered with LiveKit",
-        lambda: log.read_text() if log.exists() else "",
-        lambda text: '"registered worker"' in text,
-        timeout_s=60,
-    )
+    wait_registered(rig, namespace, new)
     later = phone.start(1, hold_s=5)
     started = wait_calls_started(phone, later)
     second = pod_by_ip(kubectl, namespace)[started[later[0]]["pod_ip"]]

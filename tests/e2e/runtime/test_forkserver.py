@@ -14,7 +14,7 @@ import uuid
 import psutil
 import pytest
 
-from tests.e2e.runtime.harness import LiveKit, WorkerFactory, eventually
+from tests.e2e.runtime.harness import LiveKit, WorkerFactory, eventually, process_ended
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -29,7 +29,7 @@ async def kill_and_wait(proc: psutil.Process) -> None:
     proc.send_signal(signal.SIGKILL)
 
     async def gone() -> bool:
-        return not proc.is_running() or proc.status() == psutil.STATUS_ZOMBIE
+        return process_ended(proc)
 
     await eventually(gone, within_s=10, what="the fork server gone")
 
@@ -77,6 +77,6 @@ async def test_hung_job_is_still_killed_at_shutdown_after_the_fork_server_died(
     assert await worker.wait_exit(within_s=20) == 0
 
     async def job_gone() -> bool:
-        return not job.is_running() or job.status() == psutil.STATUS_ZOMBIE
+        return process_ended(job)
 
     await eventually(job_gone, within_s=5, what="the hung job process killed")

@@ -10,18 +10,26 @@ the reads worked.
 from __future__ import annotations
 
 import functools
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.e2e.runtime.harness import LiveKit, WorkerFactory, WorkerProc, eventually
+from tests.e2e.runtime.harness import (
+    LiveKit,
+    WorkerFactory,
+    WorkerProc,
+    eventually,
+    process_ended,
+)
 from tests.rig.env import REPO_ROOT
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -41,11 +49,14 @@ WHERE = (
 
 
 BOOT = (
-    "import site, sys; site.addsitedir(sys.argv.pop(1)); "
-    "from worker_runtime import cli; sys.exit(cli.main())"
+    "import os, site, sys; os.chdir(sys.argv.pop(1)); site.addsitedir(sys.argv.pop(1)); "
+    "sys.path.insert(0, os.getcwd()); from worker_runtime import cli; sys.exit(cli.main())"
 )
-"""`agent-worker`'s script, with the venv's packages added after the stdlib (`-P`: the repo
-root's `operator` folder must not shadow the stdlib's; `cli.main` adds the cwd later)."""
+"""`agent-worker`'s script run from a tree uid 65534 can read, with the venv's packages added
+after the stdlib; the cwd, where the runtime and the test agents are, goes first, ahead of the
+venv's editable finder, which points into the checkout."""
+READABLE = ("worker_runtime", "tests/__init__.py", "tests/e2e/__init__.py", "tests/e2e/runtime")
+"""What a worker of the test agents imports from the checkout."""
 DROP = ("setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups")
 
 
@@ -77,16 +88,52 @@ def python_for_nobody() -> str | None:
     return None
 
 
-def checkout_unreadable_for_nobody(python: str, site: str) -> str:
-    """Why uid 65534 cannot import the runtime and the test agents from this checkout and its
-    venv (a parent directory it may not enter); "" when it can."""
+@pytest.fixture(scope="module")
+def tree_for_nobody() -> Iterator[tuple[Path, Path]]:
+    """The runtime, the test agents and the venv's packages where uid 65534 can read them: a
+    clone may sit under a directory it cannot enter (CI's did, 0700), so they are linked (same
+    file system) or copied into a fresh world-readable directory. Yields (workdir, site)."""
+    root = Path(tempfile.mkdtemp(prefix="agentworker-uid65534-"))
+    root.chmod(0o755)
+    try:
+        copy = _link_or_copy(Path(sysconfig.get_paths()["purelib"]), root / "site")
+        for relative in READABLE:
+            source = REPO_ROOT / relative
+            if source.is_dir():
+                copy(source, root / "work" / relative)
+            else:
+                (root / "work" / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, root / "work" / relative)
+        for directory in (root, *root.rglob("*")):
+            if directory.is_dir():
+                directory.chmod(0o755)
+        yield root / "work", root / "site"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _link_or_copy(site: Path, destination: Path) -> Callable[[Path, Path], object]:
+    """Hard-links `site` into `destination` (copies across file systems); returns the tree
+    copier that worked, for the rest."""
+    try:
+        shutil.copytree(site, destination, copy_function=os.link, symlinks=True)
+    except (shutil.Error, OSError):
+        shutil.rmtree(destination, ignore_errors=True)
+        shutil.copytree(site, destination, symlinks=True)
+        return functools.partial(shutil.copytree, symlinks=True)
+    return functools.partial(shutil.copytree, copy_function=os.link, symlinks=True)
+
+
+def unreadable_for_nobody(python: str, workdir: Path, site: Path) -> str:
+    """Why uid 65534 cannot import the runtime and the test agents from the tree made for it;
+    "" when it can."""
     probe = (
-        "import site, sys; site.addsitedir(sys.argv[1]); sys.path.insert(0, '.'); "
-        "import worker_runtime.cli, tests.e2e.runtime.agents"
+        "import os, site, sys; os.chdir(sys.argv[1]); site.addsitedir(sys.argv[2]); "
+        "sys.path.insert(0, '.'); import worker_runtime.cli, tests.e2e.runtime.agents"
     )
     done = subprocess.run(
-        [*DROP, python, "-P", "-c", probe, site],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
+        [*DROP, python, "-P", "-c", probe, str(workdir), str(site)],
+        cwd="/", capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["?"])[-1]
 
@@ -139,13 +186,15 @@ async def test_a_job_sees_neither_the_api_secret_nor_the_control_token(
     if unprivileged:  # as in a pod: the job runs as the worker's own uid, which is not root
         python = python_for_nobody()
         if python is None:
-            pytest.skip("no setpriv, or no Python that uid 65534 may run")
+            missing = "no setpriv, or no Python of this version that uid 65534 may run"
+            if os.environ.get("CI"):  # a security check does not go quietly green in CI
+                pytest.fail(missing)
+            pytest.skip(missing)
         env["HOME"] = "/tmp"
-        site = sysconfig.get_paths()["purelib"]
-        unreadable = checkout_unreadable_for_nobody(python, site)
-        if unreadable:  # e.g. a clone under a 0700 temporary directory
-            pytest.skip(f"uid 65534 cannot import the runtime from this checkout: {unreadable}")
-        command = [*DROP, python, "-P", "-c", BOOT, site, "start", TARGET]
+        workdir, site = request.getfixturevalue("tree_for_nobody")
+        unreadable = unreadable_for_nobody(python, workdir, site)
+        assert not unreadable, f"uid 65534 cannot import the runtime: {unreadable}"
+        command = [*DROP, python, "-P", "-c", BOOT, str(workdir), str(site), "start", TARGET]
     worker = await workers.start(
         TARGET, livekit, agent_name=agent_name, env=env, command=command, args=args
     )
@@ -189,7 +238,7 @@ async def test_a_restarted_fork_server_does_not_regain_the_secret(
     killed.send_signal(signal.SIGKILL)
 
     async def gone() -> bool:
-        return not killed.is_running() or killed.status() == psutil.STATUS_ZOMBIE
+        return process_ended(killed)
 
     await eventually(gone, within_s=10, what="the fork server gone")
 

@@ -9,7 +9,7 @@ import signal
 import psutil
 import pytest
 
-from tests.e2e.runtime.harness import LiveKit, WorkerFactory, eventually
+from tests.e2e.runtime.harness import LiveKit, WorkerFactory, eventually, process_ended
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -36,6 +36,6 @@ async def test_group_sigterm_still_kills_a_hung_job_after_its_shutdown_timeout(
     assert await worker.wait_exit(within_s=20) == 0
 
     async def job_gone() -> bool:
-        return not job.is_running() or job.status() == psutil.STATUS_ZOMBIE
+        return process_ended(job)
 
     await eventually(job_gone, within_s=10, what="the hung job process killed")
