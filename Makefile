@@ -40,8 +40,8 @@ generate: install ## Regenerate the chart's copy of the CRD and docs/reference.m
 
 verify: lint ## Alias: fails when a generated file is stale
 
-unit: install ## Unit tests of the pure modules (no rig)
-	$(BIN)/pytest tests/unit -q
+unit: install ## Unit tests of the pure modules and the sync loop's simulation (no rig)
+	$(BIN)/pytest tests/unit -q -n 2 --dist loadgroup
 
 rig: install ## Build (cached) and start the rig; writes .rig/env
 	$(BIN)/python -m tests.rig up

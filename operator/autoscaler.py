@@ -17,6 +17,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from agentworker_operator import observation
 from agentworker_operator import spec as specs
 from agentworker_operator.observation import Worker, WorkerState
 
@@ -56,7 +57,8 @@ class Limit:
     """Why the decision is not what the load alone asks for (the ScalingLimited condition)."""
 
     reason: str
-    """AtMaxReplicas, AtMinReplicas, BusyWorkers, UnknownWorkers, ScaleUpLimit, ScaleDownLimit."""
+    """AtMaxReplicas, AtMinReplicas, BusyWorkers, UnknownWorkers, WorkersUnreadable,
+    ScaleUpLimit, ScaleDownLimit, WorkersNotReady, RolloutInProgress."""
     message: str
 
 
@@ -175,8 +177,13 @@ def decide(
     low, high = autoscaling.min_replicas, autoscaling.max_replicas
     target = max(autoscaling.target_load, MIN_TARGET_LOAD)
     counts = _count(workers, current)
+    if observation.blind(_by_state(counts)):
+        return _hold_blind(autoscaling, workers, counts, current)
     by_load = _by_load(counts, target)
-    headroom = counts.full + counts.unknown + autoscaling.min_available_workers
+    # an unknown worker may be full: cover it, but never by more than the warm headroom itself
+    # (every worker added while unreadable would be unknown too, and ask for one more)
+    unknown_cover = min(counts.unknown, autoscaling.min_available_workers)
+    headroom = counts.full + unknown_cover + autoscaling.min_available_workers
     raw = max(by_load, headroom)
     bounded = min(max(raw, low), high)
     stable = _stabilize(autoscaling, bounded, current, history, now)
@@ -197,6 +204,36 @@ def decide(
         message=message,
         limit=limit,
         removable=removable,
+    )
+
+
+def _by_state(counts: _Counts) -> dict[WorkerState, int]:
+    return {
+        WorkerState.AVAILABLE: counts.available,
+        WorkerState.FULL: counts.full,
+        WorkerState.UNKNOWN: counts.unknown,
+    }
+
+
+def _hold_blind(
+    autoscaling: specs.Autoscaling, workers: Sequence[Worker], counts: _Counts, current: int
+) -> ScaleDecision:
+    """Too few workers can be read: keep the size (raised to minReplicas only), as the HPA
+    does without metrics."""
+    replicas = max(current, autoscaling.min_replicas)
+    unreadable = [w for w in workers if w.state is WorkerState.UNKNOWN]
+    named = "; ".join(f"{w.pod.name}: {w.error or 'no report'}" for w in unreadable[:3])
+    more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+    message = (
+        f"{counts.unknown} of {counts.members} workers cannot be read ({named}{more}): "
+        f"holding {replicas} workers until they can"
+    )
+    return ScaleDecision(
+        replicas=replicas,
+        recommendation=replicas,
+        reason="WorkersUnreadable",
+        message=message,
+        limit=Limit(reason="WorkersUnreadable", message=message),
     )
 
 

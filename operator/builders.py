@@ -1,10 +1,12 @@
 """Desired objects of an AgentWorker: the Deployment, PodDisruptionBudget and metrics Service.
 
 This module owns what the operator asks Kubernetes for: labels, the pod template (command,
-environment contract with the runtime, probes, restricted security defaults, grace period) and
-the rollout strategy. Every function is pure: it takes the parsed spec and the owner and returns
-plain dicts ready for server-side apply. It does no I/O and imports no kopf, kubernetes, aiohttp
-or prometheus_client; it never reads a Secret's value (credentials go by secretKeyRef only).
+environment contract with the runtime, probes, restricted security defaults, grace period), the
+rollout strategy, and the control Secret with the JSON patch that rewrites it only while it is
+the AgentWorker's. Every function is pure: it takes the parsed spec and the owner and returns
+plain dicts ready for server-side apply (or that patch). It does no I/O and imports no kopf,
+kubernetes, aiohttp or prometheus_client; it never reads a Secret's value (credentials go by
+secretKeyRef only).
 """
 
 from __future__ import annotations
@@ -168,6 +170,28 @@ def build_control_secret(owner: Owner, token: str) -> Manifest:
         "type": "Opaque",
         "stringData": {CONTROL_TOKEN_KEY: token},
     }
+
+
+def build_owned_secret_patch(manifest: Mapping[str, Any], owner_uid: str) -> list[Manifest]:
+    """A JSON patch (RFC 6902) that writes the Secret `manifest` over the stored one of its name
+    only while `owner_uid` owns that one: its first op tests the first owner reference's uid, and
+    the API server refuses the whole patch (422) when the test fails. So the operator never
+    overwrites a Secret it did not make, nor adopts one (which garbage collection would then
+    delete with the AgentWorker). The rest puts the manifest's data (`stringData` folded into
+    `data`, base64, as the API server would), labels and annotations, whole."""
+    meta = manifest["metadata"]
+    data = dict(manifest.get("data") or {})
+    for key, value in (manifest.get("stringData") or {}).items():
+        data[key] = base64.b64encode(value.encode()).decode()
+    ops: list[Manifest] = [
+        {"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": owner_uid},
+        # "add" sets a member whether or not it is there; "replace" fails on a missing one
+        {"op": "add", "path": "/data", "value": data},
+    ]
+    for field in ("labels", "annotations"):
+        if field in meta:
+            ops.append({"op": "add", "path": f"/metadata/{field}", "value": dict(meta[field])})
+    return ops
 
 
 def container_env(spec: specs.AgentWorkerSpec, owner: Owner) -> list[Manifest]:
@@ -365,6 +389,22 @@ def build_metrics_service(owner: Owner) -> Manifest:
             "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
         },
     }
+
+
+def current_replicas(
+    spec: specs.AgentWorkerSpec,
+    *,
+    deployment: Mapping[str, Any] | None,
+    status: Mapping[str, Any] | None,
+) -> int:
+    """The replicas an autoscaled fleet runs now, as the cluster says, for an operator that has
+    decided nothing yet (a restart, a new leader): the Deployment's spec.replicas, which the
+    operator wrote last; the status's desiredReplicas only when there is no Deployment (it can
+    lag: applying it would undo a scale that was under way); then `desired_replicas`' rules."""
+    replicas = ((deployment or {}).get("spec") or {}).get("replicas")
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        replicas = (status or {}).get("desiredReplicas") if deployment is None else None
+    return desired_replicas(spec, recommended=replicas if isinstance(replicas, int) else None)
 
 
 def desired_replicas(spec: specs.AgentWorkerSpec, *, recommended: int | None = None) -> int:

@@ -17,8 +17,8 @@ import asyncio
 import datetime
 import logging
 import random
-import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import kopf
@@ -50,9 +50,16 @@ def backoff_s(retry: int) -> float:
     return min(300.0, 5.0 * 2.0 ** min(retry, 8)) * random.uniform(0.8, 1.2)
 
 
-@kopf.on.startup(registry=registry)
-async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_: Any) -> None:
-    """kopf keeps its bookkeeping in annotations under our group; open the API client."""
+WATCH_SERVER_TIMEOUT_S = 300
+"""Seconds the API server keeps one watch request open before it ends it (kopf then resumes)."""
+WATCH_CLIENT_TIMEOUT_S = WATCH_SERVER_TIMEOUT_S + 60
+"""Seconds after which kopf drops a watch request itself: a half-open connection, which the
+server can no longer end, is noticed then, and the store does not stay frozen."""
+
+
+def configure_kopf(settings: kopf.OperatorSettings) -> None:
+    """kopf keeps its bookkeeping in annotations under our group, posts no Events of its own,
+    watches only the Deployments and pods the operator made, and bounds every watch."""
     prefix = builders.GROUP
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -61,18 +68,22 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
     # Events come from the operator's conditions and scale decisions (kube.post_event), never
     # from kopf's copies of handler log lines
     settings.posting.enabled = False
-    settings.watching.server_timeout = 300
+    settings.watching.server_timeout = WATCH_SERVER_TIMEOUT_S
+    settings.watching.client_timeout = WATCH_CLIENT_TIMEOUT_S
     owned = ",".join(f"{k}={v}" for k, v in OWNED.items())
     settings.watching.label_selectors["apps", "deployments"] = owned  # filtered by the server
     settings.watching.label_selectors["", "pods"] = owned
     settings.networking.request_timeout = 30
+
+
+@kopf.on.startup(registry=registry)
+async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, **_: Any) -> None:
+    """Set kopf up (`configure_kopf`), open the API client, start the sync loop."""
+    configure_kopf(settings)
     if "kube" not in memo:
         memo["kube"] = kube.Kube.connect()
         memo["owns_kube"] = True
-    memo["livekit"] = reachability.LiveKitProbe()
-    memo["locks"] = {}
-    memo["pending"] = set()
-    memo["store"] = store.Store()
+    memo.update(new_memo(memo["kube"], reachability.LiveKitProbe()))
     key_ref: settings_module.SecretRef = memo.get("control_key_secret") or (
         settings_module.SecretRef(namespace="default", name=settings_module.CONTROL_KEY_NAME)
     )
@@ -92,6 +103,19 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
     )
     memo["syncer"] = syncer
     memo["sync_task"] = asyncio.create_task(syncer.run(), name="sync")
+
+
+def new_memo(client: kube.Kube, livekit: Any) -> dict[str, Any]:
+    """What the handlers share in kopf's memo, less the Syncer (made on top of it): the API
+    client, LiveKit's reachability probe, the per-AgentWorker locks, the reconciles waiting for
+    them, and the watch streams' store."""
+    return {
+        "kube": client,
+        "livekit": livekit,
+        "locks": {},
+        "pending": {},  # key -> Pending
+        "store": store.Store(),
+    }
 
 
 @kopf.on.login(registry=registry)
@@ -176,35 +200,63 @@ async def on_failing_pod(
         await reconcile(memo, namespace, owner, trigger="pod", logger=logger)
 
 
+@dataclass(slots=True, kw_only=True)
+class Pending:
+    """A reconcile of one AgentWorker waiting for its turn (the lock): the triggers that come
+    meanwhile join it instead of queueing more."""
+
+    full: bool
+    """Whole (apply every child) when any trigger that joined it asked for that."""
+    outcome: asyncio.Future[status.Problem | None]
+    """The problem it found (or None), or its exception; cancelled when it did not finish."""
+
+
 async def reconcile(
     memo: Any, namespace: str, name: str, *, trigger: str, logger: Logger, full: bool = True
 ) -> status.Problem | None:
-    """One whole reconcile, serialized per AgentWorker; bursts of triggers coalesce into one."""
+    """One reconcile, serialized per AgentWorker. A trigger that comes while one waits for its
+    turn joins it, makes it whole if it asks for that, and gets its outcome: a change is never
+    left for the resync, and a failure fails every handler that joined."""
     key = (namespace, name)
-    if key in memo["pending"]:
-        return None  # a reconcile of this AgentWorker is already waiting; it will see this change
-    memo["pending"].add(key)
-    lock = memo["locks"].setdefault(key, asyncio.Lock())
-    started = False
+    pending: dict[store.Key, Pending] = memo["pending"]
+    while (waiting := pending.get(key)) is not None:
+        waiting.full = waiting.full or full
+        await asyncio.wait([waiting.outcome])  # cancelling this waiter leaves the outcome be
+        if not waiting.outcome.cancelled():
+            return waiting.outcome.result()
+        full = waiting.full  # cancelled before it finished: run it again, or join who does
+    turn = pending[key] = Pending(full=full, outcome=asyncio.get_running_loop().create_future())
     try:
-        async with lock:
-            started = True
-            memo["pending"].discard(key)
-            with metrics.RECONCILE_DURATION.labels(namespace, name).time():
-                problem = await _reconcile(memo, namespace, name, logger, full=full)
-    except Exception as error:
-        reason = "ApiError" if isinstance(error, kube.KubeError) else type(error).__name__
-        metrics.RECONCILE_ERRORS.labels(namespace, name, reason).inc()
-        metrics.RECONCILES.labels(namespace, name, trigger, "error").inc()
-        raise
+        await _take_turn(memo, key, turn, trigger=trigger, logger=logger)
     finally:
-        if not started:  # cancelled while waiting for the lock: let the next trigger run
-            memo["pending"].discard(key)
+        if pending.get(key) is turn:  # cancelled while waiting for the lock: next trigger runs
+            del pending[key]
+        if not turn.outcome.done():  # cancelled: whoever joined runs it again
+            turn.outcome.cancel()
+    return turn.outcome.result()
+
+
+async def _take_turn(
+    memo: Any, key: store.Key, turn: Pending, *, trigger: str, logger: Logger
+) -> None:
+    """Wait for the AgentWorker's lock, run the reconcile, count it, and set its outcome."""
+    namespace, name = key
+    async with memo["locks"].setdefault(key, asyncio.Lock()):
+        del memo["pending"][key]  # from here on `full` is read: later triggers wait for a turn
+        try:
+            with metrics.RECONCILE_DURATION.labels(namespace, name).time():
+                problem = await _reconcile(memo, namespace, name, logger, full=turn.full)
+        except Exception as error:
+            reason = "ApiError" if isinstance(error, kube.KubeError) else type(error).__name__
+            metrics.RECONCILE_ERRORS.labels(namespace, name, reason).inc()
+            metrics.RECONCILES.labels(namespace, name, trigger, "error").inc()
+            turn.outcome.set_exception(error)
+            return
     if problem is not None:
         metrics.RECONCILE_ERRORS.labels(namespace, name, problem.reason).inc()
     result = "ok" if problem is None else problem.reason
     metrics.RECONCILES.labels(namespace, name, trigger, result).inc()
-    return problem
+    turn.outcome.set_result(problem)
 
 
 async def _reconcile(
@@ -224,26 +276,27 @@ async def _reconcile(
     meta, previous = body["metadata"], body.get("status") or {}
     owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"])
     fleet = syncer.fleets.get((namespace, name))
-    spec, problem = _parse(body)
+    spec, problem = _parse(syncer, body)
     # a light reconcile (a sync round) applies nothing: it must not clear a problem only a
     # whole reconcile can see go
     full = full or _degraded_reason(previous) in FULL_RECONCILE_PROBLEMS
     desired: int | None = None
     if spec is not None and problem is None:
-        recommended = previous.get("desiredReplicas")
         if fleet is not None and fleet.desired is not None:
-            recommended = fleet.desired
-        elif spec.autoscaling.enabled:
-            # Before this process's first decision the Deployment holds what the autoscaler last
-            # wrote; the status may lag it (a restart between the two writes), and applying the
-            # stale value would undo a scale that was under way.
-            recommended = await _deployment_replicas(client, store_, owner) or recommended
-        desired = builders.desired_replicas(spec, recommended=recommended)
+            desired = builders.desired_replicas(spec, recommended=fleet.desired)
+        else:  # before this process's first decision: as the sync loop reads it (one rule)
+            found = await _deployment(client, store_, owner)
+            desired = builders.current_replicas(spec, deployment=found, status=previous)
         if full:
-            token = await syncer.ensure_control_secret(owner)
-            problem = await _apply_children(client, owner, spec, desired, token)
+            try:
+                token = await syncer.ensure_control_secret(owner)
+            except kube.NotOurs as error:
+                problem = status.Problem(reason="ControlSecretConflict", message=str(error))
+            else:
+                problem = await _apply_children(client, owner, spec, desired, token)
             if fleet is not None and problem is None:
-                fleet.last_full_reconcile = time.monotonic()
+                fleet.last_full_reconcile = syncer.clock()
+                fleet.applied = desired
     elif isinstance(previous.get("desiredReplicas"), int):
         desired = previous["desiredReplicas"]
     deployment = None if full else store_.deployment((namespace, name))
@@ -298,17 +351,16 @@ async def _apply_children(
     return None
 
 
-async def _deployment_replicas(
+async def _deployment(
     client: kube.Kube, store_: store.Store, owner: builders.Owner
-) -> int | None:
+) -> dict[str, Any] | None:
     found = store_.deployment((owner.namespace, owner.name))
     if found is None:
         found = await client.get(kube.path_of("apps/v1", "Deployment", owner.namespace, owner.name))
-    replicas = ((found or {}).get("spec") or {}).get("replicas")
-    return replicas if isinstance(replicas, int) and replicas > 0 else None
+    return found
 
 
-FULL_RECONCILE_PROBLEMS = frozenset({"ApplyFailed"})
+FULL_RECONCILE_PROBLEMS = frozenset({"ApplyFailed", "ControlSecretConflict"})
 
 
 def _degraded_reason(previous: Mapping[str, Any]) -> str:
@@ -326,9 +378,11 @@ def _scaling(decision: autoscaler.ScaleDecision) -> status.Scaling:
     return status.Scaling(limited=False, reason=decision.reason, message=decision.message)
 
 
-def _parse(body: Mapping[str, Any]) -> tuple[specs.AgentWorkerSpec | None, status.Problem | None]:
+def _parse(
+    syncer: syncs.Syncer, body: Mapping[str, Any]
+) -> tuple[specs.AgentWorkerSpec | None, status.Problem | None]:
     try:
-        return specs.parse_spec(body.get("spec")), None
+        return syncer.parsed(body), None
     except specs.InvalidSpecError as error:
         return None, status.Problem(reason="InvalidSpec", message=str(error))
 

@@ -2,7 +2,8 @@
 
 This module owns the wire: where the API server is (kubeconfig or in-cluster, loaded with the
 kubernetes package's config loader), authentication, timeouts, server-side apply under the
-operator's one field manager, status merge patches, reads, and Lease create/replace for leader
+operator's one field manager, status merge patches, reads, Secrets rewritten only while their
+owner's (a JSON patch that tests the owner reference), and Lease create/replace for leader
 election. It only moves data: no decisions, no kopf, and it never logs request bodies (a Secret
 read returns its key names only, never values).
 """
@@ -17,7 +18,7 @@ import random
 import re
 import secrets
 import ssl
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -41,6 +42,10 @@ _PLURALS = {
 }
 
 
+Body = Mapping[str, Any] | Sequence[Mapping[str, Any]]
+"""A request body: an object, or the list of operations of a JSON patch."""
+
+
 class KubeError(Exception):
     """The API server refused a request (status, reason and its message)."""
 
@@ -53,7 +58,7 @@ class KubeError(Exception):
 _SURROGATE_PAIR = re.compile(r"(?<!\\)((?:\\\\)*)\\u(d[89ab][0-9a-f]{2})\\u(d[c-f][0-9a-f]{2})")
 
 
-def encode_body(body: Mapping[str, Any], content_type: str) -> str:
+def encode_body(body: Body, content_type: str) -> str:
     """JSON, all ASCII. An apply patch is decoded as YAML, whose parser refuses the
     surrogate-pair escapes JSON gives a character beyond U+FFFF (and raw control characters):
     there each pair becomes YAML's own 8-digit escape."""
@@ -76,6 +81,11 @@ e.g. a pass-through pod field: the request will never succeed as it is."""
 
 class Conflict(KubeError):
     """409: someone else changed the object first (optimistic concurrency)."""
+
+
+class NotOurs(Exception):
+    """An object the operator would write exists and is not its owner's to write (someone
+    else made it): it is left as it is. The message names it and what to rename."""
 
 
 class Throttled(KubeError):
@@ -187,7 +197,7 @@ class Kube:
         method: str,
         path: str,
         *,
-        body: Mapping[str, Any] | None = None,
+        body: Body | None = None,
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
@@ -211,7 +221,7 @@ class Kube:
         self,
         method: str,
         path: str,
-        body: Mapping[str, Any] | None,
+        body: Body | None,
         content_type: str,
         params: Mapping[str, str] | None,
     ) -> dict[str, Any]:
@@ -297,12 +307,25 @@ class Kube:
         path = path_of(manifest["apiVersion"], manifest["kind"], meta["namespace"])
         return await self.request("POST", path, body=manifest)
 
-    async def replace(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
-        """PUT an object over the stored one, unconditionally (no resourceVersion): lets the
-        operator rewrite its control Secrets without the right to read them."""
+    async def patch_owned_secret(self, manifest: Mapping[str, Any], owner_uid: str) -> bool:
+        """Write the Secret `manifest` over the stored one of its name only while `owner_uid`
+        owns that one (`builders.build_owned_secret_patch`: a JSON patch whose first op tests
+        the owner reference; verb patch, nothing read). False when the API server refuses it
+        for that (422); KubeError otherwise, 404 included (the Secret went meanwhile: create
+        it again)."""
         meta = manifest["metadata"]
-        path = path_of(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
-        return await self.request("PUT", path, body=manifest)
+        try:
+            await self.request(
+                "PATCH",
+                path_of("v1", "Secret", meta["namespace"], meta["name"]),
+                body=builders.build_owned_secret_patch(manifest, owner_uid),
+                content_type="application/json-patch+json",
+            )
+        except KubeError as error:
+            if error.status == 422:
+                return False
+            raise
+        return True
 
     async def ensure_random_key(self, namespace: str, name: str, key: str) -> bytes:
         """The random bytes under `key` of the Secret namespace/name, made once when missing

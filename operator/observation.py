@@ -54,6 +54,9 @@ class WorkerReport:
     """(room, the agent participant's identity) of each running job (this runtime only)."""
     draining: bool = False
     """Draining or retired (this runtime only)."""
+    retired: bool = False
+    """Retired by the victim handshake, not draining on SIGTERM: the retirement can be
+    withdrawn (DELETE /retire)."""
     registered: bool | None = None
     """Registered with LiveKit; None when the document does not say (the official worker)."""
     retirable: bool = False
@@ -99,6 +102,7 @@ def parse_worker_document(raw: object) -> WorkerReport:
         rooms=rooms,
         agents=tuple(agents),
         draining=bool(raw.get("draining")) or bool(raw.get("retired")),
+        retired=bool(raw.get("retired")) and not raw.get("draining"),
         registered=state in ("available", "full", "draining") if isinstance(state, str) else None,
         retirable="retired" in raw,
         worker_id=str(raw.get("worker_id") or ""),
@@ -118,6 +122,8 @@ class PodView:
     template_hash: str = ""
     """The pod template version it runs (builders.TEMPLATE_HASH_ANNOTATION)."""
     annotations: Mapping[str, str] = field(default_factory=dict)
+    restarts: int = 0
+    """Container restarts, summed: a rise means the worker process died (its calls with it)."""
 
 
 def pod_view(pod: Mapping[str, Any]) -> PodView:
@@ -130,6 +136,11 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         if isinstance(c, Mapping)
     )
     annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
+    restarts = sum(
+        c.get("restartCount") or 0
+        for c in status.get("containerStatuses") or []
+        if isinstance(c, Mapping) and isinstance(c.get("restartCount"), int)
+    )
     return PodView(
         name=str(meta.get("name") or ""),
         ip=str(status.get("podIP") or ""),
@@ -137,6 +148,7 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
         terminating=bool(meta.get("deletionTimestamp")),
         template_hash=annotations.get(builders.TEMPLATE_HASH_ANNOTATION, ""),
         annotations=annotations,
+        restarts=restarts,
     )
 
 
@@ -205,6 +217,23 @@ def observe(
     return Worker(pod=view, report=report, error=error, state=state)
 
 
+STALE_WATCH_ROUNDS = 3
+"""Sync rounds in a row the pod watch may disagree with the Deployment before the operator
+lists the pods again (a watch event may lag by a round or two; a half-open watch never ends)."""
+
+
+def pods_disagree(pods: Sequence[Mapping[str, Any]], deployment: Mapping[str, Any] | None) -> bool:
+    """Whether the watched pods (not being deleted) and the Deployment's status.replicas, its
+    ReplicaSets' active pods, disagree (once the Deployment controller saw its latest spec)."""
+    if deployment is None:
+        return False
+    meta, status = deployment.get("metadata") or {}, deployment.get("status") or {}
+    if status.get("observedGeneration") != meta.get("generation"):
+        return False
+    active = sum(1 for pod in pods if not (pod.get("metadata") or {}).get("deletionTimestamp"))
+    return bool(status.get("replicas", 0) != active)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FleetSummary:
     """Counts for the status, the printer columns and the metrics."""
@@ -216,6 +245,23 @@ class FleetSummary:
     unknown_pods: tuple[str, ...]
     old_worker_jobs: int
     """Calls on workers that run an older pod template (a rollout in progress)."""
+    unreadable: tuple[tuple[str, str], ...] = ()
+    """(pod, what went wrong) of each unknown worker: a timeout, a status code, unparsable."""
+
+    @property
+    def blind(self) -> bool:
+        """Too few workers can be read to decide on: see `blind`."""
+        return blind(self.by_state)
+
+
+def blind(by_state: Mapping[WorkerState, int]) -> bool:
+    """Whether the operator cannot see its fleet: workers that do not answer (or answer
+    nonsense) are at least as many as those that report serving. The size then holds, as the
+    HPA's does without metrics: a wrong port, a NetworkPolicy or a stalled watch must not
+    become a fleet grown to maxReplicas."""
+    unknown = by_state.get(WorkerState.UNKNOWN, 0)
+    serving = by_state.get(WorkerState.AVAILABLE, 0) + by_state.get(WorkerState.FULL, 0)
+    return unknown > 0 and unknown >= serving
 
 
 def summarize(workers: Sequence[Worker], *, template_hash: str) -> FleetSummary:
@@ -233,6 +279,13 @@ def summarize(workers: Sequence[Worker], *, template_hash: str) -> FleetSummary:
         active_jobs=sum(w.active_jobs for w in workers),
         load=round(sum(serving) / len(serving), 3) if serving else None,
         unknown_pods=tuple(sorted(w.pod.name for w in workers if w.state is WorkerState.UNKNOWN)),
+        unreadable=tuple(
+            sorted(
+                (w.pod.name, w.error or "no report")
+                for w in workers
+                if w.state is WorkerState.UNKNOWN
+            )
+        ),
         old_worker_jobs=sum(
             w.active_jobs for w in workers if template_hash and w.pod.template_hash != template_hash
         ),

@@ -1,59 +1,130 @@
-"""Call recovery: which rooms lost their agent when a worker died, and what to do about each.
+"""Call recovery: which rooms lost their agent because a worker died, and what to do about each.
 
-This module owns two pure decisions. `lost_rooms` compares two observations of a fleet: a
-worker that served rooms and was not draining, and that is now gone, silent or restarted (a
-new worker id), may have taken its calls with it. `verdict` looks at one such room as LiveKit
-sees it: a caller and no agent means dispatch the agent again; an agent still there means wait
-(a dying agent leaves a moment later, or the worker was only slow to answer); no caller means
-nobody to recover. It does no I/O and imports no kopf, kubernetes, aiohttp or prometheus_client.
+This module owns three pure decisions over a worker's history:
+- `remember`: what the operator last heard of each worker that served rooms (a `Sighting`).
+- `lost_rooms`: a worker is dead only when that is proven: its pod is gone without having been
+  seen to drain, its container restarted, or it has not answered for `silence_timeout_s`. A
+  missed scrape, a stall or a reconnection to LiveKit (a new worker id, the jobs running on) is
+  no death. A room any worker still reports is never lost.
+- `verdict`: for one lost room as LiveKit shows it, dispatch the agent again, wait or give up.
+Only a death proven by the pod (gone, restarted) lets the caller pass over the dead agent's
+identity, which LiveKit lists for a while; after a mere silence an agent still listed means
+wait, since it may be alive. It does no I/O and imports no kopf, kubernetes, aiohttp or
+prometheus_client.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from agentworker_operator.observation import Worker, WorkerState
+from agentworker_operator.observation import Worker
 
 SUSPECT_FOR_S = 60.0
-"""How long a room stays under watch after its worker went: past that it is left alone."""
+"""How long a room stays under watch after its worker was found dead: past that it is left alone."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sighting:
+    """The last time the operator heard a worker serve rooms."""
+
+    pod: str
+    worker_id: str
+    agents: tuple[tuple[str, str], ...]
+    """(room, the agent participant's identity) of each job it reported."""
+    heard_at: float
+    """When it last answered (monotonic seconds)."""
+    restarts: int
+    """Its pod's container restarts then."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LostRoom:
-    """A room whose worker ended without draining, as far as the operator can tell."""
+    """A room whose worker died without draining."""
 
     room: str
     pod: str
     worker_id: str
     agent_identity: str = ""
     """The dead job's agent participant: LiveKit lists it for a while after it vanished."""
+    proven: bool = False
+    """The pod says the worker died (gone, restarted), not just its silence: its agent cannot
+    be alive, so it may be passed over and removed."""
 
 
-def lost_rooms(previous: Sequence[Worker], current: Sequence[Worker]) -> list[LostRoom]:
-    """Rooms of workers that served them last time and are gone, silent or restarted now."""
-    now = {w.pod.name: w for w in current}
+def _death(sighting: Sighting, now_seen: Worker | None, *, now: float, silence_s: float) -> str:
+    """ "proven", "silent" or "" (alive, or draining) for a worker last seen as `sighting`."""
+    if now_seen is None:
+        return "proven"  # its pod is gone and was never seen drain
+    if now_seen.pod.terminating:
+        return ""  # deleted through the API: it drains (the pod's grace period)
+    if now_seen.pod.restarts > sighting.restarts:
+        return "proven"
+    if now_seen.report is None and now - sighting.heard_at >= silence_s:
+        return "silent"
+    return ""
+
+
+def lost_rooms(
+    sightings: Mapping[str, Sighting],
+    workers: Sequence[Worker],
+    *,
+    now: float,
+    silence_s: float,
+) -> list[LostRoom]:
+    """Rooms of workers found dead in this observation (judged before `remember`)."""
+    current = {w.pod.name: w for w in workers}
+    still_served = {room for w in workers if w.report is not None for room in w.report.rooms}
     lost: list[LostRoom] = []
-    for before in previous:
-        report = before.report
-        if report is None or not report.rooms or before.state is WorkerState.DRAINING:
-            continue  # nothing known, or a drain: its calls end on their own
-        after = now.get(before.pod.name)
-        if after is not None and after.pod.terminating:
-            continue  # deleted through the API: it drains (the pod's grace period)
-        if after is None or after.report is None or after.report.worker_id != report.worker_id:
-            identities = dict(report.agents)
-            lost += [
-                LostRoom(
-                    room=room,
-                    pod=before.pod.name,
-                    worker_id=report.worker_id,
-                    agent_identity=identities.get(room, ""),
-                )
-                for room in report.rooms
-            ]
+    for sighting in sightings.values():
+        death = _death(sighting, current.get(sighting.pod), now=now, silence_s=silence_s)
+        if not death:
+            continue
+        lost += [
+            LostRoom(
+                room=room,
+                pod=sighting.pod,
+                worker_id=sighting.worker_id,
+                agent_identity=identity,
+                proven=death == "proven",
+            )
+            for room, identity in sighting.agents
+            if room not in still_served
+        ]
     return lost
+
+
+def remember(
+    sightings: Mapping[str, Sighting],
+    workers: Sequence[Worker],
+    *,
+    now: float,
+    silence_s: float,
+) -> dict[str, Sighting]:
+    """The sightings after this observation: a worker serving rooms is heard now; a silent one
+    keeps its last sighting until it is judged dead; a draining one, one with no room, and a
+    dead one (already judged) have none."""
+    kept: dict[str, Sighting] = {}
+    for worker in workers:
+        report, name = worker.report, worker.pod.name
+        if worker.pod.terminating:
+            continue
+        if report is None:
+            before = sightings.get(name)
+            if before is not None and not _death(before, worker, now=now, silence_s=silence_s):
+                kept[name] = before
+            continue
+        if report.draining or not report.agents:
+            continue
+        kept[name] = Sighting(
+            pod=name,
+            worker_id=report.worker_id,
+            agents=report.agents,
+            heard_at=now,
+            restarts=worker.pod.restarts,
+        )
+    return kept  # a pod gone was judged in this round's lost_rooms
 
 
 class Verdict(enum.Enum):

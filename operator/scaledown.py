@@ -12,8 +12,10 @@ prometheus_client.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass
 
 from agentworker_operator.observation import Worker, WorkerState
 
@@ -49,22 +51,88 @@ def victim_order(workers: Sequence[Worker], *, drain_busy: bool) -> list[Worker]
     return order
 
 
-def stale_retirees(workers: Sequence[Worker], retired_before: Set[str]) -> list[Worker]:
-    """Retired workers left over from an earlier round (an interrupted scale-down): recycle them.
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScaleDownPlan:
+    """How a scale-down from `current` to `target` replicas goes, decided before any worker
+    is asked: replicas with no pod go first and need no handshake; then the candidates are
+    asked in order until `wanted` agree; `blocked` says why no worker may go now."""
 
-    A retired worker takes no call until its retirement expires (the runtime's
-    AGENT_RETIRE_TIMEOUT_S, 60 s); one that was retired already in the previous observation and
-    holds no call is safe to delete at once (the ReplicaSet replaces it).
+    unmade: int
+    """Replicas the Deployment never created (quota, a pending pod): removed as they are."""
+    wanted: int
+    """Workers that must agree to go."""
+    candidates: tuple[Worker, ...]
+    blocked: tuple[str, str] | None = None
+    """(reason, message) when the workers may not be touched: nothing is asked then."""
+
+
+def plan_scale_down(
+    workers: Sequence[Worker],
+    *,
+    current: int,
+    target: int,
+    drain_busy: bool,
+    rolling_out: bool,
+) -> ScaleDownPlan:
+    """The plan of a scale-down: victims chosen and blockers checked before any /retire.
+
+    - Replicas beyond the pods that exist (`current` over the members) go first: lowering
+      the Deployment by them removes no pod.
+    - During a rollout nothing else goes: the Deployment controller splits a scale-down across
+      the old and new ReplicaSets, and pod-deletion-cost ranks pods within one only.
+    - A not-ready pod that is not a victim blocks: the ReplicaSet removes it before any other.
     """
-    return [
-        w
-        for w in workers
-        if w.state is WorkerState.DRAINING
-        and not w.pod.terminating
-        and w.pod.name in retired_before
-        and w.report is not None
-        and w.report.active_jobs == 0
-    ]
+    members = [w for w in workers if not w.pod.terminating]
+    unmade = min(max(0, current - len(members)), max(0, current - target))
+    wanted = max(0, current - target - unmade)
+    candidates = tuple(victim_order(workers, drain_busy=drain_busy))
+    if not wanted:
+        return ScaleDownPlan(unmade=unmade, wanted=0, candidates=())
+    if rolling_out:
+        return ScaleDownPlan(
+            unmade=unmade,
+            wanted=wanted,
+            candidates=candidates,
+            blocked=(
+                "RolloutInProgress",
+                f"scale-down of {wanted} workers waits for the rollout: the Deployment "
+                "controller would split it across the old and new ReplicaSets, where the "
+                "operator cannot choose the victims",
+            ),
+        )
+    blocking = blocking_pods(workers, candidates[:wanted])
+    if blocking:
+        return ScaleDownPlan(
+            unmade=unmade,
+            wanted=wanted,
+            candidates=candidates,
+            blocked=(
+                "WorkersNotReady",
+                f"scale-down waits: {', '.join(blocking[:3])} not ready, and the ReplicaSet "
+                "removes a not-ready pod before any other",
+            ),
+        )
+    return ScaleDownPlan(unmade=unmade, wanted=wanted, candidates=candidates)
+
+
+def retirements_to_withdraw(
+    workers: Sequence[Worker], *, replicas: int, keep: Set[str] = frozenset()
+) -> list[Worker]:
+    """Retired workers no scale-down is about to remove: they serve again (DELETE /retire).
+
+    The Deployment has `replicas`; the ReplicaSet removes the pods beyond that, retired
+    (not-ready) ones first, the chosen victims (lowest cost) before them: that many retirees
+    stay retired, the rest are withdrawn. `keep`: victims of this very round.
+    """
+    members = [w for w in workers if not w.pod.terminating]
+    retired = [w for w in members if w.report is not None and w.report.retired]
+    leaving = max(0, len(members) - replicas)
+    retired.sort(key=lambda w: (w.pod.name not in keep, not _is_victim(w), w.pod.name))
+    return [w for w in retired[leaving:] if w.pod.name not in keep]
+
+
+def _is_victim(worker: Worker) -> bool:
+    return worker.pod.annotations.get(DELETION_COST) == VICTIM_COST
 
 
 class Handshake(enum.Enum):
@@ -100,6 +168,16 @@ def blocking_pods(workers: Sequence[Worker], victims: Sequence[Worker]) -> list[
     )
 
 
+def as_written(worker: Worker, written: Mapping[str, str | None]) -> Worker:
+    """The worker with the annotations the operator last wrote on its pod: the watch's copy
+    may lag them, and a decision made on the lagging copy could skip a needed write."""
+    if not written:
+        return worker
+    annotations = {k: v for k, v in worker.pod.annotations.items() if written.get(k, v) is not None}
+    annotations.update({k: v for k, v in written.items() if v is not None})
+    return dataclasses.replace(worker, pod=dataclasses.replace(worker.pod, annotations=annotations))
+
+
 def _diff(current: Mapping[str, str], wanted: Mapping[str, str | None]) -> AnnotationPatch | None:
     patch = {key: value for key, value in wanted.items() if current.get(key) != value}
     return patch or None
@@ -112,18 +190,20 @@ def protection_patch(
 
     A busy worker carries do-not-disrupt, safe-to-evict false and a deletion cost of its calls
     (written when it turns busy; refreshed to the exact count only with `exact_cost`, right
-    before a scale-down); an idle one carries none of them. Keys the user sets in the pod
+    before a scale-down); an idle one carries none of them. A chosen victim's lowest cost holds
+    only while it reports retired or draining: one that outlived its retirement (the operator
+    was down) is protected again like any other. Keys the user sets in the pod
     template (`user_keys`), workers that did not report and terminating pods are left alone.
     """
     if worker.report is None or worker.pod.terminating:
         return None
     current = worker.pod.annotations
-    if current.get(DELETION_COST) == VICTIM_COST:
-        return None  # a chosen victim keeps its cost until it is gone
+    if _is_victim(worker) and worker.report.draining:
+        return None  # a chosen victim keeps its cost while it is on its way out
     wanted: dict[str, str | None]
     if worker.report.active_jobs > 0:
         cost = current.get(DELETION_COST)
-        if exact_cost or cost is None or cost == "0":
+        if exact_cost or cost is None or cost in ("0", VICTIM_COST):
             cost = str(worker.report.active_jobs)
         wanted = {DO_NOT_DISRUPT: "true", SAFE_TO_EVICT: "false", DELETION_COST: cost}
     else:

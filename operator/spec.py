@@ -122,6 +122,8 @@ class Recovery:
 
     redispatch: bool = False
     """Dispatch the agent again, once, into each room that still has a caller and no agent."""
+    silence_timeout_s: float = 60.0
+    """Seconds a worker may not answer before its calls count as lost (10 s to 1 h)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -219,7 +221,7 @@ def parse_spec(raw: object) -> AgentWorkerSpec:
         log_level=spec.choice("logLevel", LogLevel, LogLevel.INFO),
         replicas=replicas,
         autoscaling=_parse_autoscaling(spec.child("autoscaling"), spec),
-        recovery=Recovery(redispatch=spec.child("recovery").boolean("redispatch", False)),
+        recovery=_parse_recovery(spec.child("recovery")),
         resources=spec.json_object("resources"),
         env=_parse_env(spec),
         env_from=_objects(spec, "envFrom"),
@@ -345,6 +347,20 @@ def _parse_behavior(
 
 
 _UP_ONLY = "is a scaleDown setting; scale-up adds workers and never removes one"
+
+
+def _parse_recovery(recovery: fields.FieldReader) -> Recovery:
+    silence = recovery.duration_s("silenceTimeout", "60s", high_s=3600)
+    if silence < MIN_SILENCE_TIMEOUT_S:
+        raise InvalidSpecError(
+            recovery.at("silenceTimeout"),
+            recovery.raw.get("silenceTimeout"),
+            f"is shorter than {MIN_SILENCE_TIMEOUT_S:g}s: a stall that short is no death",
+        )
+    return Recovery(redispatch=recovery.boolean("redispatch", False), silence_timeout_s=silence)
+
+
+MIN_SILENCE_TIMEOUT_S = 10.0
 
 
 def _parse_autoscaling(scaling: fields.FieldReader, spec: fields.FieldReader) -> Autoscaling:

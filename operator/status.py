@@ -169,6 +169,16 @@ def _problem(facts: Facts) -> Problem | None:
             message=f"{len(facts.failing_pods)} worker pods cannot start: {shown} "
             "(check the image, spec.entrypoint and the credentials Secret)",
         )
+    fleet = facts.fleet
+    if fleet is not None and fleet.blind:
+        shown = "; ".join(f"{pod}: {error}" for pod, error in fleet.unreadable[:3])
+        more = f" and {len(fleet.unreadable) - 3} more" if len(fleet.unreadable) > 3 else ""
+        return Problem(
+            reason="WorkersUnreadable",
+            message=f"{len(fleet.unreadable)} workers' /worker cannot be read ({shown}{more}); "
+            "autoscaling holds the size until they can (check spec.command serves the worker "
+            "on port 8081, and that no NetworkPolicy or mesh blocks the operator)",
+        )
     dep = facts.deployment
     if dep is not None and dep.progress_deadline_exceeded:
         return Problem(

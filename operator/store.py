@@ -64,6 +64,12 @@ class Store:
         else:
             self._pods.setdefault(key, {})[name] = dict(body)
 
+    def replace_pods(self, key: Key, pods: list[dict[str, Any]]) -> None:
+        """Put a fresh listing of the AgentWorker's pods in place of the watched ones."""
+        self._pods[key] = {str((pod.get("metadata") or {}).get("name") or ""): pod for pod in pods}
+        if not self._pods[key]:
+            del self._pods[key]
+
     def agentworkers(self) -> list[Key]:
         """Every AgentWorker seen and not deleted, sorted."""
         return sorted(self._agentworkers)

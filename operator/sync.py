@@ -42,6 +42,9 @@ logger = logging.getLogger(__name__)
 
 Reconcile = Callable[[Key, str, bool], Awaitable[object]]
 """reconcile(key, trigger, full): apply (when full) and publish the status of one AgentWorker."""
+ParsedSpec = specs.AgentWorkerSpec | specs.InvalidSpecError
+RoomsClient = Callable[[str, str, str], rooms.Rooms]
+"""rooms_client(url, api_key, api_secret): LiveKit's room and dispatch API for call recovery."""
 
 
 @dataclass(slots=True)
@@ -55,14 +58,25 @@ class Fleet:
     last_scale_time: str | None = None
     workers: tuple[observation.Worker, ...] = ()
     summary: observation.FleetSummary | None = None
+    applied: int | None = None
+    """Replicas the last whole reconcile applied: while it differs from `desired` (a failed
+    apply), every round reconciles whole."""
+    template: tuple[tuple[object, str], str] = ((None, ""), "")
+    """((generation, control token), the pod template's hash) of the latest round."""
+    written: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    """The protection annotations this process last wrote on each pod (the watch may lag)."""
+    victims: frozenset[str] = frozenset()
+    """Workers this round's scale-down chose (they stay retired)."""
     control_token: str = ""
     last_full_reconcile: float = 0.0
     reported: set[str] = field(default_factory=set)
     """Pods that were seen registered: when they go silent they are unknown, not starting."""
-    retired: set[str] = field(default_factory=set)
-    """Pods seen retired (draining, not being deleted) in the previous round."""
+    disagreeing_rounds: int = 0
+    """Rounds in a row the pod watch and the Deployment disagreed on how many pods run."""
+    sightings: dict[str, recovery.Sighting] = field(default_factory=dict)
+    """What each worker serving rooms last said (call recovery judges deaths from it)."""
     suspects: dict[str, tuple[recovery.LostRoom, float]] = field(default_factory=dict)
-    """Rooms whose worker went without draining, under watch since (monotonic s)."""
+    """Rooms whose worker died without draining, under watch since (monotonic s)."""
     recovered: dict[str, float] = field(default_factory=dict)
     """Rooms already dispatched again (never twice), and when."""
     livekit: rooms.Rooms | None = None
@@ -87,25 +101,65 @@ class Syncer:
         reconcile: Reconcile,
         locks: dict[Key, asyncio.Lock],
         control_key: bytes,
+        scraper: scrapers.Scraper | None = None,
+        rooms_client: RoomsClient = rooms.Rooms,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`scraper`, `rooms_client` and `clock` are the workers' HTTP, LiveKit's API and the
+        monotonic clock: the real ones in production, a simulated world's in the unit tier."""
         self._kube = client
         self._control_key = control_key
         self._store = store
         self._config = config
         self._reconcile = reconcile
         self._locks = locks
-        self._scraper = scrapers.Scraper(
+        self._scraper = scraper or scrapers.Scraper(
             port=builders.HTTP_PORT,
             timeout_s=config.scrape_timeout_s,
             concurrency=config.scrape_concurrency,
         )
+        self._rooms_client = rooms_client
+        self.clock = clock
         self.fleets: dict[Key, Fleet] = {}
+        self._parsed: dict[Key, tuple[tuple[object, object], ParsedSpec]] = {}
 
     async def aclose(self) -> None:
         await self._scraper.aclose()
         for fleet in self.fleets.values():
             if fleet.livekit is not None:
                 await fleet.livekit.aclose()
+
+    def parsed(self, body: Mapping[str, Any]) -> specs.AgentWorkerSpec:
+        """`spec.parse_spec` of an AgentWorker, once per generation: the sync loop and the
+        reconcile read it every round, and a spec only changes with a new generation."""
+        meta = body.get("metadata") or {}
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        stamp = (meta.get("uid"), meta.get("generation"))
+        cached = self._parsed.get(key)
+        if cached is None or cached[0] != stamp or stamp[1] is None:
+            try:
+                cached = (stamp, specs.parse_spec(body.get("spec")))
+            except specs.InvalidSpecError as error:
+                cached = (stamp, error)
+            self._parsed[key] = cached
+        if isinstance(cached[1], specs.InvalidSpecError):
+            refused = cached[1]
+            raise specs.InvalidSpecError(refused.path, refused.value, refused.expected)
+        return cached[1]
+
+    def _template_hash(
+        self,
+        body: Mapping[str, Any],
+        owner: builders.Owner,
+        spec: specs.AgentWorkerSpec,
+        token: str,
+    ) -> str:
+        """The pod template's version, built once per generation and control token."""
+        fleet = self.fleets[(owner.namespace, owner.name)]
+        stamp = ((body.get("metadata") or {}).get("generation"), token)
+        if fleet.template[0] != stamp or stamp[0] is None:
+            fleet.template = (stamp, builders.template_hash(owner, spec, control_token=token))
+        return fleet.template[1]
 
     def lock(self, key: Key) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -125,6 +179,7 @@ class Syncer:
         keys = self._store.agentworkers()
         for gone in set(self.fleets) - set(keys):
             self.fleets.pop(gone, None)
+            self._parsed.pop(gone, None)
             metrics.forget(*gone)
         results = await asyncio.gather(*(self.sync(key) for key in keys), return_exceptions=True)
         for key, result in zip(keys, results, strict=True):
@@ -141,57 +196,65 @@ class Syncer:
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return
         try:
-            spec = specs.parse_spec(body.get("spec"))
+            spec = self.parsed(body)
         except specs.InvalidSpecError:
             return  # the reconcile reports it; nothing to observe or scale
-        if self._watch_behind(key):
-            return
         fleet = self.fleets.setdefault(key, Fleet())
         owner = builders.Owner(name=key[1], namespace=key[0], uid=body["metadata"]["uid"])
-        workers = await self._observe(key, spec, fleet)
-        previous, fleet.workers = fleet.workers, tuple(workers)
-        token = await self.ensure_control_secret(owner)
-        fleet.summary = observation.summarize(
-            workers, template_hash=builders.template_hash(owner, spec, control_token=token)
-        )
+        if await self._watch_behind(owner, fleet):
+            return
+        try:
+            token = await self.ensure_control_secret(owner)
+        except kube.NotOurs:
+            return  # the reconcile reports it (ControlSecretConflict); no handshake without it
+        observed = await self._observe(key, spec, fleet)
+        fleet.written = {w.pod.name: fleet.written.get(w.pod.name, {}) for w in observed}
+        workers = [scaledown.as_written(w, fleet.written[w.pod.name]) for w in observed]
+        fleet.workers = tuple(workers)
+        template = self._template_hash(body, owner, spec, token)
+        fleet.summary = observation.summarize(workers, template_hash=template)
         metrics.record_fleet(key, fleet.summary)
         changed = False
         async with self.lock(key):
+            body = self._store.agentworker(key) or body  # as of now, not of before the lock
             await self._protect(key, spec, workers)
+            fleet.victims = frozenset()
             if spec.autoscaling.enabled:
-                changed = await self._autoscale(key, body, spec, fleet, workers)
+                changed = await self._autoscale(key, body, spec, fleet, workers, template)
             else:
                 fleet.decision = None
                 fleet.desired = None
-            if not changed:
-                await self._recycle(key, fleet, workers)
-            fleet.retired = {
-                w.pod.name
-                for w in workers
-                if w.state is observation.WorkerState.DRAINING and not w.pod.terminating
-            }
+            await self._withdraw(key, spec, fleet, workers)
         if spec.recovery.redispatch:
-            await self._recover(key, body, spec, fleet, previous)
-        due = time.monotonic() - fleet.last_full_reconcile >= self._config.resync_s
-        await self._reconcile(key, "sync", changed or due)
+            await self._recover(key, body, spec, fleet)
+        due = self.clock() - fleet.last_full_reconcile >= self._config.resync_s
+        unapplied = fleet.desired is not None and fleet.desired != fleet.applied
+        try:
+            await self._reconcile(key, "sync", changed or due or unapplied)
+        finally:
+            if fleet.desired is not None and fleet.desired != fleet.applied:
+                # not applied (refused, or this process never applied): the scale is
+                # abandoned, its victims serve again, and the next round decides anew
+                fleet.desired = fleet.applied
+                victims = [w for w in workers if w.pod.name in fleet.victims]
+                fleet.victims = frozenset()
+                await self._unretire(key, victims)
 
     async def _recover(
-        self,
-        key: Key,
-        body: Mapping[str, Any],
-        spec: specs.AgentWorkerSpec,
-        fleet: Fleet,
-        previous: Sequence[observation.Worker],
+        self, key: Key, body: Mapping[str, Any], spec: specs.AgentWorkerSpec, fleet: Fleet
     ) -> None:
-        """Dispatch the agent again into rooms a worker took down with it (recovery.redispatch)."""
-        now = time.monotonic()
-        for lost in recovery.lost_rooms(previous, fleet.workers):
+        """Dispatch the agent again into rooms a dead worker took down with it."""
+        now, silence_s = self.clock(), spec.recovery.silence_timeout_s
+        dead = recovery.lost_rooms(fleet.sightings, fleet.workers, now=now, silence_s=silence_s)
+        fleet.sightings = recovery.remember(
+            fleet.sightings, fleet.workers, now=now, silence_s=silence_s
+        )
+        for lost in dead:
             if lost.room not in fleet.recovered and lost.room not in fleet.suspects:
                 fleet.suspects[lost.room] = (lost, now)
         fleet.recovered = {r: t for r, t in fleet.recovered.items() if now - t < 3600}
         if not fleet.suspects:
             return
-        available = sum(1 for w in fleet.workers if w.state is observation.WorkerState.AVAILABLE)
         client = await self._livekit(key, body, spec, fleet)
         if client is None:
             fleet.suspects.clear()  # not allowed to recover: said once, in an Event
@@ -201,21 +264,7 @@ class Syncer:
                 del fleet.suspects[room]
                 continue
             try:
-                callers, agents = await client.participants(room, gone=lost.agent_identity)
-                match recovery.verdict(callers=callers, agents=agents, available_workers=available):
-                    case recovery.Verdict.WAIT:
-                        continue
-                    case recovery.Verdict.GIVE_UP:
-                        logger.info(
-                            "call not recovered: no caller in the room",
-                            extra={**logs.about(key), "room": room},
-                        )
-                        del fleet.suspects[room]
-                        continue
-                    case recovery.Verdict.REDISPATCH:
-                        if lost.agent_identity:  # the caller should not see the dead agent
-                            await client.remove(room, lost.agent_identity)
-                        dispatch = await client.dispatch_again(room, spec.agent_name)
+                dispatch = await self._recover_room(key, spec, fleet, lost, client)
             except rooms.RoomsError as error:
                 logger.warning(
                     "call recovery could not reach LiveKit",
@@ -224,6 +273,8 @@ class Syncer:
                 await client.aclose()  # the credentials may have changed: read them again
                 fleet.livekit = None
                 return
+            if dispatch is None:
+                continue
             del fleet.suspects[room]
             fleet.recovered[room] = now
             metrics.REDISPATCHES.labels(*key).inc()
@@ -231,13 +282,44 @@ class Syncer:
                 f"room {room}: worker {lost.pod} ended without draining; dispatched "
                 f"{spec.agent_name or 'the agent'} again ({dispatch})"
             )
-            logger.info(
-                "call redispatched",
-                extra={**logs.about(key), "room": room},
-            )
+            logger.info("call redispatched", extra={**logs.about(key), "room": room})
             await self._kube.post_event(
                 body, type="Normal", reason="CallRedispatched", message=message
             )
+
+    async def _recover_room(
+        self,
+        key: Key,
+        spec: specs.AgentWorkerSpec,
+        fleet: Fleet,
+        lost: recovery.LostRoom,
+        client: rooms.Rooms,
+    ) -> str | None:
+        """One lost room: the new dispatch's id, or None (wait, or given up)."""
+        # only a death the pod proves lets LiveKit's lingering copy of the agent be passed over
+        gone = lost.agent_identity if lost.proven else ""
+        callers, agents = await client.participants(lost.room, gone=gone)
+        available = sum(1 for w in fleet.workers if w.state is observation.WorkerState.AVAILABLE)
+        match recovery.verdict(callers=callers, agents=agents, available_workers=available):
+            case recovery.Verdict.WAIT:
+                return None
+            case recovery.Verdict.GIVE_UP:
+                logger.info(
+                    "call not recovered: no caller in the room",
+                    extra={**logs.about(key), "room": lost.room},
+                )
+                del fleet.suspects[lost.room]
+                return None
+            case recovery.Verdict.REDISPATCH:
+                reported = {
+                    identity
+                    for w in fleet.workers
+                    if w.report is not None
+                    for _, identity in w.report.agents
+                }
+                if gone and gone not in reported:  # the caller should not see the dead agent
+                    await client.remove(lost.room, gone)
+                return await client.dispatch_again(lost.room, spec.agent_name)
 
     async def _livekit(
         self, key: Key, body: Mapping[str, Any], spec: specs.AgentWorkerSpec, fleet: Fleet
@@ -267,18 +349,34 @@ class Syncer:
                         body, type="Warning", reason="RecoveryForbidden", message=message
                     )
                 return None
-            fleet.livekit = rooms.Rooms(
+            fleet.livekit = self._rooms_client(
                 spec.livekit.url,
                 values.get("LIVEKIT_API_KEY", ""),
                 values.get("LIVEKIT_API_SECRET", ""),
             )
         return fleet.livekit
 
-    def _watch_behind(self, key: Key) -> bool:
-        """The Deployment has pods the pod watch has not shown yet: observe next round."""
-        deployment = self._store.deployment(key) or {}
-        made = int((deployment.get("status") or {}).get("replicas") or 0)
-        return made > 0 and not self._store.pods(key)
+    async def _watch_behind(self, owner: builders.Owner, fleet: Fleet) -> bool:
+        """Whether this round must wait for the pod watch. The Deployment made pods the watch
+        has not shown yet: observe next round. The watch and the Deployment's count disagree
+        round after round (a half-open watch): list the pods from the API server instead."""
+        key = (owner.namespace, owner.name)
+        deployment = self._store.deployment(key)
+        pods = self._store.pods(key)
+        made = int(((deployment or {}).get("status") or {}).get("replicas") or 0)
+        disagree = observation.pods_disagree(pods, deployment)
+        fleet.disagreeing_rounds = fleet.disagreeing_rounds + 1 if disagree else 0
+        if fleet.disagreeing_rounds >= observation.STALE_WATCH_ROUNDS:
+            fleet.disagreeing_rounds = 0
+            path = kube.path_of("v1", "Pod", owner.namespace)
+            listed = await self._kube.list_items(path, builders.selector_string(owner))
+            logger.warning(
+                "the pod watch disagrees with the Deployment: listed the pods again",
+                extra={**logs.about(key), "watched": len(pods), "listed": len(listed)},
+            )
+            self._store.replace_pods(key, listed)
+            return False
+        return made > 0 and not pods
 
     async def _observe(
         self, key: Key, spec: specs.AgentWorkerSpec, fleet: Fleet
@@ -310,14 +408,33 @@ class Syncer:
             if patch is not None:
                 await self._annotate(key, worker, patch)
 
-    async def _recycle(self, key: Key, fleet: Fleet, workers: Sequence[observation.Worker]) -> None:
-        """Delete retired workers an interrupted scale-down left behind (they serve nobody)."""
-        for worker in scaledown.stale_retirees(workers, fleet.retired):
+    async def _withdraw(
+        self,
+        key: Key,
+        spec: specs.AgentWorkerSpec,
+        fleet: Fleet,
+        workers: Sequence[observation.Worker],
+    ) -> None:
+        """Put back in service the retired workers no scale-down is about to remove (an
+        abandoned scale-down, an operator that died between /retire and the apply)."""
+        replicas = fleet.desired if fleet.desired is not None else spec.replicas
+        withdrawn = scaledown.retirements_to_withdraw(
+            workers, replicas=replicas, keep=fleet.victims
+        )
+        await self._unretire(key, withdrawn)
+
+    async def _unretire(self, key: Key, workers: Sequence[observation.Worker]) -> None:
+        """DELETE /retire: each worker serves again (the ones that can be asked)."""
+        retired = [w for w in workers if w.report is not None and w.report.retirable]
+        if not retired:
+            return
+        token = await self._control_token(key)
+        for worker in retired:
+            serving = await self._scraper.unretire(worker.pod.ip, token)
             logger.info(
-                "deleting a retired worker left over from an earlier scale-down",
+                "retirement withdrawn" if serving else "retirement could not be withdrawn",
                 extra={**logs.about(key), "pod": worker.pod.name},
             )
-            await self._kube.delete_pod(key[0], worker.pod.name)
 
     async def _annotate(
         self, key: Key, worker: observation.Worker, patch: Mapping[str, str | None]
@@ -328,6 +445,7 @@ class Syncer:
             if error.status != 404:  # a pod gone meanwhile needs nothing
                 raise
             return False
+        self.fleets[key].written.setdefault(worker.pod.name, {}).update(patch)
         metrics.ANNOTATION_WRITES.labels(*key).inc()
         return True
 
@@ -338,14 +456,14 @@ class Syncer:
         spec: specs.AgentWorkerSpec,
         fleet: Fleet,
         workers: Sequence[observation.Worker],
+        template: str,
     ) -> bool:
         """Decide and act; True when the replicas changed."""
-        now = time.monotonic()
+        now = self.clock()
         keep = autoscaler.history_span_s(spec.autoscaling)
-        if fleet.desired is None:  # a fresh operator: start from what the status says
-            previous = (body.get("status") or {}).get("desiredReplicas")
-            fleet.desired = builders.desired_replicas(
-                spec, recommended=previous if isinstance(previous, int) else None
+        if fleet.desired is None:  # a fresh operator: start from what the cluster says
+            fleet.desired = builders.current_replicas(
+                spec, deployment=self._store.deployment(key), status=body.get("status")
             )
             # as if the current size had just been recommended: no scale-down before a window
             fleet.history = fleet.history.recommended(now, fleet.desired, keep_s=keep)
@@ -357,7 +475,9 @@ class Syncer:
         fleet.history = fleet.history.recommended(now, decision.recommendation, keep_s=keep)
         target = decision.replicas
         if target < current:
-            removed, decision = await self._scale_down(key, spec, workers, current, decision)
+            removed, decision = await self._scale_down(
+                key, spec, workers, current, decision, template
+            )
             target = current - removed
         fleet.decision = decision
         if target == current:
@@ -388,57 +508,69 @@ class Syncer:
         workers: Sequence[observation.Worker],
         current: int,
         decision: autoscaler.ScaleDecision,
+        template: str,
     ) -> tuple[int, autoscaler.ScaleDecision]:
-        """Retire victims, mark them, and say how many may go (the decision, corrected)."""
-        wanted = current - decision.replicas
+        """Carry out `scaledown.plan_scale_down`: ask its candidates until enough agreed, mark
+        them, and say how many replicas may go (the decision, corrected)."""
         drain_busy = spec.autoscaling.scale_down.busy_workers is specs.BusyWorkers.DRAIN
-        candidates = scaledown.victim_order(workers, drain_busy=drain_busy)
-        token = await self._control_token(key)
+        rolling_out = any(w.pod.template_hash != template for w in workers if not w.pod.terminating)
+        plan = scaledown.plan_scale_down(
+            workers,
+            current=current,
+            target=decision.replicas,
+            drain_busy=drain_busy,
+            rolling_out=rolling_out,
+        )
+        if plan.blocked is not None:
+            reason, message = plan.blocked
+            limit = autoscaler.Limit(reason=reason, message=message)
+            held = current - plan.unmade
+            return plan.unmade, dataclasses.replace(decision, replicas=held, limit=limit)
+        token = await self._control_token(key) if plan.wanted else ""
         victims: list[observation.Worker] = []
         refused = 0
-        for worker in candidates:
-            if len(victims) == wanted:
+        for worker in plan.candidates:
+            if len(victims) == plan.wanted:
                 break
             if await self._agrees(worker, token, drain_busy=drain_busy):
                 victims.append(worker)
             else:
                 refused += 1
-        blocking = scaledown.blocking_pods(workers, victims)
-        if blocking:
+        await self._mark(key, spec, workers, victims)
+        removed = plan.unmade + len(victims)
+        if len(victims) < plan.wanted:
             limit = autoscaler.Limit(
-                reason="WorkersNotReady",
-                message=f"scale-down waits: {', '.join(blocking[:3])} not ready, and the "
-                "ReplicaSet removes a not-ready pod before any other",
+                reason="BusyWorkers",
+                message=f"{plan.wanted} workers should go but only {len(victims)} agreed to "
+                f"retire ({refused} turned busy or did not answer): {current} -> "
+                f"{current - removed} workers",
             )
-            return 0, dataclasses.replace(decision, replicas=current, limit=limit)
+            decision = dataclasses.replace(decision, replicas=current - removed, limit=limit)
+        return removed, decision
+
+    async def _mark(
+        self,
+        key: Key,
+        spec: specs.AgentWorkerSpec,
+        workers: Sequence[observation.Worker],
+        victims: Sequence[observation.Worker],
+    ) -> None:
+        """The victims get the lowest deletion cost; the rest exact costs, so that any
+        surprise still spares calls."""
         for worker in victims:
             patch = scaledown.victim_patch(worker)
             if patch is not None:
                 await self._annotate(key, worker, patch)
-        chosen = {v.pod.name for v in victims}
+        chosen = frozenset(v.pod.name for v in victims)
+        self.fleets[key].victims = chosen
         user_keys = frozenset(spec.pod_template.annotations)
-        for worker in workers:  # the rest: exact costs, so any surprise still spares calls
+        for worker in workers:
             if worker.pod.name not in chosen:
                 patch = scaledown.protection_patch(worker, exact_cost=True, user_keys=user_keys)
                 if patch is not None:
                     await self._annotate(key, worker, patch)
-        if len(victims) < wanted:
-            limit = autoscaler.Limit(
-                reason="BusyWorkers",
-                message=f"{wanted} workers should go but only {len(victims)} agreed to retire "
-                f"({refused} turned busy or did not answer): {current} -> "
-                f"{current - len(victims)} workers",
-            )
-            decision = dataclasses.replace(decision, replicas=current - len(victims), limit=limit)
-        if victims:
-            logger.info(
-                "scale-down victims",
-                extra={
-                    **logs.about(key),
-                    "pods": sorted(chosen),
-                },
-            )
-        return len(victims), decision
+        if chosen:
+            logger.info("scale-down victims", extra={**logs.about(key), "pods": sorted(chosen)})
 
     async def _agrees(self, worker: observation.Worker, token: str, *, drain_busy: bool) -> bool:
         """The victim handshake: this runtime is asked; the rest by `scaledown.handshake`."""
@@ -461,8 +593,9 @@ class Syncer:
 
     async def ensure_control_secret(self, owner: builders.Owner) -> str:
         """The AgentWorker's control token, derived from the control key, and its Secret written
-        once per operator process (created, or put over an older one: a token of a previous
-        release, or of a control key made again). The operator never reads it back."""
+        once per operator process: created, or patched over an older one of this AgentWorker's (a
+        token of a previous release, or of a control key made again). A Secret of that name that
+        is not this AgentWorker's is left as it is: NotOurs. The operator never reads it back."""
         fleet = self.fleets.setdefault((owner.namespace, owner.name), Fleet())
         token = builders.control_token(self._control_key, owner)
         if fleet.control_token == token:
@@ -471,6 +604,10 @@ class Syncer:
         try:
             await self._kube.create(manifest)
         except kube.Conflict:
-            await self._kube.replace(manifest)
+            if not await self._kube.patch_owned_secret(manifest, owner.uid):
+                raise kube.NotOurs(
+                    f"Secret {builders.control_secret_name(owner)} exists and is not this "
+                    "AgentWorker's: rename it, or the AgentWorker"
+                ) from None
         fleet.control_token = token
         return token

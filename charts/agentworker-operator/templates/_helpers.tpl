@@ -77,11 +77,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   verbs: [get, create, patch]
 # Secrets are written, never read: each AgentWorker's control Secret holds a token the operator
 # derives from its control key (in the release namespace), and the credentials Secret reaches
-# pods by reference only. Call recovery alone needs the LiveKit key and secret: opt in with
-# rbac.readCredentialSecrets.
+# pods by reference only. An existing control Secret is rewritten with a JSON patch whose first
+# op tests that the AgentWorker owns it (patch, not update: a Secret of that name that someone
+# else made is refused by the API server, never overwritten). Call recovery alone needs the
+# LiveKit key and secret: opt in with rbac.readCredentialSecrets.
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [create, update]
+  verbs: [create, patch]
 {{- if .Values.rbac.readCredentialSecrets }}
 - apiGroups: [""]
   resources: [secrets]

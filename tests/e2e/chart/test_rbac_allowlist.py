@@ -36,7 +36,7 @@ NAMESPACED = (
     | grants("apps", "deployments", "get", "list", "watch", "create", "patch")
     | grants("policy", "poddisruptionbudgets", "get", "create", "patch")
     | grants("", "services", "get", "create", "patch")
-    | grants("", "secrets", "create", "update")
+    | grants("", "secrets", "create", "patch")
     | grants("", "pods", "list", "watch", "patch", "delete")
     | grants("", "events", "create", "patch")
     | grants("events.k8s.io", "events", "create", "patch")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentworker_operator import autoscaler
+from agentworker_operator import autoscaler, observation
 from agentworker_operator import spec as specs
 from agentworker_operator.observation import WorkerState
 from tests.unit.operator.workers import fleet, worker
@@ -131,10 +131,41 @@ def test_an_unknown_worker_is_never_counted_as_idle() -> None:
     assert decision.removable == 2
 
 
-def test_an_unknown_worker_counts_as_full_for_headroom() -> None:
+def test_a_fleet_that_cannot_be_read_holds_its_size_and_says_why() -> None:
     workers = [worker("silent", state=WorkerState.UNKNOWN)]
-    decision = decide(workers, current=1)
-    assert (decision.replicas, decision.reason) == (2, "HeadroomLow")
+    decision = decide(workers, current=1, maxReplicas=8)
+    assert (decision.replicas, decision.reason) == (1, "WorkersUnreadable")
+    assert decision.limit is not None
+    assert decision.limit.reason == "WorkersUnreadable"
+    assert (
+        decision.message
+        == "1 of 1 workers cannot be read (silent: timeout): holding 1 workers until they can"
+    )
+
+
+def test_unreadable_workers_never_grow_the_fleet_round_after_round() -> None:
+    # each new worker is unreadable too (a wrong port): the old rule added one per round
+    workers = [worker("w0", load=0.8, jobs=3), worker("u0", state=WorkerState.UNKNOWN)]
+    current = 2
+    for _i in range(1, 40):
+        current = decide(workers, current=current, maxReplicas=50).replicas
+        workers = workers[:1] + [
+            worker(f"u{j}", state=WorkerState.UNKNOWN) for j in range(current - 1)
+        ]
+    assert current == 2
+
+
+def test_unknown_workers_add_no_more_headroom_than_min_available_workers() -> None:
+    workers = [
+        *(worker(f"f{i}", load=0.8, jobs=3) for i in range(3)),
+        worker("a0", load=0.1, jobs=0),
+        worker("a1", load=0.1, jobs=0),
+        *(worker(f"u{i}", state=WorkerState.UNKNOWN) for i in range(2)),
+    ]
+    # 3 full + min(2 unknown, 1) + 1 warm = 5 wanted; the load asks for no more than 7 have
+    decision = decide(workers, current=7, targetLoad=0.7, maxReplicas=20)
+    assert decision.replicas == 7
+    assert decide(workers[:3] + workers[5:] + workers[3:4], current=6, targetLoad=0.7).replicas == 6
 
 
 def test_pods_the_deployment_has_not_made_yet_count_as_starting() -> None:
@@ -268,7 +299,12 @@ def test_min_available_workers_is_restored_when_max_allows(
 ) -> None:
     config["scaleUp"]["stepPods"] = 1000
     current = min(max(current, config["minReplicas"]), config["maxReplicas"])
-    full = sum(1 for w in workers if w.state in (WorkerState.FULL, WorkerState.UNKNOWN))
-    wanted = full + config["minAvailableWorkers"]
+    by_state = {state: sum(1 for w in workers if w.state is state) for state in WorkerState}
+    warm = config["minAvailableWorkers"]
+    unknown_cover = min(by_state[WorkerState.UNKNOWN], warm)
+    wanted = by_state[WorkerState.FULL] + unknown_cover + warm
     decision = decide(workers, current=current, **config)
+    if observation.blind(by_state):  # nothing to go by: the size holds
+        assert decision.replicas == current
+        return
     assert decision.replicas >= min(wanted, config["maxReplicas"])

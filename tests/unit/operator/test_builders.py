@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -358,3 +359,104 @@ def test_control_token_is_the_same_for_the_same_key_and_agentworker_and_differs_
     assert builders.control_token(b"j" * 32, OWNER) != token, "a new key, new tokens"
     secret = builders.build_control_secret(OWNER, token)
     assert secret["stringData"] == {builders.CONTROL_TOKEN_KEY: token}
+
+
+class PatchTestFailed(Exception):
+    """What the API server answers with 422: a `test` op of a JSON patch failed."""
+
+
+def json_patch(document: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:
+    """RFC 6902's `test` and `add` as the API server applies them, on a copy, all or nothing."""
+    patched: dict[str, Any] = json.loads(json.dumps(document))
+    for op in ops:
+        *parents, last = op["path"].split("/")[1:]
+        target: Any = patched
+        try:
+            for part in parents:
+                target = target[int(part)] if isinstance(target, list) else target[part]
+            if op["op"] == "test":
+                found = target[int(last)] if isinstance(target, list) else target[last]
+                if found != op["value"]:
+                    raise PatchTestFailed(op["path"])
+            else:
+                assert op["op"] == "add", op
+                target[last] = op["value"]
+        except (KeyError, IndexError, TypeError) as missing:
+            raise PatchTestFailed(op["path"]) from missing
+    return patched
+
+
+def stored_control_secret(owner: builders.Owner, token: str) -> dict[str, Any]:
+    """The control Secret as the API server keeps it: stringData folded into data."""
+    stored = builders.build_control_secret(owner, token)
+    string_data = stored.pop("stringData")
+    stored["data"] = {k: base64.b64encode(v.encode()).decode() for k, v in string_data.items()}
+    stored["metadata"] |= {"uid": "secret-uid", "resourceVersion": "7"}
+    return stored
+
+
+def test_the_control_secret_patch_puts_the_new_token_over_the_agentworkers_own_secret() -> None:
+    stored = stored_control_secret(OWNER, "old-token")
+    stored["data"]["stray"] = "eA=="
+    stored["metadata"]["labels"] = {"stray": "label"}
+    manifest = builders.build_control_secret(OWNER, "new-token")
+    patched = json_patch(stored, builders.build_owned_secret_patch(manifest, OWNER.uid))
+    assert patched["data"] == {builders.CONTROL_TOKEN_KEY: base64.b64encode(b"new-token").decode()}
+    assert patched["metadata"]["labels"] == builders.labels(OWNER)
+    assert patched["metadata"]["ownerReferences"] == [builders.owner_reference(OWNER)]
+    assert patched["metadata"]["uid"] == "secret-uid", "the same Secret, written over"
+
+
+def test_the_control_secret_patch_is_refused_for_a_users_secret_of_that_name() -> None:
+    users = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": builders.control_secret_name(OWNER), "namespace": OWNER.namespace},
+        "data": {"password": "aHVudGVyMg=="},
+    }
+    manifest = builders.build_control_secret(OWNER, "token")
+    with pytest.raises(PatchTestFailed, match="ownerReferences"):
+        json_patch(users, builders.build_owned_secret_patch(manifest, OWNER.uid))
+
+
+def test_the_control_secret_patch_is_refused_for_another_owners_secret_of_that_name() -> None:
+    other = builders.Owner(name="billing-deployer", namespace=OWNER.namespace, uid="9999")
+    stored = stored_control_secret(other, "theirs")
+    stored["metadata"]["name"] = builders.control_secret_name(OWNER)
+    manifest = builders.build_control_secret(OWNER, "token")
+    with pytest.raises(PatchTestFailed, match="ownerReferences"):
+        json_patch(stored, builders.build_owned_secret_patch(manifest, OWNER.uid))
+
+
+def test_the_patch_tests_the_owner_first_and_writes_annotations_only_when_given() -> None:
+    manifest = builders.build_control_secret(OWNER, "token")
+    ops = builders.build_owned_secret_patch(manifest, OWNER.uid)
+    assert ops[0] == {"op": "test", "path": "/metadata/ownerReferences/0/uid", "value": OWNER.uid}
+    assert [op["path"] for op in ops[1:]] == ["/data", "/metadata/labels"]
+    manifest["metadata"]["annotations"] = {"note": "x"}
+    ops = builders.build_owned_secret_patch(manifest, OWNER.uid)
+    assert ops[-1] == {"op": "add", "path": "/metadata/annotations", "value": {"note": "x"}}
+
+
+SCALED = {"enabled": True, "minReplicas": 2, "maxReplicas": 8}
+
+
+@pytest.mark.parametrize(
+    ("deployment", "status", "expected"),
+    [
+        pytest.param({"spec": {"replicas": 5}}, {"desiredReplicas": 3}, 5, id="deployment-wins"),
+        pytest.param({"spec": {"replicas": 1}}, {"desiredReplicas": 3}, 2, id="raised-to-min"),
+        pytest.param({"spec": {}}, {"desiredReplicas": 6}, 4, id="deployment-without-replicas"),
+        pytest.param(None, {"desiredReplicas": 6}, 6, id="no-deployment-status-then"),
+        pytest.param(None, {}, 4, id="new-fleet-starts-at-spec"),
+    ],
+)
+def test_current_replicas_is_read_from_the_deployment_before_the_status(
+    deployment: dict[str, Any] | None, status: dict[str, Any], expected: int
+) -> None:
+    # a status can lag the Deployment (a restart between the two writes): applying it would
+    # undo a scale that was under way
+    raw = with_("autoscaling", SCALED)
+    raw["replicas"] = 4
+    spec = specs.parse_spec(raw)
+    assert builders.current_replicas(spec, deployment=deployment, status=status) == expected

@@ -168,3 +168,71 @@ def test_summary_counts_states_jobs_load_and_old_calls() -> None:
     assert summary.load == pytest.approx(0.55)
     assert summary.unknown_pods == ("c",)
     assert summary.old_worker_jobs == 3, "every pod runs template h1, the current one is h2"
+
+
+def test_a_retired_worker_says_so_and_a_draining_one_does_not() -> None:
+    retired = observation.parse_worker_document(ours(retired=True, state="retired"))
+    draining = observation.parse_worker_document(ours(draining=True, state="draining"))
+    assert (retired.retired, retired.draining) == (True, True)
+    assert (draining.retired, draining.draining) == (False, True)
+
+
+def test_container_restarts_are_summed_from_the_pod() -> None:
+    raw = pod()
+    raw["status"]["containerStatuses"] = [{"restartCount": 2}, {"restartCount": 1}, {}]
+    assert observation.pod_view(raw).restarts == 3
+
+
+@pytest.mark.parametrize(
+    ("available", "full", "unknown", "blind"),
+    [
+        pytest.param(0, 0, 1, True, id="the-only-worker-silent"),
+        pytest.param(1, 1, 2, True, id="half-silent"),
+        pytest.param(2, 1, 2, False, id="most-answer"),
+        pytest.param(0, 0, 0, False, id="no-worker"),
+    ],
+)
+def test_blind_when_silent_workers_are_as_many_as_serving_ones(
+    available: int, full: int, unknown: int, blind: bool
+) -> None:
+    counts = {
+        WorkerState.AVAILABLE: available,
+        WorkerState.FULL: full,
+        WorkerState.UNKNOWN: unknown,
+    }
+    assert observation.blind(counts) is blind
+
+
+def test_the_summary_names_each_unreadable_pod_and_why() -> None:
+    silent = observation.observe(pod("s"), None, "HTTP 404", load_threshold=0.7)
+    nonsense = observation.observe(pod("n"), {"a": 1}, "", load_threshold=0.7)
+    summary = observation.summarize([silent, nonsense], template_hash="h1")
+    assert summary.unreadable == (
+        ("n", "not a worker document: it has no worker_type"),
+        ("s", "HTTP 404"),
+    )
+    assert summary.blind
+
+
+def deployment(replicas: int, *, generation: int = 2, observed: int = 2) -> dict[str, Any]:
+    return {
+        "metadata": {"generation": generation},
+        "status": {"observedGeneration": observed, "replicas": replicas},
+    }
+
+
+@pytest.mark.parametrize(
+    ("pods", "made", "observed", "disagree"),
+    [
+        pytest.param(["a", "b"], 2, 2, False, id="agree"),
+        pytest.param(["a"], 2, 2, True, id="a-pod-missing"),
+        pytest.param(["a", "b", "c"], 2, 2, True, id="a-pod-too-many"),
+        pytest.param(["a"], 2, 1, False, id="controller-behind"),
+    ],
+)
+def test_the_pod_watch_disagrees_with_the_deployment(
+    pods: list[str], made: int, observed: int, disagree: bool
+) -> None:
+    watched = [pod(name) for name in pods] + [pod("leaving", deleting=True)]
+    assert observation.pods_disagree(watched, deployment(made, observed=observed)) is disagree
+    assert observation.pods_disagree(watched, None) is False

@@ -60,15 +60,73 @@ def test_how_each_candidate_agrees_to_go(
     assert scaledown.handshake(candidate, drain_busy=drain_busy) is expected
 
 
-def test_a_worker_retired_in_an_earlier_round_and_idle_is_recycled() -> None:
+VICTIM = {scaledown.DELETION_COST: scaledown.VICTIM_COST}
+
+
+def plan(
+    workers: list[observation.Worker], current: int, target: int, **kw: bool
+) -> scaledown.ScaleDownPlan:
+    return scaledown.plan_scale_down(
+        workers,
+        current=current,
+        target=target,
+        drain_busy=kw.get("drain_busy", False),
+        rolling_out=kw.get("rolling_out", False),
+    )
+
+
+def test_a_plan_takes_the_idle_workers_in_order_and_asks_nobody_yet() -> None:
+    workers = [worker("busy", load=0.5, jobs=2), worker("b", load=0.2), worker("a", load=0.1)]
+    planned = plan(workers, current=3, target=2)
+    assert (planned.unmade, planned.wanted, planned.blocked) == (0, 1, None)
+    assert names(list(planned.candidates)) == ["a", "b"]
+
+
+def test_replicas_the_deployment_never_made_go_first_and_need_no_handshake() -> None:
+    # quota let 3 of 5 pods exist: 5 -> 4 and 5 -> 3 remove no worker
+    workers = [worker("a"), worker("b"), worker("c")]
+    assert (plan(workers, current=5, target=4).unmade, plan(workers, 5, 4).wanted) == (1, 0)
+    assert (plan(workers, current=5, target=3).unmade, plan(workers, 5, 3).wanted) == (2, 0)
+    assert (plan(workers, current=5, target=2).unmade, plan(workers, 5, 2).wanted) == (2, 1)
+
+
+def test_a_not_ready_worker_that_is_no_candidate_blocks_before_anyone_is_asked() -> None:
+    reconnecting = worker("r", load=0.9, jobs=3, ready=False, state=WorkerState.FULL)
+    planned = plan([worker("a"), worker("b"), reconnecting], current=3, target=2)
+    assert planned.blocked is not None
+    assert planned.blocked[0] == "WorkersNotReady"
+    assert "r not ready" in planned.blocked[1]
+
+
+def test_during_a_rollout_only_unmade_replicas_go() -> None:
+    workers = [worker("old", template_hash="1"), worker("new", template_hash="2")]
+    planned = plan(workers, current=3, target=1, rolling_out=True)
+    assert planned.unmade == 1
+    assert planned.blocked is not None
+    assert planned.blocked[0] == "RolloutInProgress"
+
+
+def test_retirements_no_scale_down_needs_are_withdrawn() -> None:
     workers = [
-        worker("fresh", state=WorkerState.DRAINING),
-        worker("stale", state=WorkerState.DRAINING),
-        worker("leaving", state=WorkerState.DRAINING, terminating=True),
+        worker("chosen", retired=True, annotations=VICTIM),
+        worker("left-over", retired=True),
+        worker("leaving", retired=True, terminating=True),
         worker("serving"),
     ]
-    stale = scaledown.stale_retirees(workers, {"stale", "leaving", "serving"})
-    assert names(stale) == ["stale"]
+    # 3 members, 2 replicas: the ReplicaSet removes one retiree, the victim; the other serves
+    assert names(scaledown.retirements_to_withdraw(workers, replicas=2)) == ["left-over"]
+    assert names(scaledown.retirements_to_withdraw(workers, replicas=3)) == ["chosen", "left-over"]
+    assert scaledown.retirements_to_withdraw(workers, replicas=1) == []
+
+
+def test_this_rounds_victims_are_never_withdrawn() -> None:
+    workers = [worker("a", retired=True), worker("b")]
+    assert scaledown.retirements_to_withdraw(workers, replicas=2, keep={"a"}) == []
+
+
+def test_a_worker_draining_on_sigterm_is_not_withdrawn() -> None:
+    workers = [worker("a", state=WorkerState.DRAINING), worker("b")]
+    assert scaledown.retirements_to_withdraw(workers, replicas=2) == []
 
 
 def test_a_not_ready_pod_that_is_no_victim_blocks_the_scale_down() -> None:
@@ -119,13 +177,31 @@ def test_a_worker_turning_idle_loses_its_protection() -> None:
         pytest.param(worker("a", state=WorkerState.UNKNOWN), id="unknown"),
         pytest.param(worker("a", state=WorkerState.STARTING, ready=False), id="starting"),
         pytest.param(worker("a", jobs=1, terminating=True), id="terminating"),
+        pytest.param(worker("a", retired=True, annotations=VICTIM), id="retired-victim"),
         pytest.param(
-            worker("a", annotations={scaledown.DELETION_COST: scaledown.VICTIM_COST}), id="victim"
+            worker("a", state=WorkerState.DRAINING, annotations=VICTIM), id="draining-victim"
         ),
     ],
 )
-def test_no_write_without_a_report_or_for_a_chosen_victim(silent: observation.Worker) -> None:
+def test_no_write_without_a_report_or_for_a_victim_on_its_way_out(
+    silent: observation.Worker,
+) -> None:
     assert scaledown.protection_patch(silent) is None
+
+
+def test_a_victim_that_serves_again_loses_the_lowest_cost() -> None:
+    # its retirement expired (the operator was down): an idle worker like any other
+    patch = scaledown.protection_patch(worker("a", annotations=VICTIM))
+    assert patch == {scaledown.DELETION_COST: None}
+
+
+def test_a_victim_that_took_calls_again_is_protected_again() -> None:
+    patch = scaledown.protection_patch(worker("a", jobs=2, annotations=VICTIM))
+    assert patch == {
+        scaledown.DO_NOT_DISRUPT: "true",
+        scaledown.SAFE_TO_EVICT: "false",
+        scaledown.DELETION_COST: "2",
+    }
 
 
 def test_keys_the_user_sets_are_left_alone() -> None:

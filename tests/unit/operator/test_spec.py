@@ -113,6 +113,8 @@ ERRORS = [
     ("imagePullPolicy", "Sometimes", 'spec.imagePullPolicy: "Sometimes" is not Always'),
     ("image", "", 'spec.image: "" is not an image reference'),
     ("permissions.hidden", "yes", 'spec.permissions.hidden: "yes" is not true or false'),
+    ("recovery.silenceTimeout", "5s", 'spec.recovery.silenceTimeout: "5s" is shorter than 10s'),
+    ("recovery.silenceTimeout", "2h", 'spec.recovery.silenceTimeout: "2h" is'),
 ]
 
 
@@ -236,3 +238,11 @@ def test_parser_reads_every_field_the_crd_declares(path: str) -> None:
     with pytest.raises(specs.InvalidSpecError) as caught:
         specs.parse_spec(with_(path.removeprefix("spec."), [["not", "a", "scalar"]]))
     assert caught.value.path == path
+
+
+def test_recovery_waits_a_minute_of_silence_by_default() -> None:
+    assert specs.parse_spec(MINIMAL).recovery.silence_timeout_s == 60.0
+    raw = with_("recovery", {"redispatch": True, "silenceTimeout": "2m"})
+    assert specs.parse_spec(raw).recovery == specs.Recovery(
+        redispatch=True, silence_timeout_s=120.0
+    )

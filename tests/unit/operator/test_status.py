@@ -296,3 +296,20 @@ def test_the_kubelets_word_on_the_credentials_secret_names_it_in_degraded(
     problem = status.desired_status(f, {}, now=datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC))
     degraded = next(c for c in problem["conditions"] if c["type"] == "Degraded")
     assert message in degraded["message"]
+
+
+def test_a_fleet_that_cannot_be_read_is_degraded_naming_pods_and_errors() -> None:
+    silent = observation.observe(
+        {
+            "metadata": {"name": "w1"},
+            "status": {"conditions": [{"type": "Ready", "status": "True"}]},
+        },
+        None,
+        "no answer within 2s",
+        load_threshold=0.7,
+    )
+    summary = observation.summarize([silent], template_hash="")
+    found = status.decide_conditions(facts(fleet=summary))
+    degraded = next(c for c in found if c.type is status.ConditionType.DEGRADED)
+    assert (degraded.status, degraded.reason) == (True, "WorkersUnreadable")
+    assert "w1: no answer within 2s" in degraded.message

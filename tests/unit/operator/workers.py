@@ -21,6 +21,7 @@ def worker(
     retirable: bool = True,
     annotations: Mapping[str, str] | None = None,
     template_hash: str = "",
+    retired: bool = False,
 ) -> observation.Worker:
     """A worker that reported `load` and `jobs` (state UNKNOWN or STARTING: no report)."""
     pod = observation.PodView(
@@ -36,7 +37,8 @@ def worker(
     report = observation.WorkerReport(
         load=load,
         active_jobs=jobs,
-        draining=state is WorkerState.DRAINING and not terminating,
+        draining=(state is WorkerState.DRAINING and not terminating) or retired,
+        retired=retired,
         registered=True,
         retirable=retirable,
     )

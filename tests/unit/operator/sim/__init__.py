@@ -1,0 +1,7 @@
+"""A deterministic simulation of the operator's world, for the real sync loop and reconcile.
+
+`world` is the cluster (Deployment and ReplicaSet controllers, pods, quota, watches), the
+workers (calls, the retire handshake, stalls, reconnects) and LiveKit (rooms, agents,
+dispatches) on simulated time; `schedule` draws what happens to them; `run` drives the real
+`Syncer` and `handlers.reconcile` through a schedule and checks the invariants after every step.
+"""

@@ -1,0 +1,404 @@
+"""Drive the real sync loop and reconcile through a schedule, checking invariants every step.
+
+A `Schedule` is plain data (the spec's knobs, a seed for arrivals and start-up times, and a list
+of timed faults); `simulate(schedule)` runs it on simulated time: every half second the world
+moves (calls arrive and end, pods start, controllers act, watch events arrive), and every sync
+period the operator's real `Syncer.sync_all` runs, with `handlers.reconcile` as its reconcile.
+The invariants are checked after every step; the first broken one fails with the schedule's
+JSON, which `replay` runs again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentworker_operator import builders, handlers, kube, scaledown, settings, store
+from agentworker_operator import sync as syncs
+from tests.unit.operator.sim import world as worlds
+from tests.unit.operator.sim.world import NAME, NAMESPACE, UID, World
+
+STEP_S = 0.5
+CONTROL_KEY = b"k" * 32
+logger = logging.getLogger("sim")
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    at_s: float
+    kind: str
+    """stall, reconnect, unreadable, readable, crash_job, crash_worker, apply_error, apply_ok,
+    watch_delay, watch_stale, watch_fresh, quota, rollout, restart, kill_after_retire."""
+    value: float = 0.0
+    target: int = 0
+    """Which worker (an index into the live pods, modulo their count)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    seed: int = 0
+    duration_s: float = 120.0
+    interval_s: float = 1.0
+    min_replicas: int = 1
+    max_replicas: int = 6
+    min_available: int = 1
+    drain_busy: bool = False
+    recovery: bool = False
+    arrivals_per_s: tuple[tuple[float, float], ...] = ((0.0, 0.2),)
+    """(from time, calls per second) segments."""
+    call_s: tuple[float, float] = (10.0, 60.0)
+    faults: tuple[Fault, ...] = ()
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @staticmethod
+    def from_json(text: str) -> Schedule:
+        raw = json.loads(text)
+        raw["arrivals_per_s"] = tuple(tuple(a) for a in raw["arrivals_per_s"])
+        raw["call_s"] = tuple(raw["call_s"])
+        raw["faults"] = tuple(Fault(**f) for f in raw["faults"])
+        return Schedule(**raw)
+
+
+@dataclass(slots=True)
+class Outcome:
+    violations: list[str]
+    calls: int
+    completed: int
+    missed: int
+    crashed: int
+    rounds: int
+    max_replicas_seen: int
+    events: list[tuple[str, str]] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (
+            f"{self.calls} calls ({self.completed} completed, {self.missed} missed at the door, "
+            f"{self.crashed} crashed), {self.rounds} rounds, up to {self.max_replicas_seen} "
+            f"replicas; violations: {self.violations[:3]}"
+        )
+
+
+def agentworker(schedule: Schedule, image: str = "ghcr.io/acme/agent:1") -> dict[str, Any]:
+    return {
+        "apiVersion": f"{builders.GROUP}/{builders.VERSION}",
+        "kind": builders.KIND,
+        "metadata": {"name": NAME, "namespace": NAMESPACE, "uid": UID, "generation": 1},
+        "spec": {
+            "image": image,
+            "entrypoint": "agent:entrypoint",
+            "livekit": {"url": "ws://livekit.sim:7880", "credentialsSecret": {"name": "lk"}},
+            "loadThreshold": 0.7,
+            "recovery": {"redispatch": schedule.recovery},
+            "autoscaling": {
+                "enabled": True,
+                "minReplicas": schedule.min_replicas,
+                "maxReplicas": schedule.max_replicas,
+                "targetLoad": 0.5,
+                "minAvailableWorkers": schedule.min_available,
+                "scaleDown": {
+                    "stabilizationWindow": "10s",
+                    "period": "5s",
+                    "stepPods": 2,
+                    "busyWorkers": "Drain" if schedule.drain_busy else "WaitForIdle",
+                },
+            },
+        },
+    }
+
+
+class Operator:
+    """One operator process: its store, its memo and its Syncer, as `handlers.configure` wires
+    them (the sync loop's body is driven by the simulation rather than by its sleep)."""
+
+    def __init__(self, world: World, schedule: Schedule) -> None:
+        self.store = store.Store()
+        world.stores = [self.store]
+        world.resync_pods(self.store)
+        self.store.put_agentworker("ADDED", world.agentworker)
+        if world.deployment_manifest is not None:
+            self.store.put_deployment("ADDED", world.deployment())
+        kube = worlds.SimKube(world)
+        self.memo: dict[str, Any] = handlers.new_memo(kube, worlds.SimProbe())
+        self.memo["store"] = self.store
+
+        async def reconcile_by_key(key: store.Key, trigger: str, full: bool) -> object:
+            return await handlers.reconcile(
+                self.memo, key[0], key[1], trigger=trigger, logger=logger, full=full
+            )
+
+        self.syncer = syncs.Syncer(
+            client=kube,
+            store=self.store,
+            config=settings.SyncSettings(interval_s=schedule.interval_s),
+            reconcile=reconcile_by_key,
+            locks=self.memo["locks"],
+            control_key=CONTROL_KEY,
+            scraper=worlds.SimScraper(world),
+            rooms_client=lambda url, key, secret: worlds.SimRooms(world),
+            clock=lambda: world.now,
+        )
+        self.memo["syncer"] = self.syncer
+        self.retry = False
+        world.token = builders.control_token(
+            CONTROL_KEY, builders.Owner(name=NAME, namespace=NAMESPACE, uid=UID)
+        )
+
+    async def resume(self) -> None:
+        """kopf's resume, create or update handler: a whole reconcile, retried (by the next
+        step, as kopf's backoff would) while the API server refuses it."""
+        try:
+            await handlers.reconcile(self.memo, NAMESPACE, NAME, trigger="change", logger=logger)
+        except kube.KubeError:
+            self.retry = True
+        else:
+            self.retry = False
+
+
+async def _simulate(schedule: Schedule) -> Outcome:
+    rng = random.Random(schedule.seed)
+    world = World(rng, min_replicas=schedule.min_replicas, max_replicas=schedule.max_replicas)
+    world.drain_busy = schedule.drain_busy
+    world.agentworker = agentworker(schedule)
+    world.secrets["lk"] = {"data": {"LIVEKIT_API_KEY": "a2V5", "LIVEKIT_API_SECRET": "c2VjcmV0"}}
+    operator: Operator | None = Operator(world, schedule)
+    assert operator is not None
+    await operator.resume()
+    faults = sorted(schedule.faults, key=lambda f: f.at_s)
+    next_sync, down_until, seen, late_resume = schedule.interval_s, 0.0, 0, False
+    while world.now < schedule.duration_s:
+        world.now = round(world.now + STEP_S, 3)
+        for fault in [f for f in faults if f.at_s <= world.now]:
+            faults.remove(fault)
+            down_until = max(down_until, await _inject(world, fault, operator, schedule))
+            if fault.kind == "restart":
+                operator, late_resume = None, fault.target % 2 == 1
+        _arrivals(world, schedule)
+        world.tick_calls()
+        world.tick_pods()
+        world.control()
+        world.deliver()
+        world.note_blindness()
+        if world.operator_killed:  # died between /retire and its apply: down for a while
+            world.operator_killed, operator = False, None
+            down_until = world.now + world.killed_for_s
+        if operator is None and world.now >= down_until:
+            operator = Operator(world, schedule)
+            if late_resume:  # the sync loop's first round wins the race with kopf's resume
+                await _round(world, operator)
+            await operator.resume()
+        if operator is not None and operator.retry:
+            await operator.resume()
+        if operator is not None and world.now >= next_sync:
+            next_sync = world.now + schedule.interval_s
+            await _round(world, operator)
+        seen = max(seen, world.replicas)
+        if world.violations:
+            break
+    if operator is not None:
+        await operator.syncer.aclose()
+    ended = [c.ended for c in world.calls.values()]
+    return Outcome(
+        violations=world.violations,
+        calls=len(ended),
+        completed=ended.count("completed"),
+        missed=world.missed,
+        crashed=ended.count("crash"),
+        rounds=world.round,
+        max_replicas_seen=seen,
+        events=world.events,
+        seen=world.seen,
+    )
+
+
+def _arrivals(world: World, schedule: Schedule) -> None:
+    rate = 0.0
+    for start, per_s in schedule.arrivals_per_s:
+        if world.now >= start:
+            rate = per_s
+    expected = rate * STEP_S
+    arrivals = int(expected) + (1 if world.rng.random() < expected - int(expected) else 0)
+    for _ in range(arrivals):
+        world.place_call(world.rng.uniform(*schedule.call_s))
+
+
+async def _round(world: World, operator: Operator) -> None:
+    """One sync round of the operator, and the promises checked after it."""
+    world.round += 1
+    world.retired_this_round, world.refused_this_round = 0, False
+    before = world.replicas
+    # what the operator can know of: pods its watch has shown it
+    known = {str(pod["metadata"]["name"]) for pod in operator.store.pods((NAMESPACE, NAME))}
+    busy = {
+        p.name
+        for p in world.live_pods()
+        if _calls(p) > 0 and _readable(world, p) and p.name in known
+    }
+    await operator.syncer.sync_all()
+    _check_protection(world, busy)
+    lowered = before - world.replicas
+    excused = world.refused_this_round or world.operator_killed
+    if world.retired_this_round > max(0, lowered) and not excused:
+        world.violate(
+            f"{world.retired_this_round} workers retired but replicas lowered by {lowered}: "
+            "a scale-down that does not happen takes no worker out of service"
+        )
+    kept = [
+        p.name
+        for p in world.live_pods()
+        if p.process is not None
+        and p.process.retired_round == world.round
+        and p.deleted_at is None
+        and p.process.retired(world.now)
+    ]
+    if kept and not excused and not world.faults.watch_stale:
+        world.violate(f"{kept[0]} retired in this round and not removed by its end")
+    _check_retirements(world)
+    _check_status(world)
+
+
+def _readable(world: World, pod: worlds.Pod) -> bool:
+    p = pod.process
+    return p is not None and not p.unreadable and p.stalled_until <= world.now
+
+
+def _check_protection(world: World, busy_before: set[str]) -> None:
+    """A worker busy through a whole round carries its calls' protection after it: node
+    autoscalers' do-not-disrupt, and (WaitForIdle) a deletion cost above a victim's. Not while
+    the pod watch is frozen: the operator learns of new pods only when it lists them again."""
+    if world.faults.watch_stale:
+        return
+    for pod in world.live_pods():
+        if pod.name not in busy_before or _calls(pod) <= 0 or not _readable(world, pod):
+            continue
+        # with busyWorkers Drain a busy worker may be the chosen victim: the lowest cost
+        victim = pod.annotations.get(scaledown.DELETION_COST) == scaledown.VICTIM_COST
+        if pod.annotations.get(scaledown.DO_NOT_DISRUPT) != "true" or (
+            victim and not world.drain_busy
+        ):
+            world.violate(f"busy {pod.name} unprotected: {pod.annotations}")
+
+
+def _check_status(world: World) -> None:
+    """The status's desiredReplicas is what the Deployment has, within two rounds of the API
+    server accepting applies again."""
+    if world.faults.apply_error or world.faults.status_error:
+        world.accepting_since = None
+        return
+    if world.accepting_since is None:
+        world.accepting_since = world.round
+    said = (world.agentworker.get("status") or {}).get("desiredReplicas")
+    if said != world.replicas and world.round - world.accepting_since >= 2:
+        if world.status_wrong_since is None:
+            world.status_wrong_since = world.round
+        elif world.round - world.status_wrong_since >= 2:
+            world.violate(f"status says {said} replicas, the Deployment has {world.replicas}")
+    else:
+        world.status_wrong_since = None
+
+
+def _check_retirements(world: World) -> None:
+    """A retired worker is removed, or serving again, within one round of the decision."""
+    for pod in world.live_pods():
+        p = pod.process
+        if p is None or pod.deleted_at is not None or not p.retired(world.now):
+            continue
+        if p.stalled_until > world.now:
+            continue  # the operator cannot reach it; its own expiry serves it again
+        if p.retired_round < world.round - 1:
+            world.violate(f"{pod.name} retired in round {p.retired_round} and still idle, kept")
+
+
+def _calls(pod: worlds.Pod) -> int:
+    return len(pod.process.jobs) if pod.process is not None and pod.deleted_at is None else -1
+
+
+def _target(world: World, index: int) -> worlds.Pod | None:
+    """Worker `index` by name; 0 is the busiest, whose trouble matters most."""
+    pods = sorted(
+        (p for p in world.live_pods() if p.deleted_at is None and p.process is not None),
+        key=lambda p: p.name,
+    )
+    if not pods:
+        return None
+    if index == 0:
+        return max(pods, key=lambda p: (_calls(p), p.name))
+    return pods[index % len(pods)]
+
+
+async def _inject(
+    world: World, fault: Fault, operator: Operator | None, schedule: Schedule
+) -> float:
+    """Apply one fault; returns until when the operator stays down (0: it does not go down)."""
+    pod = _target(world, fault.target)
+    world.saw(f"fault {fault.kind}")
+    match fault.kind:
+        case "stall" if pod is not None and pod.process is not None:
+            pod.process.stalled_until = world.now + fault.value
+        case "reconnect" if pod is not None and pod.process is not None:
+            pod.process.worker_id = world._next("AW_")
+            pod.process.registers_at = world.now + fault.value
+            world.emit_pod(pod)
+        case "unreadable":
+            world.faults.unreadable = True
+            for each in world.live_pods():
+                if each.process is not None:
+                    each.process.unreadable = True
+        case "readable":
+            world.faults.unreadable = False
+            for each in world.live_pods():
+                if each.process is not None:
+                    each.process.unreadable = False
+        case "crash_job":
+            world.crash_job()
+        case "crash_worker" if pod is not None:
+            world.crash_worker(pod)
+        case "apply_error":
+            world.faults.apply_error = int(fault.value)
+        case "apply_ok":
+            world.faults.apply_error = 0
+        case "watch_delay":
+            world.faults.watch_delay_s = fault.value
+        case "watch_stale":
+            world.faults.watch_stale = True
+        case "watch_fresh":
+            world.faults.watch_stale = False
+            for store_ in world.stores:
+                world.resync_pods(store_)
+        case "quota":
+            world.faults.quota = int(fault.value)
+        case "rollout":
+            image = f"ghcr.io/acme/agent:{int(fault.value) + 2}"
+            world.agentworker["spec"]["image"] = image
+            world.agentworker["metadata"]["generation"] += 1
+            for store_ in world.stores:
+                store_.put_agentworker("MODIFIED", world.agentworker)
+            if operator is not None:
+                await operator.resume()
+        case "restart":
+            if operator is not None:
+                await operator.syncer.aclose()
+            return world.now + fault.value
+        case "kill_after_retire":
+            world.faults.kill_after_retire = fault.value
+        case "status_error":
+            world.faults.status_error = int(fault.value)
+        case "status_ok":
+            world.faults.status_error = 0
+    return 0.0
+
+
+def simulate(schedule: Schedule) -> Outcome:
+    return asyncio.run(_simulate(schedule))
+
+
+def replay(text: str) -> Outcome:
+    """Run a schedule again from the JSON a failure printed."""
+    return simulate(Schedule.from_json(text))

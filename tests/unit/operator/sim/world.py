@@ -1,0 +1,755 @@
+"""The simulated world: a cluster, its worker processes and a LiveKit server, on simulated time.
+
+What is modelled, and how faithfully:
+- The Deployment controller keeps `replicas` pods of the current pod template, rolling with
+  maxUnavailable 0 and a 25 % surge; a scale-down during a rollout is split across the
+  ReplicaSets in proportion to their sizes, as the real controller does.
+- A ReplicaSet removes not-ready pods first, then the lowest pod-deletion-cost, then the newest
+  (the real ranking's steps that matter here). Quota refuses pods past a count.
+- Watch events reach the operator's store after a delay, in order; a stale watch drops them.
+- A worker process starts, registers, reports /worker in this runtime's format, takes calls up to
+  its load threshold, answers the retire handshake (POST and DELETE /retire), drains on SIGTERM
+  and is killed at the end of its grace period. Faults: a stall (no answer, calls go on), a
+  reconnect (a new worker id, calls go on), an unreadable /worker, a job crash, a worker crash.
+- LiveKit dispatches a call to the least loaded available worker, or drops it (the door); it lists
+  a dead agent for a while after its process died.
+Every violation of a promise is recorded with the time it happened; `run` checks them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from agentworker_operator import builders, kube, rooms, scaledown
+from agentworker_operator import scraper as scrapers
+from agentworker_operator.store import Store
+
+NAMESPACE = "sim"
+NAME = "agents"
+UID = "uid-agents"
+SLOTS = 4
+"""Calls a worker holds at load 1.0 (its load is calls / SLOTS)."""
+RETIRE_TIMEOUT_S = 60.0
+GHOST_S = 15.0
+"""How long LiveKit lists an agent whose process died."""
+DEAD = "dead"
+
+
+@dataclass(slots=True)
+class Call:
+    room: str
+    started: float
+    ends_at: float
+    pod: str = ""
+    job_id: str = ""
+    ended: str = ""
+    """"" while running; else how it ended: completed, crash, cut:<why>."""
+
+
+@dataclass(slots=True)
+class Agent:
+    identity: str
+    pod: str
+    job_id: str
+    alive: bool = True
+    died_at: float = 0.0
+
+
+@dataclass(slots=True)
+class Room:
+    name: str
+    caller: bool = True
+    agents: list[Agent] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Process:
+    """One pod's worker process."""
+
+    worker_id: str
+    registers_at: float
+    jobs: dict[str, str] = field(default_factory=dict)
+    """job id -> room."""
+    retired_until: float | None = None
+    retired_round: int = -1
+    draining: bool = False
+    stalled_until: float = 0.0
+    unreadable: bool = False
+
+    def registered(self, now: float) -> bool:
+        return now >= self.registers_at
+
+    def retired(self, now: float) -> bool:
+        return self.retired_until is not None and now < self.retired_until
+
+    def serving(self, now: float) -> bool:
+        """Takes new calls: registered, neither retired nor draining, and answering."""
+        return (
+            self.registered(now)
+            and not self.retired(now)
+            and not self.draining
+            and now >= self.stalled_until
+        )
+
+
+@dataclass(slots=True)
+class Pod:
+    name: str
+    template: str
+    created: float
+    ip: str
+    annotations: dict[str, str]
+    starts_at: float
+    deleted_at: float | None = None
+    grace_s: float = 0.0
+    restarts: int = 0
+    process: Process | None = None
+    gone: bool = False
+
+    def ready(self, now: float) -> bool:
+        p = self.process
+        return (
+            p is not None
+            and self.deleted_at is None
+            and p.registered(now)
+            and not p.retired(now)
+            and not p.draining
+        )
+
+    def manifest(self, now: float) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": self.name,
+            "namespace": NAMESPACE,
+            "labels": {
+                builders.LABEL_NAME: builders.APP_NAME,
+                builders.LABEL_INSTANCE: NAME,
+                builders.LABEL_MANAGED_BY: builders.FIELD_MANAGER,
+            },
+            "annotations": {
+                **self.annotations,
+                builders.TEMPLATE_HASH_ANNOTATION: self.template,
+            },
+        }
+        if self.deleted_at is not None:
+            meta["deletionTimestamp"] = "2026-12-07T00:00:00Z"
+        return {
+            "metadata": meta,
+            "status": {
+                "podIP": self.ip,
+                "conditions": [{"type": "Ready", "status": str(self.ready(now))}],
+                "containerStatuses": [{"name": "agent-worker", "restartCount": self.restarts}],
+            },
+        }
+
+
+class Violation(AssertionError):
+    """A promise the operator broke; the message says which, when and to whom."""
+
+
+@dataclass(slots=True)
+class Faults:
+    """Switches a schedule flips while it runs."""
+
+    apply_error: int = 0
+    """Status the API server answers a Deployment apply with (0: none)."""
+    watch_delay_s: float = 0.0
+    watch_stale: bool = False
+    """Pod events are not delivered (a half-open watch)."""
+    quota: int | None = None
+    unreadable: bool = False
+    """Every worker's /worker answers 404 (a wrong command or port)."""
+    status_error: int = 0
+    """Status the API server answers a status patch with (0: none)."""
+    kill_after_retire: float = 0.0
+    """The operator dies between its next accepted /retire and its apply, down this long."""
+
+
+class World:
+    """The cluster, the workers and LiveKit for one AgentWorker."""
+
+    def __init__(self, rng: random.Random, *, min_replicas: int, max_replicas: int) -> None:
+        self.rng = rng
+        self.now = 0.0
+        self.min_replicas, self.max_replicas = min_replicas, max_replicas
+        self.faults = Faults()
+        self.pods: dict[str, Pod] = {}
+        self.replicas = 0
+        self.template = ""
+        self.generation = 0
+        self.deployment_manifest: dict[str, Any] | None = None
+        self.agentworker: dict[str, Any] = {}
+        self.rooms: dict[str, Room] = {}
+        self.calls: dict[str, Call] = {}
+        self.missed = 0
+        self.violations: list[str] = []
+        self.round = 0
+        self.token = ""
+        self.secrets: dict[str, dict[str, Any]] = {}
+        self.events: list[tuple[str, str]] = []
+        self.stores: list[Store] = []
+        self._watch: list[tuple[float, str, dict[str, Any]]] = []
+        self._counter = 0
+        self.blind_since_replicas: int | None = None
+        self.kill_pending = False
+        self.operator_killed = False
+        self.killed_for_s = 0.0
+        self.seen: dict[str, int] = {}
+        """How often each interesting thing happened (the generator's coverage)."""
+        self.retired_this_round = 0
+        self.refused_this_round = False
+        self.events_seen = 0
+        self.accepting_since: int | None = 0
+        self.status_wrong_since: int | None = None
+
+    # -- bookkeeping -------------------------------------------------------------------------
+
+    def violate(self, what: str) -> None:
+        self.violations.append(f"t={self.now:.1f}s round {self.round}: {what}")
+
+    def saw(self, what: str) -> None:
+        self.seen[what] = self.seen.get(what, 0) + 1
+
+    def _next(self, prefix: str) -> str:
+        self._counter += 1
+        return f"{prefix}{self._counter}"
+
+    def pod_by_ip(self, ip: str) -> Pod | None:
+        return next((p for p in self.pods.values() if p.ip == ip and not p.gone), None)
+
+    def live_pods(self) -> list[Pod]:
+        return [p for p in self.pods.values() if not p.gone]
+
+    # -- watches -----------------------------------------------------------------------------
+
+    def emit_pod(self, pod: Pod, kind: str = "MODIFIED") -> None:
+        if self.faults.watch_stale:
+            return
+        self._watch.append((self.now + self.faults.watch_delay_s, kind, pod.manifest(self.now)))
+
+    def deliver(self) -> None:
+        due = [w for w in self._watch if w[0] <= self.now]
+        self._watch = [w for w in self._watch if w[0] > self.now]
+        for _, kind, body in due:
+            for store in self.stores:
+                store.put_pod(kind, body)
+        for store in self.stores:
+            if self.deployment_manifest is not None:
+                store.put_deployment("MODIFIED", self.deployment())
+
+    def resync_pods(self, store: Store) -> None:
+        """A new watch's initial list: every pod as it is now."""
+        for pod in self.live_pods():
+            store.put_pod("ADDED", pod.manifest(self.now))
+
+    # -- the Deployment and its ReplicaSets ----------------------------------------------------
+
+    def deployment(self) -> dict[str, Any]:
+        members = [p for p in self.live_pods() if p.deleted_at is None]
+        current = [p for p in members if p.template == self.template]
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {
+                "name": NAME,
+                "namespace": NAMESPACE,
+                "generation": self.generation,
+                "labels": {builders.LABEL_MANAGED_BY: builders.FIELD_MANAGER},
+                "ownerReferences": [{"kind": builders.KIND, "name": NAME, "controller": True}],
+            },
+            "spec": {"replicas": self.replicas},
+            "status": {
+                "observedGeneration": self.generation,
+                "replicas": len(members),
+                "readyReplicas": sum(1 for p in members if p.ready(self.now)),
+                "updatedReplicas": len(current),
+                "availableReplicas": sum(1 for p in members if p.ready(self.now)),
+            },
+        }
+
+    def apply_deployment(self, manifest: Mapping[str, Any]) -> None:
+        replicas = int(manifest["spec"]["replicas"])
+        template = manifest["spec"]["template"]["metadata"]["annotations"]
+        digest = str(template[builders.TEMPLATE_HASH_ANNOTATION])
+        if replicas != self.replicas or digest != self.template:
+            self.generation += 1
+        if self.template and digest != self.template:
+            self.saw("rollout")
+        if replicas < self.replicas:
+            self.saw("replicas lowered")
+        if self.replicas and replicas != self.replicas:
+            said = [
+                r for r, _ in self.events[self.events_seen :] if r in ("ScaledUp", "ScaledDown")
+            ]
+            if not said:
+                self.violate(f"replicas {self.replicas} -> {replicas} with no scale decision")
+        if replicas != self.replicas:
+            self.events_seen = len(self.events)
+        if not self.min_replicas <= replicas <= self.max_replicas:
+            self.violate(f"replicas {replicas} outside [{self.min_replicas}, {self.max_replicas}]")
+        if self.blind_since_replicas is not None and replicas > self.blind_since_replicas:
+            self.violate(
+                f"the fleet grew to {replicas} while no worker could be read "
+                f"(it had {self.blind_since_replicas})"
+            )
+        self.replicas, self.template = replicas, digest
+        self.deployment_manifest = dict(manifest)
+        self.control()
+
+    def control(self) -> None:
+        """The Deployment and ReplicaSet controllers, one pass."""
+        if self.deployment_manifest is None:
+            return
+        members = [p for p in self.live_pods() if p.deleted_at is None]
+        new = [p for p in members if p.template == self.template]
+        old = [p for p in members if p.template != self.template]
+        surge = math.ceil(self.replicas * 0.25) if old else 0
+        ceiling = self.replicas + surge
+        if len(members) > ceiling:
+            self._scale_down_proportionally(new, old, len(members) - ceiling)
+        elif old:
+            ready_new = sum(1 for p in new if p.ready(self.now))
+            keep_old = max(0, self.replicas - ready_new)
+            if len(old) > keep_old:
+                self._remove(old, len(old) - keep_old, scale_down=False)
+        members = [p for p in self.live_pods() if p.deleted_at is None]
+        new_count = sum(1 for p in members if p.template == self.template)
+        room = min(self.replicas - new_count, ceiling - len(members))
+        for _ in range(max(0, room)):
+            if not self._create():
+                break
+
+    def _scale_down_proportionally(self, new: list[Pod], old: list[Pod], excess: int) -> None:
+        total = len(new) + len(old)
+        from_old = min(len(old), round(excess * len(old) / total)) if old else 0
+        from_new = excess - from_old
+        if from_new > len(new):
+            from_old += from_new - len(new)
+            from_new = len(new)
+        if old:
+            self._remove(old, from_old, scale_down=True)
+        self._remove(new, from_new, scale_down=True)
+
+    def _rank(self, pod: Pod) -> tuple[int, int, float]:
+        """The ReplicaSet's deletion order: not ready first, lowest cost, newest."""
+        cost = int(pod.annotations.get(scaledown.DELETION_COST, "0"))
+        return (1 if pod.ready(self.now) else 0, cost, -pod.created)
+
+    def _remove(self, pods: list[Pod], count: int, *, scale_down: bool) -> None:
+        for victim in sorted(pods, key=self._rank)[:count]:
+            self.saw("scale-down removal" if scale_down else "rollout removal")
+            if scale_down and self._busy(victim):
+                self.saw("busy pod removed")
+            if scale_down and self._busy(victim):
+                idle = [
+                    p.name
+                    for p in self.live_pods()
+                    if p.deleted_at is None and p is not victim and not self._busy(p)
+                ]
+                if idle and not self.drain_busy:
+                    self.violate(
+                        f"busy {victim.name} ({len(victim.process.jobs) if victim.process else 0}"
+                        f" calls) removed while {idle[0]} was idle"
+                    )
+            self.delete_pod(victim.name)
+
+    drain_busy = False
+    """scaleDown.busyWorkers is Drain: a busy victim is allowed."""
+
+    @staticmethod
+    def _busy(pod: Pod) -> bool:
+        return pod.process is not None and bool(pod.process.jobs)
+
+    def _create(self) -> bool:
+        if self.faults.quota is not None and len(self.live_pods()) >= self.faults.quota:
+            return False
+        name = self._next(f"{NAME}-{self.template[:5]}-")
+        pod = Pod(
+            name=name,
+            template=self.template,
+            created=self.now,
+            ip=f"sim-{name}",
+            annotations={},
+            starts_at=self.now + self.rng.uniform(0.3, 2.0),
+        )
+        self.pods[name] = pod
+        self.emit_pod(pod, "ADDED")
+        return True
+
+    def delete_pod(self, name: str, *, grace_s: float = 1890.0) -> None:
+        pod = self.pods.get(name)
+        if pod is None or pod.gone or pod.deleted_at is not None:
+            return
+        pod.deleted_at, pod.grace_s = self.now, grace_s
+        if pod.process is not None:
+            pod.process.draining = True  # the kubelet's SIGTERM
+        self.emit_pod(pod)
+
+    # -- worker processes --------------------------------------------------------------------
+
+    def start_process(self, pod: Pod) -> None:
+        pod.process = Process(
+            worker_id=self._next("AW_"),
+            registers_at=self.now + self.rng.uniform(0.2, 1.0),
+            unreadable=self.faults.unreadable,
+        )
+        self.emit_pod(pod)
+
+    def tick_pods(self) -> None:
+        for pod in self.live_pods():
+            was_ready = pod.ready(self.now - 0.5)
+            if pod.process is None and pod.deleted_at is None and self.now >= pod.starts_at:
+                self.start_process(pod)
+            p = pod.process
+            if p is not None and p.retired_until is not None and self.now >= p.retired_until:
+                p.retired_until = None  # the runtime's own expiry: it serves again
+            if pod.deleted_at is not None:
+                if p is None or not p.jobs:
+                    self._gone(pod)
+                    continue
+                if self.now - pod.deleted_at > pod.grace_s:
+                    self.end_jobs(pod, "cut:killed at the end of its grace period")
+                    self._gone(pod)
+                    continue
+            if pod.ready(self.now) != was_ready:
+                self.emit_pod(pod)
+
+    def _gone(self, pod: Pod) -> None:
+        pod.gone = True
+        self.emit_pod(pod, "DELETED")
+
+    def end_jobs(self, pod: Pod, how: str) -> None:
+        p = pod.process
+        if p is None:
+            return
+        for job_id, room in list(p.jobs.items()):
+            self.end_job(pod, job_id, room, how)
+
+    def end_job(self, pod: Pod, job_id: str, room: str, how: str) -> None:
+        p = pod.process
+        if p is not None:
+            p.jobs.pop(job_id, None)
+        call = self.calls.get(room)
+        if call is not None and call.job_id == job_id and not call.ended:
+            call.ended = how
+            if how.startswith("cut:"):
+                self.violate(f"call in {room} on {pod.name} {how}")
+        for agent in self.rooms.get(room, Room(room)).agents:
+            if agent.job_id == job_id and agent.alive:
+                agent.alive, agent.died_at = False, self.now
+
+    def crash_worker(self, pod: Pod) -> None:
+        """The container dies and restarts: its jobs die with it (their own process crashed)."""
+        if pod.process is None or pod.deleted_at is not None:
+            return
+        if pod.process.jobs:
+            self.saw("worker crashed with calls")
+        self.end_jobs(pod, "crash")
+        pod.restarts += 1
+        pod.process = None
+        pod.starts_at = self.now + 1.0
+        self.emit_pod(pod)
+
+    # -- LiveKit -----------------------------------------------------------------------------
+
+    def place_call(self, duration_s: float) -> None:
+        room = self._next("room-")
+        self.rooms[room] = Room(room)
+        self.calls[room] = Call(room=room, started=self.now, ends_at=self.now + duration_s)
+        if not self.dispatch(room):
+            self.missed += 1
+            self.calls[room].ended = "missed"
+            self.rooms[room].caller = False
+
+    def dispatch(self, room: str) -> bool:
+        """LiveKit's dispatch: the least loaded serving worker below its threshold, or none."""
+        candidates = [
+            p
+            for p in self.live_pods()
+            if p.process is not None
+            and p.deleted_at is None
+            and p.process.serving(self.now)
+            and len(p.process.jobs) / SLOTS <= 0.7
+        ]
+        if not candidates:
+            return False
+        pod = min(candidates, key=lambda p: (len(p.process.jobs) if p.process else 0, p.name))
+        assert pod.process is not None
+        job_id = self._next("AJ_")
+        pod.process.jobs[job_id] = room
+        self.rooms[room].agents.append(
+            Agent(identity=f"agent-{job_id}", pod=pod.name, job_id=job_id)
+        )
+        call = self.calls[room]
+        call.pod, call.job_id, call.ended = pod.name, job_id, ""
+        return True
+
+    def tick_calls(self) -> None:
+        for call in list(self.calls.values()):
+            if call.ended or self.now < call.ends_at:
+                continue
+            pod = self.pods.get(call.pod)
+            if pod is not None and pod.process is not None and call.job_id in pod.process.jobs:
+                self.end_job(pod, call.job_id, call.room, "completed")
+            else:
+                call.ended = call.ended or "completed"
+            self.rooms[call.room].caller = False
+        for room in self.rooms.values():
+            room.agents = [a for a in room.agents if a.alive or self.now - a.died_at < GHOST_S]
+
+    def crash_job(self) -> None:
+        running = [c for c in self.calls.values() if not c.ended and c.job_id]
+        if running:
+            call = self.rng.choice(running)
+            pod = self.pods[call.pod]
+            self.end_job(pod, call.job_id, call.room, "crash")
+
+    # -- the blindness promise ---------------------------------------------------------------
+
+    def note_blindness(self) -> None:
+        """Blind: every ready worker's /worker is unreadable (the size must hold)."""
+        ready = [p for p in self.live_pods() if p.deleted_at is None and p.ready(self.now)]
+        blind = bool(ready) and all(
+            p.process is not None and (p.process.unreadable or p.process.stalled_until > self.now)
+            for p in ready
+        )
+        if not blind:
+            self.blind_since_replicas = None
+        elif self.blind_since_replicas is None:
+            self.saw("blind")
+            self.blind_since_replicas = self.replicas
+
+
+# -- the operator's view of the world: its API server, workers and LiveKit --------------------
+
+
+class SimKube(kube.Kube):
+    """The API server, as the operator's `kube.Kube` sees it."""
+
+    def __init__(self, world: World) -> None:  # no connection: nothing leaves the process
+        self._world = world
+
+    async def aclose(self) -> None:
+        return None
+
+    async def get(self, path: str) -> dict[str, Any] | None:
+        w = self._world
+        if path == kube.agentworker_path(NAMESPACE, NAME):
+            return json.loads(json.dumps(w.agentworker))  # type: ignore[no-any-return]
+        if path == kube.path_of("apps/v1", "Deployment", NAMESPACE, NAME):
+            return w.deployment() if w.deployment_manifest is not None else None
+        if path.startswith(kube.path_of("v1", "Secret", NAMESPACE, "")):
+            return w.secrets.get(path.rsplit("/", 1)[1])
+        raise AssertionError(f"the simulation has no GET {path}")
+
+    async def apply(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        w = self._world
+        if manifest["kind"] == "Deployment":
+            if w.kill_pending:  # once: the restarted operator lives on
+                w.kill_pending, w.operator_killed = False, True
+                w.killed_for_s, w.faults.kill_after_retire = w.faults.kill_after_retire, 0.0
+                raise kube.KubeError(503, "ServiceUnavailable", "the operator died here")
+            if w.faults.apply_error:
+                w.refused_this_round = True
+                w.saw("apply refused")
+                raise kube.KubeError(w.faults.apply_error, "Sim", "apply refused")
+            w.apply_deployment(manifest)
+        return dict(manifest)
+
+    async def patch_status(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        if self._world.faults.status_error:
+            raise kube.KubeError(self._world.faults.status_error, "Sim", "status refused")
+        status = self._world.agentworker.setdefault("status", {})
+        _merge(status, json.loads(json.dumps(patch)))
+        return json.loads(json.dumps(self._world.agentworker))  # type: ignore[no-any-return]
+
+    async def list_items(self, path: str, label_selector: str) -> list[dict[str, Any]]:
+        assert path == kube.path_of("v1", "Pod", NAMESPACE), path
+        self._world.saw("pods listed")
+        return [pod.manifest(self._world.now) for pod in self._world.live_pods()]
+
+    async def patch_annotations(
+        self, namespace: str, pod: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        found = self._world.pods.get(pod)
+        if found is None or found.gone:
+            raise kube.KubeError(404, "NotFound", f"pods {pod} not found")
+        for key, value in annotations.items():
+            if value is None:
+                found.annotations.pop(key, None)
+            else:
+                found.annotations[key] = value
+        self._world.emit_pod(found)
+
+    async def delete_pod(self, namespace: str, name: str) -> None:
+        self._world.delete_pod(name)
+
+    async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        name = manifest["metadata"]["name"]
+        if name in self._world.secrets:
+            raise kube.Conflict(409, "AlreadyExists", f"secrets {name} already exists")
+        self._world.secrets[name] = json.loads(json.dumps(manifest))
+        return dict(manifest)
+
+    async def patch_owned_secret(self, manifest: Mapping[str, Any], owner_uid: str) -> bool:
+        stored = self._world.secrets[manifest["metadata"]["name"]]
+        owners = stored.get("metadata", {}).get("ownerReferences") or [{}]
+        if owners[0].get("uid") != owner_uid:
+            return False
+        self._world.secrets[manifest["metadata"]["name"]] = json.loads(json.dumps(manifest))
+        return True
+
+    async def post_event(
+        self, involved: Mapping[str, Any], *, type: str, reason: str, message: str
+    ) -> None:
+        self._world.events.append((reason, message))
+
+
+def _merge(target: dict[str, Any], patch: Mapping[str, Any]) -> None:
+    """RFC 7386 JSON merge patch, in place."""
+    for key, value in patch.items():
+        if value is None:
+            target.pop(key, None)
+        elif isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+class SimScraper(scrapers.Scraper):
+    """The workers' HTTP endpoints: /worker, POST and DELETE /retire."""
+
+    def __init__(self, world: World) -> None:
+        super().__init__(port=builders.HTTP_PORT)
+        self._world = world
+
+    async def aclose(self) -> None:
+        return None
+
+    async def fetch(self, ip: str) -> tuple[object, str]:
+        w = self._world
+        pod = w.pod_by_ip(ip)
+        if pod is None or pod.process is None:
+            return None, "ClientConnectorError"
+        p = pod.process
+        if p.stalled_until > w.now:
+            return None, "no answer within 2s"
+        if p.unreadable:
+            return None, "HTTP 404"
+        registered = p.registered(w.now)
+        load = len(p.jobs) / SLOTS
+        state = (
+            "draining"
+            if p.draining
+            else "retired"
+            if p.retired(w.now)
+            else "starting"
+            if not registered
+            else "full"
+            if load > 0.7
+            else "available"
+        )
+        return {
+            "agent_name": "sim",
+            "worker_type": "JT_ROOM",
+            "active_jobs": len(p.jobs),
+            "worker_load": load,
+            "worker_id": p.worker_id,
+            "state": state,
+            "draining": p.draining,
+            "load_threshold": 0.7,
+            "jobs": [{"id": job, "room": room} for job, room in p.jobs.items()],
+            "retired": p.retired(w.now),
+        }, ""
+
+    async def retire(self, ip: str, token: str) -> scrapers.RetireAnswer:
+        w = self._world
+        pod = w.pod_by_ip(ip)
+        if pod is None or pod.process is None or token != w.token:
+            return scrapers.RetireAnswer.FAILED
+        p = pod.process
+        if p.stalled_until > w.now:
+            return scrapers.RetireAnswer.FAILED
+        if p.jobs:
+            w.saw("retire refused: busy")
+            return scrapers.RetireAnswer.BUSY
+        if not p.draining:
+            if not p.retired(w.now):
+                p.retired_round = w.round
+                w.retired_this_round += 1
+                w.saw("retired")
+            p.retired_until = w.now + RETIRE_TIMEOUT_S
+            w.emit_pod(pod)
+        if w.faults.kill_after_retire:
+            w.kill_pending = True
+        return scrapers.RetireAnswer.ACCEPTED
+
+    async def unretire(self, ip: str, token: str) -> bool:
+        w = self._world
+        pod = w.pod_by_ip(ip)
+        if pod is None or pod.process is None or token != w.token:
+            return False
+        p = pod.process
+        if p.stalled_until > w.now or p.draining:
+            return False
+        if p.retired(w.now):
+            w.saw("retirement withdrawn")
+        p.retired_until = None
+        w.emit_pod(pod)
+        return True
+
+
+class SimRooms(rooms.Rooms):
+    """LiveKit's room and dispatch API, as call recovery uses it."""
+
+    def __init__(self, world: World) -> None:
+        self._world = world
+
+    async def aclose(self) -> None:
+        return None
+
+    async def participants(self, room: str, *, gone: str = "") -> tuple[int, int]:
+        found = self._world.rooms.get(room)
+        if found is None:
+            return 0, 0
+        agents = sum(1 for a in found.agents if a.identity != gone)
+        return int(found.caller), agents
+
+    async def remove(self, room: str, identity: str) -> None:
+        w = self._world
+        for agent in w.rooms.get(room, Room(room)).agents:
+            if agent.identity == identity and agent.alive:
+                w.violate(f"the live agent {identity} was removed from {room}")
+                pod = w.pods[agent.pod]
+                w.end_job(pod, agent.job_id, room, "cut:its agent was removed")
+        found = w.rooms.get(room)
+        if found is not None:
+            found.agents = [a for a in found.agents if a.identity != identity]
+
+    async def dispatch_again(self, room: str, agent_name: str) -> str:
+        w = self._world
+        found = w.rooms.get(room)
+        if found is None:
+            raise rooms.RoomsError(f"dispatch into {room}: not_found")
+        alive = [a.identity for a in found.agents if a.alive]
+        if alive:
+            w.violate(f"{room} got a second agent while {alive[0]} was alive")
+        call = w.calls[room]
+        w.saw("redispatched")
+        if found.caller and w.dispatch(room):
+            call.ended = ""
+        return w._next("AD_")
+
+
+class SimProbe:
+    """The LiveKit reachability probe: the simulated server always answers."""
+
+    async def error(self, url: str) -> str | None:
+        return None
+
+    async def aclose(self) -> None:
+        return None

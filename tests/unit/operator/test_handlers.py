@@ -1,0 +1,199 @@
+"""Reconciles of one AgentWorker run one at a time; triggers that come while one waits join it.
+
+`handlers._reconcile` (the API calls) is replaced with a fake that records whether each run was
+whole; holding the AgentWorker's lock stands for a reconcile in progress, so the next ones wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import kopf
+import pytest
+
+from agentworker_operator import handlers, kube, status
+
+pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
+
+NAMESPACE, NAME = "team-a", "support"
+KEY = (NAMESPACE, NAME)
+PROBLEM = status.Problem(reason="ApplyFailed", message="the API server refused the Deployment")
+
+
+class FakeReconcile:
+    """Stands in for `handlers._reconcile`: records `full` of each run, answers `outcome`."""
+
+    def __init__(self, outcome: status.Problem | Exception | None = None) -> None:
+        self.runs: list[bool] = []
+        self.outcome = outcome
+
+    async def __call__(
+        self, memo: Any, namespace: str, name: str, logger: Any, *, full: bool
+    ) -> status.Problem | None:
+        self.runs.append(full)
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+@pytest.fixture
+def fake(monkeypatch: pytest.MonkeyPatch) -> FakeReconcile:
+    reconcile = FakeReconcile()
+    monkeypatch.setattr(handlers, "_reconcile", reconcile)
+    return reconcile
+
+
+@pytest.fixture
+def memo() -> dict[str, Any]:
+    return {"pending": {}, "locks": {}}
+
+
+def trigger(memo: dict[str, Any], *, full: bool) -> asyncio.Task[status.Problem | None]:
+    """A reconcile, as a handler (full) or a sync round (light) starts one."""
+    return asyncio.create_task(
+        handlers.reconcile(
+            memo,
+            NAMESPACE,
+            NAME,
+            trigger="change" if full else "sync",
+            logger=logging.getLogger(__name__),
+            full=full,
+        )
+    )
+
+
+async def settle() -> None:
+    """Let every started task run until it waits (for the lock or for a turn it joined)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
+def lock(memo: dict[str, Any]) -> asyncio.Lock:
+    """The AgentWorker's lock: held, it stands for a reconcile in progress."""
+    found: asyncio.Lock = memo["locks"].setdefault(KEY, asyncio.Lock())
+    return found
+
+
+async def test_a_change_joining_a_waiting_sync_round_makes_the_one_run_whole(
+    fake: FakeReconcile, memo: dict[str, Any]
+) -> None:
+    async with lock(memo):
+        sync_round = trigger(memo, full=False)
+        await settle()
+        change = trigger(memo, full=True)
+        await settle()
+        assert fake.runs == []
+    assert await sync_round is None
+    assert await change is None
+    assert fake.runs == [True], "one run, and a whole one: the change is not left for the resync"
+
+
+async def test_a_sync_round_joining_a_waiting_change_keeps_the_run_whole(
+    fake: FakeReconcile, memo: dict[str, Any]
+) -> None:
+    async with lock(memo):
+        change = trigger(memo, full=True)
+        await settle()
+        sync_round = trigger(memo, full=False)
+        await settle()
+    await asyncio.gather(change, sync_round)
+    assert fake.runs == [True]
+
+
+async def test_every_trigger_that_joined_gets_the_problem_the_run_found(
+    fake: FakeReconcile, memo: dict[str, Any]
+) -> None:
+    fake.outcome = PROBLEM
+    async with lock(memo):
+        tasks = [trigger(memo, full=False), trigger(memo, full=True), trigger(memo, full=True)]
+        await settle()
+    assert await asyncio.gather(*tasks) == [PROBLEM] * 3, "kopf is not told a success"
+    assert fake.runs == [True]
+
+
+async def test_every_trigger_that_joined_fails_when_the_run_fails(
+    fake: FakeReconcile, memo: dict[str, Any]
+) -> None:
+    fake.outcome = kube.KubeError(403, "Forbidden", "no")
+    async with lock(memo):
+        tasks = [trigger(memo, full=False), trigger(memo, full=True)]
+        await settle()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert [type(r) for r in results] == [kube.KubeError, kube.KubeError]
+    assert fake.runs == [True]
+
+
+async def test_a_trigger_after_the_run_started_gets_a_run_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, memo: dict[str, Any]
+) -> None:
+    started, release = asyncio.Event(), asyncio.Event()
+    runs: list[bool] = []
+
+    async def slow(memo: Any, namespace: str, name: str, logger: Any, *, full: bool) -> None:
+        runs.append(full)
+        started.set()
+        await release.wait()
+
+    monkeypatch.setattr(handlers, "_reconcile", slow)
+    sync_round = trigger(memo, full=False)
+    await started.wait()  # it has read what it reads: a change now needs another run
+    change = trigger(memo, full=True)
+    await settle()
+    release.set()
+    await asyncio.gather(sync_round, change)
+    assert runs == [False, True]
+
+
+async def test_a_joined_trigger_runs_the_reconcile_when_the_first_is_cancelled_waiting(
+    fake: FakeReconcile, memo: dict[str, Any]
+) -> None:
+    async with lock(memo):
+        first = trigger(memo, full=True)
+        await settle()
+        joined = trigger(memo, full=False)
+        await settle()
+        first.cancel()
+        await settle()
+    assert await joined is None
+    assert first.cancelled()
+    assert fake.runs == [True], "the cancelled trigger's change still gets its whole run"
+
+
+async def test_a_trigger_cancelled_waiting_for_the_lock_does_not_wedge_the_next_ones(
+    fake: FakeReconcile, memo: dict[str, Any]
+) -> None:
+    async with lock(memo):
+        first = trigger(memo, full=False)
+        await settle()
+        first.cancel()
+        await settle()
+    assert first.cancelled()
+    assert memo["pending"] == {}
+    assert await trigger(memo, full=True) is None
+    assert fake.runs == [True]
+
+
+async def test_a_joined_trigger_cancelled_leaves_the_run_to_the_others(
+    fake: FakeReconcile, memo: dict[str, Any]
+) -> None:
+    fake.outcome = PROBLEM
+    async with lock(memo):
+        first = trigger(memo, full=False)
+        await settle()
+        joined = trigger(memo, full=True)
+        await settle()
+        joined.cancel()
+        await settle()
+    assert await first == PROBLEM
+    assert joined.cancelled()
+    assert fake.runs == [True], "what it asked for before it went still counts"
+
+
+def test_watches_end_on_the_client_side_a_minute_after_the_server_should_end_them() -> None:
+    settings = kopf.OperatorSettings()
+    handlers.configure_kopf(settings)
+    server_s = settings.watching.server_timeout
+    assert server_s is not None
+    assert settings.watching.client_timeout == server_s + 60
