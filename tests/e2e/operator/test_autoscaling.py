@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import urllib.request
 from typing import Any
 
 import psutil
@@ -357,36 +358,84 @@ def test_ten_calls_survive_a_rollout_and_new_calls_go_to_new_workers(
     )
 
 
-def test_a_worker_that_does_not_answer_is_never_removed_as_idle(
+def sync_rounds(operator: OperatorProcess) -> float:
+    for line in operator.metrics().splitlines():
+        if line.startswith("agentworker_operator_sync_duration_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def wait_sync_rounds(operator: OperatorProcess, rounds: int) -> None:
+    start = sync_rounds(operator)
+    wait_for(
+        f"{rounds} more sync rounds",
+        lambda: sync_rounds(operator),
+        lambda now: now >= start + rounds,
+        timeout_s=30,
+    )
+
+
+def worker_document(pod: dict[str, Any]) -> dict[str, Any]:
+    """The worker's own /worker document, read from its pod's address."""
+    url = f"http://{pod['status']['podIP']}:8081/worker"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        document: dict[str, Any] = json.load(answer)
+    return document
+
+
+def test_a_scale_down_blocked_by_a_silent_worker_retires_nobody_and_the_rest_serve(
     kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
-    operator: OperatorProcess,
+    operator: OperatorProcess, phone: Calls,
 ) -> None:  # fmt: skip
     apply(kubectl, namespace, fleet(rig, namespace, minReplicas=3))
     wait_ready(kubectl, namespace, replicas=3)
     silent_name, silent = sorted(live_pods(kubectl, namespace).items())[0]
+    others = {
+        name: pod for name, pod in live_pods(kubectl, namespace).items() if name != silent_name
+    }
     process = psutil.Process(worker_pid(silent["status"]["podIP"]))
     process.send_signal(signal.SIGSTOP)
     try:
-        wait_status(
-            kubectl, namespace, "the silent worker named unknown",
-            lambda s: s.get("unknownWorkers") == [silent_name],
-        )  # fmt: skip
+        wait_for(
+            "the silent worker unknown and not ready",
+            lambda: (aw(kubectl, namespace), pods(kubectl, namespace)),
+            lambda found: (
+                (found[0].get("status") or {}).get("unknownWorkers") == [silent_name]
+                and not any(
+                    c.get("type") == "Ready" and c.get("status") == "True"
+                    for p in found[1]
+                    if p["metadata"]["name"] == silent_name
+                    for c in p["status"].get("conditions") or []
+                )
+            ),
+            timeout_s=60,
+        )
         patch_autoscaling(kubectl, namespace, minReplicas=1)
         held = wait_for(
             "the scale-down held back by the silent worker",
             lambda: aw(kubectl, namespace),
-            lambda obj: (
-                condition(obj, "ScalingLimited").get("reason")
-                in ("UnknownWorkers", "WorkersNotReady")
-            ),
+            lambda obj: condition(obj, "ScalingLimited").get("reason") == "WorkersNotReady",
             timeout_s=60,
         )
-        assert silent_name in condition(held, "ScalingLimited")["message"] or (
-            condition(held, "ScalingLimited")["reason"] == "UnknownWorkers"
-        )
-        assert silent_name in live_pods(kubectl, namespace), "the silent worker was removed"
+        assert silent_name in condition(held, "ScalingLimited")["message"]
+        # the held scale-down took nobody out of service: the others never retired, and serve
+        retired: set[str] = set()
+
+        def look() -> float:
+            retired.update(n for n, p in others.items() if worker_document(p)["retired"])
+            return sync_rounds(operator)
+
+        start = sync_rounds(operator)
+        wait_for("5 more sync rounds", look, lambda now: now >= start + 5, timeout_s=30)
+        assert not retired, f"retired while the scale-down was held: {retired}"
+        assert (aw(kubectl, namespace).get("status") or {}).get("available") == 2
+        rooms = phone.start(1, hold_s=5)
+        started = wait_calls_started(phone, rooms)
+        assert started[rooms[0]]["pod_ip"] in {p["status"]["podIP"] for p in others.values()}
+        assert set(live_pods(kubectl, namespace)) == {silent_name, *others}
     finally:
         process.send_signal(signal.SIGCONT)
+    assert_every_call_completed(phone, rooms, timeout_s=60, real=False)
     wait_for(
         "the scale-down once the worker answers again",
         lambda: live_pods(kubectl, namespace),

@@ -48,6 +48,10 @@ from tests.waiting import wait_for
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420), pytest.mark.usefixtures("fault_rows")]
 
 CONTAINER = "agent-worker"
+RETIRED = "retired: taking no new job"
+EXPIRED = "retirement expired, taking jobs again"
+DO_NOT_DISRUPT = "karpenter.sh/do-not-disrupt"
+DELETION_COST = "controller.kubernetes.io/pod-deletion-cost"
 
 
 @pytest.fixture
@@ -190,31 +194,65 @@ def test_operator_killed_during_a_scale_up(
     assert not counted.lost
 
 
-def test_operator_killed_during_a_scale_down(
+RETIREMENT_S = 60.0
+"""How long a retired worker waits for its SIGTERM before it serves again (the runtime's)."""
+
+
+def test_operator_killed_between_retire_and_the_replicas_change_and_down_past_the_retirement(
     kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
     operator: OperatorProcess, phone: Calls,
 ) -> None:  # fmt: skip
-    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=3))
+    # a 10 s window: the scale-down cannot start before etcd is paused below
+    slow = {"stabilizationWindow": "10s"}
+    apply(kubectl, namespace, fleet(rig, namespace, minReplicas=3, scaleDown=slow))
     wait_ready(kubectl, namespace, replicas=3)
-    rooms = phone.start(2, hold_s=40, real=2)
+    rooms = phone.start(2, hold_s=150, real=2)
     started = wait_calls_started(phone, rooms)
     busy = {pod_by_ip(kubectl, namespace)[started[room]["pod_ip"]] for room in rooms}
-    wait_status(kubectl, namespace, "the calls observed", lambda s: s.get("activeJobs") == 2)
+    (idle,) = set(live_pods(kubectl, namespace)) - busy
+    wait_for(
+        "the calls observed and their workers protected",
+        lambda: live_pods(kubectl, namespace),
+        lambda live: all(
+            (live[name]["metadata"].get("annotations") or {}).get(DO_NOT_DISRUPT) == "true"
+            for name in busy
+        ),
+        timeout_s=60,
+    )
     patch_autoscaling(kubectl, namespace, minReplicas=1)
-
-    def victim_chosen() -> bool:
-        return any(
-            (p["metadata"].get("annotations") or {}).get(
-                "controller.kubernetes.io/pod-deletion-cost"
-            )
-            == VICTIM_COST
-            or p["metadata"].get("deletionTimestamp")
-            for p in pods(kubectl, namespace)
+    wait_for(
+        "the operator has seen the new minimum",
+        lambda: get_json(kubectl, "agentworker", NAME, "-n", namespace),
+        lambda obj: (
+            (obj.get("status") or {}).get("observedGeneration") == obj["metadata"]["generation"]
+        ),
+        timeout_s=30,
+    )
+    # From here the API server can store nothing: the operator's victim annotation and its
+    # replicas change both wait, so a kill once the worker retired lands between the two
+    control_plane.pause("etcd")
+    try:
+        wait_for(
+            f"{idle} retired",
+            lambda: [r for r in pod_log(rig, namespace, idle) if r.get("message") == RETIRED],
+            bool,
+            timeout_s=60,
+            interval_s=0.1,
         )
-
-    wait_for("a victim chosen", victim_chosen, bool, timeout_s=60, interval_s=0.1)
-    operator.kill()
+        operator.kill()
+    finally:
+        control_plane.resume("etcd")
     killed = time.monotonic()
+    deployment = get_json(kubectl, "deployment", NAME, "-n", namespace)
+    assert deployment["spec"]["replicas"] == 3, "the replicas changed before the kill"
+    wait_for(
+        f"the operator down past the {RETIREMENT_S:.0f} s retirement",
+        time.monotonic,
+        lambda now: now - killed >= RETIREMENT_S + 10,
+        timeout_s=RETIREMENT_S + 20,
+    )
+    expired = [r for r in pod_log(rig, namespace, idle) if r.get("message") == EXPIRED]
+    assert expired, f"{idle} should serve again once its retirement expired"
     operator.start()
     wait_for(
         "the fleet down to its busy workers",
@@ -223,17 +261,17 @@ def test_operator_killed_during_a_scale_down(
         timeout_s=90,
     )
     recovery_s = time.monotonic() - killed
-    deployment = get_json(kubectl, "deployment", NAME, "-n", namespace)
-    assert deployment["spec"]["replicas"] == len(busy)
-    removed = 0
-    for message in events(kubectl, namespace, "ScaledDown"):
-        before, after = message.rsplit(": ", 1)[1].removesuffix(" workers").split(" -> ")
-        removed += int(before) - int(after)
-    assert removed == 3 - len(busy), f"workers removed by ScaledDown events: {removed}"
+    for name, pod in live_pods(kubectl, namespace).items():
+        annotations = pod["metadata"].get("annotations") or {}
+        assert annotations.get(DO_NOT_DISRUPT) == "true", f"{name} lost its protection"
+        assert annotations.get(DELETION_COST) != VICTIM_COST, f"{name} is a victim while busy"
     assert_no_duplicates(kubectl, namespace)
-    counted = tally(phone, rooms, timeout_s=120)  # then the fleet may shrink further
+    counted = tally(phone, rooms, timeout_s=180)
     record(
-        "operator SIGKILLed during a scale-down", counted, recovery_s, "only the busy workers left"
+        "operator SIGKILLed between /retire and the replicas change, down 70 s",
+        counted,
+        recovery_s,
+        "only the busy workers left",
     )
     assert not counted.lost
 

@@ -14,6 +14,7 @@ import signal
 import time
 from typing import Any
 
+import psutil
 import pytest
 from livekit import api
 from livekit.protocol import models
@@ -24,10 +25,13 @@ from tests.e2e.operator.conftest import OperatorProcess, agent_name, example
 from tests.e2e.operator.test_agentworker import NAME, apply, wait_ready
 from tests.e2e.operator.test_autoscaling import (
     FAST,
+    assert_every_call_completed,
     events,
     live_pods,
+    sync_rounds,
     wait_calls_started,
     wait_status,
+    wait_sync_rounds,
     worker_pid,
 )
 from tests.rig import env as rig_env
@@ -61,23 +65,6 @@ def agents_in(rig: rig_env.RigEnv, rooms: list[str]) -> dict[str, set[str]]:
             return found
 
     return asyncio.run(listed())
-
-
-def sync_rounds(operator: OperatorProcess) -> float:
-    for line in operator.metrics().splitlines():
-        if line.startswith("agentworker_operator_sync_duration_seconds_count"):
-            return float(line.split()[-1])
-    return 0.0
-
-
-def wait_sync_rounds(operator: OperatorProcess, rounds: int) -> None:
-    start = sync_rounds(operator)
-    wait_for(
-        f"{rounds} more sync rounds",
-        lambda: sync_rounds(operator),
-        lambda now: now >= start + rounds,
-        timeout_s=30,
-    )
 
 
 def dispatches(rig: rig_env.RigEnv, room: str, agent: str) -> int:
@@ -162,3 +149,48 @@ def test_rooms_of_a_killed_worker_that_still_have_a_caller_get_an_agent_back_onc
     assert len(events(kubectl, namespace, "CallRedispatched")) == len(kept)
     logged = f'agentworker_calls_redispatched_total{{name="{NAME}",namespace="{namespace}"}} 5.0'
     assert logged in operator.metrics()
+
+
+def test_a_stalled_worker_keeps_its_calls_with_recovery_on(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    # found on the rig: 6 s of SIGSTOP (a GC pause, CPU throttling) had its 3 live agents
+    # removed from their rooms and dispatched anew
+    agent = agent_name(namespace)
+    manifest: dict[str, Any] = example(
+        rig,
+        agentName=agent,
+        entrypoint=ENTRYPOINT,
+        numIdleProcesses=3,
+        replicas=1,
+        recovery={"redispatch": True},
+        env=[{"name": "E2E_CALLS_PER_WORKER", "value": "20"}],
+    )
+    apply(kubectl, namespace, manifest)
+    wait_ready(kubectl, namespace, replicas=1)
+    rooms = phone.start(3, hold_s=40, real=3, prefix="stall")
+    wait_calls_started(phone, rooms)
+    wait_status(kubectl, namespace, "3 calls observed", lambda s: s.get("activeJobs") == 3)
+    before = agents_in(rig, rooms)
+    assert all(len(agents) == 1 for agents in before.values()), before
+    ((_, pod),) = live_pods(kubectl, namespace).items()
+    worker = psutil.Process(worker_pid(pod["status"]["podIP"]))
+    worker.send_signal(signal.SIGSTOP)  # the worker process only: its job processes go on
+    try:
+        wait_status(
+            kubectl, namespace, "the stalled worker seen as unknown",
+            lambda s: s.get("unknownWorkers") == [pod["metadata"]["name"]],
+        )  # fmt: skip
+        stalled_rounds = sync_rounds(operator)
+        wait_sync_rounds(operator, 5)  # 5 rounds of 1 s: the old rule redispatched in one
+    finally:
+        worker.send_signal(signal.SIGCONT)
+    assert sync_rounds(operator) - stalled_rounds >= 5
+    wait_status(kubectl, namespace, "the worker answers again", lambda s: s.get("activeJobs") == 3)
+    wait_sync_rounds(operator, 3)
+    assert agents_in(rig, rooms) == before, "an agent was replaced"
+    assert events(kubectl, namespace, "CallRedispatched") == []
+    for room in rooms:
+        assert dispatches(rig, room, agent) == 1, f"{room}: dispatched again"
+    assert_every_call_completed(phone, rooms, timeout_s=90)

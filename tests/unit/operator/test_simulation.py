@@ -194,6 +194,36 @@ def test_a_refused_apply_abandons_its_scale_down_and_is_retried() -> None:
     assert outcome.seen.get("apply refused", 0) >= 1, outcome.seen
 
 
+def test_a_scale_up_whose_apply_was_refused_is_applied_once_the_api_server_accepts() -> None:
+    # review M7: after a refused apply nothing was retried until the resync, and the status
+    # said replicas the Deployment did not have
+    outcome = held(
+        Schedule(
+            seed=0,
+            arrivals_per_s=FILL_THEN_EMPTY,
+            call_s=(20.0, 40.0),
+            faults=(
+                Fault(at_s=5.0, kind="apply_error", value=500.0),
+                Fault(at_s=20.0, kind="apply_ok"),
+            ),
+        )
+    )
+    assert outcome.seen.get("apply refused", 0) >= 1, outcome.seen
+
+
+def test_a_retirement_left_by_an_operator_that_died_is_withdrawn_by_the_next() -> None:
+    # down 20 s, less than the retirement: the next operator puts the worker back in service
+    outcome = held(
+        Schedule(
+            seed=1,
+            arrivals_per_s=FILL_THEN_EMPTY,
+            call_s=(20.0, 40.0),
+            faults=(Fault(at_s=30.0, kind="kill_after_retire", value=20.0),),
+        )
+    )
+    assert outcome.seen.get("retirement withdrawn", 0) >= 1, outcome.seen
+
+
 @pytest.mark.parametrize("down_s", [5.0, 70.0])
 def test_a_restarted_operator_starts_from_the_deployment(down_s: float) -> None:
     # review M3: a new leader seeded its size from a status that lagged the Deployment

@@ -281,6 +281,8 @@ class World:
             self.saw("rollout")
         if replicas < self.replicas:
             self.saw("replicas lowered")
+            if any(p.template != digest for p in self.live_pods() if p.deleted_at is None):
+                self.saw("replicas lowered during a rollout")
         if self.replicas and replicas != self.replicas:
             said = [
                 r for r, _ in self.events[self.events_seen :] if r in ("ScaledUp", "ScaledDown")
@@ -528,15 +530,21 @@ class World:
 
 
 class SimKube(kube.Kube):
-    """The API server, as the operator's `kube.Kube` sees it."""
+    """The API server, as the operator's `kube.Kube` sees it. A killed operator's process
+    sends nothing more: every call after the kill fails."""
 
     def __init__(self, world: World) -> None:  # no connection: nothing leaves the process
         self._world = world
+
+    def _alive(self) -> None:
+        if self._world.operator_killed:
+            raise kube.KubeError(503, "Killed", "the operator process is dead")
 
     async def aclose(self) -> None:
         return None
 
     async def get(self, path: str) -> dict[str, Any] | None:
+        self._alive()
         w = self._world
         if path == kube.agentworker_path(NAMESPACE, NAME):
             return json.loads(json.dumps(w.agentworker))  # type: ignore[no-any-return]
@@ -561,6 +569,7 @@ class SimKube(kube.Kube):
         return dict(manifest)
 
     async def patch_status(self, path: str, patch: Mapping[str, Any]) -> dict[str, Any]:
+        self._alive()
         if self._world.faults.status_error:
             raise kube.KubeError(self._world.faults.status_error, "Sim", "status refused")
         status = self._world.agentworker.setdefault("status", {})
@@ -575,6 +584,7 @@ class SimKube(kube.Kube):
     async def patch_annotations(
         self, namespace: str, pod: str, annotations: Mapping[str, str | None]
     ) -> None:
+        self._alive()
         found = self._world.pods.get(pod)
         if found is None or found.gone:
             raise kube.KubeError(404, "NotFound", f"pods {pod} not found")
@@ -586,9 +596,11 @@ class SimKube(kube.Kube):
         self._world.emit_pod(found)
 
     async def delete_pod(self, namespace: str, name: str) -> None:
+        self._alive()
         self._world.delete_pod(name)
 
     async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
+        self._alive()
         name = manifest["metadata"]["name"]
         if name in self._world.secrets:
             raise kube.Conflict(409, "AlreadyExists", f"secrets {name} already exists")
@@ -596,6 +608,7 @@ class SimKube(kube.Kube):
         return dict(manifest)
 
     async def patch_owned_secret(self, manifest: Mapping[str, Any], owner_uid: str) -> bool:
+        self._alive()
         stored = self._world.secrets[manifest["metadata"]["name"]]
         owners = stored.get("metadata", {}).get("ownerReferences") or [{}]
         if owners[0].get("uid") != owner_uid:
@@ -606,6 +619,7 @@ class SimKube(kube.Kube):
     async def post_event(
         self, involved: Mapping[str, Any], *, type: str, reason: str, message: str
     ) -> None:
+        self._alive()
         self._world.events.append((reason, message))
 
 
@@ -668,6 +682,8 @@ class SimScraper(scrapers.Scraper):
 
     async def retire(self, ip: str, token: str) -> scrapers.RetireAnswer:
         w = self._world
+        if w.operator_killed:
+            return scrapers.RetireAnswer.FAILED
         pod = w.pod_by_ip(ip)
         if pod is None or pod.process is None or token != w.token:
             return scrapers.RetireAnswer.FAILED
@@ -690,6 +706,8 @@ class SimScraper(scrapers.Scraper):
 
     async def unretire(self, ip: str, token: str) -> bool:
         w = self._world
+        if w.operator_killed:
+            return False  # a dead process sends nothing
         pod = w.pod_by_ip(ip)
         if pod is None or pod.process is None or token != w.token:
             return False
