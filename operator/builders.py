@@ -12,6 +12,7 @@ secretKeyRef only).
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import hmac
 import json
@@ -39,6 +40,10 @@ CONTROL_TOKEN_KEY = "token"
 CONTROL_TOKEN_HASH_ANNOTATION = "agentworker.dev/control-token-hash"
 """A digest of the control token the pods were started with: a new token (a new control key)
 rolls the workers, which read the token from their environment only when they start."""
+OPERATOR_ANNOTATION = "agentworker.dev/operator"
+"""On an AgentWorker: which operator installation manages it (the namespace/name of its control
+key Secret). Two installations would each put their own token in the pod template and roll
+the fleet back and forth; the one that did not claim it leaves it alone."""
 TEMPLATE_HASH_ANNOTATION = "agentworker.dev/template-hash"
 """Which version of the pod template a pod runs: the rollout status counts old workers by it."""
 GRACE_MARGIN_S = 30
@@ -145,6 +150,22 @@ def _permissions_json(perms: specs.Permissions) -> str:
 
 def _secret_env(name: str, secret: str, *, key: str = "") -> Manifest:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": key or name}}}
+
+
+class Claim(enum.Enum):
+    """Whose an AgentWorker is, by its OPERATOR_ANNOTATION."""
+
+    FREE = "free"
+    OURS = "ours"
+    THEIRS = "theirs"
+
+
+def claim(annotations: Mapping[str, Any], operator_id: str) -> Claim:
+    """Whether the AgentWorker is this operator's, another's, or nobody's yet."""
+    holder = annotations.get(OPERATOR_ANNOTATION)
+    if not holder:
+        return Claim.FREE
+    return Claim.OURS if holder == operator_id else Claim.THEIRS
 
 
 def control_secret_name(owner: Owner) -> str:

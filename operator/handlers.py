@@ -100,6 +100,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
         reconcile=reconcile_by_key,
         locks=memo["locks"],
         control_key=control_key,
+        operator_id=f"{key_ref.namespace}/{key_ref.name}",
     )
     memo["syncer"] = syncer
     memo["sync_task"] = asyncio.create_task(syncer.run(), name="sync")
@@ -274,6 +275,8 @@ async def _reconcile(
         memo["locks"].pop((namespace, name), None)  # gone: forget its lock (held ones finish)
         return None
     meta, previous = body["metadata"], body.get("status") or {}
+    if not await _claimed(client, syncer, body, logger):
+        return None  # another installation's: it writes the status
     owner = builders.Owner(name=name, namespace=namespace, uid=meta["uid"])
     fleet = syncer.fleets.get((namespace, name))
     spec, problem = _parse(syncer, body)
@@ -322,6 +325,38 @@ async def _reconcile(
     )
     await _publish(client, store_, body, facts, logger)
     return problem
+
+
+async def _claimed(
+    client: kube.Kube, syncer: syncs.Syncer, body: Mapping[str, Any], logger: Logger
+) -> bool:
+    """Whether this installation manages the AgentWorker, claiming it when nobody does. One
+    that another installation claimed is left alone, said once in a Warning Event: two would
+    each write their own control token into the pod template and roll the fleet in a loop."""
+    meta = body["metadata"]
+    key = (meta["namespace"], meta["name"])
+    match builders.claim(meta.get("annotations") or {}, syncer.operator_id):
+        case builders.Claim.OURS:
+            syncer.refused_claims.discard(key)
+            return True
+        case builders.Claim.FREE:
+            claim = {builders.OPERATOR_ANNOTATION: syncer.operator_id}
+            await client.annotate(kube.agentworker_path(*key), claim)
+            return True
+        case builders.Claim.THEIRS:
+            if key not in syncer.refused_claims:
+                syncer.refused_claims.add(key)
+                holder = (meta.get("annotations") or {})[builders.OPERATOR_ANNOTATION]
+                message = (
+                    f"another operator installation ({holder}) manages this AgentWorker; this "
+                    f"one ({syncer.operator_id}) leaves it alone. Uninstall one of them, or "
+                    f"remove the annotation {builders.OPERATOR_ANNOTATION} to hand it over"
+                )
+                logger.warning("managed by another operator", extra={"detail": message})
+                await client.post_event(
+                    body, type="Warning", reason="AnotherOperator", message=message
+                )
+            return False
 
 
 async def _apply_children(

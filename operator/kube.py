@@ -286,20 +286,16 @@ class Kube:
         self, namespace: str, pod: str, annotations: Mapping[str, str | None]
     ) -> None:
         """Merge-patch a pod's annotations (None removes one)."""
+        await self.annotate(path_of("v1", "Pod", namespace, pod), annotations)
+
+    async def annotate(self, path: str, annotations: Mapping[str, str | None]) -> None:
+        """Merge-patch the annotations of the object at path (None removes one)."""
         await self.request(
             "PATCH",
-            path_of("v1", "Pod", namespace, pod),
+            path,
             body={"metadata": {"annotations": dict(annotations)}},
             content_type="application/merge-patch+json",
         )
-
-    async def delete_pod(self, namespace: str, name: str) -> None:
-        """Delete a pod with its own grace period; a pod already gone is fine."""
-        try:
-            await self.request("DELETE", path_of("v1", "Pod", namespace, name))
-        except KubeError as error:
-            if error.status != 404:
-                raise
 
     async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         """POST a new object (Conflict when it exists already)."""

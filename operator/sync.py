@@ -101,12 +101,17 @@ class Syncer:
         reconcile: Reconcile,
         locks: dict[Key, asyncio.Lock],
         control_key: bytes,
+        operator_id: str = "",
         scraper: scrapers.Scraper | None = None,
         rooms_client: RoomsClient = rooms.Rooms,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        """`scraper`, `rooms_client` and `clock` are the workers' HTTP, LiveKit's API and the
-        monotonic clock: the real ones in production, a simulated world's in the unit tier."""
+        """`operator_id` names this installation (builders.OPERATOR_ANNOTATION). `scraper`,
+        `rooms_client` and `clock` are the workers' HTTP, LiveKit's API and the monotonic
+        clock: the real ones in production, a simulated world's in the unit tier."""
+        self.operator_id = operator_id
+        self.refused_claims: set[Key] = set()
+        """AgentWorkers another installation manages, already said in an Event."""
         self._kube = client
         self._control_key = control_key
         self._store = store
@@ -122,6 +127,9 @@ class Syncer:
         self.clock = clock
         self.fleets: dict[Key, Fleet] = {}
         self._parsed: dict[Key, tuple[tuple[object, object], ParsedSpec]] = {}
+        self._last_valid: dict[Key, specs.AgentWorkerSpec] = {}
+        """The latest spec of each AgentWorker that parsed: while an edit is invalid, the
+        workers it runs are still observed and their calls protected (nothing scales)."""
 
     async def aclose(self) -> None:
         await self._scraper.aclose()
@@ -145,7 +153,19 @@ class Syncer:
         if isinstance(cached[1], specs.InvalidSpecError):
             refused = cached[1]
             raise specs.InvalidSpecError(refused.path, refused.value, refused.expected)
+        self._last_valid[key] = cached[1]
         return cached[1]
+
+    def last_valid(self, key: Key) -> specs.AgentWorkerSpec | None:
+        """The latest spec of the AgentWorker that parsed, if any did in this process."""
+        return self._last_valid.get(key)
+
+    def _valid(self, body: Mapping[str, Any]) -> bool:
+        try:
+            self.parsed(body)
+        except specs.InvalidSpecError:
+            return False
+        return True
 
     def _template_hash(
         self,
@@ -180,6 +200,7 @@ class Syncer:
         for gone in set(self.fleets) - set(keys):
             self.fleets.pop(gone, None)
             self._parsed.pop(gone, None)
+            self._last_valid.pop(gone, None)
             metrics.forget(*gone)
         results = await asyncio.gather(*(self.sync(key) for key in keys), return_exceptions=True)
         for key, result in zip(keys, results, strict=True):
@@ -195,11 +216,17 @@ class Syncer:
         body = self._store.agentworker(key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return
+        annotations = (body.get("metadata") or {}).get("annotations") or {}
+        if builders.claim(annotations, self.operator_id) is not builders.Claim.OURS:
+            return  # another installation's, or not claimed yet (the reconcile claims it)
+        fleet = self.fleets.setdefault(key, Fleet())
         try:
             spec = self.parsed(body)
         except specs.InvalidSpecError:
-            return  # the reconcile reports it; nothing to observe or scale
-        fleet = self.fleets.setdefault(key, Fleet())
+            last = self.last_valid(key)
+            if last is None:
+                return  # the reconcile reports it; nothing known to observe by
+            spec = last  # the calls stay protected; nothing scales meanwhile
         owner = builders.Owner(name=key[1], namespace=key[0], uid=body["metadata"]["uid"])
         if await self._watch_behind(owner, fleet):
             return
@@ -219,13 +246,14 @@ class Syncer:
             body = self._store.agentworker(key) or body  # as of now, not of before the lock
             await self._protect(key, spec, workers)
             fleet.victims = frozenset()
-            if spec.autoscaling.enabled:
+            valid = self._valid(body)
+            if valid and spec.autoscaling.enabled:
                 changed = await self._autoscale(key, body, spec, fleet, workers, template)
-            else:
+            elif valid:
                 fleet.decision = None
                 fleet.desired = None
             await self._withdraw(key, spec, fleet, workers)
-        if spec.recovery.redispatch:
+        if valid and spec.recovery.redispatch:
             await self._recover(key, body, spec, fleet)
         due = self.clock() - fleet.last_full_reconcile >= self._config.resync_s
         unapplied = fleet.desired is not None and fleet.desired != fleet.applied

@@ -89,12 +89,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: [secrets]
   verbs: [get]
 {{- end }}
-# Worker pods (watched with a label selector): a crash loop, a failed image pull, and the
-# annotations that protect calls (pod-deletion-cost, karpenter.sh/do-not-disrupt), and
-# deleting a retired, idle worker that an interrupted scale-down left behind.
+# Worker pods (watched with a label selector, listed again when the watch looks stale): a
+# crash loop, a failed image pull, and the annotations that protect calls
+# (pod-deletion-cost, karpenter.sh/do-not-disrupt). The operator deletes no pod: the
+# ReplicaSet removes the workers a scale-down chose.
 - apiGroups: [""]
   resources: [pods]
-  verbs: [list, watch, patch, delete]
+  verbs: [list, watch, patch]
 - apiGroups: ["", events.k8s.io]
   resources: [events]
   verbs: [create, patch]

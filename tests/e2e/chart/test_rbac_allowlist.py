@@ -37,7 +37,7 @@ NAMESPACED = (
     | grants("policy", "poddisruptionbudgets", "get", "create", "patch")
     | grants("", "services", "get", "create", "patch")
     | grants("", "secrets", "create", "patch")
-    | grants("", "pods", "list", "watch", "patch", "delete")
+    | grants("", "pods", "list", "watch", "patch")
     | grants("", "events", "create", "patch")
     | grants("events.k8s.io", "events", "create", "patch")
 )

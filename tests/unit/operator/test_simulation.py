@@ -39,6 +39,14 @@ FAULT_KINDS = (
     "kill_after_retire",
     "status_error",
     "status_ok",
+    "busy_race",
+    "livekit_down",
+    "livekit_up",
+    "credentials_forbidden",
+    "autoscaling_off",
+    "autoscaling_on",
+    "invalid_spec",
+    "valid_spec",
 )
 
 
@@ -241,6 +249,21 @@ def test_a_restarted_operator_starts_from_the_deployment(down_s: float) -> None:
     )
 
 
+def test_a_second_operator_installation_leaves_the_fleet_alone_and_says_so() -> None:
+    # review M8: each installation put its own control token in the pod template: the fleet
+    # rolled back and forth between them
+    outcome = held(
+        Schedule(
+            seed=9,
+            arrivals_per_s=FILL_THEN_EMPTY,
+            call_s=(20.0, 40.0),
+            second_operator_at_s=10.0,
+        )
+    )
+    assert [r for r, _ in outcome.events].count("AnotherOperator") == 1, outcome.events
+    assert outcome.seen.get("rollout", 0) == 0, outcome.seen
+
+
 def test_a_stale_pod_watch_is_noticed_and_listed_again() -> None:
     # review M6: a half-open watch froze the operator's pods
     outcome = held(
@@ -277,6 +300,7 @@ def faults(draw: st.DrawFn) -> Fault:
         "restart": (0.0, 5.0, 20.0, 70.0),
         "kill_after_retire": (5.0, 70.0),
         "rollout": (0.0, 1.0),
+        "status_error": (409.0, 500.0),
     }.get(kind, (0.0,))
     return Fault(
         at_s=round(draw(st.floats(1.0, 100.0)), 1),
@@ -300,7 +324,7 @@ def schedules(draw: st.DrawFn) -> Schedule:
         recovery=draw(st.booleans()),
         arrivals_per_s=LOAD_SHAPES[draw(st.sampled_from(sorted(LOAD_SHAPES)))],
         call_s=draw(st.sampled_from(((5.0, 15.0), (10.0, 40.0), (30.0, 90.0)))),
-        faults=tuple(draw(st.lists(faults(), max_size=5))),
+        faults=tuple(draw(st.lists(faults(), max_size=6))),
     )
 
 

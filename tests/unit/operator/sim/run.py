@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from agentworker_operator import builders, handlers, kube, scaledown, settings, store
+from agentworker_operator import spec as specs
 from agentworker_operator import sync as syncs
 from tests.unit.operator.sim import world as worlds
 from tests.unit.operator.sim.world import NAME, NAMESPACE, UID, World
@@ -53,6 +54,8 @@ class Schedule:
     """(from time, calls per second) segments."""
     call_s: tuple[float, float] = (10.0, 60.0)
     faults: tuple[Fault, ...] = ()
+    second_operator_at_s: float = 0.0
+    """When a second operator installation (its own control key) starts; 0: never."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -118,9 +121,17 @@ class Operator:
     """One operator process: its store, its memo and its Syncer, as `handlers.configure` wires
     them (the sync loop's body is driven by the simulation rather than by its sleep)."""
 
-    def __init__(self, world: World, schedule: Schedule) -> None:
+    def __init__(
+        self,
+        world: World,
+        schedule: Schedule,
+        *,
+        operator_id: str = "sim/agentworker-operator-control-key",
+        control_key: bytes = CONTROL_KEY,
+    ) -> None:
         self.store = store.Store()
-        world.stores = [self.store]
+        self._world = world
+        world.stores.append(self.store)
         world.resync_pods(self.store)
         self.store.put_agentworker("ADDED", world.agentworker)
         if world.deployment_manifest is not None:
@@ -140,7 +151,8 @@ class Operator:
             config=settings.SyncSettings(interval_s=schedule.interval_s),
             reconcile=reconcile_by_key,
             locks=self.memo["locks"],
-            control_key=CONTROL_KEY,
+            control_key=control_key,
+            operator_id=operator_id,
             scraper=worlds.SimScraper(world),
             rooms_client=lambda url, key, secret: worlds.SimRooms(world),
             clock=lambda: world.now,
@@ -150,6 +162,11 @@ class Operator:
         world.token = builders.control_token(
             CONTROL_KEY, builders.Owner(name=NAME, namespace=NAMESPACE, uid=UID)
         )
+
+    async def close(self) -> None:
+        """The process is gone: its watches deliver nothing more."""
+        self._world.stores.remove(self.store)
+        await self.syncer.aclose()
 
     async def resume(self) -> None:
         """kopf's resume, create or update handler: a whole reconcile, retried (by the next
@@ -173,6 +190,7 @@ async def _simulate(schedule: Schedule) -> Outcome:
     await operator.resume()
     faults = sorted(schedule.faults, key=lambda f: f.at_s)
     next_sync, down_until, seen, late_resume = schedule.interval_s, 0.0, 0, False
+    second: Operator | None = None
     while world.now < schedule.duration_s:
         world.now = round(world.now + STEP_S, 3)
         for fault in [f for f in faults if f.at_s <= world.now]:
@@ -186,9 +204,14 @@ async def _simulate(schedule: Schedule) -> Outcome:
         world.control()
         world.deliver()
         world.note_blindness()
-        if world.operator_killed:  # died between /retire and its apply: down for a while
+        if world.operator_killed and operator is not None:  # died between /retire and apply
+            await operator.close()
             world.operator_killed, operator = False, None
             down_until = world.now + world.killed_for_s
+        second_due = schedule.second_operator_at_s and world.now >= schedule.second_operator_at_s
+        if second_due and second is None:  # another installation on the same cluster
+            second = Operator(world, schedule, operator_id="other/key", control_key=b"j" * 32)
+            await second.resume()
         if operator is None and world.now >= down_until:
             operator = Operator(world, schedule)
             if late_resume:  # the sync loop's first round wins the race with kopf's resume
@@ -199,11 +222,14 @@ async def _simulate(schedule: Schedule) -> Outcome:
         if operator is not None and world.now >= next_sync:
             next_sync = world.now + schedule.interval_s
             await _round(world, operator)
+            if second is not None:
+                await second.syncer.sync_all()
         seen = max(seen, world.replicas)
         if world.violations:
             break
-    if operator is not None:
-        await operator.syncer.aclose()
+    for running in (operator, second):
+        if running is not None:
+            await running.close()
     ended = [c.ended for c in world.calls.values()]
     return Outcome(
         violations=world.violations,
@@ -242,7 +268,13 @@ async def _round(world: World, operator: Operator) -> None:
         if _calls(p) > 0 and _readable(world, p) and p.name in known
     }
     await operator.syncer.sync_all()
-    _check_protection(world, busy)
+    try:  # an operator that started on an invalid spec knows no spec to protect calls by
+        operator.syncer.parsed(world.agentworker)
+        readable_spec = True
+    except specs.InvalidSpecError:
+        readable_spec = operator.syncer.last_valid((NAMESPACE, NAME)) is not None
+    if readable_spec:
+        _check_protection(world, busy)
     lowered = before - world.replicas
     excused = world.refused_this_round or world.operator_killed
     if world.retired_this_round > max(0, lowered) and not excused:
@@ -310,8 +342,8 @@ def _check_retirements(world: World) -> None:
         p = pod.process
         if p is None or pod.deleted_at is not None or not p.retired(world.now):
             continue
-        if p.stalled_until > world.now:
-            continue  # the operator cannot reach it; its own expiry serves it again
+        if not _readable(world, pod):
+            continue  # the operator cannot see it retired; its own expiry serves it again
         if p.retired_round < world.round - 1:
             world.violate(f"{pod.name} retired in round {p.retired_round} and still idle, kept")
 
@@ -384,15 +416,41 @@ async def _inject(
                 await operator.resume()
         case "restart":
             if operator is not None:
-                await operator.syncer.aclose()
+                await operator.close()
             return world.now + fault.value
         case "kill_after_retire":
             world.faults.kill_after_retire = fault.value
+        case "busy_race":
+            world.faults.busy_race = True
+        case "livekit_down" | "livekit_up":
+            world.faults.livekit_down = fault.kind == "livekit_down"
+        case "credentials_forbidden":
+            world.faults.credentials_forbidden = True
+        case "autoscaling_off" | "autoscaling_on" | "invalid_spec" | "valid_spec":
+            await _change_spec(world, operator, fault.kind)
         case "status_error":
             world.faults.status_error = int(fault.value)
         case "status_ok":
             world.faults.status_error = 0
     return 0.0
+
+
+async def _change_spec(world: World, operator: Operator | None, kind: str) -> None:
+    """A person edits the AgentWorker: kopf's update handler reconciles it."""
+    spec = world.agentworker["spec"]
+    match kind:
+        case "autoscaling_off" | "autoscaling_on":
+            spec["autoscaling"]["enabled"] = kind == "autoscaling_on"
+            spec["replicas"] = world.replicas  # `kubectl scale` keeps the size it had
+        case "invalid_spec":
+            spec["loadThreshold"] = "high"
+        case "valid_spec":
+            spec["loadThreshold"] = 0.7
+    world.agentworker["metadata"]["generation"] += 1
+    for store_ in world.stores:
+        store_.put_agentworker("MODIFIED", world.agentworker)
+    if operator is not None:
+        await operator.resume()
 
 
 def simulate(schedule: Schedule) -> Outcome:

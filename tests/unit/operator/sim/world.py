@@ -165,6 +165,12 @@ class Faults:
     """Every worker's /worker answers 404 (a wrong command or port)."""
     status_error: int = 0
     """Status the API server answers a status patch with (0: none)."""
+    busy_race: bool = False
+    """The next worker asked to retire gets a call just before (once)."""
+    livekit_down: bool = False
+    """LiveKit's room API does not answer (call recovery cannot ask it)."""
+    credentials_forbidden: bool = False
+    """The operator may not read the credentials Secret (403)."""
     kill_after_retire: float = 0.0
     """The operator dies between its next accepted /retire and its apply, down this long."""
 
@@ -203,6 +209,7 @@ class World:
         self.retired_this_round = 0
         self.refused_this_round = False
         self.events_seen = 0
+        self.template_generation = 0
         self.accepting_since: int | None = 0
         self.status_wrong_since: int | None = None
 
@@ -279,6 +286,14 @@ class World:
             self.generation += 1
         if self.template and digest != self.template:
             self.saw("rollout")
+            generation = self.agentworker["metadata"]["generation"]
+            if generation == self.template_generation:
+                self.violate(
+                    "the pod template changed with no change of the spec: a roll for nothing"
+                )
+            self.template_generation = generation
+        elif not self.template:
+            self.template_generation = self.agentworker["metadata"]["generation"]
         if replicas < self.replicas:
             self.saw("replicas lowered")
             if any(p.template != digest for p in self.live_pods() if p.deleted_at is None):
@@ -467,6 +482,20 @@ class World:
             self.calls[room].ended = "missed"
             self.rooms[room].caller = False
 
+    def place_call_on(self, pod: Pod, duration_s: float) -> None:
+        """A call LiveKit gave this very worker."""
+        assert pod.process is not None
+        room = self._next("room-")
+        self.rooms[room] = Room(room)
+        self.calls[room] = Call(room=room, started=self.now, ends_at=self.now + duration_s)
+        job_id = self._next("AJ_")
+        pod.process.jobs[job_id] = room
+        self.rooms[room].agents.append(
+            Agent(identity=f"agent-{job_id}", pod=pod.name, job_id=job_id)
+        )
+        call = self.calls[room]
+        call.pod, call.job_id = pod.name, job_id
+
     def dispatch(self, room: str) -> bool:
         """LiveKit's dispatch: the least loaded serving worker below its threshold, or none."""
         candidates = [
@@ -551,6 +580,8 @@ class SimKube(kube.Kube):
         if path == kube.path_of("apps/v1", "Deployment", NAMESPACE, NAME):
             return w.deployment() if w.deployment_manifest is not None else None
         if path.startswith(kube.path_of("v1", "Secret", NAMESPACE, "")):
+            if w.faults.credentials_forbidden:
+                raise kube.KubeError(403, "Forbidden", "secrets is forbidden")
             return w.secrets.get(path.rsplit("/", 1)[1])
         raise AssertionError(f"the simulation has no GET {path}")
 
@@ -576,6 +607,14 @@ class SimKube(kube.Kube):
         _merge(status, json.loads(json.dumps(patch)))
         return json.loads(json.dumps(self._world.agentworker))  # type: ignore[no-any-return]
 
+    async def annotate(self, path: str, annotations: Mapping[str, str | None]) -> None:
+        self._alive()
+        assert path == kube.agentworker_path(NAMESPACE, NAME), path
+        meta = self._world.agentworker["metadata"]
+        _merge(meta.setdefault("annotations", {}), annotations)
+        for store in self._world.stores:
+            store.put_agentworker("MODIFIED", self._world.agentworker)
+
     async def list_items(self, path: str, label_selector: str) -> list[dict[str, Any]]:
         assert path == kube.path_of("v1", "Pod", NAMESPACE), path
         self._world.saw("pods listed")
@@ -594,10 +633,6 @@ class SimKube(kube.Kube):
             else:
                 found.annotations[key] = value
         self._world.emit_pod(found)
-
-    async def delete_pod(self, namespace: str, name: str) -> None:
-        self._alive()
-        self._world.delete_pod(name)
 
     async def create(self, manifest: Mapping[str, Any]) -> dict[str, Any]:
         self._alive()
@@ -690,6 +725,10 @@ class SimScraper(scrapers.Scraper):
         p = pod.process
         if p.stalled_until > w.now:
             return scrapers.RetireAnswer.FAILED
+        if w.faults.busy_race and p.serving(w.now):  # a call landed as the operator asked
+            w.faults.busy_race = False
+            w.saw("a call landed as the worker was asked to retire")
+            w.place_call_on(pod, 30.0)
         if p.jobs:
             w.saw("retire refused: busy")
             return scrapers.RetireAnswer.BUSY
@@ -731,6 +770,8 @@ class SimRooms(rooms.Rooms):
         return None
 
     async def participants(self, room: str, *, gone: str = "") -> tuple[int, int]:
+        if self._world.faults.livekit_down:
+            raise rooms.RoomsError(f"ListParticipants {room}: ClientConnectorError")
         found = self._world.rooms.get(room)
         if found is None:
             return 0, 0
