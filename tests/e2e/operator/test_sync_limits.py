@@ -241,9 +241,15 @@ def test_a_scale_down_waits_for_a_rollout_in_progress(
     watch = RetireWatch(old)
     watch.look(pods(kubectl, namespace))
     assert watch.reads == 3, "the old workers' /worker read"
-    # the new pod template's workers take 20 s to start: the rollout lasts about a minute
+    # the new pod template's workers take 20 s to start (a startup probe keeps the liveness
+    # probe from killing them meanwhile): the rollout lasts about a minute
     del manifest["spec"]["entrypoint"]
     manifest["spec"]["command"] = ["sh", "-c", f"sleep 20; exec {AGENT_WORKER} start {ENTRYPOINT}"]
+    manifest["spec"]["startupProbe"] = {
+        "httpGet": {"path": "/", "port": "http"},
+        "periodSeconds": 2,
+        "failureThreshold": 30,
+    }
     apply(kubectl, namespace, manifest)
     wait_for(
         "a worker of the new pod template",
