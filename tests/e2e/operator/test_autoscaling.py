@@ -209,7 +209,7 @@ OPERATOR_EVENT_REASONS = {
     "WorkersReady", "WorkersNotReady", "WorkersAvailable", "WorkersStarting", "NoAvailableWorker",
     "WaitingForObservation", "AsExpected", "AutoscalingDisabled", "LiveKitUnreachable",
     "WorkersFailing", "RolloutStuck", "SecretNotFound", "SecretKeyMissing", "InvalidSpec",
-    "ApplyFailed",
+    "ApplyFailed", "WorkersUnreadable", "ControlSecretConflict", "AnotherOperator",
 }  # fmt: skip
 
 
