@@ -564,7 +564,11 @@ class Syncer:
                 victims.append(worker)
             else:
                 refused += 1
-        await self._mark(key, spec, workers, victims)
+        try:
+            await self._mark(key, spec, workers, victims)
+        except BaseException:  # abandoned midway: the victims serve again, then it is raised
+            await asyncio.shield(self._unretire(key, victims))
+            raise
         removed = plan.unmade + len(victims)
         if len(victims) < plan.wanted:
             limit = autoscaler.Limit(

@@ -80,22 +80,28 @@ def dispatches(rig: rig_env.RigEnv, room: str, agent: str) -> int:
     return asyncio.run(count())
 
 
-def test_rooms_of_a_killed_worker_that_still_have_a_caller_get_an_agent_back_once(
-    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
-    operator: OperatorProcess, phone: Calls,
-) -> None:  # fmt: skip
+def recovering_worker(kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, *, idle: int) -> str:
+    """One ready worker of the call agent with call recovery on; its agent name."""
     agent = agent_name(namespace)
     manifest: dict[str, Any] = example(
         rig,
         agentName=agent,
         entrypoint=ENTRYPOINT,
-        numIdleProcesses=2,
+        numIdleProcesses=idle,
         replicas=1,
         recovery={"redispatch": True},
         env=[{"name": "E2E_CALLS_PER_WORKER", "value": "20"}],
     )
     apply(kubectl, namespace, manifest)
     wait_ready(kubectl, namespace, replicas=1)
+    return agent
+
+
+def test_rooms_of_a_killed_worker_that_still_have_a_caller_get_an_agent_back_once(
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess, phone: Calls,
+) -> None:  # fmt: skip
+    agent = recovering_worker(kubectl, rig, namespace, idle=2)
     rooms = phone.start_watched(7, hold_s=300)
     wait_calls_started(phone, rooms)
     wait_status(kubectl, namespace, "7 calls observed", lambda s: s.get("activeJobs") == 7)
@@ -157,18 +163,7 @@ def test_a_stalled_worker_keeps_its_calls_with_recovery_on(
 ) -> None:  # fmt: skip
     # found on the rig: 6 s of SIGSTOP (a GC pause, CPU throttling) had its 3 live agents
     # removed from their rooms and dispatched anew
-    agent = agent_name(namespace)
-    manifest: dict[str, Any] = example(
-        rig,
-        agentName=agent,
-        entrypoint=ENTRYPOINT,
-        numIdleProcesses=3,
-        replicas=1,
-        recovery={"redispatch": True},
-        env=[{"name": "E2E_CALLS_PER_WORKER", "value": "20"}],
-    )
-    apply(kubectl, namespace, manifest)
-    wait_ready(kubectl, namespace, replicas=1)
+    agent = recovering_worker(kubectl, rig, namespace, idle=3)
     rooms = phone.start(3, hold_s=40, real=3, prefix="stall")
     wait_calls_started(phone, rooms)
     wait_status(kubectl, namespace, "3 calls observed", lambda s: s.get("activeJobs") == 3)

@@ -40,6 +40,8 @@ FAULT_KINDS = (
     "status_error",
     "status_ok",
     "busy_race",
+    "victim_mark_error",
+    "victim_mark_ok",
     "livekit_down",
     "livekit_up",
     "credentials_forbidden",
@@ -217,6 +219,23 @@ def test_a_scale_up_whose_apply_was_refused_is_applied_once_the_api_server_accep
         )
     )
     assert outcome.seen.get("apply refused", 0) >= 1, outcome.seen
+
+
+def test_a_scale_down_that_fails_midway_puts_its_victims_back_in_service() -> None:
+    # the victims' marks refused for 40 s after they agreed to retire: each serves again at once
+    outcome = held(
+        Schedule(
+            seed=1,
+            arrivals_per_s=FILL_THEN_EMPTY,
+            call_s=(20.0, 40.0),
+            faults=(
+                Fault(at_s=30.0, kind="victim_mark_error"),
+                Fault(at_s=70.0, kind="victim_mark_ok"),
+            ),
+        )
+    )
+    assert outcome.seen.get("a victim's mark refused", 0) >= 2, outcome.seen
+    assert outcome.seen.get("retirement withdrawn", 0) >= 1, outcome.seen
 
 
 def test_a_retirement_left_by_an_operator_that_died_is_withdrawn_by_the_next() -> None:

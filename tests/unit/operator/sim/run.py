@@ -420,6 +420,8 @@ async def _inject(
             return world.now + fault.value
         case "kill_after_retire":
             world.faults.kill_after_retire = fault.value
+        case "victim_mark_error" | "victim_mark_ok":
+            world.faults.victim_mark_error = fault.kind == "victim_mark_error"
         case "busy_race":
             world.faults.busy_race = True
         case "livekit_down" | "livekit_up":

@@ -165,6 +165,8 @@ class Faults:
     """Every worker's /worker answers 404 (a wrong command or port)."""
     status_error: int = 0
     """Status the API server answers a status patch with (0: none)."""
+    victim_mark_error: bool = False
+    """A victim's lowest deletion cost is refused (500)."""
     busy_race: bool = False
     """The next worker asked to retire gets a call just before (once)."""
     livekit_down: bool = False
@@ -624,6 +626,12 @@ class SimKube(kube.Kube):
         self, namespace: str, pod: str, annotations: Mapping[str, str | None]
     ) -> None:
         self._alive()
+        w = self._world
+        marks_victim = annotations.get(scaledown.DELETION_COST) == scaledown.VICTIM_COST
+        if w.faults.victim_mark_error and marks_victim:
+            w.refused_this_round = True
+            w.saw("a victim's mark refused")
+            raise kube.KubeError(500, "Sim", "annotation refused")
         found = self._world.pods.get(pod)
         if found is None or found.gone:
             raise kube.KubeError(404, "NotFound", f"pods {pod} not found")
