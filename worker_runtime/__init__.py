@@ -1,8 +1,10 @@
 """worker_runtime: a slim LiveKit agent worker with livekit-agents' public names.
 
 `from worker_runtime import WorkerOptions, JobContext, JobRequest, JobProcess, WorkerType,
-WorkerPermissions, cli` is all an agent file needs. `Worker` (and with it aiohttp) is imported
-only when asked for, so that job processes, which import the agent file, stay small.
+WorkerPermissions, cli` is all an agent file written for the seeds needs; one written from
+today's LiveKit docs imports `AgentServer` (and `ServerType`, `AgentServerPermissions`) too.
+`Worker` (and with it aiohttp) is imported only when asked for, so that job processes, which
+import the agent file, stay small.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING
 from worker_runtime.job import AutoSubscribe, JobContext, JobProcess
 from worker_runtime.options import WorkerOptions, WorkerPermissions, WorkerType
 from worker_runtime.request import JobRequest
+from worker_runtime.server import AgentServer, AgentServerPermissions, ServerType
 from worker_runtime.version import __version__
 
 if TYPE_CHECKING:
@@ -21,10 +24,13 @@ if TYPE_CHECKING:
     from worker_runtime.worker import Worker as Worker
 
 __all__ = [
+    "AgentServer",
+    "AgentServerPermissions",
     "AutoSubscribe",
     "JobContext",
     "JobProcess",
     "JobRequest",
+    "ServerType",
     "Worker",
     "WorkerOptions",
     "WorkerPermissions",

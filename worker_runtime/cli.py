@@ -1,10 +1,11 @@
-"""The command line: `cli.run_app(opts)` for agent files, `agent-worker` for module:function.
+"""The command line: `cli.run_app(opts or server)` for agent files, `agent-worker` for targets.
 
-Owns argument parsing, where options come from (WorkerOptions, then AGENT_*/LIVEKIT_*/POD_IP
-variables, then flags), the log format (`start`: JSON lines, `dev`: coloured), the signal handlers
-and the exit code: 0 after a drain, 1 when LiveKit cannot be reached or the port is taken, 2 for
-invalid options. Secrets are never printed. It imports the worker (and aiohttp) only when it
-runs one, because agent files import `cli` and every job process imports the agent file.
+Owns argument parsing, where options come from (WorkerOptions or an AgentServer, then
+AGENT_*/LIVEKIT_*/POD_IP variables, then flags), the log format (`start`: JSON lines, `dev`:
+coloured), the signal handlers and the exit code: 0 after a drain, 1 when LiveKit cannot be
+reached or the port is taken, 2 for invalid options. Secrets are never printed. It imports the
+worker (and aiohttp) only when it runs one, because agent files import `cli` and every job
+process imports the agent file.
 
 `download-files`, an image build step, imports the agent's module (so that the livekit-agents
 plugins it imports register) and calls each registered plugin's `download_files()`, then the
@@ -36,6 +37,7 @@ from worker_runtime.options import (
     options_from_env,
     parse_log_level,
 )
+from worker_runtime.server import AgentServer, server_of
 
 if TYPE_CHECKING:
     from worker_runtime.worker import Worker
@@ -92,7 +94,9 @@ def build_parser(with_target: bool) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text)
         _add_common(sub)
         if with_target:
-            sub.add_argument("target", help="module:function (the entrypoint) or module:options")
+            sub.add_argument(
+                "target", help="module:function (the entrypoint), module:options or module:server"
+            )
             sub.add_argument("--prewarm", help="module:function run once in each job process")
             sub.add_argument("--request", help="module:function deciding on each job offer")
     download = commands.add_parser(
@@ -129,10 +133,20 @@ def import_callable(spec: str) -> Callable[..., Any]:
     return cast(Callable[..., Any], target)
 
 
+def options_of(target: object) -> WorkerOptions:
+    """The options a target stands for: WorkerOptions, an AgentServer's, or those of the
+    AgentServer that registered the entrypoint (its options must not be lost), or defaults."""
+    if isinstance(target, WorkerOptions):
+        return target
+    server = target if isinstance(target, AgentServer) else server_of(target)
+    if server is not None:
+        return server.worker_options()
+    return WorkerOptions(target)  # type: ignore[arg-type]  # validated by WorkerOptions
+
+
 def options_from_target(args: argparse.Namespace) -> WorkerOptions:
-    """WorkerOptions from the target (an entrypoint or an options object) and the flags."""
-    target = import_target(args.target)
-    opts = target if isinstance(target, WorkerOptions) else WorkerOptions(target)  # type: ignore[arg-type]  # validated by WorkerOptions
+    """WorkerOptions from the target (an entrypoint, options or a server) and the flags."""
+    opts = options_of(import_target(args.target))
     if args.prewarm:
         opts = replace(opts, prewarm_fnc=import_callable(args.prewarm))
     if args.request:
@@ -259,11 +273,10 @@ def _run(opts: WorkerOptions, args: argparse.Namespace) -> int:
     fmt: logs.LogFormat = "dev" if dev else "json"
     logs.configure(fmt, "INFO")
     try:
-        raw_level = args.log_level or os.environ.get("AGENT_LOG_LEVEL") or "INFO"
-        name = "--log-level" if args.log_level else "AGENT_LOG_LEVEL"
-        level = parse_log_level(raw_level, name)
-        logs.configure(fmt, level)
         opts = resolve_options(opts, args)
+        # the flag wins over AGENT_LOG_LEVEL, which resolve_options put over the code's level
+        level = parse_log_level(args.log_level or opts.log_level)
+        logs.configure(fmt, level)
     except InvalidOption as exc:
         logger.error("invalid options", extra={"error": str(exc)})
         return EXIT_USAGE
@@ -294,13 +307,21 @@ async def _serve_new(
     from worker_runtime.worker import Worker  # here, so that job processes never load aiohttp
 
     worker = Worker(opts, log_format=fmt, log_level=level, control_token=token)
+    server = server_of(opts.entrypoint_fnc)
+    if server is not None:
+        server.attach(worker)  # its active_jobs are the worker's, as in livekit-agents
     return await _serve(worker, dev=dev)
 
 
-def run_app(opts: WorkerOptions, argv: Sequence[str] | None = None) -> NoReturn:
+def run_app(app: WorkerOptions | AgentServer, argv: Sequence[str] | None = None) -> NoReturn:
     """Parse `start`/`dev` and the flags, run the worker, exit with its code; or, for
     `download-files`, fetch the files of the plugins and of the entrypoint's module."""
     args = parse_args(argv, with_target=False)
+    try:
+        opts = options_of(app)
+    except InvalidOption as exc:
+        print(f"{os.path.basename(sys.argv[0])}: {exc}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     if args.command == "download-files":
         module_name = getattr(opts.entrypoint_fnc, "__module__", None) or "__main__"
         sys.exit(_download(sys.modules.get(module_name, sys.modules["__main__"]), args.log_level))

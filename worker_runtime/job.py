@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import importlib
 import inspect
 import logging
@@ -171,6 +172,46 @@ class JobContext:
     def connected(self) -> bool:
         """Whether `connect()` joined the room."""
         return self._connected
+
+
+class SessionEnd:
+    """An entrypoint whose job, when it ends, runs `on_session_end(ctx)` first of its shutdown
+    callbacks, within `timeout_s` (livekit-agents' `rtc_session(on_session_end=...)`).
+
+    It pickles by reference to its two functions, so the fork server can hand it to a process,
+    and it carries the entrypoint's `__module__` and name, so that module is still preloaded.
+    """
+
+    def __init__(
+        self,
+        entrypoint: Callable[[JobContext], Awaitable[None]],
+        on_session_end: Callable[[JobContext], Awaitable[None]],
+        *,
+        timeout_s: float,
+    ) -> None:
+        functools.update_wrapper(self, entrypoint)
+        self.entrypoint = entrypoint
+        self.on_session_end = on_session_end
+        self.timeout_s = timeout_s
+
+    def __repr__(self) -> str:
+        name = getattr(self.on_session_end, "__qualname__", self.on_session_end)
+        return f"SessionEnd({self.entrypoint!r}, on_session_end={name})"
+
+    async def __call__(self, ctx: JobContext) -> None:
+        async def session_end() -> None:
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self.on_session_end(ctx)
+            except TimeoutError:
+                logger.error(
+                    "on_session_end timed out",
+                    extra={"job_id": ctx.job.id, "timeout_s": self.timeout_s},
+                )
+
+        # registered before the entrypoint runs, so it runs before the entrypoint's callbacks
+        ctx.add_shutdown_callback(session_end)
+        await self.entrypoint(ctx)
 
 
 def _subscribe_by_kind(room: rtc.Room, *, audio: bool) -> None:

@@ -55,11 +55,14 @@ class WorkerPermissions:
     can_update_metadata: bool = True
     """Update its own name, metadata and attributes. Default True."""
     can_publish_sources: tuple[int, ...] = ()
-    """TrackSource values it may publish; empty means all. Default ()."""
+    """TrackSource values it may publish; empty means all. Default (); a list is taken as a
+    tuple, as livekit-agents types it a list."""
     hidden: bool = False
     """Invisible to the other participants (and then unable to publish). Default False."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.can_publish_sources, list):
+            object.__setattr__(self, "can_publish_sources", tuple(self.can_publish_sources))
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name == "can_publish_sources":
@@ -126,8 +129,17 @@ class WorkerOptions:
     """Address of the HTTP server. Default all interfaces (POD_IP when the CLI sees it)."""
     port: int = DEFAULT_PORT
     """Port of the HTTP server (/healthz, /readyz, /worker, /metrics). Default 8081; 0 random."""
+    log_level: str = "INFO"
+    """DEBUG, INFO, WARNING, ERROR or CRITICAL, any case; AGENT_LOG_LEVEL and --log-level win.
+    Default INFO."""
+    preload_modules: tuple[str, ...] = ()
+    """Modules the fork server imports once, so that every job process starts with them
+    (livekit-agents' option); the agent's own modules are always preloaded. Default (); a
+    list is taken as a tuple."""
 
     def __post_init__(self) -> None:
+        if isinstance(self.preload_modules, list):
+            object.__setattr__(self, "preload_modules", tuple(self.preload_modules))
         validate(self)
 
 
@@ -179,6 +191,20 @@ def validate(opts: WorkerOptions) -> None:
     _check(isinstance(opts.api_secret, str), "api_secret", "<hidden>", "a str")
     _check(isinstance(opts.host, str), "host", opts.host, "a str")
     _check(_is_int(opts.port) and 0 <= opts.port <= 65535, "port", opts.port, "a port 0-65535")
+    level = opts.log_level
+    _check(
+        isinstance(level, str) and level.strip().upper() in _LOG_LEVELS,
+        "log_level",
+        level,
+        f"one of {', '.join(_LOG_LEVELS)}",
+    )
+    modules = opts.preload_modules
+    _check(
+        isinstance(modules, tuple) and all(isinstance(m, str) and m for m in modules),
+        "preload_modules",
+        modules,
+        "a list of module names",
+    )
 
 
 class OptionOverrides(TypedDict, total=False):
@@ -198,6 +224,7 @@ class OptionOverrides(TypedDict, total=False):
     port: int
     max_retry: int
     retire_timeout: float
+    log_level: str
     ws_url: str
     api_key: str
     api_secret: str
@@ -259,6 +286,7 @@ _STRINGS = {
     "LIVEKIT_URL": "ws_url",
     "LIVEKIT_API_KEY": "api_key",
     "LIVEKIT_API_SECRET": "api_secret",
+    "AGENT_LOG_LEVEL": "log_level",
 }
 
 

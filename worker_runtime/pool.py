@@ -114,6 +114,7 @@ class ProcessPool:
             config=config,
             initialize_timeout_s=opts.initialize_process_timeout,
             shutdown_timeout_s=opts.shutdown_process_timeout,
+            preload=opts.preload_modules,
         )
         return cls(
             spec,
@@ -355,9 +356,10 @@ def start_concurrency(cpus: float) -> int:
 
 
 def _modules_of(spec: ProcessSpec) -> list[str]:
-    """The modules that define the agent's functions, for the fork server to import once."""
+    """The modules that define the agent's functions, then `preload_modules`, for the fork
+    server to import once."""
     names = (getattr(fn, "__module__", None) for fn in (spec.entrypoint, spec.prewarm))
-    return [name for name in names if isinstance(name, str)]
+    return [*(name for name in names if isinstance(name, str)), *spec.preload]
 
 
 def _rss_mb(pid: int) -> float:

@@ -97,6 +97,8 @@ class ProcessSpec:
     config: ipc.ProcessConfig
     initialize_timeout_s: float
     shutdown_timeout_s: float
+    preload: tuple[str, ...] = ()
+    """More modules for the fork server to import once (the `preload_modules` option)."""
 
 
 class PooledProcess:

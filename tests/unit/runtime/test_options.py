@@ -74,6 +74,10 @@ INVALID = [
     ("host", {"host": 1}),
     ("port", {"port": 70000}),
     ("port", {"port": -1}),
+    ("log_level", {"log_level": "VERBOSE"}),
+    ("log_level", {"log_level": 10}),
+    ("preload_modules", {"preload_modules": "torch"}),
+    ("preload_modules", {"preload_modules": ("",)}),
 ]
 
 
@@ -99,6 +103,18 @@ def test_invalid_permission_names_the_field() -> None:
         WorkerPermissions(hidden="yes")  # type: ignore[arg-type]  # deliberately wrong
 
 
+def test_lists_are_taken_as_tuples_as_livekit_agents_types_them() -> None:
+    opts = WorkerOptions(entrypoint, preload_modules=["json"])  # type: ignore[arg-type]  # a list
+    assert opts.preload_modules == ("json",)
+    perms = WorkerPermissions(can_publish_sources=[1, 2])  # type: ignore[arg-type]  # a list
+    assert perms.can_publish_sources == (1, 2)
+    assert hash(perms) == hash(WorkerPermissions(can_publish_sources=(1, 2)))
+
+
+def test_log_level_in_code_is_any_case() -> None:
+    assert WorkerOptions(entrypoint, log_level="debug").log_level == "debug"
+
+
 def test_infinite_load_threshold_is_allowed() -> None:
     assert WorkerOptions(entrypoint, load_threshold=math.inf).load_threshold == math.inf
 
@@ -119,6 +135,7 @@ def test_every_agent_variable_is_read() -> None:
         "AGENT_PORT": "9000",
         "AGENT_MAX_RETRY": "3",
         "AGENT_RETIRE_TIMEOUT_S": "2.5",
+        "AGENT_LOG_LEVEL": "debug",
         "LIVEKIT_URL": "ws://127.0.0.1:7880",
         "LIVEKIT_API_KEY": "key",
         "LIVEKIT_API_SECRET": "secret",
@@ -136,6 +153,7 @@ def test_every_agent_variable_is_read() -> None:
     assert opts.permissions == WorkerPermissions(can_publish=False, hidden=True)
     assert (opts.host, opts.port, opts.max_retry) == ("127.0.0.9", 9000, 3)
     assert opts.retire_timeout == 2.5
+    assert opts.log_level == "debug"
     assert (opts.ws_url, opts.api_key, opts.api_secret) == ("ws://127.0.0.1:7880", "key", "secret")
 
 
@@ -182,6 +200,7 @@ OUT_OF_RANGE = [
     ("AGENT_NUM_IDLE_PROCESSES", "-1"),
     ("AGENT_PORT", "99999"),
     ("AGENT_RETIRE_TIMEOUT_S", "0"),
+    ("AGENT_LOG_LEVEL", "LOUD"),
     ("LIVEKIT_URL", "ftp://nope"),
 ]
 

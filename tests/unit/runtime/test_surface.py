@@ -112,8 +112,11 @@ async def test_job_request_reject_and_double_answer() -> None:
 def test_public_api_mirrors_livekit_agents() -> None:
     import worker_runtime
 
-    for name in ("WorkerOptions", "JobContext", "JobRequest", "JobProcess", "WorkerType"):
+    seeds = ("WorkerOptions", "JobContext", "JobRequest", "JobProcess", "WorkerType")
+    today = ("AgentServer", "ServerType", "AgentServerPermissions", "AutoSubscribe")
+    for name in (*seeds, *today):
         assert hasattr(worker_runtime, name)
+        assert name in worker_runtime.__all__
     from worker_runtime import WorkerPermissions, cli
 
     assert callable(cli.run_app)
