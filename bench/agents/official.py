@@ -1,9 +1,10 @@
 """The benchmark agent under livekit-agents: `python -m bench.agents.official start`.
 
-Runs in the benchmark's own venv (bench/.venv-agents) where livekit-agents is installed; the
-project venv never has it. BENCH_AGENT_NAME, BENCH_NUM_IDLE_PROCESSES and BENCH_PORT carry the
-settings; load is pinned to 0 and the threshold disabled (livekit-agents counts accepted but
-not yet launched jobs against a finite threshold, which would refuse most of a burst).
+Runs in the benchmark's own venv (`bench/venv.py`, one per release under ~/.cache/agentworker)
+where livekit-agents is installed; the project venv never has it. BENCH_AGENT_NAME,
+BENCH_NUM_IDLE_PROCESSES and BENCH_PORT carry the settings; load is pinned to 0 and the
+threshold disabled (livekit-agents counts accepted but not yet launched jobs against a finite
+threshold, which would refuse most of a burst).
 """
 
 from __future__ import annotations

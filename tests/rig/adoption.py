@@ -7,7 +7,9 @@ on, re-parented). The next runner reads each pod's status: a running container's
 reused pid is never taken for it) is adopted instead of started again; its restart count, start
 time and readiness are carried over, so the pod stays Ready. An adopted process is not the new
 runner's child: when it exits by itself its exit code is lost, and it is reported as a kubelet
-reports a container it lost track of (ContainerStatusUnknown, 137).
+reports a container it lost track of (ContainerStatusUnknown, 137). The pod's volume directories
+stay where they were (the runner removes only those of pods no longer on the node), so an emptyDir
+keeps what a completed init container put in it for the app containers still to start.
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Test infrastructure only. Each pod has a thread that owns its processes; the watch thread only
 hands it the newest pod object. Its projected volumes under /var/run/secrets (the service account
-token) are written before any container starts and renewed while it runs (`volumes.py`); a
+token) are written before any container starts and renewed while it runs, and its emptyDir
+volumes under /agentworker-companion are made then and kept until the pod goes (`volumes.py`); a
 container that mounts one runs in its own mount namespace with the volume bind-mounted at its
 mountPath. Init containers run in order before the app containers. A pod whose containers a
 previous runner left running is adopted (`adoption.py`), not started again.
@@ -305,7 +306,7 @@ class PodProcess(threading.Thread):
             container.next_start = time.monotonic() + 2.0
             return
         mounts = self.volumes.mounts(container.spec)
-        for mount in mounts:  # an empty mount point on the host (only under /var/run/secrets)
+        for mount in mounts:  # an empty mount point on the host, under an emulated prefix only
             Path(mount.target).mkdir(parents=True, exist_ok=True)
         container.namespaced = bool(mounts)
         argv = projected.in_mount_namespace(mounts, argv, self.node.unshare)

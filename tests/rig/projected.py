@@ -9,6 +9,10 @@ The ServiceAccount admission plugin of the API server adds the projected volume
 namespace) and its mount at /var/run/secrets/kubernetes.io/serviceaccount, unless the pod or its
 ServiceAccount says automountServiceAccountToken: false. So, as a kubelet, the runner only does
 what the pod spec says: no volume in the spec, no token.
+
+It also decides which emptyDir volumes the runner emulates (an empty directory per pod, shared by
+its containers): only those mounted under EMPTY_DIR_PREFIXES; elsewhere (the operator's /tmp) a
+container keeps seeing the host's directory, as before.
 """
 
 from __future__ import annotations
@@ -30,7 +34,13 @@ MAX_TOKEN_AGE = datetime.timedelta(hours=24)
 REFRESH_AT_FRACTION = 0.8
 """A kubelet renews a token once this fraction of its lifetime has passed."""
 MOUNT_PREFIXES = ("/var/run/secrets/", "/run/secrets/")
-"""Mount paths the runner emulates: only there may it create an (empty) mount point on the host."""
+"""Mount paths where the runner emulates projected volumes; it may create an empty mount point on
+the host there (a path matches when it is a prefix's directory or lies under it)."""
+EMPTY_DIR_PREFIXES = ("/agentworker-companion/",)
+"""Mount paths where the runner emulates emptyDir volumes (it may create an empty mount point on
+the host there): the operator's companion init container copies a package into one, which the app
+container imports. Not /tmp, where the operator's pods also mount an emptyDir: the tests read what
+the pods' processes leave in the host's /tmp, and a bind mount over it would hide that."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +102,29 @@ def projected_volumes(pod: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
     }
 
 
-def emulated_path(mount: Mapping[str, Any]) -> bool:
-    """Whether the runner mounts this volumeMount: a whole volume under /var/run/secrets."""
+def empty_dir_volumes(pod: Mapping[str, Any]) -> list[str]:
+    """The pod's emptyDir volumes that some container mounts under EMPTY_DIR_PREFIXES.
+
+    medium and sizeLimit are not emulated: the directory is on the runner's disk.
+    """
+    wanted = {
+        mount["name"]
+        for container in _all_containers(pod)
+        for mount in container.get("volumeMounts", [])
+        if emulated_path(mount, EMPTY_DIR_PREFIXES)
+    }
+    return [
+        v["name"]
+        for v in pod.get("spec", {}).get("volumes", [])
+        if "emptyDir" in v and v["name"] in wanted
+    ]
+
+
+def emulated_path(mount: Mapping[str, Any], prefixes: Sequence[str] = MOUNT_PREFIXES) -> bool:
+    """Whether the runner mounts this volumeMount: a whole volume at or under one of `prefixes`."""
     path = posixpath.normpath(str(mount.get("mountPath", "")))
-    return not mount.get("subPath") and path.startswith(MOUNT_PREFIXES)
+    # "/x/" matches "/x" itself and "/x/y", never "/xy".
+    return not mount.get("subPath") and f"{path}/".startswith(tuple(prefixes))
 
 
 def token_keys(volume: Mapping[str, Any]) -> list[TokenKey]:
@@ -194,12 +223,22 @@ def refresh_due(issued: IssuedToken, now: datetime.datetime, jitter_s: float = 0
     return now > issued.expires_at - lifetime * (1 - REFRESH_AT_FRACTION) - jitter
 
 
-def bind_mounts(container: Mapping[str, Any], volume_dirs: Mapping[str, str]) -> list[BindMount]:
-    """Where a container sees the pod's emulated volumes (volume name -> host directory)."""
+def bind_mounts(
+    container: Mapping[str, Any],
+    volume_dirs: Mapping[str, str],
+    empty_dirs: Mapping[str, str] | None = None,
+) -> list[BindMount]:
+    """Where a container sees the pod's emulated volumes, in the order it lists its mounts.
+
+    `volume_dirs` and `empty_dirs` map the projected and the emptyDir volumes' names to their host
+    directories; each kind is mounted only under its own prefixes.
+    """
+    kinds = ((volume_dirs, MOUNT_PREFIXES), (empty_dirs or {}, EMPTY_DIR_PREFIXES))
     return [
-        BindMount(volume_dirs[m["name"]], str(m["mountPath"]), bool(m.get("readOnly", False)))
+        BindMount(dirs[m["name"]], str(m["mountPath"]), bool(m.get("readOnly", False)))
         for m in container.get("volumeMounts", [])
-        if m["name"] in volume_dirs and emulated_path(m)
+        for dirs, prefixes in kinds
+        if m["name"] in dirs and emulated_path(m, prefixes)
     ]
 
 

@@ -13,7 +13,11 @@ projected volumes the ServiceAccount admission plugin put in the pod spec (token
 TokenRequest API bound to the pod, ca.crt, namespace) are written under
 `<root-dir>/pods/<uid>/` and bind-mounted at their mountPath under /var/run/secrets in the
 container's own mount namespace (`unshare --mount`; needs root); tokens are renewed at 80 % of
-their lifetime. Other volumes, images and resource limits are not emulated.
+their lifetime. emptyDir volumes mounted under /agentworker-companion (the operator's companion
+package, copied there by an init container) are per-pod directories there, bind-mounted the same
+way and shared by the pod's containers; an emptyDir elsewhere (the operator's /tmp) is not
+emulated, so the container sees the host's directory (`projected.EMPTY_DIR_PREFIXES` says why).
+Other volumes, images and resource limits are not emulated.
 
 SIGTERM or SIGINT (`make rig-down`) ends every pod's processes (SIGTERM, 5 s) and the runner.
 SIGUSR1 ends the runner alone and leaves the processes running: the next runner adopts them
@@ -285,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root-dir",
         default=str(RIG_DIR / "kubelet"),
-        help="per-pod volume directories go under <root-dir>/pods/<uid>/ (emptied at start)",
+        help="per-pod volume directories go under <root-dir>/pods/<uid>/ (those of pods no longer"
+        " on the node are removed at start)",
     )
     parser.add_argument(
         "--taint",

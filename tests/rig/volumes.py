@@ -1,11 +1,16 @@
-"""A pod's projected volumes on the host: TokenRequests, files written atomically, renewal.
+"""A pod's emulated volumes on the host: projected files (TokenRequests, atomic writes, renewal)
+and emptyDir directories.
 
-Test infrastructure only. Each pod gets a directory under the runner's root
-(`<root>/pods/<uid>/volumes/kubernetes.io~projected/<volume>`, the kubelet's layout); its files
-are written as a kubelet's AtomicWriter does (a timestamped directory, a `..data` symlink swapped
-by rename, and top-level symlinks into `..data`), so a reader never sees half a renewal. The
-containers see the directory at its mountPath through a bind mount in their own mount namespace
-(`projected.in_mount_namespace`). Tokens come from the TokenRequest API, bound to the pod.
+Test infrastructure only. Each volume gets a directory under the runner's root, in the kubelet's
+layout: `<root>/pods/<uid>/volumes/kubernetes.io~projected/<volume>` for a projected volume, whose
+files are written as a kubelet's AtomicWriter does (a timestamped directory, a `..data` symlink
+swapped by rename, and top-level symlinks into `..data`), so a reader never sees half a renewal;
+`<root>/pods/<uid>/volumes/kubernetes.io~empty-dir/<volume>` for an emptyDir (only those
+`projected.empty_dir_volumes` picks), made empty before the first container and never wiped
+while the pod lives, so init and app containers share it and it outlives a container's restart
+and a runner's (the next runner adopts the pod and keeps the directory). Everything goes with the
+pod. The containers see a directory at its mountPath through a bind mount in their own mount
+namespace (`projected.in_mount_namespace`). Tokens come from the TokenRequest API, bound to the pod.
 """
 
 from __future__ import annotations
@@ -94,6 +99,10 @@ class PodVolumes:
             name: str(self.root / "volumes" / "kubernetes.io~projected" / name)
             for name in self.volumes
         }
+        self.empty_dirs = {
+            name: str(self.root / "volumes" / "kubernetes.io~empty-dir" / name)
+            for name in projected.empty_dir_volumes(pod)
+        }
         self.tokens: dict[projected.TokenKey, projected.IssuedToken] = {}
         self.jitter_s = random.uniform(0, MAX_JITTER_S)
         self.ready = False
@@ -105,10 +114,18 @@ class PodVolumes:
 
     def mounts(self, container: Mapping[str, Any]) -> list[projected.BindMount]:
         """The bind mounts of one container (empty when it mounts no emulated volume)."""
-        return projected.bind_mounts(container, self.dirs)
+        return projected.bind_mounts(container, self.dirs, self.empty_dirs)
 
     def set_up(self, pod_ip: str, host_ip: str, lookup: kubelet_env.Lookup) -> None:
-        """Write every volume (VolumeError when one cannot be written yet)."""
+        """Make every emptyDir and write every projected volume (VolumeError when one cannot be).
+
+        Run again on every renewal and adoption: an emptyDir that exists keeps what is in it.
+        """
+        for path in self.empty_dirs.values():
+            directory = Path(path)
+            if not directory.is_dir():
+                directory.mkdir(parents=True)
+                directory.chmod(0o777)  # a kubelet's emptyDir mode, whatever the umask
         for name, volume in self.volumes.items():
             files = projected.project(volume, self.pod, pod_ip, host_ip, lookup, self._token)
             if write_atomically(Path(self.dirs[name]), files):

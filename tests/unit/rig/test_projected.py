@@ -136,6 +136,68 @@ def test_bind_mounts_follow_the_containers_own_mounts() -> None:
     assert projected.bind_mounts(sidecar, dirs) == []
 
 
+COMPANION = "/agentworker-companion"
+
+
+def companion_pod() -> dict[str, Any]:
+    """The operator's companion: an init container fills an emptyDir the app imports from."""
+    companion = {"name": "companion", "mountPath": COMPANION}
+    tmp = {"name": "tmp", "mountPath": "/tmp"}
+    return pod(
+        volumes=[{"name": "companion", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        initContainers=[{"name": "agentworker-companion", "volumeMounts": [companion]}],
+        containers=[
+            {"name": "app", "volumeMounts": [tmp, {**companion, "readOnly": True}]},
+        ],
+    )
+
+
+def test_empty_dirs_are_emulated_under_the_companion_prefix_but_not_at_tmp() -> None:
+    # Tests read what the pods' processes leave in the host's /tmp.
+    assert projected.empty_dir_volumes(companion_pod()) == ["companion"]
+
+
+@pytest.mark.parametrize(
+    ("mount", "emulated"),
+    [
+        ({"mountPath": COMPANION}, True),
+        ({"mountPath": f"{COMPANION}/"}, True),
+        ({"mountPath": f"{COMPANION}/pkg"}, True),
+        ({"mountPath": f"{COMPANION}-old"}, False),
+        ({"mountPath": "/tmp"}, False),
+        ({"mountPath": f"{COMPANION}/../tmp"}, False),
+        ({"mountPath": COMPANION, "subPath": "pkg"}, False),
+    ],
+    ids=["the-prefix", "trailing-slash", "below", "sibling", "tmp", "dot-dot", "sub-path"],
+)
+def test_an_empty_dir_path_is_emulated_at_or_below_its_prefix_only(
+    mount: dict[str, Any], emulated: bool
+) -> None:
+    assert projected.emulated_path(mount, projected.EMPTY_DIR_PREFIXES) is emulated
+
+
+def test_init_and_app_containers_bind_the_same_empty_dir_and_readonly_is_kept() -> None:
+    spec = companion_pod()["spec"]
+    source = "/rig/pods/u-1/volumes/kubernetes.io~empty-dir/companion"
+    empty_dirs = {"companion": source, "tmp": "/rig/pods/u-1/volumes/kubernetes.io~empty-dir/tmp"}
+    (init,), (app,) = spec["initContainers"], spec["containers"]
+    assert projected.bind_mounts(init, {}, empty_dirs) == [
+        projected.BindMount(source, COMPANION, read_only=False)
+    ]
+    assert projected.bind_mounts(app, {}, empty_dirs) == [
+        projected.BindMount(source, COMPANION, read_only=True)
+    ], "never at /tmp, even when the volume is handed over"
+
+
+def test_each_volume_kind_is_mounted_under_its_own_prefixes_only() -> None:
+    mounts = [
+        {"name": "token", "mountPath": f"{COMPANION}/token"},
+        {"name": "scratch", "mountPath": f"{SA_PATH}/scratch"},
+    ]
+    container = {"name": "app", "volumeMounts": mounts}
+    assert projected.bind_mounts(container, {"token": "/p"}, {"scratch": "/e"}) == []
+
+
 def test_mount_namespace_command_binds_then_execs_the_container_argv() -> None:
     mounts = [projected.BindMount("/src", SA_PATH, read_only=True)]
     argv = projected.in_mount_namespace(mounts, ["agent-operator", "--x"], "/usr/bin/unshare")

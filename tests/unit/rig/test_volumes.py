@@ -131,3 +131,60 @@ def test_token_is_requested_bound_to_the_pod_and_renewed_once_80_percent_has_pas
     assert (directory / "token").read_text() == "token-3", "renewed before it expires"
     volume_set.remove()
     assert not (tmp_path / "pods" / "u-1").exists()
+
+
+COMPANION_POD: dict[str, Any] = {
+    "metadata": {"name": "worker-1", "namespace": "ops", "uid": "u-2"},
+    "spec": {
+        "volumes": [{"name": "companion", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
+        "initContainers": [
+            {
+                "name": "agentworker-companion",
+                "volumeMounts": [{"name": "companion", "mountPath": "/agentworker-companion"}],
+            }
+        ],
+        "containers": [
+            {
+                "name": "app",
+                "volumeMounts": [
+                    {"name": "companion", "mountPath": "/agentworker-companion"},
+                    {"name": "tmp", "mountPath": "/tmp"},
+                ],
+            }
+        ],
+    },
+}
+
+
+def companion_volumes(root: Path) -> volumes.PodVolumes:
+    return volumes.PodVolumes(FakeCore(3607), COMPANION_POD, root)  # type: ignore[arg-type]
+
+
+def test_empty_dir_is_made_in_the_kubelet_layout_and_shared_by_init_and_app(
+    tmp_path: Path,
+) -> None:
+    volume_set = companion_volumes(tmp_path)
+    volume_set.set_up("127.0.1.3", "127.0.0.1", lookup)
+    directory = tmp_path / "pods" / "u-2" / "volumes" / "kubernetes.io~empty-dir" / "companion"
+    assert directory.is_dir()
+    assert directory.stat().st_mode & 0o777 == 0o777
+    assert list(directory.iterdir()) == []
+    init, app = COMPANION_POD["spec"]["initContainers"][0], COMPANION_POD["spec"]["containers"][0]
+    shared = projected.BindMount(str(directory), "/agentworker-companion", read_only=False)
+    assert volume_set.mounts(init) == volume_set.mounts(app) == [shared]
+    assert not (directory.parent / "tmp").exists(), "/tmp stays the host's"
+
+
+def test_empty_dir_keeps_its_contents_across_set_ups_and_runners_and_goes_with_the_pod(
+    tmp_path: Path,
+) -> None:
+    volume_set = companion_volumes(tmp_path)
+    volume_set.set_up("127.0.1.3", "127.0.0.1", lookup)
+    written = Path(volume_set.empty_dirs["companion"]) / "x"
+    written.write_text("hi")
+    volume_set.set_up("127.0.1.3", "127.0.0.1", lookup)  # a renewal or a container's restart
+    adopted = companion_volumes(tmp_path)  # a restarted runner's view of the same pod
+    adopted.set_up("127.0.1.3", "127.0.0.1", lookup)
+    assert written.read_text() == "hi"
+    adopted.remove()
+    assert not (tmp_path / "pods" / "u-2").exists()
