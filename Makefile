@@ -10,7 +10,7 @@ RIG_ENV := .rig/env
 E2E_BASETEMP := .rig/pytest-e2e
 
 .PHONY: help install lint format unit rig rig-down e2e test demo bench bench-runtime \
-	bench-scaling bench-observing verify generate clean
+	bench-scaling bench-observing agents-venvs verify generate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -49,7 +49,7 @@ rig: install ## Build (cached) and start the rig; writes .rig/env
 rig-down: ## Stop what `make rig` started
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.rig down; fi
 
-e2e: rig ## End-to-end tests against the rig, then the search for leaked secrets
+e2e: rig agents-venvs ## End-to-end tests against the rig, then the search for leaked secrets
 	set -a; . $(RIG_ENV); set +a; \
 	$(BIN)/pytest tests/integration tests/e2e -q --basetemp=$(E2E_BASETEMP); suite=$$?; \
 	$(BIN)/pytest tests/e2e_after -q; after=$$?; \
@@ -70,6 +70,9 @@ bench-scaling: rig ## Scale-up reaction; a plain Deployment's scale-down against
 
 bench-observing: rig ## The operator's CPU and memory observing 1,000 workers every 5 s
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.observing
+
+agents-venvs: install ## A venv per tested livekit-agents release, cached in ~/.cache/agentworker
+	$(BIN)/python -m bench.venv
 
 .PHONY: images
 images: ## Build the operator, worker and example agent images (docker, podman or buildah)

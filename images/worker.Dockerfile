@@ -37,6 +37,7 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY worker_runtime/ worker_runtime/
+COPY companion/agentworker_companion/ companion/agentworker_companion/
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \

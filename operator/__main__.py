@@ -91,6 +91,14 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
         metavar="SECONDS",
         help="seconds a worker's /worker may take before it counts as unknown",
     )
+    add(
+        "--companion-image",
+        default=settings.DEFAULT_COMPANION_IMAGE,
+        metavar="IMAGE",
+        help="image of the init container that copies the companion into `command` fleets' pods "
+        "(an image with python and the agentworker_companion package: the operator's own; "
+        f"default {settings.DEFAULT_COMPANION_IMAGE})",
+    )
     args = parser.parse_args(argv)
     if args.sync_period <= 0 or args.resync_period <= 0 or args.scrape_timeout <= 0:
         parser.error("--sync-period, --resync-period and --scrape-timeout must be above 0")
@@ -117,6 +125,7 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
             resync_s=args.resync_period,
             scrape_timeout_s=args.scrape_timeout,
         ),
+        companion_image=args.companion_image,
     )
 
 
@@ -171,7 +180,10 @@ async def _run_kopf(
         stop_flag=stop,
         ready_flag=ready,
         memo=kopf.Memo(
-            kube=client, sync_settings=config.sync, control_key_secret=config.control_key
+            kube=client,
+            sync_settings=config.sync,
+            control_key_secret=config.control_key,
+            companion_image=config.companion_image,
         ),
     )
 

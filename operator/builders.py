@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
+from agentworker_operator import companion as companions
 from agentworker_operator import spec as specs
 
 Manifest: TypeAlias = dict[str, Any]
@@ -51,6 +52,18 @@ GRACE_MARGIN_S = 30
 worst shutdown path adds a job offer in flight (up to 8.5 s), the kill wait after the shutdown
 hooks (5 s) and time to report each job's end to LiveKit."""
 
+METRICS_LABEL = "agentworker.dev/metrics"
+"""On worker pods that serve the agentworker_worker_* metrics at :8081/metrics ("true"): the
+chart's PodMonitor selects them, and no pod that would fail its scrape."""
+DEFAULT_COMPANION_IMAGE = "ghcr.io/agentworker/agent-operator:0.1.0"
+"""An image with Python and the companion package (the operator's, which holds it); the chart
+passes its own operator image as --companion-image."""
+COMPANION_RESOURCES: Manifest = {
+    "requests": {"cpu": "10m", "memory": "32Mi"},
+    "limits": {"memory": "64Mi"},
+}
+"""The init container copies some 60 kB of Python files; this is ample."""
+
 LABEL_NAME = "app.kubernetes.io/name"
 LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"
@@ -74,6 +87,31 @@ RESTRICTED_CONTAINER_SECURITY: Manifest = {
     "readOnlyRootFilesystem": True,
     "runAsNonRoot": True,
 }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Injection:
+    """How a pod template gets the worker contract (the companion), and from which image."""
+
+    plan: companions.Plan
+    image: str = DEFAULT_COMPANION_IMAGE
+    """The image the init container copies the companion from (Plan.INJECT only)."""
+
+
+def injection_for(
+    spec: specs.AgentWorkerSpec,
+    *,
+    image: str = DEFAULT_COMPANION_IMAGE,
+    fallback: companions.Fallback | None = None,
+) -> Injection:
+    """The Injection of a spec, given the companion image and any fallback found so far."""
+    plan = companions.plan(
+        entrypoint=bool(spec.entrypoint),
+        mode=spec.companion_mode,
+        image=spec.image,
+        fallback=fallback,
+    )
+    return Injection(plan=plan, image=image)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -215,8 +253,15 @@ def build_owned_secret_patch(manifest: Mapping[str, Any], owner_uid: str) -> lis
     return ops
 
 
-def container_env(spec: specs.AgentWorkerSpec, owner: Owner) -> list[Manifest]:
-    """The runtime's environment contract, then the user's env appended."""
+def container_env(
+    spec: specs.AgentWorkerSpec, owner: Owner, injection: Injection | None = None
+) -> list[Manifest]:
+    """The runtime's environment contract, then the user's env appended.
+
+    With the companion: AGENTWORKER_COMPANION=1, and when injected, its directory first on
+    PYTHONPATH (before the user's own PYTHONPATH from spec.env, when that is a plain value).
+    """
+    injection = injection or injection_for(spec)
     plain = {
         "LIVEKIT_URL": spec.livekit.url,
         "AGENT_NAME": spec.agent_name,
@@ -251,8 +296,18 @@ def container_env(spec: specs.AgentWorkerSpec, owner: Owner) -> list[Manifest]:
     env.append(
         _secret_env("AGENT_CONTROL_TOKEN", control_secret_name(owner), key=CONTROL_TOKEN_KEY)
     )
-    env += [dict(var) for var in spec.env]
-    return env
+    user_env = [dict(var) for var in spec.env]
+    if injection.plan is companions.Plan.INJECT:
+        env.append({"name": companions.ENABLE_VARIABLE, "value": "1"})
+    if injection.plan is companions.Plan.INJECT:
+        theirs = next((var for var in user_env if var.get("name") == "PYTHONPATH"), None)
+        if theirs is None or isinstance(theirs.get("value"), str):
+            # a PYTHONPATH from valueFrom cannot be joined: the worker then does not load the
+            # companion, and the fleet falls back (NotLoaded)
+            paths = [companions.MOUNT_PATH, str((theirs or {}).get("value") or "")]
+            env.append({"name": "PYTHONPATH", "value": ":".join(p for p in paths if p)})
+            user_env = [var for var in user_env if var is not theirs]
+    return env + user_env
 
 
 def _probe(path: str, *, period_s: int, failures: int) -> Manifest:
@@ -264,25 +319,30 @@ def _probe(path: str, *, period_s: int, failures: int) -> Manifest:
     }
 
 
-def build_container(spec: specs.AgentWorkerSpec, owner: Owner) -> Manifest:
+def build_container(
+    spec: specs.AgentWorkerSpec, owner: Owner, injection: Injection | None = None
+) -> Manifest:
     """The one worker container on port 8081 ("http").
 
-    With `entrypoint`: `agent-worker start <entrypoint>`, probed at /readyz (registered and not
-    draining) and /healthz. With `command` (the official livekit-agents worker): that command,
-    probed at / (its health server answers there, on the same port).
+    With `entrypoint`: `agent-worker start <entrypoint>`. With `command` (the official
+    livekit-agents worker): that command. Probed at /readyz (registered and not draining) and
+    /healthz when the worker serves the contract (this runtime, or the companion); otherwise at
+    / (livekit-agents' own health server answers there, on the same port).
     """
+    injection = injection or injection_for(spec)
     runtime = not spec.command
+    contract = injection.plan.serves_contract
     container: Manifest = {
         "name": CONTAINER_NAME,
         "image": spec.image,
         "command": ["agent-worker"] if runtime else list(spec.command),
         "args": ["start", spec.entrypoint] if runtime else list(spec.args),
         "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
-        "env": container_env(spec, owner),
+        "env": container_env(spec, owner, injection),
         # Readiness is "registered and not draining": a draining pod leaves the endpoints
         # while it finishes its calls; it must never drop because a worker is merely full.
-        "readinessProbe": _probe("/readyz" if runtime else "/", period_s=2, failures=2),
-        "livenessProbe": _probe("/healthz" if runtime else "/", period_s=10, failures=3),
+        "readinessProbe": _probe("/readyz" if contract else "/", period_s=2, failures=2),
+        "livenessProbe": _probe("/healthz" if contract else "/", period_s=10, failures=3),
         "securityContext": {
             **RESTRICTED_CONTAINER_SECURITY,
             **spec.pod_template.container_security_context,
@@ -292,6 +352,10 @@ def build_container(spec: specs.AgentWorkerSpec, owner: Owner) -> Manifest:
             *(dict(mount) for mount in spec.volume_mounts),
         ],
     }
+    if injection.plan is companions.Plan.INJECT:
+        container["volumeMounts"].append(
+            {"name": companions.VOLUME, "mountPath": companions.MOUNT_PATH, "readOnly": True}
+        )
     if not container["args"]:
         del container["args"]
     if spec.working_dir:
@@ -310,13 +374,35 @@ def build_container(spec: specs.AgentWorkerSpec, owner: Owner) -> Manifest:
 SAFE_TO_EVICT_LOCAL_VOLUMES = "cluster-autoscaler.kubernetes.io/safe-to-evict-local-volumes"
 
 
+def build_companion_init_container(spec: specs.AgentWorkerSpec, image: str) -> Manifest:
+    """Copies the companion into the emptyDir the worker loads it from (Plan.INJECT), under the
+    worker container's security context (a fleet that runs as root runs this as root too)."""
+    security = {
+        **RESTRICTED_CONTAINER_SECURITY,
+        **spec.pod_template.container_security_context,
+    }
+    return {
+        "name": companions.INIT_CONTAINER,
+        "image": image,
+        "command": ["python", "-m", "agentworker_companion", "install", companions.MOUNT_PATH],
+        "securityContext": security,
+        "resources": {key: dict(value) for key, value in COMPANION_RESOURCES.items()},
+        "volumeMounts": [{"name": companions.VOLUME, "mountPath": companions.MOUNT_PATH}],
+    }
+
+
 def build_pod_template(
-    owner: Owner, spec: specs.AgentWorkerSpec, *, control_token: str = ""
+    owner: Owner,
+    spec: specs.AgentWorkerSpec,
+    *,
+    control_token: str = "",
+    injection: Injection | None = None,
 ) -> Manifest:
     """The pod: user overlay first, the operator's labels and restricted defaults win or merge."""
+    injection = injection or injection_for(spec)
     overlay = spec.pod_template
     pod_spec: Manifest = {
-        "containers": [build_container(spec, owner)],
+        "containers": [build_container(spec, owner, injection)],
         "terminationGracePeriodSeconds": grace_period_s(spec),
         "securityContext": {**RESTRICTED_POD_SECURITY, **overlay.security_context},
         "volumes": [{"name": TMP_VOLUME, "emptyDir": {}}, *(dict(v) for v in overlay.volumes)],
@@ -334,15 +420,23 @@ def build_pod_template(
         "priorityClassName": overlay.priority_class_name,
     }
     pod_spec.update({key: value for key, value in optional.items() if value})
+    local_volumes = [TMP_VOLUME]
+    if injection.plan is companions.Plan.INJECT:
+        pod_spec["initContainers"] = [build_companion_init_container(spec, injection.image)]
+        pod_spec["volumes"].append({"name": companions.VOLUME, "emptyDir": {"sizeLimit": "16Mi"}})
+        local_volumes.append(companions.VOLUME)
     metadata: Manifest = {"labels": {**overlay.labels, **labels(owner)}}
+    if injection.plan is not companions.Plan.RUNTIME:  # this runtime's pods keep their labels
+        serves = "true" if injection.plan.serves_contract else "false"
+        metadata["labels"][METRICS_LABEL] = serves
     metadata["annotations"] = dict(overlay.annotations)
     # The Cluster Autoscaler keeps a node whose pods have an emptyDir unless they say it may go:
-    # an idle worker's /tmp holds nothing (a busy worker carries safe-to-evict "false")
+    # an idle worker's /tmp and the companion's copy hold nothing (a busy worker carries
+    # safe-to-evict "false")
     listed = metadata["annotations"].get(SAFE_TO_EVICT_LOCAL_VOLUMES, "")
     local = [name.strip() for name in listed.split(",") if name.strip()]
-    metadata["annotations"][SAFE_TO_EVICT_LOCAL_VOLUMES] = ",".join(
-        local if TMP_VOLUME in local else [*local, TMP_VOLUME]
-    )
+    local += [name for name in local_volumes if name not in local]
+    metadata["annotations"][SAFE_TO_EVICT_LOCAL_VOLUMES] = ",".join(local)
     if control_token:
         digest = hashlib.sha256(control_token.encode()).hexdigest()[:16]
         metadata["annotations"][CONTROL_TOKEN_HASH_ANNOTATION] = digest
@@ -355,14 +449,25 @@ def _hash(template: Manifest) -> str:
     return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def template_hash(owner: Owner, spec: specs.AgentWorkerSpec, *, control_token: str = "") -> str:
+def template_hash(
+    owner: Owner,
+    spec: specs.AgentWorkerSpec,
+    *,
+    control_token: str = "",
+    injection: Injection | None = None,
+) -> str:
     """The version of the pod template the spec gives (TEMPLATE_HASH_ANNOTATION)."""
-    template = build_pod_template(owner, spec, control_token=control_token)
+    template = build_pod_template(owner, spec, control_token=control_token, injection=injection)
     return str(template["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION])
 
 
 def build_deployment(
-    owner: Owner, spec: specs.AgentWorkerSpec, *, replicas: int, control_token: str = ""
+    owner: Owner,
+    spec: specs.AgentWorkerSpec,
+    *,
+    replicas: int,
+    control_token: str = "",
+    injection: Injection | None = None,
 ) -> Manifest:
     """The Deployment: `replicas` pods, rolled with maxUnavailable 0 so old pods drain last."""
     return {
@@ -377,7 +482,9 @@ def build_deployment(
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
             },
-            "template": build_pod_template(owner, spec, control_token=control_token),
+            "template": build_pod_template(
+                owner, spec, control_token=control_token, injection=injection
+            ),
         },
     }
 

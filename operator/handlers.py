@@ -33,6 +33,9 @@ from agentworker_operator import (
     status,
     store,
 )
+from agentworker_operator import (
+    companion as companions,
+)
 from agentworker_operator import settings as settings_module
 from agentworker_operator import spec as specs
 from agentworker_operator import sync as syncs
@@ -101,6 +104,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
         locks=memo["locks"],
         control_key=control_key,
         operator_id=f"{key_ref.namespace}/{key_ref.name}",
+        companion_image=memo.get("companion_image") or builders.DEFAULT_COMPANION_IMAGE,
     )
     memo["syncer"] = syncer
     memo["sync_task"] = asyncio.create_task(syncer.run(), name="sync")
@@ -296,7 +300,8 @@ async def _reconcile(
             except kube.NotOurs as error:
                 problem = status.Problem(reason="ControlSecretConflict", message=str(error))
             else:
-                problem = await _apply_children(client, owner, spec, desired, token)
+                injection = syncer.injection((namespace, name), body, spec)
+                problem = await _apply_children(client, owner, spec, desired, token, injection)
             if fleet is not None and problem is None:
                 fleet.last_full_reconcile = syncer.clock()
                 fleet.applied = desired
@@ -322,9 +327,31 @@ async def _reconcile(
         fleet=fleet.summary if fleet is not None else None,
         scaling=_scaling(decision) if autoscaling and decision is not None else None,
         last_scale_time=fleet.last_scale_time if fleet is not None else None,
+        companion=_companion_facts(syncer, body, spec, fleet),
     )
     await _publish(client, store_, body, facts, logger)
     return problem
+
+
+def _companion_facts(
+    syncer: syncs.Syncer,
+    body: Mapping[str, Any],
+    spec: specs.AgentWorkerSpec | None,
+    fleet: syncs.Fleet | None,
+) -> status.CompanionFacts | None:
+    if spec is None:
+        return None
+    meta = body["metadata"]
+    injection = syncer.injection((meta["namespace"], meta["name"]), body, spec)
+    live = [w for w in (fleet.workers if fleet is not None else ()) if not w.pod.terminating]
+    return status.CompanionFacts(
+        mode=spec.companion_mode,
+        plan=injection.plan,
+        fallback=(fleet.fallback if fleet is not None else None)
+        or companions.recorded_fallback(body.get("status") or {}),
+        serving=sum(1 for w in live if w.report is not None and w.report.companion),
+        workers=len(live),
+    )
 
 
 async def _claimed(
@@ -365,10 +392,14 @@ async def _apply_children(
     spec: specs.AgentWorkerSpec,
     replicas: int,
     control_token: str,
+    injection: builders.Injection,
 ) -> status.Problem | None:
     """Server-side apply of every child; a refusal becomes Degraded=ApplyFailed, not silence."""
+    deployment = builders.build_deployment(
+        owner, spec, replicas=replicas, control_token=control_token, injection=injection
+    )
     for manifest in (
-        builders.build_deployment(owner, spec, replicas=replicas, control_token=control_token),
+        deployment,
         builders.build_pod_disruption_budget(owner),
         builders.build_metrics_service(owner),
     ):

@@ -65,6 +65,10 @@ class WorkerReport:
     agent_name: str = ""
     load_threshold: float | None = None
     """The worker's own threshold when it reports one."""
+    companion: str = ""
+    """The companion's version when it serves this document (an official worker wrapped)."""
+    sdk_version: str = ""
+    project_type: str = ""
 
 
 def _number(doc: Mapping[str, Any], key: str) -> float:
@@ -108,6 +112,9 @@ def parse_worker_document(raw: object) -> WorkerReport:
         worker_id=str(raw.get("worker_id") or ""),
         agent_name=str(raw.get("agent_name") or ""),
         load_threshold=float(threshold) if isinstance(threshold, int | float) else None,
+        companion=str(raw.get("companion") or ""),
+        sdk_version=str(raw.get("sdk_version") or ""),
+        project_type=str(raw.get("project_type") or ""),
     )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from agentworker_operator.builders import DEFAULT_COMPANION_IMAGE as DEFAULT_COMPANION_IMAGE
+
 
 class LogFormat(enum.StrEnum):
     """How log lines are written."""
@@ -79,6 +81,8 @@ class Settings:
     lease: LeaseSettings = field(default_factory=lambda: LeaseSettings(identity="unset"))
     """Leader election."""
     sync: SyncSettings = field(default_factory=SyncSettings)
+    companion_image: str = DEFAULT_COMPANION_IMAGE
+    """The image the companion's init container runs (it needs python and the package)."""
     """Observation, autoscaling and resync."""
     control_key: SecretRef = field(
         default_factory=lambda: SecretRef(namespace="default", name=CONTROL_KEY_NAME)

@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from agentworker_operator import companion as companions
 from agentworker_operator import fields
 from agentworker_operator.fields import JSON as JSON
 from agentworker_operator.fields import InvalidSpecError as InvalidSpecError
@@ -22,7 +23,7 @@ _ENTRYPOINT = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
 )
 RESERVED_ENV_PREFIXES = ("AGENT_", "LIVEKIT_")
-RESERVED_ENV_NAMES = frozenset({"POD_IP"})
+RESERVED_ENV_NAMES = frozenset({"POD_IP", companions.ENABLE_VARIABLE})
 
 
 class WorkerType(enum.StrEnum):
@@ -181,6 +182,8 @@ class AgentWorkerSpec:
     replicas: int = 1
     autoscaling: Autoscaling = Autoscaling()
     recovery: Recovery = Recovery()
+    companion_mode: companions.Mode = companions.Mode.INJECT
+    """How a `command` fleet gets the worker contract (ignored with `entrypoint`)."""
     resources: Mapping[str, JSON] = field(default_factory=dict)
     env: tuple[Mapping[str, JSON], ...] = ()
     """User EnvVars, appended after the operator's own."""
@@ -222,6 +225,9 @@ def parse_spec(raw: object) -> AgentWorkerSpec:
         replicas=replicas,
         autoscaling=_parse_autoscaling(spec.child("autoscaling"), spec),
         recovery=_parse_recovery(spec.child("recovery")),
+        companion_mode=spec.child("companion").choice(
+            "mode", companions.Mode, companions.Mode.INJECT
+        ),
         resources=spec.json_object("resources"),
         env=_parse_env(spec),
         env_from=_objects(spec, "envFrom"),
@@ -399,7 +405,8 @@ def _parse_env(spec: fields.FieldReader) -> tuple[Mapping[str, JSON], ...]:
             raise InvalidSpecError(
                 var.at("name"),
                 name,
-                "is set by the operator (AGENT_*, LIVEKIT_*, POD_IP); use the spec field",
+                "is set by the operator (AGENT_*, LIVEKIT_*, POD_IP, AGENTWORKER_COMPANION); "
+                "use the spec field",
             )
         if name in seen:
             raise InvalidSpecError(var.at("name"), name, "is listed twice")
@@ -410,10 +417,14 @@ def _parse_env(spec: fields.FieldReader) -> tuple[Mapping[str, JSON], ...]:
 
 def _volumes(template: fields.FieldReader) -> tuple[Mapping[str, JSON], ...]:
     volumes = _objects(template, "volumes", required=("name",))
+    theirs = {"tmp": "/tmp", companions.VOLUME: companions.MOUNT_PATH}
     for i, volume in enumerate(volumes):
-        if volume.get("name") == "tmp":
+        name = volume.get("name")
+        if isinstance(name, str) and name in theirs:
             raise InvalidSpecError(
-                f"{template.at('volumes')}[{i}].name", "tmp", "is the operator's volume (/tmp)"
+                f"{template.at('volumes')}[{i}].name",
+                name,
+                f"is the operator's volume ({theirs[name]})",
             )
     return volumes
 

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentworker_operator import companion as companions
 from agentworker_operator.observation import FleetSummary, WorkerState
 
 Status = dict[str, Any]
@@ -31,6 +32,8 @@ class ConditionType(enum.StrEnum):
     DEGRADED = "Degraded"
     SCALING_LIMITED = "ScalingLimited"
     FLEET_FULL = "FleetFull"
+    COMPANION = "Companion"
+    """Only on `command` fleets: whether their workers serve the contract through it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,6 +84,19 @@ class PodFailure:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CompanionFacts:
+    """How a `command` fleet gets the worker contract, and how many of its workers serve it."""
+
+    mode: companions.Mode
+    plan: companions.Plan
+    fallback: companions.Fallback | None = None
+    serving: int = 0
+    """Live workers whose /worker the companion served."""
+    workers: int = 0
+    """Live workers (not being deleted)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Facts:
     """Everything the status is decided from, gathered by the handlers in one go."""
 
@@ -107,6 +123,8 @@ class Facts:
     """The autoscaler's latest decision; None with autoscaling off or before the first one."""
     last_scale_time: str | None = None
     """When the autoscaler last changed the replicas (RFC 3339)."""
+    companion: CompanionFacts | None = None
+    """None for this runtime's fleets (or an unparsable spec)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -309,7 +327,7 @@ def _fleet_full(facts: Facts) -> Condition:
 
 
 def decide_conditions(facts: Facts) -> list[Condition]:
-    """The five conditions, in a fixed order, from the facts alone."""
+    """The five conditions (six for a `command` fleet), in a fixed order, from the facts alone."""
     problem = _problem(facts)
     progressing, p_reason, p_message = _rollout(facts)
     degraded = Condition(
@@ -321,13 +339,25 @@ def decide_conditions(facts: Facts) -> list[Condition]:
     progress = Condition(
         type=ConditionType.PROGRESSING, status=progressing, reason=p_reason, message=p_message
     )
-    return [
+    decided = [
         _ready(facts, progressing, p_message),
         progress,
         degraded,
         _scaling_limited(facts),
         _fleet_full(facts),
     ]
+    if facts.companion is not None and facts.companion.plan is not companions.Plan.RUNTIME:
+        c = facts.companion
+        words = companions.condition(c.plan, c.fallback, c.serving, c.workers)
+        decided.append(
+            Condition(
+                type=ConditionType.COMPANION,
+                status=words.status,
+                reason=words.reason,
+                message=words.message,
+            )
+        )
+    return decided
 
 
 def _timestamp(now: datetime.datetime) -> str:
@@ -386,6 +416,10 @@ def desired_status(facts: Facts, previous: Mapping[str, Any], *, now: datetime.d
         status.update(fleet_status(facts.fleet))
     if facts.last_scale_time is not None:
         status["lastScaleTime"] = facts.last_scale_time
+    if facts.companion is not None:
+        c = facts.companion
+        # None removes a record a fleet no longer needs (merge patch)
+        status["companion"] = companions.status_record(c.plan, c.fallback, c.mode)
     return status
 
 

@@ -33,6 +33,9 @@ from agentworker_operator import (
     rooms,
     scaledown,
 )
+from agentworker_operator import (
+    companion as companions,
+)
 from agentworker_operator import scraper as scrapers
 from agentworker_operator import spec as specs
 from agentworker_operator.settings import SyncSettings
@@ -61,7 +64,7 @@ class Fleet:
     applied: int | None = None
     """Replicas the last whole reconcile applied: while it differs from `desired` (a failed
     apply), every round reconciles whole."""
-    template: tuple[tuple[object, str], str] = ((None, ""), "")
+    template: tuple[tuple[object, ...], str] = ((None, ""), "")
     """((generation, control token), the pod template's hash) of the latest round."""
     written: dict[str, dict[str, str | None]] = field(default_factory=dict)
     """The protection annotations this process last wrote on each pod (the watch may lag)."""
@@ -83,6 +86,9 @@ class Fleet:
     """The LiveKit client of call recovery (made when recovery is on)."""
     recovery_refused: bool = False
     """The API server refused the credentials Secret to call recovery (said once)."""
+    fallback: companions.Fallback | None = None
+    """Why the companion cannot work on this fleet's image, found by this process (the status
+    keeps it across restarts)."""
 
 
 def _now_text() -> str:
@@ -105,11 +111,13 @@ class Syncer:
         scraper: scrapers.Scraper | None = None,
         rooms_client: RoomsClient = rooms.Rooms,
         clock: Callable[[], float] = time.monotonic,
+        companion_image: str = builders.DEFAULT_COMPANION_IMAGE,
     ) -> None:
         """`operator_id` names this installation (builders.OPERATOR_ANNOTATION). `scraper`,
         `rooms_client` and `clock` are the workers' HTTP, LiveKit's API and the monotonic
         clock: the real ones in production, a simulated world's in the unit tier."""
         self.operator_id = operator_id
+        self.companion_image = companion_image
         self.refused_claims: set[Key] = set()
         """AgentWorkers another installation manages, already said in an Event."""
         self._kube = client
@@ -167,19 +175,57 @@ class Syncer:
             return False
         return True
 
+    def injection(
+        self, key: Key, body: Mapping[str, Any], spec: specs.AgentWorkerSpec
+    ) -> builders.Injection:
+        """How the fleet's pods get the worker contract: the spec, the companion image, and a
+        fallback found by this process or recorded in the status."""
+        fleet = self.fleets.get(key)
+        found = fleet.fallback if fleet is not None else None
+        fallback = found or companions.recorded_fallback(body.get("status") or {})
+        return builders.injection_for(spec, image=self.companion_image, fallback=fallback)
+
     def _template_hash(
         self,
         body: Mapping[str, Any],
         owner: builders.Owner,
         spec: specs.AgentWorkerSpec,
         token: str,
+        injection: builders.Injection,
     ) -> str:
-        """The pod template's version, built once per generation and control token."""
+        """The pod template's version, built once per generation, control token and plan."""
         fleet = self.fleets[(owner.namespace, owner.name)]
-        stamp = ((body.get("metadata") or {}).get("generation"), token)
+        stamp = ((body.get("metadata") or {}).get("generation"), token, injection.plan)
         if fleet.template[0] != stamp or stamp[0] is None:
-            fleet.template = (stamp, builders.template_hash(owner, spec, control_token=token))
+            built = builders.template_hash(owner, spec, control_token=token, injection=injection)
+            fleet.template = (stamp, built)
         return fleet.template[1]
+
+    def _companion_verdict(
+        self, key: Key, spec: specs.AgentWorkerSpec, fleet: Fleet, template: str
+    ) -> bool:
+        """Whether this round found that the injected companion cannot work (a fallback)."""
+        pods = {str(p["metadata"]["name"]): p for p in self._store.pods(key)}
+        seen = [
+            companions.Seen(
+                pod=pods.get(w.pod.name, {}),
+                answered=w.report is not None,
+                companion=w.report.companion if w.report else "",
+                sdk_version=w.report.sdk_version if w.report else "",
+                project_type=w.report.project_type if w.report else "",
+            )
+            for w in fleet.workers
+            if w.pod.template_hash == template and not w.pod.terminating
+        ]
+        found = companions.verdict(spec.image, seen)
+        if found is None:
+            return False
+        fleet.fallback = found
+        logger.warning(
+            "the companion cannot work on this image; the fleet falls back to running without it",
+            extra={**logs.about(key), "reason": found.reason, "detail": found.message},
+        )
+        return True
 
     def lock(self, key: Key) -> asyncio.Lock:
         return self._locks.setdefault(key, asyncio.Lock())
@@ -238,8 +284,12 @@ class Syncer:
         fleet.written = {w.pod.name: fleet.written.get(w.pod.name, {}) for w in observed}
         workers = [scaledown.as_written(w, fleet.written[w.pod.name]) for w in observed]
         fleet.workers = tuple(workers)
-        template = self._template_hash(body, owner, spec, token)
+        injection = self.injection(key, body, spec)
+        template = self._template_hash(body, owner, spec, token, injection)
         fleet.summary = observation.summarize(workers, template_hash=template)
+        fallen_back = injection.plan is companions.Plan.INJECT and self._companion_verdict(
+            key, spec, fleet, template
+        )
         metrics.record_fleet(key, fleet.summary)
         changed = False
         async with self.lock(key):
@@ -255,6 +305,7 @@ class Syncer:
             await self._withdraw(key, spec, fleet, workers)
         if valid and spec.recovery.redispatch:
             await self._recover(key, body, spec, fleet)
+        changed = changed or fallen_back
         due = self.clock() - fleet.last_full_reconcile >= self._config.resync_s
         unapplied = fleet.desired is not None and fleet.desired != fleet.applied
         try:

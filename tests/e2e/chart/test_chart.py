@@ -96,6 +96,10 @@ def check_monitoring(objects: Objects, release: str, namespace: str) -> None:
     assert pod_monitor["spec"]["selector"]["matchLabels"] == {
         "app.kubernetes.io/managed-by": "agentworker-operator"
     }
+    # workers that serve no metrics (the official worker without the companion) are left out
+    assert pod_monitor["spec"]["selector"]["matchExpressions"] == [
+        {"key": "agentworker.dev/metrics", "operator": "NotIn", "values": ["false"]}
+    ]
     (dashboard,) = find(objects, "ConfigMap", f"{release}-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
     board = json.loads(dashboard["data"]["agentworker-fleet.json"])

@@ -1,4 +1,5 @@
-"""The official livekit-agents worker, unmodified, run and scaled by the operator on the rig.
+"""The official livekit-agents worker, unmodified and without the companion (mode Disabled), run and
+scaled by the operator on the rig.
 
 livekit-agents comes from PyPI into its own virtual environment (bench/venv.py, the pin the
 runtime benchmark measures against); the AgentWorker runs it with spec.command. The operator
@@ -59,6 +60,7 @@ def official_fleet(rig: rig_env.RigEnv, namespace: str, python: Path) -> dict[st
         workingDir=str(AGENT_SCRIPT.parent),
         drainTimeout="5m",
         numIdleProcesses=1,
+        companion={"mode": "Disabled"},  # today's path, without it (test_companion has it)
     )
     del manifest["spec"]["entrypoint"]
     manifest["spec"]["autoscaling"] = {

@@ -296,11 +296,19 @@ OFFICIAL = {
 }
 
 
-def test_a_command_runs_as_given_and_is_probed_where_livekit_agents_answers() -> None:
-    c = container(OFFICIAL)
+@pytest.mark.parametrize(
+    ("companion", "readiness", "liveness"),
+    [(None, "/readyz", "/healthz"), ({"mode": "Disabled"}, "/", "/")],
+    ids=["the-companion-by-default", "companion-off-livekit-agents-own"],
+)
+def test_a_command_runs_as_given_and_is_probed_where_its_worker_answers(
+    companion: dict[str, str] | None, readiness: str, liveness: str
+) -> None:
+    raw = OFFICIAL if companion is None else {**OFFICIAL, "companion": companion}
+    c = container(raw)
     assert (c["command"], c["args"]) == (["python", "agent.py"], ["start"])
-    assert c["readinessProbe"]["httpGet"]["path"] == "/"
-    assert c["livenessProbe"]["httpGet"]["path"] == "/"
+    assert c["readinessProbe"]["httpGet"]["path"] == readiness
+    assert c["livenessProbe"]["httpGet"]["path"] == liveness
     assert c["ports"][0]["containerPort"] == 8081
 
 
