@@ -33,9 +33,6 @@ from agentworker_operator import (
     status,
     store,
 )
-from agentworker_operator import (
-    companion as companions,
-)
 from agentworker_operator import settings as settings_module
 from agentworker_operator import spec as specs
 from agentworker_operator import sync as syncs
@@ -342,13 +339,12 @@ def _companion_facts(
     if spec is None:
         return None
     meta = body["metadata"]
-    injection = syncer.injection((meta["namespace"], meta["name"]), body, spec)
+    key = (meta["namespace"], meta["name"])
     live = [w for w in (fleet.workers if fleet is not None else ()) if not w.pod.terminating]
     return status.CompanionFacts(
         mode=spec.companion_mode,
-        plan=injection.plan,
-        fallback=(fleet.fallback if fleet is not None else None)
-        or companions.recorded_fallback(body.get("status") or {}),
+        plan=syncer.injection(key, body, spec).plan,
+        fallback=syncer.fallback(key, body),
         serving=sum(1 for w in live if w.report is not None and w.report.companion),
         workers=len(live),
     )

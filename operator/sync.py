@@ -175,14 +175,19 @@ class Syncer:
             return False
         return True
 
+    def fallback(self, key: Key, body: Mapping[str, Any]) -> companions.Fallback | None:
+        """Why the companion cannot work on the fleet's image: found by this process, or
+        recorded in the status by an earlier one."""
+        fleet = self.fleets.get(key)
+        found = fleet.fallback if fleet is not None else None
+        return found or companions.recorded_fallback(body.get("status") or {})
+
     def injection(
         self, key: Key, body: Mapping[str, Any], spec: specs.AgentWorkerSpec
     ) -> builders.Injection:
-        """How the fleet's pods get the worker contract: the spec, the companion image, and a
-        fallback found by this process or recorded in the status."""
-        fleet = self.fleets.get(key)
-        found = fleet.fallback if fleet is not None else None
-        fallback = found or companions.recorded_fallback(body.get("status") or {})
+        """How the fleet's pods get the worker contract: the spec, the companion image, and
+        the fallback."""
+        fallback = self.fallback(key, body)
         return builders.injection_for(spec, image=self.companion_image, fallback=fallback)
 
     def _template_hash(

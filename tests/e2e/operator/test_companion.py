@@ -32,7 +32,6 @@ from tests.e2e.operator.conftest import (
     OperatorProcess,
     agent_name,
     condition,
-    example,
 )
 from tests.e2e.operator.test_agentworker import apply, aw, wait_ready
 from tests.e2e.operator.test_autoscaling import (
@@ -44,6 +43,7 @@ from tests.e2e.operator.test_autoscaling import (
     wait_calls_started,
     wait_status,
 )
+from tests.e2e.operator.test_official_worker import official_fleet, wait_registered
 from tests.rig import env as rig_env
 from tests.waiting import wait_for
 
@@ -67,23 +67,10 @@ def companion_fleet(
     isolated: bool = False,
     script: Path = AGENT_SCRIPT,
 ) -> dict[str, Any]:
-    manifest = example(
-        rig,
-        agentName=agent_name(namespace),
-        command=[str(python), *(["-I"] if isolated else []), str(script), "start"],
-        # the repository root would put operator/ before the standard library's operator module
-        workingDir=str(AGENT_SCRIPT.parent),
-        drainTimeout="5m",
-        numIdleProcesses=1,
-    )
-    del manifest["spec"]["entrypoint"]
-    manifest["spec"]["autoscaling"] = {
-        "enabled": True,
-        "minReplicas": 1,
-        "maxReplicas": 2,
-        "targetLoad": 0.5,
-        "scaleDown": {"stabilizationWindow": "3s", "stepPods": 4, "period": "5s"},
-    }
+    """test_official_worker's fleet, with `script` and the default companion mode."""
+    manifest = official_fleet(rig, namespace, python)
+    manifest["spec"]["command"] = [str(python), *(["-I"] if isolated else []), str(script), "start"]
+    del manifest["spec"]["companion"]
     return manifest
 
 
@@ -194,12 +181,7 @@ def test_a_worker_that_cannot_load_it_falls_back_and_the_agentworker_says_why(
     assert "initContainers" not in template["spec"]
     assert template["metadata"]["labels"]["agentworker.dev/metrics"] == "false"
     (pod,) = live_pods(kubectl, namespace)
-    wait_for(
-        f"{pod} registered with LiveKit",
-        lambda: pod_log(rig, namespace, pod),
-        lambda text: '"registered worker"' in text,
-        timeout_s=60,
-    )
+    wait_registered(rig, namespace, pod)  # readiness at / comes before it, on this path
     rooms = phone.start(1, hold_s=3)
     wait_calls_started(phone, rooms)
     assert_every_call_completed(phone, rooms, timeout_s=60, real=False)
