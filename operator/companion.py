@@ -117,6 +117,9 @@ class Seen:
     """The companion's version in that document; "" in livekit-agents' own."""
     sdk_version: str = ""
     project_type: str = ""
+    refused: str = ""
+    """The HTTP status it answered /worker with instead of a document ("HTTP 404"), if any:
+    the companion serves /worker from its first moment, so another server holds the port."""
 
 
 def verdict(image: str, injected: Sequence[Seen]) -> Fallback | None:
@@ -134,6 +137,14 @@ def verdict(image: str, injected: Sequence[Seen]) -> Fallback | None:
                 reason="InitContainerFailed",
                 message=f"the companion's init container on {name} is {failed} (is the "
                 "operator's --companion-image pullable from the node?)",
+            )
+        if seen.refused and not seen.answered:
+            return Fallback(
+                image=image,
+                reason="NotLoaded",
+                message=f"the worker on {name} answers /worker with {seen.refused}: the "
+                "companion does not serve its port (its Python did not load it, or it is not "
+                "a livekit-agents worker)",
             )
         if not seen.answered or seen.companion:
             continue

@@ -218,6 +218,7 @@ class Syncer:
                 companion=w.report.companion if w.report else "",
                 sdk_version=w.report.sdk_version if w.report else "",
                 project_type=w.report.project_type if w.report else "",
+                refused=w.error if w.error.startswith("HTTP ") else "",
             )
             for w in fleet.workers
             if w.pod.template_hash == template and not w.pod.terminating

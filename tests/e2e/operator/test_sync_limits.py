@@ -104,6 +104,7 @@ def test_a_fleet_whose_workers_cannot_be_read_holds_its_size(
         sys.executable, "-m", "http.server", str(WORKER_PORT), "--bind", "$(POD_IP)",
     ]  # fmt: skip
     manifest["spec"]["workingDir"] = str(served)
+    manifest["spec"]["companion"] = {"mode": "Disabled"}  # probed at /, as without it
     apply(kubectl, namespace, manifest)
     ready = wait_for(
         "the file server's pod ready",

@@ -98,6 +98,19 @@ def test_workers_that_loaded_it_or_did_not_answer_yet_are_no_verdict() -> None:
     assert companion.verdict(IMAGE, seen) is None
 
 
+def test_a_worker_that_answers_worker_with_an_http_error_did_not_load_it() -> None:
+    # the companion serves /worker as soon as it listens: a 404 there is another server
+    refusing = Seen(pod=pod("b"), answered=False, refused="HTTP 404")
+    found = companion.verdict(IMAGE, [loaded("a"), refusing])
+    assert found is not None
+    assert (found.image, found.reason) == (IMAGE, "NotLoaded")
+    assert found.message.startswith("the worker on b answers /worker with HTTP 404")
+
+
+def test_a_worker_that_gave_no_http_answer_yet_is_no_verdict() -> None:
+    assert companion.verdict(IMAGE, [Seen(pod=pod("b"), answered=False, refused="")]) is None
+
+
 @pytest.mark.parametrize("reason", sorted(companion.INIT_FAILURES))
 def test_an_init_container_that_cannot_run_is_a_fallback_naming_the_pod(reason: str) -> None:
     found = companion.verdict(IMAGE, [Seen(pod=pod(init_waiting=reason), answered=False)])
