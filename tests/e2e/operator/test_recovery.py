@@ -112,8 +112,12 @@ def test_rooms_of_a_killed_worker_that_still_have_a_caller_get_an_agent_back_onc
     for room in abandoned:
         phone.hang_up(room)  # these agents stay alone in their rooms until the worker dies
     wait_status(kubectl, namespace, "still 7 calls", lambda s: s.get("activeJobs") == 7)
-    before = agents_in(rig, kept)
-    assert all(before.values()), f"an agent in each kept room: {before}"
+    before = wait_for(
+        "an agent in each kept room",
+        lambda: agents_in(rig, kept),
+        lambda found: all(found.values()),
+        timeout_s=30,
+    )
     os.killpg(os.getpgid(worker_pid(pod["status"]["podIP"])), signal.SIGKILL)
     killed_at = time.monotonic()
     back: dict[str, float] = {}
@@ -167,8 +171,13 @@ def test_a_stalled_worker_keeps_its_calls_with_recovery_on(
     rooms = phone.start(3, hold_s=40, real=3, prefix="stall")
     wait_calls_started(phone, rooms)
     wait_status(kubectl, namespace, "3 calls observed", lambda s: s.get("activeJobs") == 3)
-    before = agents_in(rig, rooms)
-    assert all(len(agents) == 1 for agents in before.values()), before
+    # a call's ledger line comes before its agent joins the room
+    before = wait_for(
+        "an agent in each room",
+        lambda: agents_in(rig, rooms),
+        lambda found: all(len(agents) == 1 for agents in found.values()),
+        timeout_s=30,
+    )
     ((_, pod),) = live_pods(kubectl, namespace).items()
     worker = psutil.Process(worker_pid(pod["status"]["podIP"]))
     worker.send_signal(signal.SIGSTOP)  # the worker process only: its job processes go on
