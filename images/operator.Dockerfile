@@ -5,8 +5,9 @@
 # The context is the repository root (see .dockerignore); `make images` builds all images.
 # Stages: `build` turns the project and its dependencies into wheels; `install` installs only
 # those wheels (--no-index) into /opt/venv; the final image copies /opt/venv onto the base: no
-# pip, no compiler, no wheels, no pip cache. (Not `RUN --mount=type=bind,from=build`: buildah and
-# podman reuse such a layer from cache after the stage changed, containers/buildah#4522.)
+# pip, no compiler, no pip cache, and of the wheels only the companion's, for agent images. (Not
+# `RUN --mount=type=bind,from=build`: buildah and podman reuse such a layer from cache after the
+# stage changed, containers/buildah#4522.)
 # Behind a proxy that re-signs TLS, pass its CA bundle as the build secret `ca-bundle`
 # (`--secret id=ca-bundle,src=/etc/ssl/certs/ca-certificates.crt`); hack/images.sh does.
 
@@ -24,11 +25,15 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY worker_runtime/ worker_runtime/
-COPY companion/agentworker_companion/ companion/agentworker_companion/
+COPY companion/ companion/
+# /companion-wheels: the companion as a distribution of its own (companion/pyproject.toml), which
+# the operator image ships for images where injection cannot work
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/build/bin/pip wheel --wheel-dir /wheels '.[operator,rtc]'
+    && export PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    && /opt/build/bin/pip wheel --wheel-dir /wheels '.[operator,rtc]' \
+    && /opt/build/bin/pip wheel --no-deps --wheel-dir /companion-wheels ./companion
 
 FROM ${BASE_IMAGE} AS install
 COPY --from=build /wheels /wheels
@@ -44,6 +49,10 @@ RUN groupadd --gid 10001 appuser \
     && useradd --uid 10001 --gid 10001 --no-log-init --no-create-home --home-dir /tmp \
        --shell /usr/sbin/nologin appuser
 COPY --from=install /opt/venv /opt/venv
+# The companion's wheel (py3-none-any, no dependencies), for agent images to install when the
+# operator's injection cannot work there (spec.companion.mode Installed, docs/agent-image.md):
+#   COPY --from=<this image> /opt/agentworker/wheels/ /tmp/wheels/
+COPY --from=build /companion-wheels/ /opt/agentworker/wheels/
 # HOME and the cache are under /tmp, writable under readOnlyRootFilesystem once /tmp is a volume.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -37,11 +37,15 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY worker_runtime/ worker_runtime/
-COPY companion/agentworker_companion/ companion/agentworker_companion/
+COPY companion/ companion/
+# /companion-wheels: the companion as a distribution of its own (companion/pyproject.toml), which
+# the operator image ships for images where injection cannot work
 RUN --mount=type=cache,target=/root/.cache/pip \
     --mount=type=secret,id=ca-bundle \
     if [ -s /run/secrets/ca-bundle ]; then export PIP_CERT=/run/secrets/ca-bundle; fi \
-    && PIP_DISABLE_PIP_VERSION_CHECK=1 /opt/build/bin/pip wheel --wheel-dir /wheels '.[operator,rtc]'
+    && export PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    && /opt/build/bin/pip wheel --wheel-dir /wheels '.[operator,rtc]' \
+    && /opt/build/bin/pip wheel --no-deps --wheel-dir /companion-wheels ./companion
 
 FROM ${BASE_IMAGE} AS install
 COPY --from=build /wheels /wheels

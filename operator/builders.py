@@ -95,7 +95,8 @@ class Injection:
 
     plan: companions.Plan
     image: str = DEFAULT_COMPANION_IMAGE
-    """The image the init container copies the companion from (Plan.INJECT only)."""
+    """The image the init container copies the companion from (Plan.INJECT only; with
+    Plan.INSTALLED the worker's image has its own)."""
 
 
 def injection_for(
@@ -258,8 +259,9 @@ def container_env(
 ) -> list[Manifest]:
     """The runtime's environment contract, then the user's env appended.
 
-    With the companion: AGENTWORKER_COMPANION=1, and when injected, its directory first on
-    PYTHONPATH (before the user's own PYTHONPATH from spec.env, when that is a plain value).
+    With the companion (injected or installed): AGENTWORKER_COMPANION=1, and when injected, its
+    directory first on PYTHONPATH (before the user's own PYTHONPATH from spec.env, when that is
+    a plain value).
     """
     injection = injection or injection_for(spec)
     plain = {
@@ -297,7 +299,7 @@ def container_env(
         _secret_env("AGENT_CONTROL_TOKEN", control_secret_name(owner), key=CONTROL_TOKEN_KEY)
     )
     user_env = [dict(var) for var in spec.env]
-    if injection.plan is companions.Plan.INJECT:
+    if injection.plan.loads_companion:
         env.append({"name": companions.ENABLE_VARIABLE, "value": "1"})
     if injection.plan is companions.Plan.INJECT:
         theirs = next((var for var in user_env if var.get("name") == "PYTHONPATH"), None)

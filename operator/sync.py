@@ -186,9 +186,14 @@ class Syncer:
         self, key: Key, body: Mapping[str, Any], spec: specs.AgentWorkerSpec
     ) -> builders.Injection:
         """How the fleet's pods get the worker contract: the spec, the companion image, and
-        the fallback."""
+        the fallback. A fallback found with another image or mode than the spec's is forgotten,
+        so that the companion is tried again should the spec come back to them."""
         fallback = self.fallback(key, body)
-        return builders.injection_for(spec, image=self.companion_image, fallback=fallback)
+        injection = builders.injection_for(spec, image=self.companion_image, fallback=fallback)
+        fleet = self.fleets.get(key)
+        if fleet is not None and injection.plan is not companions.Plan.FALLBACK:
+            fleet.fallback = None
+        return injection
 
     def _template_hash(
         self,
@@ -209,7 +214,8 @@ class Syncer:
     def _companion_verdict(
         self, key: Key, spec: specs.AgentWorkerSpec, fleet: Fleet, template: str
     ) -> bool:
-        """Whether this round found that the injected companion cannot work (a fallback)."""
+        """Whether this round found that the companion cannot work (a fallback) in the pods
+        told to load it."""
         pods = {str(p["metadata"]["name"]): p for p in self._store.pods(key)}
         seen = [
             companions.Seen(
@@ -223,7 +229,7 @@ class Syncer:
             for w in fleet.workers
             if w.pod.template_hash == template and not w.pod.terminating
         ]
-        found = companions.verdict(spec.image, seen)
+        found = companions.verdict(spec.image, spec.companion_mode, seen)
         if found is None:
             return False
         fleet.fallback = found
@@ -293,7 +299,7 @@ class Syncer:
         injection = self.injection(key, body, spec)
         template = self._template_hash(body, owner, spec, token, injection)
         fleet.summary = observation.summarize(workers, template_hash=template)
-        fallen_back = injection.plan is companions.Plan.INJECT and self._companion_verdict(
+        fallen_back = injection.plan.loads_companion and self._companion_verdict(
             key, spec, fleet, template
         )
         metrics.record_fleet(key, fleet.summary)

@@ -1,14 +1,14 @@
 """The AgentWorker companion: the operator's worker contract for an unmodified livekit-agents
 worker.
 
-Loaded into the worker's own interpreter (an injected `sitecustomize`) when
-AGENTWORKER_COMPANION=1, it waits for `livekit.agents.worker` to be
-imported and then, on a tested livekit-agents line, wraps `AgentServer`: the spec's options
-from AGENT_* and POD_IP, and an HTTP server on the contract port (/healthz, /readyz, /worker in
-this project's format, /metrics, POST and DELETE /retire). On any other version, or when
-anything it needs is missing, it logs why and steps aside: the worker runs as if it were not
-there. Pure Python, for Python 3.9 and later; it imports only what livekit-agents itself needs
-(aiohttp, prometheus_client).
+Loaded into the worker's own interpreter when AGENTWORKER_COMPANION=1 (by an injected
+`sitecustomize`, or by the .pth file of the installed `agentworker-companion` distribution), it
+waits for `livekit.agents.worker` to be imported and then, on a tested livekit-agents line,
+wraps `AgentServer`: the spec's options from AGENT_* and POD_IP, and an HTTP server on the
+contract port (/healthz, /readyz, /worker in this project's format, /metrics, POST and DELETE
+/retire). On any other version, or when anything it needs is missing, it logs why and steps
+aside: the worker runs as if it were not there. Pure Python, for Python 3.9 and later; it
+imports only what livekit-agents itself needs (aiohttp, prometheus_client).
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from pathlib import Path
 import pytest
 from livekit import api
 
+import agentworker_companion
 from tests.e2e.runtime.harness import free_port
 from tests.rig import env as rig_env
 from tests.waiting import WaitTimeout, async_wait_for
@@ -174,6 +175,27 @@ def test_operator_image_runs_agent_operator_as_uid_and_gid_10001(
     assert "usage: agent-operator" in operator.run("agent-operator", "--help")
     assert operator.run("id", "-u").strip() == "10001"
     assert operator.run("id", "-g").strip() == "10001"
+
+
+def test_operator_image_carries_the_companions_wheel_and_runs_its_installer(
+    images: Images, container: ContainerFactory
+) -> None:
+    operator = container(images.operator)
+    wheel = f"agentworker_companion-{agentworker_companion.__version__}-py3-none-any.whl"
+    assert operator.run("ls", "/opt/agentworker/wheels").split() == [wheel]
+    listing = "import sys, zipfile; print(*zipfile.ZipFile(sys.argv[1]).namelist(), sep=chr(10))"
+    names = operator.run("python", "-c", listing, f"/opt/agentworker/wheels/{wheel}").split()
+    assert {"agentworker_companion.pth", "agentworker_companion/startup.py"} <= set(names)
+    # the init container's command (builders.build_companion_init_container), as the pod's user
+    said = operator.run(
+        "sh", "-c",
+        "python -m agentworker_companion install /tmp/companion && ls /tmp/companion "
+        "&& ls /tmp/companion/agentworker_companion",
+    )  # fmt: skip
+    first, *listed = said.splitlines()
+    version = agentworker_companion.__version__
+    assert first == f"agentworker-companion {version} installed into /tmp/companion"
+    assert {"sitecustomize.py", "agentworker_companion", "boot.py", "hooks.py"} <= set(listed)
 
 
 def test_worker_image_has_agent_worker_and_no_entrypoint_so_agent_images_build_from_it(

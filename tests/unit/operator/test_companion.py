@@ -1,5 +1,6 @@
-"""Companion: the plan a pod template is built from, the verdict on the injected pods, the
-fallback recorded in the status, and the Companion condition's words. Pure."""
+"""Companion: the plan a pod template is built from, the verdict on the pods told to load it
+(injected or installed), the fallback recorded in the status, and the Companion condition's
+words. Pure."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ from agentworker_operator.companion import Fallback, Mode, Plan, Seen
 pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
 
 IMAGE = "ghcr.io/acme/agent:1"
-FALLBACK = Fallback(image=IMAGE, reason="NotLoaded", message="the worker on p did not load it")
+FALLBACK = Fallback(
+    image=IMAGE, mode=Mode.INJECT, reason="NotLoaded", message="the worker on p did not load it"
+)
+INSTALLED_FALLBACK = Fallback(
+    image=IMAGE, mode=Mode.INSTALLED, reason="NotLoaded", message="the image lacks it"
+)
 
 
 @pytest.mark.parametrize(
@@ -27,9 +33,13 @@ FALLBACK = Fallback(image=IMAGE, reason="NotLoaded", message="the worker on p di
         (
             False,
             Mode.INJECT,
-            Fallback(image="ghcr.io/acme/agent:0", reason="r", message=""),
+            Fallback(image="ghcr.io/acme/agent:0", mode=Mode.INJECT, reason="r", message=""),
             Plan.INJECT,
         ),
+        (False, Mode.INSTALLED, None, Plan.INSTALLED),
+        (False, Mode.INSTALLED, INSTALLED_FALLBACK, Plan.FALLBACK),
+        (False, Mode.INSTALLED, FALLBACK, Plan.INSTALLED),
+        (False, Mode.INJECT, INSTALLED_FALLBACK, Plan.INJECT),
         (False, Mode.DISABLED, None, Plan.OFF),
         (False, Mode.DISABLED, FALLBACK, Plan.OFF),
     ],
@@ -39,6 +49,10 @@ FALLBACK = Fallback(image=IMAGE, reason="NotLoaded", message="the worker on p di
         "inject",
         "inject-fell-back-on-this-image",
         "inject-again-on-a-new-image",
+        "installed",
+        "installed-fell-back-on-this-image",
+        "installed-tried-after-inject-fell-back",
+        "inject-tried-after-installed-fell-back",
         "off",
         "off-whatever-was-found",
     ],
@@ -54,6 +68,7 @@ def test_plan(entrypoint: bool, mode: Mode, fallback: Fallback | None, expected:
     [
         (Plan.RUNTIME, True),
         (Plan.INJECT, True),
+        (Plan.INSTALLED, True),
         (Plan.OFF, False),
         (Plan.FALLBACK, False),
     ],
@@ -62,6 +77,22 @@ def test_only_a_worker_with_the_runtime_or_the_companion_serves_the_contract(
     plan: Plan, serves: bool
 ) -> None:
     assert plan.serves_contract is serves
+
+
+@pytest.mark.parametrize(
+    ("plan", "loads"),
+    [
+        (Plan.RUNTIME, False),
+        (Plan.INJECT, True),
+        (Plan.INSTALLED, True),
+        (Plan.OFF, False),
+        (Plan.FALLBACK, False),
+    ],
+)
+def test_only_injected_and_installed_pods_are_told_to_load_the_companion(
+    plan: Plan, loads: bool
+) -> None:
+    assert plan.loads_companion is loads
 
 
 def test_the_operator_and_the_companion_agree_on_its_lines_and_variable() -> None:
@@ -90,30 +121,35 @@ def loaded(name: str = "support-1") -> Seen:
 
 
 def test_no_pod_yet_is_no_verdict() -> None:
-    assert companion.verdict(IMAGE, []) is None
+    assert companion.verdict(IMAGE, Mode.INJECT, []) is None
 
 
 def test_workers_that_loaded_it_or_did_not_answer_yet_are_no_verdict() -> None:
     seen = [loaded("a"), Seen(pod=pod("b"), answered=False), loaded("c")]
-    assert companion.verdict(IMAGE, seen) is None
+    assert companion.verdict(IMAGE, Mode.INJECT, seen) is None
 
 
 def test_a_worker_that_answers_worker_with_an_http_error_did_not_load_it() -> None:
     # the companion serves /worker as soon as it listens: a 404 there is another server
     refusing = Seen(pod=pod("b"), answered=False, refused="HTTP 404")
-    found = companion.verdict(IMAGE, [loaded("a"), refusing])
+    found = companion.verdict(IMAGE, Mode.INJECT, [loaded("a"), refusing])
     assert found is not None
     assert (found.image, found.reason) == (IMAGE, "NotLoaded")
     assert found.message.startswith("the worker on b answers /worker with HTTP 404")
 
 
 def test_a_worker_that_gave_no_http_answer_yet_is_no_verdict() -> None:
-    assert companion.verdict(IMAGE, [Seen(pod=pod("b"), answered=False, refused="")]) is None
+    assert (
+        companion.verdict(IMAGE, Mode.INJECT, [Seen(pod=pod("b"), answered=False, refused="")])
+        is None
+    )
 
 
 @pytest.mark.parametrize("reason", sorted(companion.INIT_FAILURES))
 def test_an_init_container_that_cannot_run_is_a_fallback_naming_the_pod(reason: str) -> None:
-    found = companion.verdict(IMAGE, [Seen(pod=pod(init_waiting=reason), answered=False)])
+    found = companion.verdict(
+        IMAGE, Mode.INJECT, [Seen(pod=pod(init_waiting=reason), answered=False)]
+    )
     assert found is not None
     assert (found.image, found.reason) == (IMAGE, "InitContainerFailed")
     assert found.message.startswith(f"the companion's init container on support-1 is {reason} ")
@@ -129,11 +165,11 @@ def test_an_init_container_on_its_way_or_the_users_own_is_no_verdict(
     waiting: str, container: str
 ) -> None:
     seen = Seen(pod=pod(init_waiting=waiting, container=container), answered=False)
-    assert companion.verdict(IMAGE, [seen]) is None
+    assert companion.verdict(IMAGE, Mode.INJECT, [seen]) is None
 
 
 def test_a_pod_without_status_is_no_verdict() -> None:
-    assert companion.verdict(IMAGE, [Seen(pod={}, answered=False)]) is None
+    assert companion.verdict(IMAGE, Mode.INJECT, [Seen(pod={}, answered=False)]) is None
 
 
 @pytest.mark.parametrize(
@@ -152,21 +188,55 @@ def test_a_worker_answering_livekit_agents_own_document_says_why(
     sdk_version: str, project_type: str, reason: str, said: str
 ) -> None:
     seen = Seen(pod=pod(), answered=True, sdk_version=sdk_version, project_type=project_type)
-    found = companion.verdict(IMAGE, [seen])
+    found = companion.verdict(IMAGE, Mode.INJECT, [seen])
     assert found is not None
     assert (found.image, found.reason) == (IMAGE, reason)
     assert said in found.message
 
 
 def test_not_loaded_points_at_pythonpath() -> None:
-    found = companion.verdict(IMAGE, [Seen(pod=pod(), answered=True, sdk_version="1.6.2")])
+    found = companion.verdict(
+        IMAGE, Mode.INJECT, [Seen(pod=pod(), answered=True, sdk_version="1.6.2")]
+    )
     assert found is not None
     assert f"PYTHONPATH ({companion.MOUNT_PATH})" in found.message
 
 
+def test_a_fallback_remembers_the_mode_it_was_found_in() -> None:
+    seen = [Seen(pod=pod(), answered=True, sdk_version="1.2.0")]
+    for mode in (Mode.INJECT, Mode.INSTALLED):
+        found = companion.verdict(IMAGE, mode, seen)
+        assert found is not None
+        assert found.mode is mode
+
+
+def test_installed_but_not_loaded_says_the_image_lacks_the_package() -> None:
+    seen = Seen(pod=pod(), answered=True, sdk_version="1.8.9", project_type="python")
+    found = companion.verdict(IMAGE, Mode.INSTALLED, [seen])
+    assert found is not None
+    assert (found.reason, found.mode) == ("NotLoaded", Mode.INSTALLED)
+    assert found.message == (
+        "the worker on support-1 (livekit-agents 1.8.9) did not load the companion: the image "
+        "lacks the agentworker-companion package in the site-packages of the Python that runs "
+        "the worker (pip install it there: docs/agent-image.md)"
+    )
+    assert "PYTHONPATH" not in found.message
+
+
+def test_installed_and_another_server_on_the_port_says_the_image_lacks_the_package() -> None:
+    refusing = Seen(pod=pod("b"), answered=False, refused="HTTP 404")
+    found = companion.verdict(IMAGE, Mode.INSTALLED, [refusing])
+    assert found is not None
+    assert found.message == (
+        "the worker on b answers /worker with HTTP 404: the companion does not serve its port "
+        "(the image lacks the agentworker-companion package, or it is not a livekit-agents "
+        "worker)"
+    )
+
+
 def test_one_worker_without_it_is_enough_for_a_verdict() -> None:
     without = Seen(pod=pod("b"), answered=True, sdk_version="1.8.9", project_type="python")
-    found = companion.verdict(IMAGE, [loaded("a"), without, loaded("c")])
+    found = companion.verdict(IMAGE, Mode.INJECT, [loaded("a"), without, loaded("c")])
     assert found is not None
     assert (found.reason, "on b " in found.message) == ("NotLoaded", True)
 
@@ -179,9 +249,10 @@ def test_one_worker_without_it_is_enough_for_a_verdict() -> None:
     [
         (Plan.RUNTIME, Mode.INJECT, None),
         (Plan.INJECT, Mode.INJECT, {"mode": "Inject", "state": "Injected"}),
+        (Plan.INSTALLED, Mode.INSTALLED, {"mode": "Installed", "state": "Installed"}),
         (Plan.OFF, Mode.DISABLED, {"mode": "Disabled", "state": "Disabled"}),
     ],
-    ids=["this-runtime-needs-none", "injected", "off"],
+    ids=["this-runtime-needs-none", "injected", "installed", "off"],
 )
 def test_status_record(plan: Plan, mode: Mode, expected: dict[str, str] | None) -> None:
     assert companion.status_record(plan, None, mode) == expected
@@ -199,6 +270,13 @@ def test_a_fallback_is_recorded_with_its_image_and_read_back() -> None:
     assert companion.recorded_fallback({"companion": record}) == FALLBACK
 
 
+def test_an_installed_fallback_is_read_back_with_its_mode() -> None:
+    record = companion.status_record(Plan.FALLBACK, INSTALLED_FALLBACK, Mode.INSTALLED)
+    assert record is not None
+    assert record["mode"] == "Installed"
+    assert companion.recorded_fallback({"companion": record}) == INSTALLED_FALLBACK
+
+
 @pytest.mark.parametrize(
     "status",
     [
@@ -206,9 +284,12 @@ def test_a_fallback_is_recorded_with_its_image_and_read_back() -> None:
         {"companion": None},
         {"companion": "Fallback"},
         {"companion": {"mode": "Inject", "state": "Injected"}},
-        {"companion": {"state": "Fallback", "reason": "NotLoaded"}},
-        {"companion": {"state": "Fallback", "image": IMAGE}},
-        {"companion": {"state": "Fallback", "image": 1, "reason": "NotLoaded"}},
+        {"companion": {"mode": "Inject", "state": "Fallback", "reason": "NotLoaded"}},
+        {"companion": {"mode": "Inject", "state": "Fallback", "image": IMAGE}},
+        {"companion": {"mode": "Inject", "state": "Fallback", "image": 1, "reason": "NotLoaded"}},
+        {"companion": {"state": "Fallback", "image": IMAGE, "reason": "NotLoaded"}},
+        {"companion": {"mode": "Sidecar", "state": "Fallback", "image": IMAGE, "reason": "R"}},
+        {"companion": {"mode": ["Inject"], "state": "Fallback", "image": IMAGE, "reason": "R"}},
     ],
     ids=[
         "no-record",
@@ -218,6 +299,9 @@ def test_a_fallback_is_recorded_with_its_image_and_read_back() -> None:
         "no-image",
         "no-reason",
         "image-not-a-string",
+        "no-mode",
+        "unknown-mode",
+        "mode-not-a-string",
     ],
 )
 def test_anything_but_a_whole_fallback_record_is_no_fallback(status: dict[str, Any]) -> None:
@@ -225,9 +309,9 @@ def test_anything_but_a_whole_fallback_record_is_no_fallback(status: dict[str, A
 
 
 def test_a_fallback_record_without_a_message_reads_as_an_empty_one() -> None:
-    record = {"state": "Fallback", "image": IMAGE, "reason": "NotPython"}
+    record = {"mode": "Inject", "state": "Fallback", "image": IMAGE, "reason": "NotPython"}
     assert companion.recorded_fallback({"companion": record}) == Fallback(
-        image=IMAGE, reason="NotPython", message=""
+        image=IMAGE, mode=Mode.INJECT, reason="NotPython", message=""
     )
 
 
@@ -235,7 +319,9 @@ def test_a_fallback_record_without_a_message_reads_as_an_empty_one() -> None:
     ("plan", "serving", "workers", "status", "reason", "message"),
     [
         (Plan.INJECT, 3, 3, True, "Serving", "all 3 workers serve the worker contract"),
+        (Plan.INSTALLED, 2, 2, True, "Serving", "all 2 workers serve the worker contract"),
         (Plan.INJECT, 2, 3, False, "Waiting", "2 of 3 workers serve"),
+        (Plan.INSTALLED, 0, 1, False, "Waiting", "0 of 1 workers serve"),
         (Plan.INJECT, 0, 0, False, "Waiting", "0 of 0 workers serve"),
         (
             Plan.OFF,
@@ -246,7 +332,14 @@ def test_a_fallback_record_without_a_message_reads_as_an_empty_one() -> None:
             "spec.companion.mode is Disabled: scale-down by deletion cost",
         ),
     ],
-    ids=["all-serving", "some-serving", "no-workers", "off"],
+    ids=[
+        "all-serving",
+        "installed-serving",
+        "some-serving",
+        "installed-waiting",
+        "no-workers",
+        "off",
+    ],
 )
 def test_condition(
     plan: Plan, serving: int, workers: int, status: bool, reason: str, message: str

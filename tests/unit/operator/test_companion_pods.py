@@ -1,18 +1,22 @@
-"""The companion in the pod template: what each plan builds (spec.companion.mode, a fallback
-found on the image, this runtime), and the mode as the spec and the CRD take it."""
+"""The companion in the pod template: what each plan builds (spec.companion.mode Inject,
+Installed or Disabled, a fallback found on the image, this runtime), and the mode as the spec
+and the CRD take it."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import yaml
 
-from agentworker_operator import builders
+from agentworker_operator import builders, kube
 from agentworker_operator import companion as companions
 from agentworker_operator import spec as specs
+from agentworker_operator import sync as syncs
 from agentworker_operator.companion import Mode, Plan
+from agentworker_operator.settings import SyncSettings
+from agentworker_operator.store import Key, Store
 from tests.unit.operator.test_builders import OFFICIAL, OWNER
 from tests.unit.operator.test_spec import MINIMAL
 
@@ -51,10 +55,14 @@ def env(built: dict[str, Any]) -> dict[str, Any]:
     return {v["name"]: v.get("value", v.get("valueFrom")) for v in worker_container(built)["env"]}
 
 
-FALLBACK = companions.Fallback(image=IMAGE, reason="NotLoaded", message="not loaded")
+FALLBACK = companions.Fallback(
+    image=IMAGE, mode=Mode.INJECT, reason="NotLoaded", message="not loaded"
+)
+INSTALLED = official(companion={"mode": "Installed"})
 
 PLANS = {
     "inject": (OFFICIAL, None),
+    "installed": (INSTALLED, None),
     "off": (official(companion={"mode": "Disabled"}), None),
     "fallback": (OFFICIAL, FALLBACK),
     "runtime": (MINIMAL, None),
@@ -70,9 +78,10 @@ PLANS = {
         (None, Mode.INJECT),
         ({}, Mode.INJECT),
         ({"mode": "Inject"}, Mode.INJECT),
+        ({"mode": "Installed"}, Mode.INSTALLED),
         ({"mode": "Disabled"}, Mode.DISABLED),
     ],
-    ids=["unset", "empty", "inject", "off"],
+    ids=["unset", "empty", "inject", "installed", "off"],
 )
 def test_the_mode_defaults_to_inject(companion: dict[str, str] | None, mode: Mode) -> None:
     raw = official() if companion is None else official(companion=companion)
@@ -82,12 +91,18 @@ def test_the_mode_defaults_to_inject(companion: dict[str, str] | None, mode: Mod
 @pytest.mark.parametrize(
     ("companion", "message"),
     [
-        ({"mode": "disabled"}, 'spec.companion.mode: "disabled" is not one of Inject, Disabled'),
-        ({"mode": "Installed"}, 'spec.companion.mode: "Installed" is not one of Inject, Disabled'),
-        ({"mode": 1}, "spec.companion.mode: 1 is not one of Inject, Disabled"),
+        (
+            {"mode": "disabled"},
+            'spec.companion.mode: "disabled" is not one of Inject, Installed, Disabled',
+        ),
+        (
+            {"mode": "Sidecar"},
+            'spec.companion.mode: "Sidecar" is not one of Inject, Installed, Disabled',
+        ),
+        ({"mode": 1}, "spec.companion.mode: 1 is not one of Inject, Installed, Disabled"),
         ("Disabled", 'spec.companion: "Disabled" is not an object'),
     ],
-    ids=["lowercase", "no-longer-a-mode", "a-number", "not-an-object"],
+    ids=["lowercase", "not-a-mode", "a-number", "not-an-object"],
 )
 def test_a_bad_mode_names_the_field_the_value_and_the_choices(
     companion: object, message: str
@@ -124,10 +139,21 @@ def test_the_crd_keeps_every_field_of_the_companion_record() -> None:
         (official(companion={"mode": "Disabled"}), None, Plan.OFF),
         (OFFICIAL, FALLBACK, Plan.FALLBACK),
         (official(image="ghcr.io/acme/agent:2"), FALLBACK, Plan.INJECT),
+        (INSTALLED, None, Plan.INSTALLED),
+        (INSTALLED, FALLBACK, Plan.INSTALLED),
         (MINIMAL, None, Plan.RUNTIME),
         ({**MINIMAL, "companion": {"mode": "Disabled"}}, FALLBACK, Plan.RUNTIME),
     ],
-    ids=["inject", "off", "fallback", "new-image", "runtime", "runtime-ignores-the-mode"],
+    ids=[
+        "inject",
+        "off",
+        "fallback",
+        "new-image",
+        "installed",
+        "installed-after-inject-fell-back",
+        "runtime",
+        "runtime-ignores-the-mode",
+    ],
 )
 def test_injection_for_a_spec(
     raw: dict[str, Any], fallback: companions.Fallback | None, plan: Plan
@@ -135,6 +161,29 @@ def test_injection_for_a_spec(
     spec = specs.parse_spec(raw)
     injection = builders.injection_for(spec, image=COMPANION_IMAGE, fallback=fallback)
     assert injection == builders.Injection(plan=plan, image=COMPANION_IMAGE)
+
+
+async def never_reconciled(key: Key, trigger: str, full: bool) -> None:
+    raise AssertionError("not reconciled here")
+
+
+def test_a_fallback_found_with_another_image_or_mode_is_forgotten() -> None:
+    key = (OWNER.namespace, OWNER.name)
+    syncer = syncs.Syncer(
+        client=cast(kube.Kube, None),
+        store=Store(),
+        config=SyncSettings(),
+        reconcile=never_reconciled,
+        locks={},
+        control_key=b"key",
+    )
+    syncer.fleets[key] = syncs.Fleet(fallback=FALLBACK)  # found in mode Inject on IMAGE
+    body: dict[str, Any] = {"metadata": {"namespace": key[0], "name": key[1]}, "status": {}}
+    inject, installed = specs.parse_spec(OFFICIAL), specs.parse_spec(INSTALLED)
+    assert syncer.injection(key, body, inject).plan is Plan.FALLBACK
+    assert syncer.injection(key, body, inject).plan is Plan.FALLBACK  # kept while it counts
+    assert syncer.injection(key, body, installed).plan is Plan.INSTALLED
+    assert syncer.injection(key, body, inject).plan is Plan.INJECT  # back to Inject: tried again
 
 
 def test_the_companion_image_defaults_to_the_operators() -> None:
@@ -257,6 +306,68 @@ def test_the_command_still_runs_as_given_with_the_companion() -> None:
     assert (container["command"], container["args"]) == (["python", "agent.py"], ["start"])
 
 
+# -- Plan.INSTALLED -------------------------------------------------------------------------------
+
+
+def test_installed_adds_no_init_container_volume_mount_or_pythonpath() -> None:
+    built = template(INSTALLED)
+    assert "initContainers" not in built["spec"]
+    assert [v["name"] for v in built["spec"]["volumes"]] == ["tmp"]
+    assert [m["name"] for m in worker_container(built)["volumeMounts"]] == ["tmp"]
+    assert "PYTHONPATH" not in env(built)
+    assert built["metadata"]["annotations"][builders.SAFE_TO_EVICT_LOCAL_VOLUMES] == "tmp"
+
+
+def test_installed_turns_the_images_companion_on() -> None:
+    assert env(template(INSTALLED))["AGENTWORKER_COMPANION"] == "1"
+
+
+def test_installed_leaves_the_users_pythonpath_as_it_is() -> None:
+    raw = official(companion={"mode": "Installed"}, env=[{"name": "PYTHONPATH", "value": "/app"}])
+    assert env(template(raw))["PYTHONPATH"] == "/app"
+
+
+def test_installed_probes_the_contract_and_labels_the_pod_for_the_podmonitor() -> None:
+    built = template(INSTALLED)
+    container = worker_container(built)
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert built["metadata"]["labels"][builders.METRICS_LABEL] == "true"
+
+
+def without_injection(built: dict[str, Any]) -> dict[str, Any]:
+    """An injected template without what only injection adds (and the hash of the whole)."""
+    pod = dict(built["spec"])
+    del pod["initContainers"]
+    pod["volumes"] = [v for v in pod["volumes"] if v["name"] != companions.VOLUME]
+    container = dict(worker_container(built))
+    container["env"] = [v for v in container["env"] if v["name"] != "PYTHONPATH"]
+    container["volumeMounts"] = [
+        m for m in container["volumeMounts"] if m["name"] != companions.VOLUME
+    ]
+    pod["containers"] = [container]
+    annotations = dict(built["metadata"]["annotations"])
+    annotations[builders.SAFE_TO_EVICT_LOCAL_VOLUMES] = "tmp"
+    del annotations[builders.TEMPLATE_HASH_ANNOTATION]
+    return {"metadata": {**built["metadata"], "annotations": annotations}, "spec": pod}
+
+
+def test_installed_gives_the_pod_the_contract_exactly_as_inject_does() -> None:
+    token = "t0ken"
+    spec = specs.parse_spec(OFFICIAL)
+    injected = builders.build_pod_template(
+        OWNER, spec, control_token=token, injection=builders.Injection(plan=Plan.INJECT)
+    )
+    installed = builders.build_pod_template(
+        OWNER, spec, control_token=token, injection=builders.Injection(plan=Plan.INSTALLED)
+    )
+    del installed["metadata"]["annotations"][builders.TEMPLATE_HASH_ANNOTATION]
+    assert installed == without_injection(injected)
+    # what both carry: the handshake's token, the companion's switch, the probes, the label
+    assert {"AGENT_CONTROL_TOKEN", "AGENTWORKER_COMPANION"} <= set(env(installed))
+    assert builders.CONTROL_TOKEN_HASH_ANNOTATION in installed["metadata"]["annotations"]
+
+
 # -- Plan.OFF and Plan.FALLBACK -----------------------------------------------------------------
 
 
@@ -343,11 +454,14 @@ def test_a_fallback_and_a_new_companion_image_each_roll_the_pods() -> None:
 
     assert version(Plan.INJECT) == version(Plan.INJECT)
     assert version(Plan.INJECT) != version(Plan.FALLBACK)
+    assert version(Plan.INSTALLED) not in (version(Plan.INJECT), version(Plan.FALLBACK))
     assert version(Plan.INJECT) != version(Plan.INJECT, "ghcr.io/agentworker/agent-operator:1")
 
 
-def test_a_fallback_builds_the_pod_of_mode_off() -> None:
-    assert template(OFFICIAL, fallback=FALLBACK) == template(
+@pytest.mark.parametrize("mode", [Mode.INJECT, Mode.INSTALLED])
+def test_a_fallback_builds_the_pod_of_mode_off(mode: Mode) -> None:
+    fallback = companions.Fallback(image=IMAGE, mode=mode, reason="NotLoaded", message="")
+    assert template(official(companion={"mode": mode.value}), fallback=fallback) == template(
         official(companion={"mode": "Disabled"})
     )
 

@@ -15,7 +15,10 @@ from tests.unit.operator.test_status import LATER, NOW, facts
 pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
 
 FALLBACK = companions.Fallback(
-    image="ghcr.io/acme/agent:1", reason="UnsupportedVersion", message="livekit-agents 1.2.0"
+    image="ghcr.io/acme/agent:1",
+    mode=Mode.INJECT,
+    reason="UnsupportedVersion",
+    message="livekit-agents 1.2.0",
 )
 
 
@@ -54,12 +57,13 @@ def test_this_runtimes_fleets_have_no_companion_condition(
     ("facts_", "expected"),
     [
         (companion(Plan.INJECT, serving=3, workers=3), (True, "Serving")),
+        (companion(Plan.INSTALLED, mode=Mode.INSTALLED, serving=2, workers=2), (True, "Serving")),
         (companion(Plan.INJECT, serving=1, workers=3), (False, "Waiting")),
         (companion(Plan.INJECT), (False, "Waiting")),
         (companion(Plan.OFF, workers=3), (False, "Disabled")),
         (companion(Plan.FALLBACK, fallback=FALLBACK, workers=3), (False, "UnsupportedVersion")),
     ],
-    ids=["serving", "waiting-for-some", "no-workers-yet", "off", "fallback"],
+    ids=["serving", "installed-serving", "waiting-for-some", "no-workers-yet", "off", "fallback"],
 )
 def test_a_command_fleet_has_the_companion_condition_last(
     facts_: status.CompanionFacts, expected: tuple[bool, str]
@@ -84,6 +88,10 @@ def test_the_companion_condition_does_not_change_the_others() -> None:
     ("facts_", "record"),
     [
         (companion(Plan.INJECT), {"mode": "Inject", "state": "Injected"}),
+        (
+            companion(Plan.INSTALLED, mode=Mode.INSTALLED),
+            {"mode": "Installed", "state": "Installed"},
+        ),
         (companion(Plan.OFF), {"mode": "Disabled", "state": "Disabled"}),
         (
             companion(Plan.FALLBACK, fallback=FALLBACK),
@@ -96,7 +104,7 @@ def test_the_companion_condition_does_not_change_the_others() -> None:
             },
         ),
     ],
-    ids=["injected", "off", "fallback"],
+    ids=["injected", "installed", "off", "fallback"],
 )
 def test_the_status_records_how_a_command_fleet_gets_the_contract(
     facts_: status.CompanionFacts, record: dict[str, str]
