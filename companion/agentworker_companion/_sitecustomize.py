@@ -4,10 +4,12 @@ puts first on PYTHONPATH: every interpreter of the pod imports it at start-up.
 It activates the companion (which only arms an import hook: cheap, and nothing happens unless
 livekit-agents' worker is imported), then runs the image's own `sitecustomize`, if it has one,
 since this file shadows it.
+
+It imports what start-up has loaded already (importlib.machinery is the frozen import system;
+importlib.util would pull in contextlib, functools and collections in every process).
 """
 
 import importlib.machinery
-import importlib.util
 import os
 import sys
 
@@ -18,7 +20,9 @@ def _chain() -> None:
     spec = importlib.machinery.PathFinder.find_spec("sitecustomize", rest)
     if spec is None or spec.loader is None:
         return
-    module = importlib.util.module_from_spec(spec)
+    module = type(sys)(spec.name)  # importlib.util.module_from_spec, for a source module
+    module.__spec__, module.__loader__ = spec, spec.loader
+    module.__file__ = spec.origin
     sys.modules["sitecustomize"] = module
     spec.loader.exec_module(module)
 

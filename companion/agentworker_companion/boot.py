@@ -4,22 +4,30 @@ Runs in every interpreter the pod starts (job processes included), so it does no
 check one variable and put a finder on `sys.meta_path`; the finder wraps the loader of
 `livekit.agents.worker` alone, and the wrapping happens after that module has run, whatever
 imports it (`from livekit.agents import ...`, `cli.run_app`, the user's code).
+
+It imports nothing beyond what every interpreter has loaded at start-up (not `logging`, not
+`importlib.abc`, which pulls in importlib.resources and tempfile): in a process that never
+imports livekit-agents, such as multiprocessing's resource tracker, it costs next to nothing.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.machinery
-import logging
 import os
 import sys
-from collections.abc import Sequence
-from types import ModuleType
 
 from agentworker_companion import ENABLE_VARIABLE
 
+TYPE_CHECKING = False  # typing itself is not loaded at start-up
+if TYPE_CHECKING:
+    import importlib.machinery
+    from collections.abc import Sequence
+    from importlib.abc import Loader as _LoaderBase
+    from importlib.abc import MetaPathFinder as _FinderBase
+    from types import ModuleType
+else:  # the protocols are duck-typed: sys.meta_path and spec.loader take any such object
+    _LoaderBase = _FinderBase = object
+
 TARGET = "livekit.agents.worker"
-log = logging.getLogger("agentworker.companion")
 _armed = False
 
 
@@ -42,10 +50,13 @@ def _patch(module: ModuleType) -> None:
 
         hooks.install(module)
     except Exception:  # the user's worker must run whatever happens here
+        import logging
+
+        log = logging.getLogger("agentworker.companion")
         log.exception("agentworker-companion failed to load; it steps aside")
 
 
-class _WorkerModuleFinder(importlib.abc.MetaPathFinder):
+class _WorkerModuleFinder(_FinderBase):
     """Finds nothing itself: it asks the other finders for livekit.agents.worker and wraps the
     loader they return, so that the module is patched as soon as it has executed."""
 
@@ -62,15 +73,15 @@ class _WorkerModuleFinder(importlib.abc.MetaPathFinder):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
-                if isinstance(spec.loader, importlib.abc.Loader):
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
                     spec.loader = _PatchingLoader(spec.loader)
                 sys.meta_path.remove(self)  # one module, once
                 return spec
         return None
 
 
-class _PatchingLoader(importlib.abc.Loader):
-    def __init__(self, inner: importlib.abc.Loader) -> None:
+class _PatchingLoader(_LoaderBase):
+    def __init__(self, inner: _LoaderBase) -> None:
         self._inner = inner
 
     def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
