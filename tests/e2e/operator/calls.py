@@ -4,9 +4,10 @@ A call is a dispatch of the test agent (`call_agent`) with a hold time. A real c
 caller: a participant (`caller`) that joins the room first, sees the agent join, and counts the
 call as cut when the agent leaves before its hold time is up and does not come back within
 REJOIN_S (an agent that comes back, e.g. after both rejoined a restarted LiveKit server, is an
-interruption the outcome reports). Callers run on their own event loop in a thread, so the tests'
-blocking kubectl polls never stall them. Every call records its start and its end in the ledger
-file; `Ledger` reads it.
+interruption the outcome reports). A conversation is a real call with the session agent
+(`session_agent`), whose caller talks and listens (`conversation`). Callers run on their own
+event loop in a thread, so the tests' blocking kubectl polls never stall them. Every call
+records its start and its end in the ledger file; `Ledger` reads it.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any, TypeVar
 
 from livekit import api, rtc
 
+from tests.e2e.operator import conversation
 from tests.rig import env as rig_env
 
 T = TypeVar("T")
@@ -91,6 +93,7 @@ class Calls:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
         self._callers: dict[str, Future[CallerOutcome]] = {}
+        self._conversations: dict[str, Future[conversation.Conversation]] = {}
         self._watchers: dict[str, Future[None]] = {}
         self._hang_ups: dict[str, asyncio.Event] = {}
         self._timelines: dict[str, list[tuple[float, str, str]]] = {}
@@ -113,6 +116,31 @@ class Calls:
             metadata = json.dumps({**meta, "real": index < real})
             self._run(self._dispatch(room, metadata)).result(timeout=30)
         return rooms
+
+    def talk(
+        self,
+        script: tuple[conversation.Text | conversation.Tone | conversation.Pause, ...],
+        *,
+        hold_s: float,
+        prefix: str = "talk",
+    ) -> str:
+        """A conversation: its caller joins the room and talks through the script with the
+        agent dispatched there, then stays until the agent ends the call; the room."""
+        room = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        rig = self.rig
+        self._conversations[room] = self._run(
+            conversation.converse(
+                rig.livekit_url, rig.livekit_api_key, rig.livekit_api_secret, room, script,
+                stay_s=hold_s + 60,
+            )
+        )  # fmt: skip
+        meta = {"hold_s": hold_s, "ledger": str(self.ledger.path), "real": True}
+        self._run(self._dispatch(room, json.dumps(meta))).result(timeout=30)
+        return room
+
+    def conversation(self, room: str, timeout_s: float) -> conversation.Conversation:
+        """How the room's conversation went, once its caller is done."""
+        return self._conversations[room].result(timeout=timeout_s)
 
     def _caller_token(self, room_name: str) -> str:
         """A join token for the participant `caller` in the room."""

@@ -8,6 +8,11 @@ on the `lk.chat` text stream, a `Tone` is spoken as a tone burst (which the agen
 hangs up, or stays until the agent ends the call. A call is cut when the agent leaves before the
 script is done, or leaves without saying "bye" (what the agent sends when its hold time is up),
 or when the caller's own connection is lost.
+
+A script may hold a `Pause`: the caller stops talking until the test lets it go on. One with
+`new_agent` (the test killed the agent's worker) then waits for another agent to join the room
+(call recovery) and talks with that one. An agent replaced so, with the script done and a "bye"
+at the end, is a call kept; the caller reports every agent it met.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 import time
 from array import array
 from collections.abc import Coroutine, Sequence
@@ -30,6 +36,7 @@ LOUD = 2000
 """Peak amplitude (int16) above which a frame is sound, not silence (Opus keeps silence near 0)."""
 CONNECT_TIMEOUT_S = 20.0
 AGENT_JOIN_TIMEOUT_S = 60.0
+PAUSE_TIMEOUT_S = 240.0
 REPLY_TIMEOUT_S = 30.0
 QUIET_S = 0.6
 """How long the agent's audio must stay silent before the caller says its next line."""
@@ -53,6 +60,16 @@ class Tone:
 
 
 @dataclass(frozen=True, slots=True)
+class Pause:
+    """The caller sets `reached` and waits until `go_on` is set (up to PAUSE_TIMEOUT_S); with
+    `new_agent`, then for an agent it has not met yet to be in the room."""
+
+    go_on: threading.Event
+    new_agent: bool = False
+    reached: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True, slots=True)
 class Reply:
     """What the caller heard after saying one line."""
 
@@ -70,6 +87,8 @@ class Conversation:
     room: str
     agent_joined: bool
     replies: tuple[Reply, ...]
+    agents: tuple[str, ...]
+    """The agents' identities, in the order they joined."""
     said_bye: bool
     """The agent said "bye" before it left: it ran the call to its end."""
     cut: bool
@@ -83,6 +102,8 @@ class _Call:
 
     joined: asyncio.Event = field(default_factory=asyncio.Event)
     left: asyncio.Event = field(default_factory=asyncio.Event)
+    """The agent the caller talks with left (another participant leaving is no matter)."""
+    agents: list[str] = field(default_factory=list)
     bye: asyncio.Event = field(default_factory=asyncio.Event)
     dropped: bool = False
     transcripts: asyncio.Queue[str] = field(default_factory=asyncio.Queue)
@@ -124,7 +145,7 @@ async def converse(
     api_key: str,
     api_secret: str,
     room_name: str,
-    script: Sequence[Text | Tone],
+    script: Sequence[Text | Tone | Pause],
     *,
     stay_s: float = 0.0,
 ) -> Conversation:
@@ -137,20 +158,27 @@ async def converse(
             room.connect(url, token(api_key, api_secret, room_name)), CONNECT_TIMEOUT_S
         )
         await _open_microphone(room, call)
-        if room.remote_participants:  # the agent was there first
-            call.joined.set()
-        try:
-            await asyncio.wait_for(call.joined.wait(), AGENT_JOIN_TIMEOUT_S)
-        except TimeoutError:
+        for participant in room.remote_participants.values():  # the agent was there first
+            _joined(call, participant)
+        if not await _agent_joined(call):
             return Conversation(
-                room=room_name, agent_joined=False, replies=(), said_bye=False, cut=True
+                room=room_name, agent_joined=False, replies=(), agents=(), said_bye=False, cut=True
             )
-        replies = []
+        replies, done = [], True
         for line in script:
+            if isinstance(line, Pause):
+                met = len(call.agents)
+                line.reached.set()
+                await _until_set(line.go_on)
+                if line.new_agent and not await _new_agent(room, call, met):
+                    done = False
+                    break
+                continue
             if call.left.is_set():
+                done = False
                 break
             replies.append(await _say(room, call, line))
-        done = len(replies) == len(script) and not call.left.is_set()
+        done = done and not call.left.is_set()
         if stay_s > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(call.left.wait(), stay_s)
@@ -159,6 +187,7 @@ async def converse(
             room=room_name,
             agent_joined=True,
             replies=tuple(replies),
+            agents=tuple(call.agents),
             said_bye=call.bye.is_set(),
             cut=not done or ended_badly or call.dropped,
         )
@@ -169,12 +198,48 @@ async def converse(
         await asyncio.wait_for(room.disconnect(), CONNECT_TIMEOUT_S)
 
 
-def _listen(room: rtc.Room, call: _Call) -> None:
-    def on_join(participant: rtc.RemoteParticipant) -> None:
+async def _agent_joined(call: _Call) -> bool:
+    try:
+        await asyncio.wait_for(call.joined.wait(), AGENT_JOIN_TIMEOUT_S)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _until_set(go_on: threading.Event) -> None:
+    """Polled, not waited for in a thread: a cancelled call must leave no thread behind."""
+    deadline = time.monotonic() + PAUSE_TIMEOUT_S
+    while not go_on.is_set():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the test did not let the caller go on in {PAUSE_TIMEOUT_S} s")
+        await asyncio.sleep(0.1)
+
+
+async def _new_agent(room: rtc.Room, call: _Call, met: int) -> bool:
+    """Until an agent joined after the first `met` is in the room; then it is the one whose
+    leaving counts."""
+    deadline = time.monotonic() + AGENT_JOIN_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if len(call.agents) > met and call.agents[-1] in room.remote_participants:
+            call.left.clear()  # that was an earlier agent
+            return True
+        await asyncio.sleep(0.1)
+    return False
+
+
+def _joined(call: _Call, participant: rtc.RemoteParticipant) -> None:
+    if participant.identity not in call.agents:  # a dead agent's late leave must not count
+        call.agents.append(participant.identity)
         call.joined.set()
 
+
+def _listen(room: rtc.Room, call: _Call) -> None:
+    def on_join(participant: rtc.RemoteParticipant) -> None:
+        _joined(call, participant)
+
     def on_leave(participant: rtc.RemoteParticipant) -> None:
-        call.left.set()
+        if call.agents and participant.identity == call.agents[-1]:
+            call.left.set()
 
     def on_data(packet: rtc.DataPacket) -> None:
         if packet.data == b"bye":

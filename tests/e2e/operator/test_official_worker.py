@@ -60,6 +60,7 @@ def official_fleet(rig: rig_env.RigEnv, namespace: str, python: Path) -> dict[st
         workingDir=str(AGENT_SCRIPT.parent),
         drainTimeout="5m",
         numIdleProcesses=1,
+        replicas=1,  # the example's 2 would start a pod the autoscaler then removes
         companion={"mode": "Disabled"},  # today's path, without it (test_companion has it)
     )
     del manifest["spec"]["entrypoint"]
