@@ -1,9 +1,10 @@
-"""What the scaling benchmark asks the rig's cluster for: pure `build_*` functions.
+"""What the scaling benchmarks ask the rig's cluster for: pure `build_*` functions.
 
 Owns the objects each side of `bench.scaling` runs: the credentials Secret, the plain Deployment
 a user would write by hand for the call agent, and the AgentWorkers of the reaction and the
-scale-down measurements. Every function returns a plain dict ready for `kubectl apply`; nothing
-here does I/O, reads a clock or the environment.
+scale-down measurements; and the official worker's AgentWorker of `bench.companion`. Every
+function returns a plain dict ready for `kubectl apply`; nothing here does I/O, reads a clock
+or the environment.
 """
 
 from __future__ import annotations
@@ -102,6 +103,37 @@ def build_agentworker(
             "autoscaling": autoscaling,
         },
     }
+
+
+def build_official_agentworker(
+    *,
+    name: str,
+    namespace: str,
+    agent_name: str,
+    livekit_url: str,
+    autoscaling: Manifest,
+    command: list[str],
+    working_dir: str,
+    companion_mode: str,
+) -> Manifest:
+    """An AgentWorker of an unmodified livekit-agents worker (spec.command, no entrypoint), one
+    idle process, the companion in `companion_mode` (Inject or Disabled)."""
+    manifest = build_agentworker(
+        name=name,
+        namespace=namespace,
+        agent_name=agent_name,
+        livekit_url=livekit_url,
+        autoscaling=autoscaling,
+    )
+    spec = manifest["spec"]
+    del spec["entrypoint"]
+    spec |= {
+        "command": command,
+        "workingDir": working_dir,
+        "numIdleProcesses": 1,
+        "companion": {"mode": companion_mode},
+    }
+    return manifest
 
 
 def build_reaction_autoscaling() -> Manifest:

@@ -24,25 +24,25 @@ import contextlib
 import datetime
 import json
 import os
-import platform
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import psutil
 
 from agentworker_operator import kube
-from bench import fake_fleet, phantom
+from bench import fake_fleet, phantom, provenance
 from bench import observing_processes as processes
 from bench import observing_report as report
 from bench.api_proxy import ApiProxy
 from bench.fake_fleet import FleetShape
+from bench.provenance import utc_now
 from bench.workers import free_port
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -94,10 +94,6 @@ class Outcome:
 
 def note(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 async def status_mismatches(client: kube.Kube, shape: FleetShape) -> list[str]:
@@ -263,20 +259,11 @@ def build_meta(
     load_before: Sequence[float],
     workdir: Path,
 ) -> dict[str, object]:
-    return {
-        "started_at": started.isoformat(timespec="seconds"),
-        "finished_at": utc_now().isoformat(timespec="seconds"),
+    command = "python -m bench.observing"
+    return provenance.describe(started, load_before, command=command, config=cfg) | {
         "window": [t.isoformat(timespec="seconds") for t in outcome.window],
-        "command": "python -m bench.observing " + " ".join(sys.argv[1:]),
-        "config": asdict(cfg),
         "workers": cfg.shape.workers,
         "fleet": fleet_mix(cfg.shape),
-        "host": {
-            "cpus": os.cpu_count(),
-            "loadavg_before": [round(x, 2) for x in load_before],
-            "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(),
-        },
         "source": source_version(),
         "verified_before_window": "every AgentWorker's status counted what the fake workers "
         "answered, and every fake worker was read",

@@ -12,7 +12,7 @@ import contextlib
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -30,6 +30,10 @@ IDLE_TIMEOUT_S = 120.0
 BURST_TIMEOUT_S = 300.0
 BURST_STALL_S = 30.0
 """A burst ends early when no entrypoint ran for this long (the missing jobs failed)."""
+
+
+StartProbe = Callable[[str, WorkerProcess], Awaitable[None]]
+"""probe(runtime key, worker): a look at a started, warm worker (e.g. its memory)."""
 
 
 class BenchError(RuntimeError):
@@ -96,9 +100,14 @@ def interleaved(keys: Sequence[str], i: int) -> list[str]:
 
 
 async def measure_starts(
-    specs: dict[str, RuntimeSpec], cfg: BenchConfig, logs: Path, samples: dict[str, Samples]
+    specs: dict[str, RuntimeSpec],
+    cfg: BenchConfig,
+    logs: Path,
+    samples: dict[str, Samples],
+    probe: StartProbe | None = None,
 ) -> None:
-    """Start, register, warm, stop: `cfg.starts` times each, after one unmeasured start."""
+    """Start, register, warm, stop: `cfg.starts` times each, after one unmeasured start.
+    `probe`, when given, looks at each measured worker once it is warm, before it stops."""
     for i in range(cfg.starts + 1):
         for key in interleaved(list(specs), i):
             worker = WorkerProcess(specs[key], log_path=logs / f"{key}-start-{i}.log")
@@ -106,6 +115,8 @@ async def measure_starts(
                 await worker.start()
                 registered = await worker.wait_registered(REGISTER_TIMEOUT_S)
                 warm = await worker.wait_warm(cfg.idle_processes, REGISTER_TIMEOUT_S)
+                if probe is not None and i > 0:
+                    await probe(key, worker)
             finally:
                 await worker.stop()
             if worker.warm_failed:

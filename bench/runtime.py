@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import json
 import os
-import platform
 import signal
 import sys
 import tempfile
 import uuid
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
-from bench import phases, report, venv
+from bench import phases, provenance, report, venv
 from bench.dispatching import Dispatcher
 from bench.phases import BURST_STALL_S, BenchConfig, BenchError, Samples, note
 from bench.runtimes import (
@@ -215,10 +212,6 @@ def write_results(
     return path
 
 
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 async def run(cfg: BenchConfig, *, write: bool) -> int:
     """The whole benchmark; SIGTERM or SIGINT cancel it, and the workers are stopped."""
     this = asyncio.current_task()
@@ -227,7 +220,7 @@ async def run(cfg: BenchConfig, *, write: bool) -> int:
         asyncio.get_running_loop().add_signal_handler(sig, this.cancel)
     server = server_from_env()
     official_python = await asyncio.to_thread(venv.ensure_official_venv)
-    started = utc_now()
+    started = provenance.utc_now()
     load_before = os.getloadavg()
     workdir = Path(tempfile.mkdtemp(prefix="agentworker-bench-"))
     logs = workdir / "logs"
@@ -252,17 +245,8 @@ async def run(cfg: BenchConfig, *, write: bool) -> int:
         for problem in s.problems:
             print(f"problem ({key}): {problem}")
     if write:
-        meta: dict[str, object] = {
-            "started_at": started.isoformat(timespec="seconds"),
-            "finished_at": utc_now().isoformat(timespec="seconds"),
-            "command": "make bench  # python -m bench.runtime " + " ".join(sys.argv[1:]),
-            "config": asdict(cfg),
-            "host": {
-                "cpus": os.cpu_count(),
-                "loadavg_before": [round(x, 2) for x in load_before],
-                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                "python": platform.python_version(),
-            },
+        command = "make bench  # python -m bench.runtime"
+        meta = provenance.describe(started, load_before, command=command, config=cfg) | {
             "versions": {report.OURS: _our_version(), report.OFFICIAL: venv.AGENTS_VERSION},
             "server": server.url,
             "logs": str(workdir),

@@ -198,9 +198,9 @@ def _measure(bench: Bench, side: str, fleet: Fleet, *, how: str) -> ScaleDownSid
             outcomes = _caller_outcomes(phone, problems)
             ended = {room: str(r.get("how", "")) for room, r in phone.ledger.ended().items()}
             records = phone.ledger.records()
-        counts = _pod_counts(watch.events(), since=scaled_at)
+        counts = pod_counts(watch.events(), since=scaled_at)
         final = len(kubectl.get_json("pods", "-n", fleet.namespace, "-l", fleet.selector)["items"])
-        timeline = fleet.scale_log(scaled_at) + _pod_timeline(watch.events(), scaled_at)
+        timeline = fleet.scale_log(scaled_at) + pod_timeline(watch.events(), scaled_at)
     real_rooms = tuple(r for r in dispatched[: load.real] if r in started)
     seen = {o.room: o for o in outcomes}
     return ScaleDownSide(
@@ -213,12 +213,12 @@ def _measure(bench: Bench, side: str, fleet: Fleet, *, how: str) -> ScaleDownSid
         cut_callers=tuple(o.room for o in outcomes if o.cut and o.room in rooms),
         callers_unknown=tuple(r for r in real_rooms if r not in seen),
         calls_per_pod=dict(per_pod),
-        busy_sigtermed=_busy_at_deletion(watch.events(), records, since=scaled_at),
+        busy_sigtermed=busy_at_deletion(watch.events(), records, since=scaled_at),
         replicas_one_after_s=_after(replicas_one_at, scaled_at),
         one_live_pod_after_s=_after(_first(counts, live=True), scaled_at),
         one_pod_after_s=_after(_first(counts, live=False), scaled_at),
         final_pods=final,
-        scale_log=tuple(sorted(timeline, key=_offset)),
+        scale_log=tuple(sorted(timeline, key=line_offset)),
         problems=tuple(problems),
     )
 
@@ -259,7 +259,7 @@ def _wait_settled(
             replicas_one_at = now
         ended = phone.ledger.ended()
         calls_done = all(r in ended for r in rooms) or now > calls_until + END_MARGIN_S
-        one_pod = _first(_pod_counts(watch.events(), since=scaled_at), live=False) is not None
+        one_pod = _first(pod_counts(watch.events(), since=scaled_at), live=False) is not None
         fleet_done = one_pod or now > scaled_at + SCALE_DOWN_TIMEOUT_S
         if calls_done and fleet_done:
             return replicas_one_at
@@ -274,7 +274,7 @@ def _caller_outcomes(phone: Calls, problems: list[str]) -> list[CallerOutcome]:
         return []
 
 
-def _pod_counts(events: Sequence[PodEvent], *, since: float) -> list[tuple[float, int, int]]:
+def pod_counts(events: Sequence[PodEvent], *, since: float) -> list[tuple[float, int, int]]:
     """(time, pods, pods not being deleted) after each watch event from `since` on."""
     present: dict[str, bool] = {}
     counts = []
@@ -288,7 +288,7 @@ def _pod_counts(events: Sequence[PodEvent], *, since: float) -> list[tuple[float
     return counts
 
 
-def _busy_at_deletion(
+def busy_at_deletion(
     events: Sequence[PodEvent], records: Sequence[dict[str, Any]], *, since: float
 ) -> dict[str, int]:
     """Pods sent SIGTERM (marked for deletion) after `since` while they held calls: their calls.
@@ -320,7 +320,7 @@ def _first(counts: Sequence[tuple[float, int, int]], *, live: bool) -> float | N
     return next((t for t, total, alive in counts if (alive if live else total) == 1), None)
 
 
-def _pod_timeline(events: Sequence[PodEvent], since: float) -> list[str]:
+def pod_timeline(events: Sequence[PodEvent], since: float) -> list[str]:
     """When each pod was marked for deletion and when it was gone, as offsets."""
     lines, marked = [], set()
     for event in events:
@@ -334,7 +334,7 @@ def _pod_timeline(events: Sequence[PodEvent], since: float) -> list[str]:
     return lines
 
 
-def _offset(line: str) -> float:
+def line_offset(line: str) -> float:
     return float(line[1:].split(" ", 1)[0])
 
 

@@ -22,9 +22,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime
-import json
 import os
-import platform
 import signal
 import sys
 import tempfile
@@ -34,14 +32,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from bench import cluster, manifests, reaction, scaledown
+from bench import cluster, manifests, provenance, reaction, scaledown
 from bench import scaling_report as report
 from bench.cluster import ClusterError, Kubectl, OperatorProcess
 from bench.phases import note
-from bench.runtimes import BENCH_DIR
 from tests.rig import env as rig_env
 
-RESULTS_DIR = BENCH_DIR / "results"
 MEASUREMENTS = ("reaction", "scaledown")
 
 
@@ -66,10 +62,6 @@ class Results:
     failures: list[str] = dataclasses.field(default_factory=list)
     notes: list[str] = dataclasses.field(default_factory=list)
     """What the reader should know about the run (e.g. which CRD was used)."""
-
-
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 def measure_reaction(
@@ -101,7 +93,7 @@ def run(cfg: ScalingConfig, *, write: bool) -> int:
     rig = rig_env.load()
     kubectl = Kubectl(rig)
     crd_problem = cluster.ensure_crd(kubectl)
-    started, load_before = utc_now(), os.getloadavg()
+    started, load_before = provenance.utc_now(), os.getloadavg()
     run_id = uuid.uuid4().hex[:6]
     workdir = Path(tempfile.mkdtemp(prefix="agentworker-scaling-"))
     note(f"run {run_id}: logs and ledgers in {workdir}")
@@ -125,22 +117,11 @@ def run(cfg: ScalingConfig, *, write: bool) -> int:
     markdown = render(results, cfg)
     print(markdown)
     if write:
-        meta: dict[str, object] = {
-            "started_at": started.isoformat(timespec="seconds"),
-            "finished_at": utc_now().isoformat(timespec="seconds"),
-            "command": "python -m bench.scaling " + " ".join(sys.argv[1:]),
-            "config": dataclasses.asdict(cfg),
-            "host": {
-                "cpus": os.cpu_count(),
-                "loadavg_before": [round(x, 2) for x in load_before],
-                "loadavg_after": [round(x, 2) for x in os.getloadavg()],
-                "python": platform.python_version(),
-            },
-            "server": rig.livekit_url,
-            "logs": str(workdir),
-        }
-        path = write_results(results, meta, markdown, started.strftime("%Y%m%dT%H%M%SZ"))
-        note(f"results written to {path} and {RESULTS_DIR / 'scaling-latest.md'}")
+        meta = provenance.describe(
+            started, load_before, command="python -m bench.scaling", config=cfg
+        ) | {"server": rig.livekit_url, "logs": str(workdir)}
+        path = write_results(results, meta, markdown, started)
+        note(f"results written to {path} and {path.with_name('scaling-latest.md')}")
     return 0 if not results.failures else 1
 
 
@@ -203,8 +184,9 @@ def render(results: Results, cfg: ScalingConfig) -> str:
     return "\n".join(lines)
 
 
-def write_results(results: Results, meta: dict[str, object], markdown: str, stamp: str) -> Path:
-    RESULTS_DIR.mkdir(exist_ok=True)
+def write_results(
+    results: Results, meta: dict[str, object], markdown: str, started: datetime.datetime
+) -> Path:
     trials = [{**dataclasses.asdict(t), "breakdown_s": report.breakdown(t)} for t in results.trials]
     medians = {
         key: report.median([report.breakdown(t)[key] for t in results.trials])
@@ -217,18 +199,7 @@ def write_results(results: Results, meta: dict[str, object], markdown: str, stam
         "failures": results.failures,
         "notes": results.notes,
     }
-    path = RESULTS_DIR / f"scaling-{stamp}.json"
-    path.write_text(json.dumps(body, indent=2) + "\n")
-    md = [
-        f"# Scaling benchmark, {meta['finished_at']}",
-        "",
-        f"`python -m bench.scaling`; raw samples in `{path.name}`.",
-        f"Config: {json.dumps(meta['config'])}. Host: {json.dumps(meta['host'])}.",
-        "",
-        markdown,
-    ]
-    (RESULTS_DIR / "scaling-latest.md").write_text("\n".join(md).rstrip() + "\n")
-    return path
+    return provenance.write("scaling", "Scaling benchmark", started, body, markdown)
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[ScalingConfig, bool]:
