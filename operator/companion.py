@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agentworker_operator import kubelet
+
 VOLUME = "agentworker-companion"
 MOUNT_PATH = "/agentworker-companion"
 INIT_CONTAINER = "agentworker-companion"
@@ -29,17 +31,6 @@ DISTRIBUTION = "agentworker-companion"
 """The companion's own distribution (companion/pyproject.toml), for mode Installed."""
 TESTED_LINES = ("1.4", "1.6", "1.8")
 """livekit-agents minor lines the companion wraps (agentworker_companion.TESTED_LINES)."""
-INIT_FAILURES = frozenset(
-    {
-        "CrashLoopBackOff",
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "RunContainerError",
-    }
-)
 
 
 class Mode(enum.StrEnum):
@@ -119,9 +110,9 @@ def _init_failure(pod: Mapping[str, Any]) -> str:
     for status in (pod.get("status") or {}).get("initContainerStatuses") or []:
         if not isinstance(status, Mapping) or status.get("name") != INIT_CONTAINER:
             continue
-        waiting = (status.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") in INIT_FAILURES:
-            return str(waiting["reason"])
+        reason, _ = kubelet.stuck(status)
+        if reason:
+            return reason
     return ""
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentworker_operator import companion as companions
+from agentworker_operator import kubelet
 from agentworker_operator.observation import FleetSummary, WorkerState
 
 Status = dict[str, Any]
@@ -57,20 +58,6 @@ class DeploymentFacts:
     updated_replicas: int
     available_replicas: int
     progress_deadline_exceeded: bool = False
-
-
-FAILING_REASONS = frozenset(
-    {
-        "CrashLoopBackOff",
-        "ImagePullBackOff",
-        "ErrImagePull",
-        "InvalidImageName",
-        "CreateContainerConfigError",
-        "CreateContainerError",
-        "RunContainerError",
-    }
-)
-"""Waiting reasons of a container that will not start without a change by a person."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -501,10 +488,9 @@ def failures_from_pods(pods: Sequence[Mapping[str, Any]]) -> tuple[PodFailure, .
         if meta.get("deletionTimestamp"):
             continue
         for container in (pod.get("status") or {}).get("containerStatuses") or []:
-            waiting = (container.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") in FAILING_REASONS:
-                message = str(waiting.get("message") or "")[:160]
+            reason, message = kubelet.stuck(container)
+            if reason:
                 failures.append(
-                    PodFailure(pod=str(meta.get("name")), reason=waiting["reason"], message=message)
+                    PodFailure(pod=str(meta.get("name")), reason=reason, message=message[:160])
                 )
     return tuple(sorted(failures, key=lambda f: f.pod))

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 import agentworker_companion
-from agentworker_operator import companion
+from agentworker_operator import companion, kubelet
 from agentworker_operator.companion import Fallback, Mode, Plan, Seen
 
 pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
@@ -145,7 +145,7 @@ def test_a_worker_that_gave_no_http_answer_yet_is_no_verdict() -> None:
     )
 
 
-@pytest.mark.parametrize("reason", sorted(companion.INIT_FAILURES))
+@pytest.mark.parametrize("reason", sorted(kubelet.STUCK_REASONS))
 def test_an_init_container_that_cannot_run_is_a_fallback_naming_the_pod(reason: str) -> None:
     found = companion.verdict(
         IMAGE, Mode.INJECT, [Seen(pod=pod(init_waiting=reason), answered=False)]
