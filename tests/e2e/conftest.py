@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +16,20 @@ from tests.rig import env as rig_env
 from tests.waiting import wait_for
 
 Kubectl = Callable[..., subprocess.CompletedProcess[str]]
+
+ACCESS_STATUS = re.compile(r"\(40[13]\)|\b(?:status|code)\W{0,3}40[13]\b", re.IGNORECASE)
+"""A 401 or 403 as the clients write one: kubernetes' "(403)", "status=403", '"code": 403'.
+Not any 401 or 403: a log line's "pid": 401 or a traceback's "line 403" is none."""
+
+
+def access_refusal(log_text: str) -> str:
+    """The first sign in an operator's log that the API server refused it something (401,
+    403), or ""."""
+    for sign in ("Unauthorized", "Forbidden"):
+        if sign in log_text:
+            return sign
+    status = ACCESS_STATUS.search(log_text)
+    return status.group() if status else ""
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -22,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.conftest import Kubectl
+from tests.e2e.conftest import Kubectl, access_refusal
 from tests.e2e.operator import fault_table
 from tests.e2e.operator.calls import Calls, calls
 from tests.rig import env as rig_env
@@ -55,10 +54,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-ACCESS_STATUS = re.compile(r"(?<!line) 40[13]\b")
-"""401 or 403 in a log line, but not a traceback's line number."""
 
 
 class OperatorProcess:
@@ -163,11 +158,8 @@ class OperatorProcess:
         for line in self.logs().splitlines():
             if any(text in line for text in expected):
                 continue
-            for sign in ("Unauthorized", "Forbidden"):
-                assert sign not in line, f"{sign!r} in the operator log: {line[:2000]}"
-            # a status code, not a traceback's source line ("line 403, in _apply_children")
-            status = ACCESS_STATUS.search(line)
-            assert status is None, f"{status.group()!r} in the operator log: {line[:2000]}"
+            sign = access_refusal(line)
+            assert not sign, f"{sign!r} in the operator log: {line[:2000]}"
 
 
 @pytest.fixture(scope="session")
