@@ -51,11 +51,13 @@ rig-down: ## Stop what `make rig` started
 
 e2e: rig agents-venvs ## End-to-end tests against the rig, then the search for leaked secrets
 	set -a; . $(RIG_ENV); set +a; \
-	$(BIN)/pytest tests/integration tests/e2e -q --basetemp=$(E2E_BASETEMP); suite=$$?; \
+	$(BIN)/pytest tests/integration tests/e2e -q --durations=25 --basetemp=$(E2E_BASETEMP); suite=$$?; \
 	$(BIN)/pytest tests/e2e_after -q; after=$$?; \
 	test $$suite -eq 0 && test $$after -eq 0
 
-test: install lint unit e2e ## Install, lint, unit tests, then rig and end-to-end tests
+test: install ## Install; lint, unit tests, the rig and the agents' venvs side by side; then end-to-end tests
+	$(MAKE) --no-print-directory --output-sync=target -j4 lint unit rig agents-venvs
+	$(MAKE) --no-print-directory e2e
 
 demo: rig ## The main job: the chart's operator, an autoscaled fleet, real calls, live view, plot
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m hack.demo
