@@ -212,10 +212,7 @@ def render(found: Results, cfg: CompanionConfig) -> str:
             lines += [f"Timeline, {side.side}, round {side.round}:"]
             lines += [f"- {step}" for step in side.timeline]
             lines += [f"- problem: {p}" for p in side.problems] + [""]
-    if found.failures:
-        lines += ["Failures:", *(f"- {f}" for f in found.failures), ""]
-    if found.notes:
-        lines += ["Notes:", *(f"- {n}" for n in found.notes), ""]
+    lines += provenance.closing_lines(found.failures, found.notes)
     return "\n".join(lines)
 
 

@@ -3,8 +3,9 @@ and where its results files go.
 
 Owns those few facts, the same in every `bench/results/*.json`, so that a reader can tell how
 busy the shared machine was (its load before and after) and replay the command, and the pair
-of files a run leaves: `<kind>-<UTC time>.json` and `<kind>-latest.md`. It measures nothing;
-each benchmark adds its own facts and tables.
+of files a run leaves: `<kind>-<UTC time>.json` and `<kind>-latest.md`, whose markdown ends
+with the run's failures and notes. It measures nothing; each benchmark adds its own facts and
+tables.
 """
 
 from __future__ import annotations
@@ -70,3 +71,13 @@ def write(
     ]
     (RESULTS_DIR / f"{kind}-latest.md").write_text("\n".join(lines).rstrip() + "\n")
     return path
+
+
+def closing_lines(failures: Sequence[str], notes: Sequence[str]) -> list[str]:
+    """The markdown that ends a run's results: its failures, then its notes, as lists (none
+    when there are none)."""
+    lines: list[str] = []
+    for title, items in (("Failures", failures), ("Notes", notes)):
+        if items:
+            lines += [f"{title}:", *(f"- {item}" for item in items), ""]
+    return lines

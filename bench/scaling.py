@@ -177,10 +177,7 @@ def render(results: Results, cfg: ScalingConfig) -> str:
         for side in results.sides:
             lines += [f"Timeline, {side.side}:", *(f"- {step}" for step in side.scale_log)]
             lines += [f"- problem: {p}" for p in side.problems] + [""]
-    if results.failures:
-        lines += ["Failures:", *(f"- {f}" for f in results.failures), ""]
-    if results.notes:
-        lines += ["Notes:", *(f"- {n}" for n in results.notes), ""]
+    lines += provenance.closing_lines(results.failures, results.notes)
     return "\n".join(lines)
 
 
