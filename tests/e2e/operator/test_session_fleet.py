@@ -99,11 +99,15 @@ def test_a_session_agent_keeps_its_conversations_through_scaling_recovery_and_a_
     # 1. a scale-up
     go_on = threading.Event()
     pauses = [Pause(go_on, new_agent=True) for _ in range(3)]
-    early = [
-        phone.talk((Text(f"hello {n}"), pause, Tone(550.0)), hold_s=SHORT_S, prefix="early")
-        for n, pause in enumerate(pauses)
-    ]
-    assert {pod_of(kubectl, namespace, phone, room) for room in early} == {first}
+    # one at a time: while its first job starts, livekit-agents counts it at loadThreshold over
+    # numIdleProcesses (0.7 here) and may report the worker full, and the server drops a
+    # dispatch it sends then (the dispatch guard's issue, not this test's)
+    early: list[str] = []
+    for n, pause in enumerate(pauses):
+        early.append(
+            phone.talk((Text(f"hello {n}"), pause, Tone(550.0)), hold_s=SHORT_S, prefix="early")
+        )
+        assert pod_of(kubectl, namespace, phone, early[-1]) == first
     wait_status(
         kubectl, namespace, "a second worker for 3 calls at load 0.75",
         lambda s: s.get("desiredReplicas") == 2 and s.get("readyReplicas") == 2,
