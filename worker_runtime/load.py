@@ -1,8 +1,10 @@
 """Load: a sliding window of samples and the FULL-or-AVAILABLE decision.
 
-Owns the default load (CPU utilisation averaged over a 5 s window) and the threshold rule. Pure:
-the caller measures (psutil lives in the worker) and passes samples with their timestamps; nothing
-here reads a clock or the system.
+Owns the default load (CPU utilisation averaged over a 5 s window) and the threshold rule,
+including the jobs a measurement cannot have seen yet (a burst of offers arrives faster than the
+jobs they bring start and show up in the load). Pure: the caller measures (psutil lives in the
+worker) and passes samples with their timestamps and plain counts; nothing here reads a clock or
+the system.
 """
 
 from __future__ import annotations
@@ -47,9 +49,59 @@ class LoadWindow:
         return len(self._samples)
 
 
-def is_full(load: float, threshold: float) -> bool:
-    """Full when the load is above the threshold (the seeds: the threshold still accepts)."""
-    return load > threshold
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Occupancy:
+    """What the worker carries at one moment, as the FULL-or-AVAILABLE rule sees it."""
+
+    load: float
+    """The last measured load, 0..1."""
+    measured_jobs: int
+    """Jobs that were running when that load was measured: the load already counts them."""
+    held_jobs: int
+    """Jobs running now plus the offers it holds a slot for: an offer request_fnc is deciding,
+    an accepted job waiting for its assignment or its process."""
+
+    @property
+    def unmeasured_jobs(self) -> int:
+        """Held jobs the load cannot count yet (accepted, or started since it was measured)."""
+        return max(0, self.held_jobs - self.measured_jobs)
+
+
+def is_full(occupancy: Occupancy, *, threshold: float) -> bool:
+    """Whether the worker must take no new job: what it measured says so.
+
+    Full when the measured load is above `threshold` (the seeds: the threshold itself still
+    accepts), or when the jobs the load does not count yet would put it there, each counted as
+    what a measured job adds (the load over the jobs it was measured with, as livekit-agents
+    estimates it). Before any running job was measured what a job adds is unknown, and this
+    rule does not guess: `awaits_first_measurement` holds the offers back instead. An infinite
+    threshold disables the rule.
+    """
+    if math.isinf(threshold):
+        return False
+    if occupancy.load > threshold:
+        return True
+    if occupancy.measured_jobs == 0:
+        return False
+    per_job = occupancy.load / occupancy.measured_jobs
+    return occupancy.load + occupancy.unmeasured_jobs * per_job > threshold
+
+
+def awaits_first_measurement(
+    occupancy: Occupancy, *, threshold: float, prewarmed: int, waited: bool
+) -> bool:
+    """Whether an offer must not be taken yet because no job's cost was measured.
+
+    Until a job was measured running, the worker takes one at a time: the next offer waits
+    (`waited` False) for the reading that measures it, normally milliseconds away. An offer that
+    waited in vain (the first job is slow to reach a process, or request_fnc slow to decide)
+    falls back on livekit-agents' guess: as many jobs at once as processes are prewarmed (it
+    counts each as load_threshold / num_idle_processes), at least one.
+    """
+    if math.isinf(threshold) or occupancy.measured_jobs > 0:
+        return False
+    at_once = max(prewarmed, 1) if waited else 1
+    return occupancy.unmeasured_jobs >= at_once
 
 
 def clamp_load(value: float) -> float:

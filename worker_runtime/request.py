@@ -1,7 +1,7 @@
 """JobRequest: what request_fnc sees, the one answer it gives, and asking it (`ask`).
 
 Owns the answer's shape and the rules around request_fnc (None accepts; an exception, a timeout
-or no answer rejects, with a log line); the worker turns the answer into an AvailabilityResponse.
+or no answer rejects, with a log line); the intake turns the answer into an AvailabilityResponse.
 """
 
 from __future__ import annotations
@@ -77,25 +77,31 @@ class JobRequest:
         return self._answer
 
 
-REQUEST_FNC_TIMEOUT_S = 10.0
-"""LiveKit waits 10 s for an answer before it offers the job elsewhere."""
-
-
 async def ask(
     request_fnc: Callable[[JobRequest], Awaitable[None]] | None,
     job: agent_pb.Job,
     log: logging.LoggerAdapter[logging.Logger],
+    *,
+    timeout_s: float,
 ) -> AcceptArguments | None:
-    """How to take the job, or None to decline it."""
+    """How to take the job, or None to decline it (also when request_fnc takes over
+    `timeout_s`: the server must hear the no in time to offer the job elsewhere)."""
     if request_fnc is None:
         return AcceptArguments()
     req = JobRequest(job)
     extra = {"job_id": job.id, "room": job.room.name}
+    bound = asyncio.timeout(timeout_s)
     try:
-        async with asyncio.timeout(REQUEST_FNC_TIMEOUT_S):
+        async with bound:
             await request_fnc(req)
     except Exception:
-        log.exception("request_fnc failed, rejecting the job", extra=extra)
+        if bound.expired():
+            log.warning(
+                "request_fnc took too long, rejecting the job",
+                extra=extra | {"timeout_s": round(timeout_s, 3)},
+            )
+        else:
+            log.exception("request_fnc failed, rejecting the job", extra=extra)
         return None
     if not req.answered:
         log.warning("request_fnc gave no answer, rejecting the job", extra=extra)

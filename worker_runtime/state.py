@@ -15,9 +15,11 @@ class WorkerState(enum.Enum):
     STARTING = "starting"
     """Not (or no longer) registered with the server: connecting or reconnecting."""
     AVAILABLE = "available"
-    """Registered; load at or below load_threshold: takes jobs."""
+    """Registered; load at or below load_threshold, counting the jobs it holds that the load
+    does not show yet (`load.is_full`): takes jobs."""
     FULL = "full"
-    """Registered; load above load_threshold: reports WS_FULL, still ready, takes no job."""
+    """Registered; load above load_threshold, or the jobs it holds would put it there: reports
+    WS_FULL, still ready, takes no new job (one it already holds goes on)."""
     RETIRED = "retired"
     """Agreed to go (POST /retire) while idle: takes no job, not ready, reports WS_FULL. Serves
     again when the retirer withdraws the retirement (DELETE /retire) or it expires without a
@@ -78,8 +80,9 @@ for _event in (_E.REGISTERED, _E.CONNECTION_LOST, *_LOAD, _E.RETIRE):
 # a drain is final: nothing but CLOSE leaves it
 for _event in (_E.REGISTERED, _E.CONNECTION_LOST, *_LOAD, *_HANDSHAKE):
     _MOVES[(_S.DRAINING, _event)] = _S.DRAINING
-# a socket that was opening as the worker closed may still report in: nothing changes
-for _event in (_E.REGISTERED, _E.CONNECTION_LOST, _E.CLOSE):
+# a socket that was opening as the worker closed may still report in, and a load measurement
+# still running may land: nothing changes
+for _event in (_E.REGISTERED, _E.CONNECTION_LOST, *_LOAD, _E.CLOSE):
     _MOVES[(_S.CLOSED, _event)] = _S.CLOSED
 
 
@@ -94,6 +97,21 @@ def transition(state: WorkerState, event: WorkerEvent) -> WorkerState:
 def takes_jobs(state: WorkerState) -> bool:
     """Whether an availability request may be answered yes."""
     return state is WorkerState.AVAILABLE
+
+
+def offer_refusal(state: WorkerState) -> str:
+    """Why a new job offer is answered no now (the state's name), or "" when it may be taken."""
+    return "" if takes_jobs(state) else state.value
+
+
+def held_offer_refusal(state: WorkerState) -> str:
+    """Why an offer taken earlier must still be answered no (the state's name), or "".
+
+    An offer keeps its slot while request_fnc decides; when request_fnc says yes, the worker
+    says yes too unless it stopped serving meanwhile (lost its connection, retired, draining,
+    closed). FULL does not undo it: the slots it holds may be what filled the worker.
+    """
+    return "" if state in (WorkerState.AVAILABLE, WorkerState.FULL) else state.value
 
 
 def retire_refusal(state: WorkerState, *, active_jobs: int, pending_offers: int) -> str:

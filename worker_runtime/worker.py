@@ -1,8 +1,10 @@
 """The worker: wires the connection, the process pool, load reporting and the HTTP server.
 
-Owns the worker's state (through `transition`), the retirement, its expiry and its withdrawal,
-the drain (on SIGTERM, or when the connection to LiveKit gives up: running jobs do not need it),
-and the order things start and stop in. It turns pool events into protocol messages and server
+Owns the worker's state (through `transition`; FULL or AVAILABLE from the last load reading, the
+jobs running and the offers the intake holds, through `load.is_full`), whether an offer may be
+taken, the retirement, its expiry and its withdrawal, the drain (on SIGTERM, or when the
+connection to LiveKit gives up: running jobs do not need it), and the order things start and
+stop in. It turns pool events into protocol messages and server
 messages into intake and pool calls; the pool never sees the socket and the connection never
 sees a process.
 """
@@ -19,7 +21,8 @@ from livekit.protocol import agent as agent_pb
 
 from worker_runtime import cpu, http_api, load, protocol
 from worker_runtime.connection import Connection, ConnectionFailed, ConnectionHandlers, Credentials
-from worker_runtime.intake import JobIntake
+from worker_runtime.gauge import LoadGauge, Reading
+from worker_runtime.intake import UNMEASURED, IntakeHooks, JobIntake
 from worker_runtime.logs import LogFormat, WorkerLog
 from worker_runtime.metrics import WorkerMetrics
 from worker_runtime.options import WorkerOptions
@@ -28,9 +31,10 @@ from worker_runtime.reporter import JobReporter
 from worker_runtime.state import (
     WorkerEvent,
     WorkerState,
+    held_offer_refusal,
     is_ready,
+    offer_refusal,
     retire_refusal,
-    takes_jobs,
     transition,
     unretire_refusal,
 )
@@ -63,8 +67,13 @@ class Worker:
         self._gave_up: ConnectionFailed | None = None
         self._log_fields: dict[str, object] = {"agent_name": opts.agent_name, "worker_id": ""}
         self._log = WorkerLog(logger, self._log_fields)
-        self._load = 0.0
         self._meter = cpu.LoadMeter(opts.load_fnc)
+        self._gauge = LoadGauge(
+            lambda: self._meter.measure(self),
+            running_jobs=lambda: len(self.active_jobs),
+            on_reading=self._on_reading,
+            log=self._log,
+        )
         self._metrics = WorkerMetrics()
         self._tasks: set[asyncio.Task[None]] = set()
         self._drain_requested = asyncio.Event()
@@ -83,13 +92,19 @@ class Worker:
             on_started=self._reporter.started,
             on_ended=self._reporter.ended,
         )
+        hooks = IntakeHooks(
+            refresh_load=self._refresh_load,
+            offer_refusal=self._offer_refusal,
+            held_offer_refusal=lambda: held_offer_refusal(self._state),
+            on_held_changed=self._move_by_load,
+            worker_id=lambda: self._worker_id,
+        )
         self._intake = JobIntake(
             opts,
             pool=self._pool,
             reporter=self._reporter,
             send=lambda msg: self._conn.send(msg),
-            takes_jobs=lambda: takes_jobs(self._state),
-            worker_id=lambda: self._worker_id,
+            hooks=hooks,
             log=self._log,
         )
         handlers = ConnectionHandlers(
@@ -137,7 +152,7 @@ class Worker:
             draining=self._state is WorkerState.DRAINING,
             agent_name=self._opts.agent_name,
             worker_type=protocol.job_type_name(self._opts.worker_type),
-            load=self._load,
+            load=self._gauge.reading.load,
             load_threshold=self._opts.load_threshold,
             jobs=jobs,
             idle_processes=self._pool.idle_processes,
@@ -156,6 +171,7 @@ class Worker:
             self._metrics.draining.set(self._state is WorkerState.DRAINING)
             self._metrics.retired.set(self._state is WorkerState.RETIRED)
             self._status_due.set()
+            self._intake.reconsider()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -283,6 +299,7 @@ class Worker:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._gauge.aclose()
         await self._conn.aclose()
         self._move(WorkerEvent.CLOSE)
         await self._http.aclose()
@@ -302,11 +319,13 @@ class Worker:
     # -- load and status ---------------------------------------------------------------------
 
     async def _report_status_forever(self) -> None:
-        """Sample the load every 0.5 s; send the status on any change and every 2.5 s."""
+        """Sample the load every 0.5 s, and at once when load_fnc's jobs changed (a job that
+        started is measured before the next offer); send the status on any change and every
+        2.5 s."""
         last_sent = next_sample = 0.0
         while True:
-            if time.monotonic() >= next_sample:
-                await self._measure_load()
+            if time.monotonic() >= next_sample or self._reading_is_stale():
+                await self._gauge.refresh()
                 next_sample = time.monotonic() + SAMPLE_INTERVAL_S
             now = time.monotonic()
             if self._status_due.is_set() or now - last_sent >= STATUS_INTERVAL_S:
@@ -317,28 +336,55 @@ class Worker:
                 timeout = max(0.0, next_sample - time.monotonic())
                 await asyncio.wait_for(self._status_due.wait(), timeout)
 
-    async def _measure_load(self) -> None:
-        try:
-            value = await asyncio.to_thread(self._meter.measure, self)
-        except Exception:
-            self._log.exception("load_fnc failed; keeping the last load")
-            return
-        self._load = load.clamp_load(value)
-        self._metrics.load.set(self._load)
-        self._metrics.idle_processes.set(self._pool.idle_processes)
+    def _reading_is_stale(self) -> bool:
+        return self._opts.load_fnc is not None and (
+            len(self.active_jobs) != self._gauge.reading.jobs
+        )
+
+    async def _refresh_load(self) -> None:
+        """Before an offer is decided: a load_fnc is asked again (livekit-agents does so too),
+        the CPU window is not (one more sample says nothing new)."""
+        if self._opts.load_fnc is not None:
+            await self._gauge.refresh()
         self._move_by_load()
 
+    def _on_reading(self, reading: Reading) -> None:
+        self._metrics.load.set(reading.load)
+        self._metrics.idle_processes.set(self._pool.idle_processes)
+        self._move_by_load()
+        self._intake.reconsider()
+
+    def _occupancy(self) -> load.Occupancy:
+        reading = self._gauge.reading
+        held = len(self.active_jobs) + self._intake.pending
+        return load.Occupancy(load=reading.load, measured_jobs=reading.jobs, held_jobs=held)
+
     def _move_by_load(self) -> None:
-        full = load.is_full(self._load, self._opts.load_threshold)
+        """The one place the load moves the state (`load.is_full`)."""
+        full = load.is_full(self._occupancy(), threshold=self._opts.load_threshold)
         self._move(
             WorkerEvent.LOAD_ABOVE_THRESHOLD if full else WorkerEvent.LOAD_AT_OR_BELOW_THRESHOLD
         )
+
+    def _offer_refusal(self, waited: bool) -> str:
+        """Why a job offer is declined now, or "": the state's reason, else UNMEASURED while
+        no job's cost was measured (`load.awaits_first_measurement`)."""
+        refusal = offer_refusal(self._state)
+        if refusal:
+            return refusal
+        unknown = load.awaits_first_measurement(
+            self._occupancy(),
+            threshold=self._opts.load_threshold,
+            prewarmed=self._opts.num_idle_processes,
+            waited=waited,
+        )
+        return UNMEASURED if unknown else ""
 
     def _send_status(self) -> None:
         self._conn.send(
             protocol.worker_status(
                 full=self._state is not WorkerState.AVAILABLE,
-                load=self._load,
+                load=self._gauge.reading.load,
                 job_count=len(self.active_jobs),
                 draining=self._state is WorkerState.DRAINING,
             )

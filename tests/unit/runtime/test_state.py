@@ -10,7 +10,9 @@ from worker_runtime.state import (
     InvalidTransition,
     WorkerEvent,
     WorkerState,
+    held_offer_refusal,
     is_ready,
+    offer_refusal,
     retire_refusal,
     takes_jobs,
     transition,
@@ -62,6 +64,9 @@ ALLOWED = [
     # a socket that was opening while the worker closed reports in late
     (S.CLOSED, E.REGISTERED, S.CLOSED),
     (S.CLOSED, E.CONNECTION_LOST, S.CLOSED),
+    # and a load measurement still running lands after it
+    (S.CLOSED, E.LOAD_AT_OR_BELOW_THRESHOLD, S.CLOSED),
+    (S.CLOSED, E.LOAD_ABOVE_THRESHOLD, S.CLOSED),
 ]
 
 
@@ -76,7 +81,6 @@ FORBIDDEN = [
     (S.AVAILABLE, E.REGISTERED),
     (S.FULL, E.REGISTERED),
     (S.CLOSED, E.DRAIN),
-    (S.CLOSED, E.LOAD_AT_OR_BELOW_THRESHOLD),
     (S.CLOSED, E.RETIRE),
     (S.STARTING, E.RETIREMENT_EXPIRED),
     (S.AVAILABLE, E.RETIREMENT_EXPIRED),
@@ -161,6 +165,27 @@ def test_ready_and_taking_jobs(state: WorkerState, ready: bool, takes: bool) -> 
 
 def test_a_full_worker_stays_ready() -> None:
     assert is_ready(transition(S.AVAILABLE, E.LOAD_ABOVE_THRESHOLD))
+
+
+@pytest.mark.parametrize(
+    ("state", "new_offer", "held_offer"),
+    [
+        (S.AVAILABLE, "", ""),
+        (S.FULL, "full", ""),
+        (S.STARTING, "starting", "starting"),
+        (S.RETIRED, "retired", "retired"),
+        (S.DRAINING, "draining", "draining"),
+        (S.CLOSED, "closed", "closed"),
+    ],
+    ids=lambda v: v.value if isinstance(v, WorkerState) else repr(v),
+)
+def test_an_offer_already_held_survives_full_but_not_leaving_service(
+    state: WorkerState, new_offer: str, held_offer: str
+) -> None:
+    """The slots a worker holds may be what made it FULL: that must not undo their yes."""
+    assert offer_refusal(state) == new_offer
+    assert (offer_refusal(state) == "") is takes_jobs(state)
+    assert held_offer_refusal(state) == held_offer
 
 
 @pytest.mark.parametrize(
