@@ -1,9 +1,10 @@
 """`agent-operator`: the operator process (flags, logs, health, metrics, leader election, kopf).
 
 This module owns wiring only: it parses the command line into `settings.Settings`, sets up JSON
-logs, serves /healthz and /readyz, starts the metrics endpoint, waits for the leader Lease and
-runs kopf with the handlers until SIGTERM/SIGINT or until the Lease is lost (then it exits 1 so
-the pod restarts as a standby). It makes no decision about AgentWorkers.
+logs, serves /healthz and /readyz, starts the metrics endpoint and LiveKit's webhook endpoint
+(with --webhook-port), waits for the leader Lease and runs kopf with the handlers until
+SIGTERM/SIGINT or until the Lease is lost (then it exits 1 so the pod restarts as a standby). It
+makes no decision about AgentWorkers.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import kopf
 from aiohttp import web
 
-from agentworker_operator import handlers, kube, lease, logs, metrics, settings
+from agentworker_operator import handlers, kube, lease, logs, metrics, settings, webhooks
 
 logger = logging.getLogger("agentworker_operator")
 
@@ -49,6 +50,13 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
     add("--health-port", type=int, default=8080, help="port of /healthz and /readyz (0: off)")
     add("--metrics-host", default="0.0.0.0", help="address of /metrics")
     add("--metrics-port", type=int, default=9090, help="port of /metrics (0: off)")
+    add("--webhook-host", default="0.0.0.0", help="address of POST /livekit/webhook")
+    add(
+        "--webhook-port",
+        type=int,
+        default=0,
+        help="port of LiveKit's webhooks, POST /livekit/webhook (default 0: off)",
+    )
     add("--log-format", choices=[f.value for f in settings.LogFormat], default="json")
     add("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     add("--lease-name", default="agentworker-operator", help="name of the leader Lease")
@@ -102,12 +110,16 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
     args = parser.parse_args(argv)
     if args.sync_period <= 0 or args.resync_period <= 0 or args.scrape_timeout <= 0:
         parser.error("--sync-period, --resync-period and --scrape-timeout must be above 0")
+    if args.webhook_port and args.webhook_port in (args.health_port, args.metrics_port):
+        parser.error(f"--webhook-port {args.webhook_port} is taken by health or metrics")
     return settings.Settings(
         namespaces=tuple(args.namespace),
         health_host=args.health_host,
         health_port=args.health_port,
         metrics_host=args.metrics_host,
         metrics_port=args.metrics_port,
+        webhook_host=args.webhook_host,
+        webhook_port=args.webhook_port,
         log_format=settings.LogFormat(args.log_format),
         log_level=args.log_level,
         lease=settings.LeaseSettings(
@@ -169,8 +181,25 @@ async def _serve_health(
     return runner
 
 
+async def _serve_webhooks(
+    config: settings.Settings,
+    secrets: webhooks.Secrets,
+    on_event: Callable[[webhooks.WebhookEvent], None],
+) -> web.AppRunner | None:
+    """LiveKit's webhooks on every replica (the Service picks any), when --webhook-port is set."""
+    if not config.webhook_port:
+        return None
+    return await webhooks.serve_webhooks(
+        config.webhook_host, config.webhook_port, secrets, on_event
+    )
+
+
 async def _run_kopf(
-    config: settings.Settings, client: kube.Kube, stop: asyncio.Event, ready: asyncio.Event
+    config: settings.Settings,
+    client: kube.Kube,
+    stop: asyncio.Event,
+    ready: asyncio.Event,
+    inbox: webhooks.Inbox,
 ) -> None:
     await kopf.operator(
         registry=handlers.registry,
@@ -184,6 +213,7 @@ async def _run_kopf(
             sync_settings=config.sync,
             control_key_secret=config.control_key,
             companion_image=config.companion_image,
+            webhook_inbox=inbox,
         ),
     )
 
@@ -200,6 +230,8 @@ async def run(config: settings.Settings, *, started: float) -> int:
     lease_client = kube.Kube.connect()
     elector = lease.LeaderLease(lease_client, config.lease)
     health = await _serve_health(config, ready, leading, elector)
+    inbox = webhooks.Inbox()
+    hooks = await _serve_webhooks(config, inbox.secret, inbox.deliver)
     if config.metrics_port:
         metrics.serve(config.metrics_host, config.metrics_port)
     try:
@@ -207,7 +239,7 @@ async def run(config: settings.Settings, *, started: float) -> int:
             return 0
         leading.set()
         metrics.LEADER.set(1)
-        operator = asyncio.create_task(_run_kopf(config, client, stop, ready), name="kopf")
+        operator = asyncio.create_task(_run_kopf(config, client, stop, ready, inbox), name="kopf")
         holder = asyncio.create_task(elector.hold(), name="leader-lease")
         waiter = asyncio.create_task(ready.wait(), name="ready-log")
         waiter.add_done_callback(
@@ -226,6 +258,8 @@ async def run(config: settings.Settings, *, started: float) -> int:
     finally:
         metrics.LEADER.set(0)
         await elector.release()
+        if hooks is not None:
+            await hooks.cleanup()
         if health is not None:
             await health.cleanup()
         await client.aclose()

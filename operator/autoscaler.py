@@ -70,12 +70,27 @@ class ScaleDecision:
     recommendation: int
     """The bounded recommendation of this round, before stabilization (kept in History)."""
     reason: str
-    """CamelCase: LoadAboveTarget, HeadroomLow, LoadBelowTarget, AboveMaxReplicas, BelowMin..."""
+    """CamelCase: LoadAboveTarget, HeadroomLow, DispatchesWaiting, LoadBelowTarget, IdleToZero,
+    AboveMaxReplicas, BelowMinReplicas, Stable."""
     message: str
     """E.g. `load 0.82 > target 0.50: 3 -> 5 workers`."""
     limit: Limit | None = None
     removable: int = 0
     """How many workers a scale-down may remove now (idle or draining ones, or busy with Drain)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Demand:
+    """What the workers' loads do not show: calls waiting at the door, and the fleet's idleness."""
+
+    waiting: int = 0
+    """Dispatches the dispatch guard holds: no worker took them yet."""
+    free_slots: int = 0
+    """New jobs the available workers can take now (guard.free_slots)."""
+    slots_per_worker: int = 1
+    """Jobs a new worker can take (at least 1)."""
+    idle_s: float = 0.0
+    """Seconds since a worker last held a call or a dispatch last waited."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,19 +187,18 @@ def decide(
     current: int,
     history: History,
     now: float,
+    demand: Demand = Demand(),
 ) -> ScaleDecision:
     """The replicas an AgentWorker should run now, always within [minReplicas, maxReplicas]."""
     low, high = autoscaling.min_replicas, autoscaling.max_replicas
     target = max(autoscaling.target_load, MIN_TARGET_LOAD)
     counts = _count(workers, current)
+    waiting = _for_waiting(counts, demand)
     if observation.blind(_by_state(counts)):
-        return _hold_blind(autoscaling, workers, counts, current)
+        return _hold_blind(autoscaling, workers, counts, current, waiting)
     by_load = _by_load(counts, target)
-    # an unknown worker may be full: cover it, but never by more than the warm headroom itself
-    # (every worker added while unreadable would be unknown too, and ask for one more)
-    unknown_cover = min(counts.unknown, autoscaling.min_available_workers)
-    headroom = counts.full + unknown_cover + autoscaling.min_available_workers
-    raw = max(by_load, headroom)
+    headroom = _headroom(autoscaling, counts, demand)
+    raw = max(by_load, headroom, waiting)
     bounded = min(max(raw, low), high)
     stable = _stabilize(autoscaling, bounded, current, history, now)
     limited = _rate_limit(autoscaling, stable, current, history, now)
@@ -195,7 +209,9 @@ def decide(
     if replicas < current:  # the busy floor; maxReplicas still wins (busy victims then drain)
         kept = max(counts.members, current) - removable
         replicas = max(replicas, min(kept, current, high))
-    reason, message = _explain(counts, by_load, headroom, autoscaling, current, replicas)
+    reason, message = _explain(
+        counts, by_load, headroom, autoscaling, current, replicas, demand, waiting
+    )
     limit = _limit(autoscaling, counts, raw, bounded, stable, limited, replicas, current)
     return ScaleDecision(
         replicas=replicas,
@@ -207,6 +223,32 @@ def decide(
     )
 
 
+def _headroom(autoscaling: specs.Autoscaling, counts: _Counts, demand: Demand) -> int:
+    """Workers the warm headroom asks for: the full ones plus minAvailableWorkers free, or none
+    once a fleet allowed to reach zero has been idle for scaleToZeroAfter."""
+    idle = not counts.busy_removable and not counts.full and not demand.waiting
+    if (
+        autoscaling.min_replicas == 0
+        and idle
+        and demand.idle_s >= autoscaling.scale_to_zero_after_s
+    ):
+        return 0
+    # an unknown worker may be full: cover it, but never by more than the warm headroom itself
+    # (every worker added while unreadable would be unknown too, and ask for one more)
+    unknown_cover = min(counts.unknown, autoscaling.min_available_workers)
+    return counts.full + unknown_cover + autoscaling.min_available_workers
+
+
+def _for_waiting(counts: _Counts, demand: Demand) -> int:
+    """Serving workers the waiting dispatches ask for: those not covered by free slots or by
+    the workers on their way get new workers (0 when nothing waits)."""
+    if demand.waiting <= 0:
+        return 0
+    per_worker = max(1, demand.slots_per_worker)
+    short = demand.waiting - demand.free_slots - counts.starting * per_worker
+    return counts.serving + max(0, math.ceil(short / per_worker))
+
+
 def _by_state(counts: _Counts) -> dict[WorkerState, int]:
     return {
         WorkerState.AVAILABLE: counts.available,
@@ -216,11 +258,16 @@ def _by_state(counts: _Counts) -> dict[WorkerState, int]:
 
 
 def _hold_blind(
-    autoscaling: specs.Autoscaling, workers: Sequence[Worker], counts: _Counts, current: int
+    autoscaling: specs.Autoscaling,
+    workers: Sequence[Worker],
+    counts: _Counts,
+    current: int,
+    waiting: int,
 ) -> ScaleDecision:
     """Too few workers can be read: keep the size (raised to minReplicas only), as the HPA
-    does without metrics."""
-    replicas = max(current, autoscaling.min_replicas)
+    does without metrics. Waiting dispatches are calls the operator saw itself, not a
+    worker's word: they still add workers, up to maxReplicas."""
+    replicas = max(current, autoscaling.min_replicas, min(waiting, autoscaling.max_replicas))
     unreadable = [w for w in workers if w.state is WorkerState.UNKNOWN]
     named = "; ".join(f"{w.pod.name}: {w.error or 'no report'}" for w in unreadable[:3])
     more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
@@ -250,12 +297,16 @@ def _explain(
     autoscaling: specs.Autoscaling,
     current: int,
     replicas: int,
+    demand: Demand,
+    waiting: int,
 ) -> tuple[str, str]:
     target = autoscaling.target_load
     change = f"{current} -> {replicas} workers"
     free = counts.available + counts.starting
     warm = f"{free} of {autoscaling.min_available_workers} warm workers available"
     if replicas > current:
+        if waiting and waiting >= max(by_load, headroom):
+            return "DispatchesWaiting", f"{demand.waiting} dispatches wait for a worker: {change}"
         if headroom > by_load:
             return "HeadroomLow", f"{warm}: {change}"
         if by_load > counts.serving:
@@ -267,6 +318,9 @@ def _explain(
     if replicas < current:
         if current > autoscaling.max_replicas:
             return "AboveMaxReplicas", f"above maxReplicas {autoscaling.max_replicas}: {change}"
+        if replicas == 0:
+            idle = f"{demand.idle_s:.0f}s"
+            return "IdleToZero", f"no call and no dispatch for {idle}: {change}"
         return "LoadBelowTarget", f"{_load_text(counts)} < target {target:.2f}: {change}"
     return "Stable", f"{_load_text(counts)}, target {target:.2f}, {warm}: {current} workers"
 

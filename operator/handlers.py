@@ -104,6 +104,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
         companion_image=memo.get("companion_image") or builders.DEFAULT_COMPANION_IMAGE,
     )
     memo["syncer"] = syncer
+    inbox = memo.get("webhook_inbox")
+    if inbox is not None:  # LiveKit's webhooks reach the dispatch guard from now on
+        inbox.attach(syncer.webhook_secret, syncer.on_webhook)
     memo["sync_task"] = asyncio.create_task(syncer.run(), name="sync")
 
 
@@ -325,6 +328,11 @@ async def _reconcile(
         scaling=_scaling(decision) if autoscaling and decision is not None else None,
         last_scale_time=fleet.last_scale_time if fleet is not None else None,
         companion=_companion_facts(syncer, body, spec, fleet),
+        pending_dispatches=(
+            fleet.pending_dispatches
+            if fleet is not None and spec is not None and spec.dispatch_guard.enabled
+            else None
+        ),
     )
     await _publish(client, store_, body, facts, logger)
     return problem

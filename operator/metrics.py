@@ -81,10 +81,34 @@ REDISPATCHES = Counter(
     "Rooms the agent was dispatched into again after its worker ended without draining.",
     ["namespace", "name"],
 )
+DISPATCHES_RESCUED = Counter(
+    "agentworker_dispatches_rescued_total",
+    "Dispatches the LiveKit server gave to no worker that the dispatch guard issued again and a "
+    "worker then served, by why none took it first (no_worker: none registered; full: every "
+    "one full or draining; unanswered: one was available and the assignment still failed).",
+    ["namespace", "name", "reason"],
+)
+DISPATCHES_ABANDONED = Counter(
+    "agentworker_dispatches_abandoned_total",
+    "Dispatches the dispatch guard gave up on after spec.dispatchGuard.maxWait.",
+    ["namespace", "name"],
+)
+PENDING_DISPATCHES = Gauge(
+    "agentworker_pending_dispatches",
+    "Dispatches the dispatch guard holds for want of a worker.",
+    ["namespace", "name"],
+)
 SYNC_DURATION = Histogram(
     "agentworker_operator_sync_duration_seconds",
     "Time one sync round over every AgentWorker took.",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+WEBHOOKS = Counter(
+    "agentworker_webhooks_total",
+    "LiveKit webhook requests by event (room_started, room_finished, participant_joined, "
+    "participant_left, other; unknown until verified and parsed) and outcome (delivered, "
+    "ignored, or why it was refused).",
+    ["event", "outcome"],
 )
 _PER_AGENTWORKER: tuple[Gauge | Counter | Histogram, ...] = (
     RECONCILES,
@@ -101,6 +125,9 @@ _PER_AGENTWORKER: tuple[Gauge | Counter | Histogram, ...] = (
     OBSERVATION_FAILURES,
     ANNOTATION_WRITES,
     REDISPATCHES,
+    DISPATCHES_RESCUED,
+    DISPATCHES_ABANDONED,
+    PENDING_DISPATCHES,
 )
 
 

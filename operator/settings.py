@@ -74,6 +74,13 @@ class Settings:
     """Address of the Prometheus /metrics endpoint."""
     metrics_port: int = 9090
     """Port of the Prometheus /metrics endpoint; 0 disables it."""
+    webhook_host: str = "0.0.0.0"  # the LiveKit server calls from off the pod
+    """Address of LiveKit's webhook endpoint (POST /livekit/webhook)."""
+    webhook_port: int = 0
+    """Port of LiveKit's webhook endpoint; 0 (the default) disables it: it takes requests from
+    outside the cluster's control plane, is of use only once a LiveKit server is configured to
+    call it, and needs the LiveKit API secrets, so it is opted into (the chart's
+    webhook.enabled)."""
     log_format: LogFormat = LogFormat.JSON
     """json (production) or text (development)."""
     log_level: str = "INFO"

@@ -113,6 +113,9 @@ class Autoscaling:
     """Average worker load the autoscaler aims at, in [0, 1]."""
     min_available_workers: int = 1
     """Workers kept below their load threshold (warm headroom), so a new call finds one."""
+    scale_to_zero_after_s: float = 300.0
+    """With minReplicas 0: seconds without a call or a waiting dispatch before the headroom
+    goes too and the fleet may reach zero (default 5m)."""
     scale_up: ScalingBehavior = DEFAULT_SCALE_UP
     scale_down: ScalingBehavior = DEFAULT_SCALE_DOWN
 
@@ -125,6 +128,17 @@ class Recovery:
     """Dispatch the agent again, once, into each room that still has a caller and no agent."""
     silence_timeout_s: float = 60.0
     """Seconds a worker may not answer before its calls count as lost (10 s to 1 h)."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatchGuard:
+    """What the operator does for dispatches the LiveKit server could give to no worker."""
+
+    enabled: bool = False
+    """Hold each dispatch of the agent that has no job and dispatch it again, with the same
+    metadata, once a worker can take it."""
+    max_wait_s: float = 120.0
+    """Seconds a dispatch may wait for a worker before the operator gives up on it."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -182,6 +196,7 @@ class AgentWorkerSpec:
     replicas: int = 1
     autoscaling: Autoscaling = Autoscaling()
     recovery: Recovery = Recovery()
+    dispatch_guard: DispatchGuard = DispatchGuard()
     companion_mode: companions.Mode = companions.Mode.INJECT
     """How a `command` fleet gets the worker contract (ignored with `entrypoint`)."""
     resources: Mapping[str, JSON] = field(default_factory=dict)
@@ -225,6 +240,7 @@ def parse_spec(raw: object) -> AgentWorkerSpec:
         replicas=replicas,
         autoscaling=_parse_autoscaling(spec.child("autoscaling"), spec),
         recovery=_parse_recovery(spec.child("recovery")),
+        dispatch_guard=_parse_dispatch_guard(spec.child("dispatchGuard")),
         companion_mode=spec.child("companion").choice(
             "mode", companions.Mode, companions.Mode.INJECT
         ),
@@ -369,11 +385,33 @@ def _parse_recovery(recovery: fields.FieldReader) -> Recovery:
 MIN_SILENCE_TIMEOUT_S = 10.0
 
 
+def _parse_dispatch_guard(guard: fields.FieldReader) -> DispatchGuard:
+    wait = guard.duration_s("maxWait", "2m", high_s=3600)
+    if wait < MIN_GUARD_WAIT_S:
+        raise InvalidSpecError(
+            guard.at("maxWait"),
+            guard.raw.get("maxWait"),
+            f"is shorter than {MIN_GUARD_WAIT_S:g}s: a new worker needs longer to start",
+        )
+    return DispatchGuard(enabled=guard.boolean("enabled", False), max_wait_s=wait)
+
+
+MIN_GUARD_WAIT_S = 10.0
+
+
 def _parse_autoscaling(scaling: fields.FieldReader, spec: fields.FieldReader) -> Autoscaling:
     low = scaling.integer("minReplicas", 1, low=0, high=1000)
     high = scaling.integer("maxReplicas", 10, low=1, high=1000)
     if low > high:
         raise InvalidSpecError(scaling.at("minReplicas"), low, f"is above maxReplicas ({high})")
+    enabled = scaling.boolean("enabled", False)
+    if enabled and low == 0 and not spec.child("dispatchGuard").boolean("enabled", False):
+        raise InvalidSpecError(
+            scaling.at("minReplicas"),
+            low,
+            "is 0 without spec.dispatchGuard.enabled: the LiveKit server drops a dispatch that "
+            "finds no worker, so the first call to an empty fleet would be lost",
+        )
     target = scaling.number("targetLoad", 0.5, low=0.0, high=1.0)
     threshold = spec.number("loadThreshold", 0.7, low=0.0, high=1.0)
     if target > threshold:
@@ -381,11 +419,12 @@ def _parse_autoscaling(scaling: fields.FieldReader, spec: fields.FieldReader) ->
             scaling.at("targetLoad"), target, f"is above loadThreshold ({threshold:g})"
         )
     return Autoscaling(
-        enabled=scaling.boolean("enabled", False),
+        enabled=enabled,
         min_replicas=low,
         max_replicas=high,
         target_load=target,
         min_available_workers=scaling.integer("minAvailableWorkers", 1, low=0, high=1000),
+        scale_to_zero_after_s=scaling.duration_s("scaleToZeroAfter", "5m", high_s=86400),
         scale_up=_parse_behavior(scaling.child("scaleUp"), DEFAULT_SCALE_UP),
         scale_down=_parse_behavior(scaling.child("scaleDown"), DEFAULT_SCALE_DOWN, down=True),
     )

@@ -112,6 +112,8 @@ class Facts:
     """When the autoscaler last changed the replicas (RFC 3339)."""
     companion: CompanionFacts | None = None
     """None for this runtime's fleets (or an unparsable spec)."""
+    pending_dispatches: int | None = None
+    """Dispatches the dispatch guard holds for want of a worker; None with the guard off."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -403,6 +405,8 @@ def desired_status(facts: Facts, previous: Mapping[str, Any], *, now: datetime.d
         status.update(fleet_status(facts.fleet))
     if facts.last_scale_time is not None:
         status["lastScaleTime"] = facts.last_scale_time
+    # None removes the count (merge patch) when the guard is off
+    status["pendingDispatches"] = facts.pending_dispatches
     if facts.companion is not None:
         c = facts.companion
         # None removes a record a fleet no longer needs (merge patch)

@@ -14,6 +14,7 @@ hang while no operator runs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import logging
@@ -25,6 +26,7 @@ from typing import Any
 from agentworker_operator import (
     autoscaler,
     builders,
+    guard,
     kube,
     logs,
     metrics,
@@ -32,6 +34,7 @@ from agentworker_operator import (
     recovery,
     rooms,
     scaledown,
+    webhooks,
 )
 from agentworker_operator import (
     companion as companions,
@@ -47,7 +50,15 @@ Reconcile = Callable[[Key, str, bool], Awaitable[object]]
 """reconcile(key, trigger, full): apply (when full) and publish the status of one AgentWorker."""
 ParsedSpec = specs.AgentWorkerSpec | specs.InvalidSpecError
 RoomsClient = Callable[[str, str, str], rooms.Rooms]
-"""rooms_client(url, api_key, api_secret): LiveKit's room and dispatch API for call recovery."""
+"""rooms_client(url, api_key, api_secret): LiveKit's room and dispatch API for call recovery
+and the dispatch guard."""
+GUARD_PERIOD_S = 1.0
+"""The sync period of a fleet while dispatches wait for a worker (instead of the sync period):
+a new worker takes its first held dispatch within a second of registering."""
+WEBHOOK_GAP_S = 0.5
+"""The shortest time between two rounds that webhooks start early."""
+CALLER_HINT_S = 3600.0
+"""How long a webhook's word that a room had a caller is kept."""
 
 
 @dataclass(slots=True)
@@ -89,6 +100,16 @@ class Fleet:
     fallback: companions.Fallback | None = None
     """Why the companion cannot work on this fleet's image, found by this process (the status
     keeps it across restarts)."""
+    held: dict[str, guard.Held] = field(default_factory=dict)
+    """The dispatch guard's memory: rooms whose dispatch no worker took."""
+    causes: dict[str, str] = field(default_factory=dict)
+    """Why each held room's dispatch found no worker, as the fleet stood when first seen."""
+    pending_dispatches: int = 0
+    """Dispatches the guard holds for want of a worker (the status's pendingDispatches)."""
+    guard_plan: guard.Plan | None = None
+    """This round's plan of the guard, carried out after the scaling."""
+    last_busy_s: float | None = None
+    """When a worker last held a call or a dispatch last waited (monotonic s)."""
 
 
 def _now_text() -> str:
@@ -134,6 +155,14 @@ class Syncer:
         self._rooms_client = rooms_client
         self.clock = clock
         self.fleets: dict[Key, Fleet] = {}
+        self._secrets: dict[str, str] = {}
+        """API key -> secret of the credentials the guard and recovery read: webhooks signed
+        with one of them are LiveKit's."""
+        self._callers_seen: dict[str, float] = {}
+        """Rooms a webhook said a caller joined or left (monotonic s): the guard then knows an
+        empty room lost its caller, rather than waiting for an outbound call."""
+        self._wake = asyncio.Event()
+        self._woken = False
         self._parsed: dict[Key, tuple[tuple[object, object], ParsedSpec]] = {}
         self._last_valid: dict[Key, specs.AgentWorkerSpec] = {}
         """The latest spec of each AgentWorker that parsed: while an edit is invalid, the
@@ -243,23 +272,74 @@ class Syncer:
         return self._locks.setdefault(key, asyncio.Lock())
 
     async def run(self) -> None:
-        """Sync every AgentWorker each period, forever (cancel to stop)."""
+        """Sync every AgentWorker each period, forever (cancel to stop). Between those rounds,
+        the fleets with dispatches waiting are synced every GUARD_PERIOD_S, and a webhook
+        starts a round of the guarded fleets early."""
         # the first round waits a period: kopf's watches list the AgentWorkers and pods first
         await asyncio.sleep(self._config.interval_s)
+        next_full = 0.0
         while True:
             started = time.monotonic()
-            await self.sync_all()
-            elapsed = time.monotonic() - started
-            metrics.SYNC_DURATION.observe(elapsed)
-            await asyncio.sleep(max(0.1, self._config.interval_s - elapsed))
+            if started >= next_full:
+                await self.sync_all()
+                next_full = started + self._config.interval_s
+                metrics.SYNC_DURATION.observe(time.monotonic() - started)
+            else:
+                await self.sync_all(self._urgent(woken=self._woken))
+            self._woken = False
+            now = time.monotonic()
+            due = next_full
+            if self._urgent(woken=False):
+                due = min(due, started + GUARD_PERIOD_S)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.1, due - now))
+                await asyncio.sleep(max(0.0, started + WEBHOOK_GAP_S - time.monotonic()))
 
-    async def sync_all(self) -> None:
+    def _urgent(self, *, woken: bool) -> list[Key]:
+        """The fleets a round between the periodic ones is for: those with dispatches waiting,
+        and, after a webhook, every guarded one."""
+        keys = []
+        for key, fleet in self.fleets.items():
+            spec = self._last_valid.get(key)
+            guarded = spec is not None and spec.dispatch_guard.enabled
+            if guarded and (_held_waiting(fleet) or woken):
+                keys.append(key)
+        return keys
+
+    def webhook_secret(self, api_key: str) -> str | None:
+        """The secret of an API key the guard or recovery uses (webhooks are verified with it)."""
+        return self._secrets.get(api_key)
+
+    def on_webhook(self, event: webhooks.WebhookEvent) -> None:
+        """A verified LiveKit webhook: a room started or a participant came or went. The guard
+        looks now (and again once a new dispatch's grace is over) instead of at the next round."""
+        now = self.clock()
+        if event.participant_identity is not None and not event.participant_is_agent:
+            self._callers_seen[event.room_name] = now
+        if event.event is webhooks.EventType.ROOM_FINISHED:
+            self._callers_seen.pop(event.room_name, None)
+        if len(self._callers_seen) > 10_000:  # bounded: the oldest hints go first
+            cutoff = now - CALLER_HINT_S
+            self._callers_seen = {r: t for r, t in self._callers_seen.items() if t > cutoff}
+        self._woken = True
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        loop.call_later(guard.GRACE_S + 0.1, self._wake_again)
+
+    def _wake_again(self) -> None:
+        self._woken = True
+        self._wake.set()
+
+    async def sync_all(self, only: Sequence[Key] | None = None) -> None:
         keys = self._store.agentworkers()
         for gone in set(self.fleets) - set(keys):
             self.fleets.pop(gone, None)
             self._parsed.pop(gone, None)
             self._last_valid.pop(gone, None)
             metrics.forget(*gone)
+        if only is not None:
+            keys = [key for key in keys if key in set(only)]
         results = await asyncio.gather(*(self.sync(key) for key in keys), return_exceptions=True)
         for key, result in zip(keys, results, strict=True):
             if isinstance(result, BaseException):
@@ -303,6 +383,7 @@ class Syncer:
             key, spec, fleet, template
         )
         metrics.record_fleet(key, fleet.summary)
+        demand = await self._judge_dispatches(key, body, spec, fleet)
         changed = False
         async with self.lock(key):
             body = self._store.agentworker(key) or body  # as of now, not of before the lock
@@ -310,13 +391,15 @@ class Syncer:
             fleet.victims = frozenset()
             valid = self._valid(body)
             if valid and spec.autoscaling.enabled:
-                changed = await self._autoscale(key, body, spec, fleet, workers, template)
+                changed = await self._autoscale(key, body, spec, fleet, workers, template, demand)
             elif valid:
                 fleet.decision = None
                 fleet.desired = None
             await self._withdraw(key, spec, fleet, workers)
         if valid and spec.recovery.redispatch:
             await self._recover(key, body, spec, fleet)
+        if valid and fleet.guard_plan is not None:
+            await self._rescue(key, body, spec, fleet, fleet.guard_plan)
         changed = changed or fallen_back
         due = self.clock() - fleet.last_full_reconcile >= self._config.resync_s
         unapplied = fleet.desired is not None and fleet.desired != fleet.applied
@@ -330,6 +413,134 @@ class Syncer:
                 victims = [w for w in workers if w.pod.name in fleet.victims]
                 fleet.victims = frozenset()
                 await self._unretire(key, victims)
+
+    async def _judge_dispatches(
+        self, key: Key, body: Mapping[str, Any], spec: specs.AgentWorkerSpec, fleet: Fleet
+    ) -> autoscaler.Demand:
+        """The dispatch guard's look at LiveKit (`guard.judge`), and the demand the autoscaler
+        sees: the dispatches waiting, the fleet's free slots, and how long it has been idle."""
+        now, workers = self.clock(), fleet.workers
+        fleet.guard_plan = None
+        free = guard.free_slots(workers, load_threshold=spec.load_threshold)
+        per_worker = guard.slots_per_worker(workers, load_threshold=spec.load_threshold)
+        if spec.dispatch_guard.enabled:
+            client = await self._livekit(key, body, spec, fleet)
+            if client is not None:
+                fleet.guard_plan = await self._guard_plan(key, spec, fleet, client, free)
+        else:
+            fleet.held.clear()
+            fleet.pending_dispatches = 0
+        waiting = fleet.pending_dispatches
+        if free == 0:  # none of them can have found a worker: demand before the grace is over
+            waiting = max(waiting, _held_waiting(fleet))
+        busy = any(w.report is not None and w.report.active_jobs for w in workers)
+        if fleet.last_busy_s is None or busy or waiting:
+            fleet.last_busy_s = now
+        return autoscaler.Demand(
+            waiting=waiting,
+            free_slots=free,
+            slots_per_worker=per_worker,
+            idle_s=now - fleet.last_busy_s,
+        )
+
+    async def _guard_plan(
+        self,
+        key: Key,
+        spec: specs.AgentWorkerSpec,
+        fleet: Fleet,
+        client: rooms.Rooms,
+        free: int,
+    ) -> guard.Plan | None:
+        """This round's plan of the guard; None (the memory kept) when LiveKit cannot be read."""
+        served = frozenset(
+            room for w in fleet.workers if w.report is not None for room in w.report.rooms
+        )
+        try:
+            listed, unread = await client.guard_rooms(spec.agent_name, skip=served)
+        except rooms.RoomsError as error:
+            logger.warning(
+                "the dispatch guard could not reach LiveKit",
+                extra={**logs.about(key), "error": str(error)},
+            )
+            await client.aclose()  # the credentials may have changed: read them again
+            fleet.livekit = None
+            return None
+        seen = self._callers_seen
+        listed = [
+            dataclasses.replace(room, had_caller=True) if room.name in seen else room
+            for room in listed
+        ]
+        plan = guard.judge(
+            listed,
+            fleet.held,
+            agent_name=spec.agent_name,
+            served_rooms=served,
+            free_slots=free,
+            now_s=self.clock(),
+            wall_now_s=time.time(),
+            max_wait_s=spec.dispatch_guard.max_wait_s,
+            unread=unread,
+        )
+        for room in plan.held.keys() - fleet.held.keys():
+            fleet.causes[room] = _cause(fleet.workers)
+        fleet.held = dict(plan.held)
+        fleet.pending_dispatches = plan.pending
+        metrics.PENDING_DISPATCHES.labels(*key).set(plan.pending)
+        return plan
+
+    async def _rescue(
+        self,
+        key: Key,
+        body: Mapping[str, Any],
+        spec: specs.AgentWorkerSpec,
+        fleet: Fleet,
+        plan: guard.Plan,
+    ) -> None:
+        """Carry out the guard's plan: the re-issues, and an Event for each batch of them, for
+        each rescued dispatch and for each one given up."""
+        client = fleet.livekit
+        issued: list[str] = []
+        for order in plan.reissue:
+            if client is None:
+                break
+            try:
+                created = await client.reissue(order)
+            except rooms.RoomsError as error:
+                # the next round finds the room as it is now (no record: created again)
+                logger.warning(
+                    "a held dispatch could not be issued again",
+                    extra={**logs.about(key), "error": str(error)},
+                )
+                continue
+            if created:
+                issued.append(order.room)
+        if issued:
+            logger.info(
+                "held dispatches issued again", extra={**logs.about(key), "count": len(issued)}
+            )
+            rooms_text = ", ".join(issued[:5]) + (
+                f" and {len(issued) - 5} more" if len(issued) > 5 else ""
+            )
+            message = (
+                f"dispatched {spec.agent_name or 'the agent'} again into {len(issued)} rooms "
+                f"no worker had taken: {rooms_text}"
+            )
+            await self._kube.post_event(
+                body, type="Normal", reason="DispatchesReissued", message=message
+            )
+        for release in plan.served:
+            cause = fleet.causes.pop(release.room, "unanswered")
+            if release.attempts:
+                metrics.DISPATCHES_RESCUED.labels(*key, cause).inc()
+        for release in plan.give_up:
+            metrics.DISPATCHES_ABANDONED.labels(*key).inc()
+            await self._kube.post_event(
+                body, type="Warning", reason="DispatchAbandoned", message=release.message
+            )
+        for release in plan.dropped:
+            fleet.causes.pop(release.room, None)
+        for room in set(fleet.causes) - set(fleet.held):
+            del fleet.causes[room]
 
     async def _recover(
         self, key: Key, body: Mapping[str, Any], spec: specs.AgentWorkerSpec, fleet: Fleet
@@ -415,8 +626,8 @@ class Syncer:
     async def _livekit(
         self, key: Key, body: Mapping[str, Any], spec: specs.AgentWorkerSpec, fleet: Fleet
     ) -> rooms.Rooms | None:
-        """The LiveKit API client of call recovery: the one place the operator reads the
-        credentials Secret's values, which the chart allows only with
+        """The LiveKit API client of call recovery and the dispatch guard: the one place the
+        operator reads the credentials Secret's values, which the chart allows only with
         rbac.readCredentialSecrets; None (and a Warning Event, once) when it may not."""
         if fleet.livekit is None:
             secret = spec.livekit.credentials_secret
@@ -428,9 +639,10 @@ class Syncer:
                 if not fleet.recovery_refused:
                     fleet.recovery_refused = True
                     message = (
-                        f"calls cannot be recovered: the operator may not read Secret {secret} "
-                        "(spec.recovery.redispatch needs the LiveKit API key and secret; install "
-                        "the chart with rbac.readCredentialSecrets=true)"
+                        f"calls cannot be recovered nor dispatches held: the operator may not "
+                        f"read Secret {secret} (spec.recovery.redispatch and "
+                        "spec.dispatchGuard need the LiveKit API key and secret; install the "
+                        "chart with rbac.readCredentialSecrets=true)"
                     )
                     logger.warning(
                         "calls cannot be recovered: credentials Secret not readable",
@@ -440,11 +652,11 @@ class Syncer:
                         body, type="Warning", reason="RecoveryForbidden", message=message
                     )
                 return None
-            fleet.livekit = self._rooms_client(
-                spec.livekit.url,
-                values.get("LIVEKIT_API_KEY", ""),
-                values.get("LIVEKIT_API_SECRET", ""),
-            )
+            api_key = values.get("LIVEKIT_API_KEY", "")
+            api_secret = values.get("LIVEKIT_API_SECRET", "")
+            if api_key and api_secret:
+                self._secrets[api_key] = api_secret
+            fleet.livekit = self._rooms_client(spec.livekit.url, api_key, api_secret)
         return fleet.livekit
 
     async def _watch_behind(self, owner: builders.Owner, fleet: Fleet) -> bool:
@@ -548,6 +760,7 @@ class Syncer:
         fleet: Fleet,
         workers: Sequence[observation.Worker],
         template: str,
+        demand: autoscaler.Demand,
     ) -> bool:
         """Decide and act; True when the replicas changed."""
         now = self.clock()
@@ -561,7 +774,12 @@ class Syncer:
             fleet.last_scale_time = (body.get("status") or {}).get("lastScaleTime")
         current = fleet.desired
         decision = autoscaler.decide(
-            spec.autoscaling, workers, current=current, history=fleet.history, now=now
+            spec.autoscaling,
+            workers,
+            current=current,
+            history=fleet.history,
+            now=now,
+            demand=demand,
         )
         fleet.history = fleet.history.recommended(now, decision.recommendation, keep_s=keep)
         target = decision.replicas
@@ -706,3 +924,19 @@ class Syncer:
                 ) from None
         fleet.control_token = token
         return token
+
+
+def _cause(workers: Sequence[observation.Worker]) -> str:
+    """Why a dispatch found no worker, from the fleet as it stood: none registered, every one
+    full (or draining), or one was available and the assignment still failed."""
+    states = {w.state for w in workers if not w.pod.terminating}
+    if observation.WorkerState.AVAILABLE in states:
+        return "unanswered"
+    if states & {observation.WorkerState.FULL, observation.WorkerState.DRAINING}:
+        return "full"
+    return "no_worker"
+
+
+def _held_waiting(fleet: Fleet) -> int:
+    """Dispatches the guard holds that no worker took yet, those still in their grace too."""
+    return sum(1 for held in fleet.held.values() if held.stage is guard.Stage.WAITING)

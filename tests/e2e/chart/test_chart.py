@@ -68,6 +68,8 @@ def check_defaults(objects: Objects, release: str, namespace: str) -> None:
         find(objects, "Service", f"{release}-metrics")[0]["spec"]["ports"][0]["name"] == "metrics"
     )
     assert find(objects, "Pod", f"{release}-test"), "the helm test pod"
+    assert not find(objects, "Service", f"{release}-webhook"), "webhooks are opted into"
+    assert not [arg for arg in operator["args"] if arg.startswith("--webhook")]
     assert not find(objects, "ServiceMonitor")
     assert not find(objects, "PodMonitor")
 
@@ -156,6 +158,22 @@ def check_everything(objects: Objects, release: str, namespace: str) -> None:
     assert find(objects, "ServiceMonitor", name)
     assert find(objects, "PodMonitor", f"{name}-workers")
     assert not find(objects, "CustomResourceDefinition")
+
+
+def check_webhook(objects: Objects, release: str, namespace: str) -> None:
+    operator = container(objects, release)
+    assert "--webhook-port=18082" in operator["args"]
+    assert "--webhook-host=0.0.0.0" in operator["args"]
+    assert {"name": "webhook", "containerPort": 18082, "protocol": "TCP"} in operator["ports"]
+    (service,) = find(objects, "Service", f"{release}-webhook")
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["spec"]["ports"] == [
+        {"name": "webhook", "port": 18082, "targetPort": "webhook", "protocol": "TCP"}
+    ]
+    assert service["spec"]["selector"] == {
+        "app.kubernetes.io/name": "agentworker-operator",
+        "app.kubernetes.io/instance": release,
+    }
 
 
 def check_single_replica(objects: Objects, release: str, namespace: str) -> None:
@@ -271,6 +289,13 @@ CASES: dict[str, tuple[Callable[[str], dict[str, Any]], Check]] = {
     ),
     "image-digest": (lambda ns: {"image": {"tag": "ignored", "digest": DIGEST}}, check_digest),
     "everything-at-once": (everything, check_everything),
+    "webhook": (
+        lambda ns: {
+            "webhook": {"enabled": True, "port": 18082, "service": {"type": "LoadBalancer"}},
+            "rbac": {"readCredentialSecrets": True},
+        },
+        check_webhook,
+    ),
     "one-replica-no-pdb": (
         lambda ns: {"replicaCount": 1, "podDisruptionBudget": {"enabled": False}},
         check_single_replica,
@@ -321,9 +346,12 @@ def test_values_render_lint_and_pass_server_side_dry_run(
              "metrics": {"service": {"enabled": False}}},
             "needs metrics.service.enabled",
         ),
+        ({"webhook": {"enabled": True, "port": 8080}}, "webhook.port 8080 is taken"),
+        ({"webhook": {"service": {"type": "ExternalName"}}}, "value must be one of"),
     ],
     ids=["old-replicas-key", "resources-typo", "quantity-list", "bad-digest", "anti-affinity-enum",
-         "bad-interval", "account-without-name", "monitor-without-service"],
+         "bad-interval", "account-without-name", "monitor-without-service",
+         "webhook-on-health-port", "webhook-service-type-enum"],
 )  # fmt: skip
 def test_invalid_values_are_refused_with_a_message_naming_them(
     values: dict[str, Any], message: str, helm: Helm, tmp_path: Path
@@ -354,5 +382,20 @@ def test_notes_say_what_to_do_next_and_warn_about_autoscaler_grace_caps(
         "karpenter.sh/do-not-disrupt",
         'cluster-autoscaler.kubernetes.io/safe-to-evict: "false"',
         "no PodDisruptionBudget",
+    ):
+        assert expected in notes, expected
+
+
+def test_notes_tell_livekit_where_to_send_webhooks_and_with_which_key(
+    helm: Helm, tmp_path: Path
+) -> None:
+    values = write_values(tmp_path / "values.yaml", {"webhook": {"enabled": True}})
+    notes = helm(
+        "install", "aw", str(CHART), "-n", "ops", "-f", str(values), "--dry-run=client"
+    ).stdout.partition("NOTES:")[2]
+    for expected in (
+        "- http://aw-webhook.ops.svc:8082/livekit/webhook",
+        "api_key: <the LIVEKIT_API_KEY of your AgentWorkers' credentials Secret>",
+        "WARNING: webhook.enabled without rbac.readCredentialSecrets",
     ):
         assert expected in notes, expected

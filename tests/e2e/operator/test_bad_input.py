@@ -260,6 +260,7 @@ CONFLICTS: list[list[Edit]] = [
     [Edit(("spec", "podTemplate", "labels"), {"app.kubernetes.io/instance": "x"})],
     [Edit(("spec", "podTemplate", "volumes"), [{"name": "tmp", "emptyDir": {}}])],
     [Edit(("spec", "autoscaling", "scaleUp", "busyWorkers"), "Drain")],
+    [Edit(("spec", "autoscaling"), {"enabled": True, "minReplicas": 0})],  # without the guard
     [Edit(("spec",), "not an object")],
     [Edit(("spec",), [])],
     [Edit(("spec",), {})],
@@ -269,7 +270,10 @@ CONFLICTS: list[list[Edit]] = [
 VALID_BUT_ODD: list[list[Edit]] = [
     [Edit(("spec", "replicas"), 0)],
     [Edit(("spec", "replicas"), 1000)],
-    [Edit(("spec", "autoscaling"), {"enabled": True, "minReplicas": 0, "maxReplicas": 1000})],
+    [
+        Edit(("spec", "autoscaling"), {"enabled": True, "minReplicas": 0, "maxReplicas": 1000}),
+        Edit(("spec", "dispatchGuard"), {"enabled": True}),
+    ],
     [Edit(("spec", "autoscaling", "minAvailableWorkers"), 1000)],
     [Edit(("spec", "autoscaling", "scaleDown", "period"), "48h")],
     [Edit(("spec", "autoscaling", "scaleUp", "stabilizationWindow"), "99999999h")],

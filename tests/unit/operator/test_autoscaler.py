@@ -27,6 +27,8 @@ def scaling(**raw: Any) -> specs.Autoscaling:
             "entrypoint": "agent:main",
             "livekit": {"url": "ws://lk:7880", "credentialsSecret": {"name": "lk"}},
             "autoscaling": {"enabled": True, **raw},
+            # minReplicas 0 needs the guard (the spec refuses it otherwise)
+            "dispatchGuard": {"enabled": raw.get("minReplicas") == 0},
         }
     )
     return spec.autoscaling
@@ -308,3 +310,110 @@ def test_min_available_workers_is_restored_when_max_allows(
         assert decision.replicas == current
         return
     assert decision.replicas >= min(wanted, config["maxReplicas"])
+
+
+def decide_with(
+    workers: Any,
+    current: int,
+    demand: autoscaler.Demand,
+    history: autoscaler.History = FRESH,
+    **raw: Any,
+) -> autoscaler.ScaleDecision:
+    guarded = specs.parse_spec(
+        {
+            "image": "agent:1",
+            "entrypoint": "agent:main",
+            "livekit": {"url": "ws://lk:7880", "credentialsSecret": {"name": "lk"}},
+            "autoscaling": {"enabled": True, **raw},
+            "dispatchGuard": {"enabled": True},
+        }
+    ).autoscaling
+    return autoscaler.decide(
+        guarded, workers, current=current, history=history, now=NOW, demand=demand
+    )
+
+
+def test_a_waiting_dispatch_wakes_a_fleet_at_zero() -> None:
+    decision = decide_with([], 0, autoscaler.Demand(waiting=1), minReplicas=0)
+    assert (decision.replicas, decision.reason) == (1, "DispatchesWaiting")
+    assert decision.message == "1 dispatches wait for a worker: 0 -> 1 workers"
+
+
+def test_waiting_dispatches_add_the_workers_their_slots_need() -> None:
+    full = fleet((0.75, 3), (0.75, 3))
+    demand = autoscaler.Demand(waiting=7, free_slots=0, slots_per_worker=3)
+    decision = decide_with(full, 2, demand, maxReplicas=10)
+    assert (decision.replicas, decision.reason) == (5, "DispatchesWaiting")  # 2 + ceil(7/3)
+
+
+def test_free_slots_and_starting_workers_cover_waiting_dispatches_first() -> None:
+    workers = [
+        *fleet((0.25, 1)),
+        worker("s0", state=WorkerState.STARTING, ready=False),
+    ]
+    demand = autoscaler.Demand(waiting=4, free_slots=2, slots_per_worker=2)
+    decision = decide_with(workers, 2, demand)
+    assert decision.replicas == 2, decision  # 2 free + 2 on the starting worker
+
+
+def test_waiting_dispatches_are_held_at_max_replicas() -> None:
+    demand = autoscaler.Demand(waiting=30, slots_per_worker=1)
+    decision = decide_with(fleet((0.75, 3)), 1, demand, maxReplicas=4)
+    assert decision.replicas == 4
+    assert decision.limit is not None
+    assert decision.limit.reason == "AtMaxReplicas"
+
+
+def test_waiting_dispatches_grow_a_fleet_that_cannot_be_read() -> None:
+    workers = [worker("u0", state=WorkerState.UNKNOWN)]
+    decision = decide_with(workers, 1, autoscaler.Demand(waiting=3), maxReplicas=2)
+    assert (decision.replicas, decision.reason) == (2, "WorkersUnreadable")
+
+
+def test_an_idle_fleet_reaches_zero_only_after_scale_to_zero_after() -> None:
+    history = FRESH.recommended(NOW - 400, 1, keep_s=600)
+    idle = fleet((0.0, 0))
+    raw = {"minReplicas": 0, "scaleToZeroAfter": "5m"}
+    early = decide_with(idle, 1, autoscaler.Demand(idle_s=200), history, **raw)
+    assert early.replicas == 1  # the warm headroom holds until then
+    late = decide_with(idle, 1, autoscaler.Demand(idle_s=300), history, **raw)
+    assert (late.replicas, late.reason) == (0, "IdleToZero")
+    assert late.message == "no call and no dispatch for 300s: 1 -> 0 workers"
+
+
+def test_a_busy_or_waiting_fleet_never_reaches_zero() -> None:
+    history = FRESH.recommended(NOW - 400, 1, keep_s=600)
+    raw = {"minReplicas": 0, "scaleToZeroAfter": "1m"}
+    busy = decide_with(fleet((0.25, 1)), 1, autoscaler.Demand(idle_s=999), history, **raw)
+    assert busy.replicas >= 1
+    waiting = decide_with([], 0, autoscaler.Demand(waiting=1, idle_s=999), history, **raw)
+    assert waiting.replicas == 1
+
+
+def test_min_replicas_zero_is_refused_without_the_dispatch_guard() -> None:
+    raw = {
+        "image": "agent:1",
+        "entrypoint": "agent:main",
+        "livekit": {"url": "ws://lk:7880", "credentialsSecret": {"name": "lk"}},
+        "autoscaling": {"enabled": True, "minReplicas": 0},
+    }
+    with pytest.raises(specs.InvalidSpecError, match="dispatchGuard"):
+        specs.parse_spec(raw)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    waiting=st.integers(0, 50),
+    free=st.integers(0, 20),
+    per_worker=st.integers(1, 6),
+    loads=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 6)), max_size=6),
+)
+def test_waiting_never_lowers_the_decision_and_never_passes_max(
+    waiting: int, free: int, per_worker: int, loads: list[tuple[float, int]]
+) -> None:
+    workers = fleet(*loads)
+    current = len(workers)
+    without = decide_with(workers, current, autoscaler.Demand(), maxReplicas=8)
+    demand = autoscaler.Demand(waiting=waiting, free_slots=free, slots_per_worker=per_worker)
+    with_waiting = decide_with(workers, current, demand, maxReplicas=8)
+    assert without.replicas <= with_waiting.replicas <= max(8, current)
