@@ -57,6 +57,9 @@ GUARD_PERIOD_S = 1.0
 a new worker takes its first held dispatch within a second of registering."""
 WEBHOOK_GAP_S = 0.5
 """The shortest time between two rounds that webhooks start early."""
+WEBHOOK_LOOKS_S = (1.0, guard.GRACE_S + 0.1)
+"""After a webhook's round, the guard looks again: once a dispatch made just after the caller
+joined exists (an application's CreateDispatch), and once its grace is over."""
 CALLER_HINT_S = 3600.0
 """How long a webhook's word that a room had a caller is kept."""
 
@@ -313,7 +316,7 @@ class Syncer:
 
     def on_webhook(self, event: webhooks.WebhookEvent) -> None:
         """A verified LiveKit webhook: a room started or a participant came or went. The guard
-        looks now (and again once a new dispatch's grace is over) instead of at the next round."""
+        looks now, and again at WEBHOOK_LOOKS_S, instead of at the next round."""
         now = self.clock()
         if event.participant_identity is not None and not event.participant_is_agent:
             self._callers_seen[event.room_name] = now
@@ -325,7 +328,8 @@ class Syncer:
         self._woken = True
         self._wake.set()
         loop = asyncio.get_running_loop()
-        loop.call_later(guard.GRACE_S + 0.1, self._wake_again)
+        for delay_s in WEBHOOK_LOOKS_S:
+            loop.call_later(delay_s, self._wake_again)
 
     def _wake_again(self) -> None:
         self._woken = True
@@ -431,7 +435,9 @@ class Syncer:
             fleet.held.clear()
             fleet.pending_dispatches = 0
         waiting = fleet.pending_dispatches
-        if free == 0:  # none of them can have found a worker: demand before the grace is over
+        if free == 0 and fleet.guard_plan is not None:
+            # none of them can have found a worker: demand before the grace is over (only as
+            # read this round: a memory kept while LiveKit is unreadable may be of rooms gone)
             waiting = max(waiting, _held_waiting(fleet))
         busy = any(w.report is not None and w.report.active_jobs for w in workers)
         if fleet.last_busy_s is None or busy or waiting:

@@ -154,7 +154,11 @@ async def _answer(
         metrics.WEBHOOKS.labels(label, refused.outcome.value).inc()
         logger.warning(
             "webhook refused",
-            extra={"status": refused.status, "outcome": refused.outcome, "reason": refused.reason},
+            extra={
+                "http_status": refused.status,
+                "outcome": refused.outcome,
+                "reason": refused.reason,
+            },
         )
         headers = {hdrs.ALLOW: hdrs.METH_POST} if refused.status == 405 else None
         return web.json_response({"error": refused.reason}, status=refused.status, headers=headers)

@@ -331,6 +331,13 @@ def start_livekit(bins: Binaries, state: dict[str, int], key: str, secret: str) 
                     "stun_servers": ["127.0.0.1:3478"],
                 },
                 "logging": {"level": "info", "json": False},
+                # an operator started with --webhook-port on this port gets the server's
+                # webhooks (the dispatch guard's tests); with none there, they fail and are
+                # dropped
+                "webhook": {
+                    "api_key": key,
+                    "urls": [f"http://127.0.0.1:{state['livekit_webhook']}/livekit/webhook"],
+                },
             }
         )
     )
@@ -396,6 +403,7 @@ def write_env(state: dict[str, int], key: str, secret: str) -> None:
         "LIVEKIT_URL": f"ws://127.0.0.1:{state['livekit']}",
         "LIVEKIT_API_KEY": key,
         "LIVEKIT_API_SECRET": secret,
+        "RIG_LIVEKIT_WEBHOOK_PORT": state["livekit_webhook"],
         "RIG_NODE_NAME": NODE_NAME,
         "RIG_LOGS": LOGS,
         "RIG_BIN_PATH": LINKS,
@@ -415,6 +423,7 @@ def healthy() -> bool:
     try:
         return (
             http_ok(f"https://127.0.0.1:{state['apiserver']}/readyz", admin_tls())
+            and "livekit_webhook" in state  # a rig of before the webhooks is made again
             and http_ok(f"http://127.0.0.1:{state['livekit']}/", expect=b"OK")
             and node_ready(state)
         )
@@ -584,6 +593,7 @@ def up() -> None:
             "livekit",
             "livekit_tcp",
             "livekit_udp",
+            "livekit_webhook",
         )
     }
     key, secret = f"rig{secrets.token_hex(4)}", secrets.token_urlsafe(32)

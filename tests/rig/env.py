@@ -29,6 +29,8 @@ class RigEnv:
     bin_path: str
     """PATH entries with the rig's kubectl and helm first."""
     logs_dir: Path
+    livekit_webhook_port: int = 0
+    """The loopback port the LiveKit server sends its webhooks to (0: none)."""
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
@@ -57,4 +59,5 @@ def load() -> RigEnv:
         node_name=values.get("RIG_NODE_NAME", "rig-node"),
         bin_path=values.get("RIG_BIN_PATH", ""),
         logs_dir=Path(values.get("RIG_LOGS", str(RIG_DIR / "logs"))),
+        livekit_webhook_port=int(values.get("RIG_LIVEKIT_WEBHOOK_PORT", "0")),
     )

@@ -17,6 +17,8 @@ it), so that what follows can fail for the right reason.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import json
 import time
 from typing import Any
 
@@ -42,8 +44,13 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 
 @pytest.fixture
-def operator_args() -> tuple[str, ...]:
-    return ()  # the default 5 s period: the guard's own 1 s rounds are what is under test
+def operator_args(request: pytest.FixtureRequest, rig: rig_env.RigEnv) -> tuple[str, ...]:
+    """The default 5 s period: the guard's own rounds are what is under test. The test of a
+    fleet at zero takes the rig LiveKit server's webhooks too."""
+    if "at_zero" not in request.node.name:
+        return ()
+    assert rig.livekit_webhook_port, "the rig's LiveKit server sends no webhooks: make rig"
+    return ("--webhook-host=127.0.0.1", f"--webhook-port={rig.livekit_webhook_port}")
 
 
 def guarded_fleet(
@@ -93,14 +100,28 @@ def dropped(rig: rig_env.RigEnv, room: str) -> bool:
     )
 
 
-def rescued(operator: OperatorProcess) -> dict[str, float]:
-    """agentworker_dispatches_rescued_total by reason."""
+def scaled_up_for_dispatches(operator: OperatorProcess) -> float:
+    """When (wall clock) the operator first scaled up for waiting dispatches, by its log."""
+    for line in operator.logs().splitlines():
+        if '"DispatchesWaiting"' in line and '"scaling"' in line:
+            stamp = json.loads(line)["time"]
+            return datetime.datetime.fromisoformat(stamp).timestamp()
+    raise AssertionError("no scale-up for waiting dispatches in the operator's log")
+
+
+def counted(operator: OperatorProcess, metric: str, label: str) -> dict[str, float]:
+    """A counter of the operator's, summed by the value of one label."""
     found: dict[str, float] = {}
     for line in operator.metrics().splitlines():
-        if line.startswith("agentworker_dispatches_rescued_total{"):
-            reason = line.split('reason="', 1)[1].split('"', 1)[0]
-            found[reason] = found.get(reason, 0.0) + float(line.split()[-1])
+        if line.startswith(f"{metric}{{"):
+            value = line.split(f'{label}="', 1)[1].split('"', 1)[0]
+            found[value] = found.get(value, 0.0) + float(line.split()[-1])
     return found
+
+
+def rescued(operator: OperatorProcess) -> dict[str, float]:
+    """agentworker_dispatches_rescued_total by reason."""
+    return counted(operator, "agentworker_dispatches_rescued_total", "reason")
 
 
 def joined_after(phone: Calls, room: str, since: float) -> list[float]:
@@ -127,6 +148,10 @@ def test_the_first_call_to_a_fleet_at_zero_wakes_it_is_answered_and_the_fleet_re
         kubectl, namespace, "the dropped dispatch held, and a worker wanted for it",
         lambda s: s.get("pendingDispatches") == 1 and s.get("desiredReplicas", 0) >= 1,
     )  # fmt: skip
+    # the caller's webhook woke the guard: the fleet was scaling up before the next 5 s round
+    woke_s = scaled_up_for_dispatches(operator) - dispatched_wall
+    delivered = counted(operator, "agentworker_webhooks_total", "outcome").get("delivered", 0)
+    assert delivered > 0, "the rig's webhooks, signed by the real server, reach the operator"
     # the server did drop it: no worker was registered
     wait_for("the server's drop", lambda: dropped(rig, room), bool, timeout_s=30)
     started = wait_calls_started(phone, [room], timeout_s=90)
@@ -143,7 +168,11 @@ def test_the_first_call_to_a_fleet_at_zero_wakes_it_is_answered_and_the_fleet_re
     wait_for("one record, with the job", lambda: dispatch_jobs(rig, room, agent), [1].__eq__)
     assert any(room in m for m in events(kubectl, namespace, "DispatchesReissued"))
     assert rescued(operator).get("no_worker") == 1.0, operator.metrics()
-    print(f"from zero: to the job's start {answered_s:.1f}s, to the agent seen {joined[0]:.1f}s")
+    print(
+        f"from zero: held and scaling up {woke_s:.1f}s, the job's start {answered_s:.1f}s, "
+        f"the agent seen {joined[0]:.1f}s"
+    )
+    assert woke_s < 2.0, "a webhook started the round (the period is 5 s)"
 
     assert_every_call_completed(phone, [room], timeout_s=60, real=False)
     assert len(joined_after(phone, room, dispatched)) == 1, phone.timeline(room)
