@@ -40,6 +40,7 @@ import asyncio
 import json
 import math
 import os
+import statistics
 from array import array
 from typing import Any
 
@@ -102,13 +103,14 @@ class ToneSTT(stt.STT):
 
 
 class _Pitch:
-    """Counts the rising crossings of one burst; with hysteresis, so noise near 0 never counts."""
+    """The rising crossings of one burst, with hysteresis so that noise near 0 never counts; the
+    pitch is from the median time between two of them, so that audio lost or concealed on a
+    loaded machine (one long gap, or a few short ones) does not move it."""
 
     def __init__(self) -> None:
         self.sample_rate = 0
         self.position = 0
-        self.first = self.last = -1
-        self.crossings = 0
+        self.crossings: list[int] = []
         self.armed = False
 
     def add(self, frame: rtc.AudioFrame) -> None:
@@ -118,16 +120,14 @@ class _Pitch:
                 self.armed = True
             elif sample > LOUD // 2 and self.armed:
                 self.armed = False
-                self.crossings += 1
-                self.last = self.position + index
-                if self.first < 0:
-                    self.first = self.last
+                self.crossings.append(self.position + index)
         self.position += frame.samples_per_channel
 
     def text(self) -> str:
-        if self.crossings < 2:
+        if len(self.crossings) < 2:
             return "a click"
-        hertz = (self.crossings - 1) * self.sample_rate / (self.last - self.first)
+        periods = [b - a for a, b in zip(self.crossings, self.crossings[1:], strict=False)]
+        hertz = self.sample_rate / statistics.median(periods)
         return f"a {round(hertz / 10) * 10} hertz tone"
 
 

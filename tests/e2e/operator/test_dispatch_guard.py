@@ -184,18 +184,28 @@ def test_the_first_call_to_a_fleet_at_zero_wakes_it_is_answered_and_the_fleet_re
     )  # fmt: skip
 
 
+def one_full_worker(
+    kubectl: Kubectl, namespace: str, phone: Calls, manifest: dict[str, Any], *,
+    calls: int, hold_s: float,
+) -> list[str]:  # fmt: skip
+    """The fleet's one worker, full with `calls` calls (each its whole share: per_worker)."""
+    apply(kubectl, namespace, manifest)
+    wait_status(kubectl, namespace, "one ready worker", lambda s: s.get("available") == 1)
+    busy: list[str] = []
+    for _ in range(calls):  # one at a time: a worker takes one job before its first reading
+        busy += phone.start(1, hold_s=hold_s)
+        wait_calls_started(phone, busy)
+    wait_status(kubectl, namespace, "the worker full", lambda s: s.get("full") == 1)
+    return busy
+
+
 def test_a_call_to_a_full_fleet_at_max_replicas_waits_for_a_slot_and_gets_one_agent(
     kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
     operator: OperatorProcess, phone: Calls,
 ) -> None:  # fmt: skip
     agent = agent_name(namespace)
-    apply(kubectl, namespace, guarded_fleet(rig, namespace, low=1, high=1, per_worker=2))
-    wait_status(kubectl, namespace, "one ready worker", lambda s: s.get("available") == 1)
-    busy: list[str] = []
-    for _ in range(2):  # 2 calls of 0.5 each: the worker is full (loadThreshold 0.7)
-        busy += phone.start(1, hold_s=25)
-        wait_calls_started(phone, busy)
-    wait_status(kubectl, namespace, "the worker full", lambda s: s.get("full") == 1)
+    manifest = guarded_fleet(rig, namespace, low=1, high=1, per_worker=2)
+    busy = one_full_worker(kubectl, namespace, phone, manifest, calls=2, hold_s=25)
 
     (room,) = phone.start_watched(1, hold_s=5)
     waiting_since = time.monotonic()
@@ -222,11 +232,7 @@ def test_a_dispatch_whose_caller_left_gets_no_agent_and_one_no_worker_takes_is_g
     operator: OperatorProcess, phone: Calls,
 ) -> None:  # fmt: skip
     manifest = guarded_fleet(rig, namespace, low=1, high=1, per_worker=1, maxWait="15s")
-    apply(kubectl, namespace, manifest)
-    wait_status(kubectl, namespace, "one ready worker", lambda s: s.get("available") == 1)
-    busy = phone.start(1, hold_s=90)  # 1 call of 1.0: full until the test ends
-    wait_calls_started(phone, busy)
-    wait_status(kubectl, namespace, "the worker full", lambda s: s.get("full") == 1)
+    busy = one_full_worker(kubectl, namespace, phone, manifest, calls=1, hold_s=90)
 
     left, abandoned = phone.start_watched(2, hold_s=5)
     wait_status(kubectl, namespace, "both held", lambda s: s.get("pendingDispatches") == 2)

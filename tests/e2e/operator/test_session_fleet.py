@@ -20,8 +20,9 @@ call is cut when its caller is left without an agent before the script is done o
 4. A spec change rolls the fleet: the busy worker drains its conversation to its end while the
    new worker takes a new one.
 
-A recovered dispatch that finds every worker full is dropped by the LiveKit server (the
-dispatch-guard issue), so the kill comes while the second worker is idle.
+The dispatch guard is on too: the second worker's livekit-agents refuses a recovered dispatch
+while the one before it is still starting (it counts a starting job at loadThreshold over
+numIdleProcesses), the server then drops it, and the guard dispatches it again.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def test_a_session_agent_keeps_its_conversations_through_scaling_recovery_and_a_
     python = venv.ensure_official_venv()
     manifest: dict[str, Any] = companion_fleet(rig, namespace, python, script=SESSION_SCRIPT)
     manifest["spec"]["recovery"] = {"redispatch": True}
+    manifest["spec"]["dispatchGuard"] = {"enabled": True}
     apply(kubectl, namespace, manifest)
     wait_ready(kubectl, namespace, replicas=1, timeout_s=180)
     (first,) = live_pods(kubectl, namespace)
