@@ -379,8 +379,10 @@ class FaultProxy:
         finally:
             pipe.close()
             self._pipes.discard(pipe)
-            self._handlers.discard(task)
-            await asyncio.gather(*pipe.tasks, return_exceptions=True)
+            try:
+                await asyncio.gather(*pipe.tasks, return_exceptions=True)
+            finally:  # only now is it done: __aexit__ waits for the handlers still in the set
+                self._handlers.discard(task)
 
 
 class ThreadedFaultProxy:
