@@ -10,7 +10,7 @@ RIG_ENV := .rig/env
 E2E_BASETEMP := .rig/pytest-e2e
 
 .PHONY: help install lint format unit rig rig-down e2e test demo bench bench-runtime \
-	bench-scaling bench-observing bench-companion agents-venvs verify generate clean
+	bench-scaling bench-observing bench-companion bench-guard agents-venvs verify generate clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -62,7 +62,7 @@ test: install ## Install; lint, unit tests, the rig and the agents' venvs side b
 demo: rig ## The main job: the chart's operator, an autoscaled fleet, real calls, live view, plot
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m hack.demo
 
-bench: bench-runtime bench-scaling bench-observing bench-companion ## Every benchmark (results in bench/results/)
+bench: bench-runtime bench-scaling bench-observing bench-companion bench-guard ## Every benchmark (results in bench/results/)
 
 bench-runtime: rig ## This runtime side by side with livekit-agents
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.runtime
@@ -75,6 +75,9 @@ bench-observing: rig ## The operator's CPU and memory observing 1,000 workers ev
 
 bench-companion: rig ## The official worker with and without the companion: overhead, scale-down
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.companion
+
+bench-guard: rig ## The dispatch guard on against off: from zero, a full fleet, a burst
+	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.guard
 
 agents-venvs: install ## A venv per tested livekit-agents release, cached in ~/.cache/agentworker
 	$(BIN)/python -m bench.venv
