@@ -195,7 +195,8 @@ def decide(
     counts = _count(workers, current)
     waiting = _for_waiting(counts, demand)
     if observation.blind(_by_state(counts)):
-        return _hold_blind(autoscaling, workers, counts, current, waiting)
+        blind_waiting = _for_waiting(counts, demand, blind=True)
+        return _hold_blind(autoscaling, workers, counts, current, blind_waiting)
     by_load = _by_load(counts, target)
     headroom = _headroom(autoscaling, counts, demand)
     raw = max(by_load, headroom, waiting)
@@ -236,16 +237,21 @@ def _headroom(autoscaling: specs.Autoscaling, counts: _Counts, demand: Demand) -
     # an unknown worker may be full: cover it, but never by more than the warm headroom itself
     # (every worker added while unreadable would be unknown too, and ask for one more)
     unknown_cover = min(counts.unknown, autoscaling.min_available_workers)
-    return counts.full + unknown_cover + autoscaling.min_available_workers
+    warm = counts.full + unknown_cover + autoscaling.min_available_workers
+    # with minReplicas 0 the last worker stays until then, minAvailableWorkers 0 or not
+    return max(warm, 1) if autoscaling.min_replicas == 0 else warm
 
 
-def _for_waiting(counts: _Counts, demand: Demand) -> int:
+def _for_waiting(counts: _Counts, demand: Demand, *, blind: bool = False) -> int:
     """Serving workers the waiting dispatches ask for: those not covered by free slots or by
-    the workers on their way get new workers (0 when nothing waits)."""
+    the workers on their way get new workers (0 when nothing waits). `blind`: the workers that
+    cannot be read count as on their way too (they may be free); else the same dispatch would
+    add a worker every round, each new one unreadable as well, up to maxReplicas."""
     if demand.waiting <= 0:
         return 0
     per_worker = max(1, demand.slots_per_worker)
-    short = demand.waiting - demand.free_slots - counts.starting * per_worker
+    coming = counts.starting + (counts.unknown if blind else 0)
+    short = demand.waiting - demand.free_slots - coming * per_worker
     return counts.serving + max(0, math.ceil(short / per_worker))
 
 

@@ -110,13 +110,24 @@ class FieldReader:
             raise InvalidSpecError(self.at(key), value, "is not true or false")
         return value
 
-    def duration_s(self, key: str, default: str, *, high_s: float = MAX_DURATION_S) -> float:
+    def duration_s(
+        self,
+        key: str,
+        default: str,
+        *,
+        high_s: float = MAX_DURATION_S,
+        low_s: float = 0.0,
+        too_short: str = "",
+    ) -> float:
+        """A duration in seconds, at most high_s and at least low_s (`too_short` says why)."""
         text = self.raw.get(key, default)
         seconds = parse_duration_s(text) if isinstance(text, str) else None
         if seconds is None:
             raise InvalidSpecError(self.at(key), text, "is not a duration like 30m")
         if seconds > high_s:
             raise InvalidSpecError(self.at(key), text, f"is longer than {high_s:g}s")
+        if seconds < low_s:
+            raise InvalidSpecError(self.at(key), text, f"is shorter than {low_s:g}s: {too_short}")
         return seconds
 
     def choice(self, key: str, kind: type[_E], default: _E) -> _E:

@@ -239,6 +239,15 @@ def _busy(room: Room, ours: Sequence[Dispatch], r: _Round) -> bool:
     )
 
 
+def _taken(ours: Sequence[Dispatch], held: Held) -> bool:
+    """A job started on a dispatch of ours since the one held was created: a worker took it or
+    a re-issue of it. Its agent may be in the room unseen: the participants are read only next
+    to a dispatch without a job, and a room unread (or LiveKit unreachable) through the settle
+    time, whose worker does not report, looks empty."""
+    since = held.dispatch.created_at_s
+    return any(job.started_at_s >= since for d in ours for job in d.jobs)
+
+
 def _first_sight(dispatch: Dispatch, room: Room, r: _Round, stage: Stage) -> Held:
     age = max(0.0, r.wall_now_s - dispatch.created_at_s)
     return Held(
@@ -261,7 +270,7 @@ def _step(room: Room, before: Held | None, r: _Round) -> _Step:
         before = _first_sight(jobless[0], room, r, Stage.SERVED if busy else Stage.WAITING)
     if before.stage is not Stage.WAITING:
         return _Step(before if jobless else None)  # left alone while the record stays
-    if busy:
+    if busy or _taken(ours, before):
         kept = replace(before, stage=Stage.SERVED) if jobless else None
         what = f"an agent of {r.agent_name} serves room {room.name}"
         return _Step(kept, _release(before, _Kind.SERVED, "DispatchServed", what, r))
@@ -281,9 +290,12 @@ def _step(room: Room, before: Held | None, r: _Round) -> _Step:
     if r.now_s - held.since_s > r.max_wait_s:
         return _gave_up(held, r, keep=bool(jobless))
     young = bool(jobless) and r.wall_now_s - jobless[-1].created_at_s < r.grace_s
+    # a re-issue must settle before max_wait_s: one that lands after the give-up is a call
+    # served under a DispatchAbandoned Event, and no rescue counted
+    in_time = r.now_s - held.since_s + r.settle_s <= r.max_wait_s
     return _Step(
         held,
-        candidate=not young and not _settling(held, r),
+        candidate=not young and not _settling(held, r) and in_time,
         delete_ids=tuple(d.id for d in jobless),
     )
 
@@ -427,3 +439,14 @@ def slots_per_worker(workers: Sequence[Worker], *, load_threshold: float) -> int
         threshold = report.load_threshold if report.load_threshold is not None else load_threshold
         shown.append(math.floor(threshold * report.active_jobs / report.load + 1e-9))
     return max(1, min(shown, default=1))
+
+
+def job_load(workers: Sequence[Worker]) -> float | None:
+    """The load one job adds, as the busy workers show it: the largest share any of them
+    reports (the safe side: fewer slots on an idle worker); None while no worker runs a job."""
+    shares = [
+        w.report.load / w.report.active_jobs
+        for w in workers
+        if w.report is not None and w.report.active_jobs > 0 and w.report.load > 0.0
+    ]
+    return max(shares, default=None)

@@ -372,13 +372,13 @@ _UP_ONLY = "is a scaleDown setting; scale-up adds workers and never removes one"
 
 
 def _parse_recovery(recovery: fields.FieldReader) -> Recovery:
-    silence = recovery.duration_s("silenceTimeout", "60s", high_s=3600)
-    if silence < MIN_SILENCE_TIMEOUT_S:
-        raise InvalidSpecError(
-            recovery.at("silenceTimeout"),
-            recovery.raw.get("silenceTimeout"),
-            f"is shorter than {MIN_SILENCE_TIMEOUT_S:g}s: a stall that short is no death",
-        )
+    silence = recovery.duration_s(
+        "silenceTimeout",
+        "60s",
+        high_s=3600,
+        low_s=MIN_SILENCE_TIMEOUT_S,
+        too_short="a stall that short is no death",
+    )
     return Recovery(redispatch=recovery.boolean("redispatch", False), silence_timeout_s=silence)
 
 
@@ -386,13 +386,13 @@ MIN_SILENCE_TIMEOUT_S = 10.0
 
 
 def _parse_dispatch_guard(guard: fields.FieldReader) -> DispatchGuard:
-    wait = guard.duration_s("maxWait", "2m", high_s=3600)
-    if wait < MIN_GUARD_WAIT_S:
-        raise InvalidSpecError(
-            guard.at("maxWait"),
-            guard.raw.get("maxWait"),
-            f"is shorter than {MIN_GUARD_WAIT_S:g}s: a new worker needs longer to start",
-        )
+    wait = guard.duration_s(
+        "maxWait",
+        "2m",
+        high_s=3600,
+        low_s=MIN_GUARD_WAIT_S,
+        too_short="a new worker needs longer to start",
+    )
     return DispatchGuard(enabled=guard.boolean("enabled", False), max_wait_s=wait)
 
 

@@ -135,11 +135,13 @@ class Syncer:
         scraper: scrapers.Scraper | None = None,
         rooms_client: RoomsClient = rooms.Rooms,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
         companion_image: str = builders.DEFAULT_COMPANION_IMAGE,
     ) -> None:
         """`operator_id` names this installation (builders.OPERATOR_ANNOTATION). `scraper`,
-        `rooms_client` and `clock` are the workers' HTTP, LiveKit's API and the monotonic
-        clock: the real ones in production, a simulated world's in the unit tier."""
+        `rooms_client`, `clock` and `wall_clock` are the workers' HTTP, LiveKit's API, the
+        monotonic clock and the wall clock (LiveKit's timestamps are compared with it): the
+        real ones in production, a simulated world's in the unit tier."""
         self.operator_id = operator_id
         self.companion_image = companion_image
         self.refused_claims: set[Key] = set()
@@ -157,6 +159,7 @@ class Syncer:
         )
         self._rooms_client = rooms_client
         self.clock = clock
+        self._wall_clock = wall_clock
         self.fleets: dict[Key, Fleet] = {}
         self._secrets: dict[str, str] = {}
         """API key -> secret of the credentials the guard and recovery read: webhooks signed
@@ -389,6 +392,7 @@ class Syncer:
         metrics.record_fleet(key, fleet.summary)
         demand = await self._judge_dispatches(key, body, spec, fleet)
         changed = False
+        scale_events = fleet.history.scale_events
         async with self.lock(key):
             body = self._store.agentworker(key) or body  # as of now, not of before the lock
             await self._protect(key, spec, workers)
@@ -402,7 +406,7 @@ class Syncer:
             await self._withdraw(key, spec, fleet, workers)
         if valid and spec.recovery.redispatch:
             await self._recover(key, body, spec, fleet)
-        if valid and fleet.guard_plan is not None:
+        if fleet.guard_plan is not None:  # judged by the last valid spec: carried out alike
             await self._rescue(key, body, spec, fleet, fleet.guard_plan)
         changed = changed or fallen_back
         due = self.clock() - fleet.last_full_reconcile >= self._config.resync_s
@@ -414,6 +418,8 @@ class Syncer:
                 # not applied (refused, or this process never applied): the scale is
                 # abandoned, its victims serve again, and the next round decides anew
                 fleet.desired = fleet.applied
+                # nor does it spend the scale steps of the period (HPA counts applied scales)
+                fleet.history = dataclasses.replace(fleet.history, scale_events=scale_events)
                 victims = [w for w in workers if w.pod.name in fleet.victims]
                 fleet.victims = frozenset()
                 await self._unretire(key, victims)
@@ -425,7 +431,9 @@ class Syncer:
         sees: the dispatches waiting, the fleet's free slots, and how long it has been idle."""
         now, workers = self.clock(), fleet.workers
         fleet.guard_plan = None
-        free = guard.free_slots(workers, load_threshold=spec.load_threshold)
+        free = guard.free_slots(
+            workers, load_threshold=spec.load_threshold, job_load=guard.job_load(workers)
+        )
         per_worker = guard.slots_per_worker(workers, load_threshold=spec.load_threshold)
         if spec.dispatch_guard.enabled:
             client = await self._livekit(key, body, spec, fleet)
@@ -440,6 +448,10 @@ class Syncer:
             # read this round: a memory kept while LiveKit is unreadable may be of rooms gone)
             waiting = max(waiting, _held_waiting(fleet))
         busy = any(w.report is not None and w.report.active_jobs for w in workers)
+        replicas = ((self._store.deployment(key) or {}).get("spec") or {}).get("replicas")
+        if fleet.last_busy_s is None and replicas == 0:
+            # a fleet put to sleep stays asleep when the operator restarts
+            fleet.last_busy_s = now - spec.autoscaling.scale_to_zero_after_s
         if fleet.last_busy_s is None or busy or waiting:
             fleet.last_busy_s = now
         return autoscaler.Demand(
@@ -464,12 +476,7 @@ class Syncer:
         try:
             listed, unread = await client.guard_rooms(spec.agent_name, skip=served)
         except rooms.RoomsError as error:
-            logger.warning(
-                "the dispatch guard could not reach LiveKit",
-                extra={**logs.about(key), "error": str(error)},
-            )
-            await client.aclose()  # the credentials may have changed: read them again
-            fleet.livekit = None
+            await self._unreachable(key, fleet, "the dispatch guard", error)
             return None
         seen = self._callers_seen
         listed = [
@@ -483,7 +490,7 @@ class Syncer:
             served_rooms=served,
             free_slots=free,
             now_s=self.clock(),
-            wall_now_s=time.time(),
+            wall_now_s=self._wall_clock(),
             max_wait_s=spec.dispatch_guard.max_wait_s,
             unread=unread,
         )
@@ -574,12 +581,7 @@ class Syncer:
             try:
                 dispatch = await self._recover_room(key, spec, fleet, lost, client)
             except rooms.RoomsError as error:
-                logger.warning(
-                    "call recovery could not reach LiveKit",
-                    extra={**logs.about(key), "error": str(error)},
-                )
-                await client.aclose()  # the credentials may have changed: read them again
-                fleet.livekit = None
+                await self._unreachable(key, fleet, "call recovery", error)
                 return
             if dispatch is None:
                 continue
@@ -628,6 +630,18 @@ class Syncer:
                 if gone and gone not in reported:  # the caller should not see the dead agent
                     await client.remove(lost.room, gone)
                 return await client.dispatch_again(lost.room, spec.agent_name)
+
+    async def _unreachable(
+        self, key: Key, fleet: Fleet, feature: str, error: rooms.RoomsError
+    ) -> None:
+        """LiveKit did not answer `feature`: said in a log line, and its client dropped."""
+        logger.warning(
+            "LiveKit did not answer",
+            extra={**logs.about(key), "feature": feature, "error": str(error)},
+        )
+        if fleet.livekit is not None:
+            await fleet.livekit.aclose()  # the credentials may have changed: read them again
+        fleet.livekit = None
 
     async def _livekit(
         self, key: Key, body: Mapping[str, Any], spec: specs.AgentWorkerSpec, fleet: Fleet

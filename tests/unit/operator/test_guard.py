@@ -691,3 +691,12 @@ def test_slots_per_worker_is_the_fewest_a_busy_worker_shows(
         worker(f"w{i}", load=load, jobs=jobs) for i, (load, jobs) in enumerate(loads_and_jobs)
     ]
     assert guard.slots_per_worker(workers, load_threshold=THRESHOLD) == slots
+
+
+def test_an_idle_worker_has_the_slots_a_busy_one_shows_a_job_costs() -> None:
+    workers = [worker("busy", load=0.25, jobs=2), worker("idle")]
+    share = guard.job_load(workers)
+    assert share == 0.125
+    # the busy one: (0.7 - 0.25) / 0.125 = 3; the idle one: 0.7 / 0.125 = 5
+    assert guard.free_slots(workers, load_threshold=THRESHOLD, job_load=share) == 8
+    assert guard.job_load([worker("idle")]) is None

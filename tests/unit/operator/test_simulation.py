@@ -13,43 +13,14 @@ import os
 from collections.abc import Callable, Iterator
 
 import pytest
-from hypothesis import HealthCheck, given, seed, settings
-from hypothesis import strategies as st
 
-from tests.unit.operator.sim.run import Fault, Outcome, Schedule, simulate
+from tests.unit.operator.sim import draw, promises
+from tests.unit.operator.sim.draw import held
+from tests.unit.operator.sim.run import Fault, Schedule
 
 SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "2000"))
-"""How many schedules hypothesis draws (`make test` runs the default)."""
-
-FAULT_KINDS = (
-    "stall",
-    "reconnect",
-    "unreadable",
-    "readable",
-    "crash_job",
-    "crash_worker",
-    "apply_error",
-    "apply_ok",
-    "watch_delay",
-    "watch_stale",
-    "watch_fresh",
-    "quota",
-    "rollout",
-    "restart",
-    "kill_after_retire",
-    "status_error",
-    "status_ok",
-    "busy_race",
-    "victim_mark_error",
-    "victim_mark_ok",
-    "livekit_down",
-    "livekit_up",
-    "credentials_forbidden",
-    "autoscaling_off",
-    "autoscaling_on",
-    "invalid_spec",
-    "valid_spec",
-)
+"""How many schedules hypothesis draws (`make test` runs the default); one in
+`draw.GUARDED_SHARE` runs the dispatch guard. More: `python -m tests.unit.operator.sim --help`."""
 
 
 @pytest.fixture(autouse=True)
@@ -58,14 +29,6 @@ def _quiet() -> Iterator[None]:
     logging.disable(logging.CRITICAL)
     yield
     logging.disable(logging.NOTSET)
-
-
-def held(schedule: Schedule) -> Outcome:
-    outcome = simulate(schedule)
-    assert not outcome.violations, (
-        f"{outcome.summary()}\nreplay: python -m tests.unit.operator.sim '{schedule.to_json()}'"
-    )
-    return outcome
 
 
 BUSY = ((0.0, 0.3), (40.0, 0.0))
@@ -297,79 +260,260 @@ def test_a_stale_pod_watch_is_noticed_and_listed_again() -> None:
     assert outcome.seen.get("replicas lowered", 0) >= 1, outcome.seen
 
 
-LOAD_SHAPES = {
-    "rise and fall": ((0.0, 0.5), (30.0, 0.0)),
-    "steady": ((0.0, 0.2),),
-    "burst": ((0.0, 0.05), (20.0, 1.5), (25.0, 0.05)),
-    "two waves": ((0.0, 0.4), (20.0, 0.0), (50.0, 0.4), (70.0, 0.0)),
-    "quiet": ((0.0, 0.0),),
-}
-"""Calls per second from each time on: the fleet fills and empties, so it scales both ways."""
+# -- the dispatch guard ------------------------------------------------------------------------
 
 
-@st.composite
-def faults(draw: st.DrawFn) -> Fault:
-    kind = draw(st.sampled_from(FAULT_KINDS))
-    values = {
-        "stall": (2.0, 6.0, 20.0, 90.0),
-        "reconnect": (1.0, 3.0),
-        "apply_error": (409.0, 500.0),
-        "watch_delay": (0.5, 2.0, 6.0),
-        "quota": (1.0, 2.0, 3.0, 5.0),
-        "restart": (0.0, 5.0, 20.0, 70.0),
-        "kill_after_retire": (5.0, 70.0),
-        "rollout": (0.0, 1.0),
-        "status_error": (409.0, 500.0),
-    }.get(kind, (0.0,))
-    return Fault(
-        at_s=round(draw(st.floats(1.0, 100.0)), 1),
-        kind=kind,
-        value=draw(st.sampled_from(values)),
-        target=draw(st.integers(0, 7)),
+GUARDED_LIMIT = pytest.mark.timeout(10)
+"""A guarded schedule takes up to a second: its guard reads LiveKit every round."""
+
+
+def guarded(**knobs: object) -> Schedule:
+    """A schedule with spec.dispatchGuard on (and agentName, maxWait, scaleToZeroAfter)."""
+    return Schedule(guard=True, **knobs)  # type: ignore[arg-type]
+
+
+@GUARDED_LIMIT
+def test_a_burst_beyond_the_warm_headroom_is_rescued_as_workers_come() -> None:
+    outcome = held(
+        guarded(
+            seed=1,
+            max_replicas=8,
+            arrivals_per_s=((0.0, 0.05), (20.0, 2.0), (24.0, 0.05), (60.0, 0.0)),
+            call_s=(20.0, 60.0),
+            max_wait_s=40.0,
+        )
+    )
+    assert outcome.seen.get("rescued", 0) >= 3, outcome.seen
+    assert any(reason == "DispatchesReissued" for reason, _ in outcome.events), outcome.events
+
+
+@GUARDED_LIMIT
+def test_a_fleet_full_at_max_replicas_rescues_what_it_can_and_gives_up_the_rest() -> None:
+    outcome = held(
+        guarded(
+            seed=2,
+            max_replicas=2,
+            arrivals_per_s=((0.0, 0.5),),
+            call_s=(20.0, 90.0),
+            max_wait_s=30.0,
+            impatient=0.2,
+        )
+    )
+    rooms = [
+        room
+        for reason, message in outcome.events
+        if reason == "DispatchAbandoned"
+        for room in promises.ABANDONED.findall(message)
+    ]
+    assert rooms, outcome.events
+    assert len(set(rooms)) == len(rooms), rooms  # one Event per call given up
+    assert outcome.seen.get("rescued", 0) >= 1, outcome.seen
+
+
+@GUARDED_LIMIT
+def test_a_fleet_asleep_at_zero_is_woken_by_the_next_call() -> None:
+    outcome = held(
+        guarded(
+            seed=3,
+            min_replicas=0,
+            max_replicas=4,
+            arrivals_per_s=((0.0, 0.0), (60.0, 0.1), (70.0, 0.0)),
+            call_s=(10.0, 20.0),
+            scale_to_zero_after_s=20.0,
+            duration_s=150.0,
+        )
+    )
+    assert outcome.seen.get("scaled to zero", 0) >= 2, outcome.seen
+    assert outcome.seen.get("a call that arrived at zero was served", 0) >= 1, outcome.seen
+
+
+@GUARDED_LIMIT
+def test_a_reissue_a_worker_took_unseen_is_not_issued_again() -> None:
+    # found here: LiveKit unreachable through the re-issue's settle time and its worker stalled,
+    # the guard read the room as empty (no jobless record, so no participants read) and
+    # dispatched it again: two agents
+    outcome = held(
+        guarded(
+            seed=23,
+            min_replicas=2,
+            max_replicas=3,
+            arrivals_per_s=((0.0, 0.4),),
+            call_s=(10.0, 40.0),
+            max_wait_s=60.0,
+            duration_s=40.0,
+            faults=(
+                Fault(at_s=10.0, kind="livekit_down"),
+                Fault(at_s=12.6, kind="stall", value=8.0, target=1),
+                Fault(at_s=16.5, kind="livekit_up"),
+                Fault(at_s=22.0, kind="livekit_down"),
+                Fault(at_s=22.5, kind="stall", value=15.0, target=1),
+                Fault(at_s=28.5, kind="livekit_up"),
+            ),
+        )
+    )
+    assert outcome.seen.get("rescued", 0) >= 1, outcome.seen
+
+
+ASLEEP = ((0.0, 0.1), (10.0, 0.0), (85.0, 0.15), (95.0, 0.0))
+"""A call or two, an idle fleet that goes to sleep, then a call or two again."""
+
+
+@GUARDED_LIMIT
+def test_a_reissue_too_late_to_land_before_max_wait_is_not_made() -> None:
+    # found here: re-issued at maxWait, the dispatch was given up half a second later (a
+    # Warning Event saying no worker took it) as a worker took it: served, no rescue counted
+    held(
+        guarded(
+            seed=0,
+            interval_s=5.0,
+            min_replicas=0,
+            max_replicas=3,
+            min_available=0,
+            arrivals_per_s=((0.0, 0.5),),
+            call_s=(20.0, 90.0),
+            duration_s=90.0,
+        )
     )
 
 
-@st.composite
-def schedules(draw: st.DrawFn) -> Schedule:
-    low = draw(st.integers(1, 2))
-    return Schedule(
-        seed=draw(st.integers(0, 2**32)),
-        duration_s=120.0,
-        interval_s=draw(st.sampled_from((1.0, 2.0, 5.0))),
-        min_replicas=low,
-        max_replicas=draw(st.integers(low, 8)),
-        min_available=draw(st.integers(0, 2)),
-        drain_busy=draw(st.booleans()),
-        recovery=draw(st.booleans()),
-        arrivals_per_s=LOAD_SHAPES[draw(st.sampled_from(sorted(LOAD_SHAPES)))],
-        call_s=draw(st.sampled_from(((5.0, 15.0), (10.0, 40.0), (30.0, 90.0)))),
-        faults=tuple(draw(st.lists(faults(), max_size=6))),
+@GUARDED_LIMIT
+def test_a_fleet_without_warm_headroom_sleeps_only_after_scale_to_zero_after() -> None:
+    # found here: with minAvailableWorkers 0, nothing held the last worker: zero at once
+    outcome = held(
+        guarded(
+            seed=0,
+            min_replicas=0,
+            max_replicas=2,
+            min_available=0,
+            arrivals_per_s=ASLEEP,
+            call_s=(5.0, 25.0),
+            max_wait_s=15.0,
+            scale_to_zero_after_s=20.0,
+            webhooks=False,
+        )
+    )
+    assert outcome.seen.get("scaled to zero", 0) >= 1, outcome.seen
+
+
+@GUARDED_LIMIT
+def test_an_operator_restart_leaves_a_sleeping_fleet_asleep() -> None:
+    # found here: a new operator process counted the fleet idle from its start: its warm
+    # headroom woke a fleet at zero for scaleToZeroAfter, with no call
+    held(
+        guarded(
+            seed=3890,
+            min_replicas=0,
+            max_replicas=6,
+            recovery=True,
+            arrivals_per_s=ASLEEP,
+            call_s=(5.0, 25.0),
+            scale_to_zero_after_s=30.0,
+            webhooks=False,
+            impatient=0.2,
+            duration_s=90.0,
+            faults=(Fault(at_s=84.3, kind="restart", target=1),),
+        )
     )
 
 
-def drawn(part: int) -> Callable[[Schedule], None]:
-    """One half of the drawn schedules: two tests, so that `pytest -n 2` runs them side by side,
-    each from its own fixed seed (the same schedules every run)."""
-
-    @pytest.mark.timeout(300)
-    @pytest.mark.xdist_group(f"drawn-{part}")  # one half on each worker (--dist loadgroup)
-    @seed(part)
-    @settings(
-        max_examples=SCHEDULES // 2,
-        deadline=None,
-        suppress_health_check=[
-            HealthCheck.too_slow,
-            HealthCheck.data_too_large,
-            HealthCheck.function_scoped_fixture,
-        ],
-        database=None,
+@GUARDED_LIMIT
+def test_a_fleet_at_zero_stays_asleep_while_livekit_cannot_be_read() -> None:
+    # found here: a room held before LiveKit became unreachable counted as demand round after
+    # round: the fleet woke from zero and slept again, over and over, for a room long gone
+    held(
+        guarded(
+            seed=2274,
+            interval_s=5.0,
+            min_replicas=0,
+            max_replicas=3,
+            recovery=True,
+            arrivals_per_s=ASLEEP,
+            call_s=(5.0, 25.0),
+            scale_to_zero_after_s=10.0,
+            impatient=0.2,
+            duration_s=60.0,
+            faults=(Fault(at_s=1.5, kind="livekit_down"),),
+        )
     )
-    @given(schedules())
-    def test(schedule: Schedule) -> None:
-        held(schedule)
-
-    return test  # type: ignore[no-any-return]  # hypothesis' decorators are untyped here
 
 
-test_drawn_schedules_keep_every_promise_a = drawn(1)
-test_drawn_schedules_keep_every_promise_b = drawn(2)
+@GUARDED_LIMIT
+def test_a_refused_apply_spends_no_scale_up_step() -> None:
+    # found here: every refused scale-up was kept as a scale event: once the API server
+    # accepted again, the fleet could not grow for a whole scaleUp period while calls waited
+    held(
+        guarded(
+            seed=190187,
+            max_replicas=3,
+            min_available=0,
+            arrivals_per_s=((0.0, 0.05), (20.0, 2.0), (24.0, 0.05), (60.0, 0.0)),
+            call_s=(10.0, 40.0),
+            max_wait_s=15.0,
+            duration_s=45.0,
+            faults=(
+                Fault(at_s=1.1, kind="apply_error", value=500.0),
+                Fault(at_s=24.9, kind="apply_ok"),
+            ),
+        )
+    )
+
+
+@GUARDED_LIMIT
+def test_calls_given_up_while_the_spec_is_invalid_are_announced() -> None:
+    # found here: the guard judged by the last valid spec but its plan was dropped: no
+    # DispatchAbandoned Event, no re-issue, no rescue counted, for as long as the edit stood
+    outcome = held(
+        guarded(
+            seed=0,
+            max_replicas=1,
+            arrivals_per_s=((0.0, 0.5),),
+            call_s=(30.0, 90.0),
+            max_wait_s=15.0,
+            duration_s=65.0,
+            faults=(Fault(at_s=10.0, kind="invalid_spec"), Fault(at_s=60.0, kind="valid_spec")),
+        )
+    )
+    assert outcome.seen.get("dispatch abandoned", 0) >= 1, outcome.seen
+
+
+@GUARDED_LIMIT
+def test_one_waiting_dispatch_does_not_grow_an_unreadable_fleet_to_max_replicas() -> None:
+    # found here: every worker unreadable, the one dispatch waiting asked for one worker more
+    # than the serving ones every round, each new one unreadable too: 1 -> maxReplicas
+    held(
+        guarded(
+            seed=0,
+            min_replicas=0,
+            max_replicas=3,
+            min_available=0,
+            arrivals_per_s=ASLEEP,
+            call_s=(5.0, 25.0),
+            max_wait_s=15.0,
+            scale_to_zero_after_s=10.0,
+            webhooks=False,
+            faults=(Fault(at_s=21.0, kind="unreadable"),),
+        )
+    )
+
+
+GUARDED = SCHEDULES // draw.GUARDED_SHARE
+"""How many of them run the dispatch guard."""
+
+
+def drawn(part: int, *, guard: bool) -> Callable[[], None]:
+    """One half of the drawn schedules with or without the guard: two tests of each, so that
+    `pytest -n 2` runs them side by side, each from its own fixed seed (the same schedules
+    every run)."""
+    examples = GUARDED if guard else SCHEDULES - GUARDED
+    strategy = draw.guarded() if guard else draw.unguarded()
+    check = draw.checker(strategy, examples=max(1, examples // 2), seed=part)
+    marks = (pytest.mark.timeout(300), pytest.mark.xdist_group(f"drawn-{part}"))
+    for mark in marks:  # one half on each worker (--dist loadgroup)
+        check = mark(check)
+    return check
+
+
+test_drawn_schedules_keep_every_promise_a = drawn(1, guard=False)
+test_drawn_schedules_keep_every_promise_b = drawn(2, guard=False)
+test_drawn_guarded_schedules_keep_every_promise_a = drawn(1, guard=True)
+test_drawn_guarded_schedules_keep_every_promise_b = drawn(2, guard=True)

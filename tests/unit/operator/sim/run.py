@@ -4,8 +4,10 @@ A `Schedule` is plain data (the spec's knobs, a seed for arrivals and start-up t
 of timed faults); `simulate(schedule)` runs it on simulated time: every half second the world
 moves (calls arrive and end, pods start, controllers act, watch events arrive), and every sync
 period the operator's real `Syncer.sync_all` runs, with `handlers.reconcile` as its reconcile.
-The invariants are checked after every step; the first broken one fails with the schedule's
-JSON, which `replay` runs again.
+With the dispatch guard on, rounds also come between them as `Syncer.run` starts them (while
+dispatches wait, and after LiveKit's webhooks, which reach `Syncer.on_webhook`), and the
+guard's promises (`promises`) are checked too. The invariants are checked after every step;
+the first broken one fails with the schedule's JSON, which `replay` runs again.
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentworker_operator import builders, handlers, kube, scaledown, settings, store
+from agentworker_operator import builders, guard, handlers, kube, scaledown, settings, store
 from agentworker_operator import spec as specs
 from agentworker_operator import sync as syncs
 from tests.unit.operator.sim import world as worlds
+from tests.unit.operator.sim.promises import Promises
 from tests.unit.operator.sim.world import NAME, NAMESPACE, UID, World
 
-STEP_S = 0.5
+STEP_S = worlds.STEP_S
 CONTROL_KEY = b"k" * 32
 logger = logging.getLogger("sim")
 
@@ -34,7 +37,10 @@ class Fault:
     at_s: float
     kind: str
     """stall, reconnect, unreadable, readable, crash_job, crash_worker, apply_error, apply_ok,
-    watch_delay, watch_stale, watch_fresh, quota, rollout, restart, kill_after_retire."""
+    watch_delay, watch_stale, watch_fresh, quota, rollout, restart, kill_after_retire, ...; and
+    LiveKit's: livekit_down, livekit_flaky (value: the share of requests that fail), livekit_up,
+    unanswered (value: how many offers to available workers go unanswered), end_room (the app
+    deletes a room whose caller waits), callers_leave (every caller still waiting hangs up)."""
     value: float = 0.0
     target: int = 0
     """Which worker (an index into the live pods, modulo their count)."""
@@ -56,6 +62,16 @@ class Schedule:
     faults: tuple[Fault, ...] = ()
     second_operator_at_s: float = 0.0
     """When a second operator installation (its own control key) starts; 0: never."""
+    guard: bool = False
+    """spec.dispatchGuard.enabled: callers whom no worker took wait for the guard."""
+    max_wait_s: float = 30.0
+    """spec.dispatchGuard.maxWait."""
+    scale_to_zero_after_s: float = 30.0
+    """spec.autoscaling.scaleToZeroAfter (it matters with min_replicas 0)."""
+    webhooks: bool = True
+    """LiveKit's webhooks reach the operator (with the guard)."""
+    impatient: float = 0.0
+    """The share of callers who hang up after 1 to 12 s without an agent."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -90,6 +106,16 @@ class Outcome:
 
 
 def agentworker(schedule: Schedule, image: str = "ghcr.io/acme/agent:1") -> dict[str, Any]:
+    body = _agentworker(schedule, image)
+    if schedule.guard:
+        spec = body["spec"]
+        spec["agentName"] = worlds.AGENT_NAME
+        spec["dispatchGuard"] = {"enabled": True, "maxWait": f"{schedule.max_wait_s:g}s"}
+        spec["autoscaling"]["scaleToZeroAfter"] = f"{schedule.scale_to_zero_after_s:g}s"
+    return body
+
+
+def _agentworker(schedule: Schedule, image: str) -> dict[str, Any]:
     return {
         "apiVersion": f"{builders.GROUP}/{builders.VERSION}",
         "kind": builders.KIND,
@@ -128,9 +154,18 @@ class Operator:
         *,
         operator_id: str = "sim/agentworker-operator-control-key",
         control_key: bytes = CONTROL_KEY,
+        main: bool = True,
     ) -> None:
+        """`main`: this installation's operator (a new process of it); else another
+        installation's."""
         self.store = store.Store()
         self._world = world
+        self.generation = 1000 + len(world.stores)
+        if main:
+            world.operator_generation += 1
+            world.operator_started = world.now
+            self.generation = world.operator_generation
+        issuer = self.generation
         world.stores.append(self.store)
         world.resync_pods(self.store)
         self.store.put_agentworker("ADDED", world.agentworker)
@@ -154,8 +189,9 @@ class Operator:
             control_key=control_key,
             operator_id=operator_id,
             scraper=worlds.SimScraper(world),
-            rooms_client=lambda url, key, secret: worlds.SimRooms(world),
+            rooms_client=lambda url, key, secret: worlds.SimRooms(world, issuer=issuer),
             clock=lambda: world.now,
+            wall_clock=lambda: worlds.EPOCH_S + world.now,
         )
         self.memo["syncer"] = self.syncer
         self.retry = False
@@ -180,16 +216,12 @@ class Operator:
 
 
 async def _simulate(schedule: Schedule) -> Outcome:
-    rng = random.Random(schedule.seed)
-    world = World(rng, min_replicas=schedule.min_replicas, max_replicas=schedule.max_replicas)
-    world.drain_busy = schedule.drain_busy
-    world.agentworker = agentworker(schedule)
-    world.secrets["lk"] = {"data": {"LIVEKIT_API_KEY": "a2V5", "LIVEKIT_API_SECRET": "c2VjcmV0"}}
-    operator: Operator | None = Operator(world, schedule)
-    assert operator is not None
-    await operator.resume()
+    world = _world(schedule)
+    promises = Promises(world, schedule) if schedule.guard else None
+    operator: Operator | None = await _start(world, schedule, promises, late=False)
     faults = sorted(schedule.faults, key=lambda f: f.at_s)
-    next_sync, down_until, seen, late_resume = schedule.interval_s, 0.0, 0, False
+    pace = _Pace(next_full=schedule.interval_s)
+    down_until, seen, late_resume = 0.0, 0, False
     second: Operator | None = None
     while world.now < schedule.duration_s:
         world.now = round(world.now + STEP_S, 3)
@@ -198,32 +230,24 @@ async def _simulate(schedule: Schedule) -> Outcome:
             down_until = max(down_until, await _inject(world, fault, operator, schedule))
             if fault.kind == "restart":
                 operator, late_resume = None, fault.target % 2 == 1
-        _arrivals(world, schedule)
-        world.tick_calls()
-        world.tick_pods()
-        world.control()
-        world.deliver()
-        world.note_blindness()
+        _move(world, schedule)
         if world.operator_killed and operator is not None:  # died between /retire and apply
             await operator.close()
             world.operator_killed, operator = False, None
             down_until = world.now + world.killed_for_s
         second_due = schedule.second_operator_at_s and world.now >= schedule.second_operator_at_s
         if second_due and second is None:  # another installation on the same cluster
-            second = Operator(world, schedule, operator_id="other/key", control_key=b"j" * 32)
+            second = Operator(
+                world, schedule, operator_id="other/key", control_key=b"j" * 32, main=False
+            )
             await second.resume()
         if operator is None and world.now >= down_until:
-            operator = Operator(world, schedule)
-            if late_resume:  # the sync loop's first round wins the race with kopf's resume
-                await _round(world, operator)
-            await operator.resume()
-        if operator is not None and operator.retry:
-            await operator.resume()
-        if operator is not None and world.now >= next_sync:
-            next_sync = world.now + schedule.interval_s
-            await _round(world, operator)
-            if second is not None:
-                await second.syncer.sync_all()
+            operator = await _start(world, schedule, promises, late=late_resume)
+        _webhooks(world, schedule, operator, pace)
+        if operator is not None:
+            await _rounds(world, schedule, operator, second, pace, promises)
+        if promises is not None:
+            promises.after_step(operator_up=operator is not None)
         seen = max(seen, world.replicas)
         if world.violations:
             break
@@ -244,6 +268,106 @@ async def _simulate(schedule: Schedule) -> Outcome:
     )
 
 
+def _move(world: World, schedule: Schedule) -> None:
+    """One step of the world: calls arrive and end, pods start, controllers act, watches
+    deliver."""
+    _arrivals(world, schedule)
+    world.tick_calls()
+    world.tick_pods()
+    world.control()
+    world.deliver()
+    world.note_blindness()
+
+
+async def _start(
+    world: World, schedule: Schedule, promises: Promises | None, *, late: bool
+) -> Operator:
+    """A new operator process; `late`: the sync loop's first round wins the race with kopf's
+    resume."""
+    operator = Operator(world, schedule)
+    if promises is not None:
+        promises.operator_started(operator.generation)
+    if late:
+        await _round(world, operator, promises=promises)
+    await operator.resume()
+    return operator
+
+
+async def _rounds(
+    world: World,
+    schedule: Schedule,
+    operator: Operator,
+    second: Operator | None,
+    pace: _Pace,
+    promises: Promises | None,
+) -> None:
+    """kopf's retried resume, then the round `Syncer.run` would start now, if any."""
+    if operator.retry:
+        await operator.resume()
+    if world.now >= pace.next_full:
+        pace.next_full, pace.last_started = world.now + schedule.interval_s, world.now
+        await _round(world, operator, promises=promises)
+        if second is not None:
+            await second.syncer.sync_all()
+    elif schedule.guard and pace.urgent(world.now, operator):
+        pace.last_started = world.now
+        await _round(world, operator, only=[(NAMESPACE, NAME)], promises=promises)
+
+
+def _world(schedule: Schedule) -> World:
+    world = World(
+        random.Random(schedule.seed),
+        min_replicas=schedule.min_replicas,
+        max_replicas=schedule.max_replicas,
+        livekit_rng=random.Random(f"livekit-{schedule.seed}"),
+        guarded=schedule.guard,
+        impatient=schedule.impatient,
+    )
+    world.drain_busy = schedule.drain_busy
+    world.agentworker = agentworker(schedule)
+    world.secrets["lk"] = {"data": {"LIVEKIT_API_KEY": "a2V5", "LIVEKIT_API_SECRET": "c2VjcmV0"}}
+    if schedule.guard:
+        world.max_wait_s = schedule.max_wait_s
+    return world
+
+
+@dataclass(slots=True)
+class _Pace:
+    """When `Syncer.run` starts its rounds (it runs on real time; this is its schedule on
+    simulated time): every sync period, and between them (with the guard on) every
+    GUARD_PERIOD_S while the guard holds dispatches no worker took, and WEBHOOK_GAP_S after the
+    last round when a webhook woke it (which wakes it again once a new dispatch's grace is
+    over)."""
+
+    next_full: float
+    last_started: float = -1e9
+    wakes: list[float] = field(default_factory=list)
+
+    def urgent(self, now: float, operator: Operator) -> bool:
+        fleet = operator.syncer.fleets.get((NAMESPACE, NAME))
+        held = fleet.held.values() if fleet is not None else ()
+        waiting = any(h.stage is guard.Stage.WAITING for h in held)  # in their grace too
+        if waiting and now >= self.last_started + syncs.GUARD_PERIOD_S:
+            return True
+        if any(t <= now for t in self.wakes) and now >= self.last_started + syncs.WEBHOOK_GAP_S:
+            self.wakes = [t for t in self.wakes if t > now]
+            return True
+        return False
+
+
+def _webhooks(world: World, schedule: Schedule, operator: Operator | None, pace: _Pace) -> None:
+    """LiveKit's webhooks of this step reach the operator (when it runs and has them)."""
+    events, world.webhooks = world.webhooks, []
+    if operator is None or not (schedule.guard and schedule.webhooks):
+        return
+    for event in events:
+        operator.syncer.on_webhook(event)
+        room = world.rooms.get(event.room_name)
+        if room is not None and event.participant_identity and not event.participant_is_agent:
+            room.known.add(operator.generation)
+        pace.wakes += [world.now, world.now + guard.GRACE_S + 0.1]
+
+
 def _arrivals(world: World, schedule: Schedule) -> None:
     rate = 0.0
     for start, per_s in schedule.arrivals_per_s:
@@ -255,9 +379,17 @@ def _arrivals(world: World, schedule: Schedule) -> None:
         world.place_call(world.rng.uniform(*schedule.call_s))
 
 
-async def _round(world: World, operator: Operator) -> None:
+async def _round(
+    world: World,
+    operator: Operator,
+    *,
+    only: list[store.Key] | None = None,
+    promises: Promises | None = None,
+) -> None:
     """One sync round of the operator, and the promises checked after it."""
     world.round += 1
+    if promises is not None:
+        promises.before_round()
     world.retired_this_round, world.refused_this_round = 0, False
     before = world.replicas
     # what the operator can know of: pods its watch has shown it
@@ -267,7 +399,9 @@ async def _round(world: World, operator: Operator) -> None:
         for p in world.live_pods()
         if _calls(p) > 0 and _readable(world, p) and p.name in known
     }
-    await operator.syncer.sync_all()
+    await operator.syncer.sync_all(only)
+    if promises is not None:
+        promises.after_round(operator.generation, before)
     try:  # an operator that started on an invalid spec knows no spec to protect calls by
         operator.syncer.parsed(world.agentworker)
         readable_spec = True
@@ -424,8 +558,15 @@ async def _inject(
             world.faults.victim_mark_error = fault.kind == "victim_mark_error"
         case "busy_race":
             world.faults.busy_race = True
-        case "livekit_down" | "livekit_up":
-            world.faults.livekit_down = fault.kind == "livekit_down"
+        case (
+            "livekit_down"
+            | "livekit_up"
+            | "livekit_flaky"
+            | "unanswered"
+            | "end_room"
+            | "callers_leave"
+        ):
+            _livekit_fault(world, fault)
         case "credentials_forbidden":
             world.faults.credentials_forbidden = True
         case "autoscaling_off" | "autoscaling_on" | "invalid_spec" | "valid_spec":
@@ -435,6 +576,25 @@ async def _inject(
         case "status_ok":
             world.faults.status_error = 0
     return 0.0
+
+
+def _livekit_fault(world: World, fault: Fault) -> None:
+    match fault.kind:
+        case "livekit_down" | "livekit_up":
+            world.faults.livekit_down = fault.kind == "livekit_down"
+            world.faults.livekit_flaky = 0.0
+        case "livekit_flaky":
+            world.faults.livekit_flaky = fault.value
+        case "unanswered":
+            world.faults.unanswered = int(fault.value)
+        case "end_room":
+            world.end_a_room()
+        case "callers_leave":
+            for call in list(world.calls.values()):
+                room = world.rooms.get(call.room)
+                if room is not None and not call.ended and call.served_at is None:
+                    call.ended = "left"
+                    world.caller_leaves(room)
 
 
 async def _change_spec(world: World, operator: Operator | None, kind: str) -> None:

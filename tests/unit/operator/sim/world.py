@@ -11,8 +11,18 @@ What is modelled, and how faithfully:
   its load threshold, answers the retire handshake (POST and DELETE /retire), drains on SIGTERM
   and is killed at the end of its grace period. Faults: a stall (no answer, calls go on), a
   reconnect (a new worker id, calls go on), an unreadable /worker, a job crash, a worker crash.
-- LiveKit dispatches a call to the least loaded available worker, or drops it (the door); it lists
-  a dead agent for a while after its process died.
+- LiveKit, as its server's code behaves: a dispatch (a room created with the agent, or
+  CreateDispatch) is an AgentDispatch record of the room, offered to the least loaded available
+  worker; with none (none registered, every one full, starting or gone) the server drops it and
+  never tries again: the record stays with no job. A job is added to the record only when the
+  worker answered (after a short latency; a worker that does not answer within 3 s drops it too);
+  DeleteDispatch removes the record and terminates its jobs, a launch still under way included;
+  CreateDispatch starts another agent whatever the room holds. A room closes 20 s after its
+  last caller left; it lists a dead agent for a while after its process died. The API can fail
+  for a while (every request, or a share of them). Callers whom no agent serves wait (with the
+  dispatch guard on) until they hang up; some leave early; the app may end a room. Webhooks say
+  when a caller or agent joined or left and a room ended. What the guard must find at each of
+  its reads is worked out from the same facts (`waiting_rooms`, `Read`).
 Every violation of a promise is recorded with the time it happened; `run` checks them.
 """
 
@@ -21,11 +31,11 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from agentworker_operator import builders, kube, rooms, scaledown
+from agentworker_operator import builders, guard, kube, rooms, scaledown, webhooks
 from agentworker_operator import scraper as scrapers
 from agentworker_operator.store import Store
 
@@ -38,6 +48,18 @@ RETIRE_TIMEOUT_S = 60.0
 GHOST_S = 15.0
 """How long LiveKit lists an agent whose process died."""
 DEAD = "dead"
+STEP_S = 0.5
+"""The world moves in steps of this many seconds."""
+AGENT_NAME = "sim"
+"""The agent name of the guarded schedules' AgentWorker (spec.agentName)."""
+ROOM_CLOSE_S = 20.0
+"""How long a room stays after its last caller left (LiveKit's departure timeout)."""
+ANSWER_DEADLINE_S = 3.0
+"""How long the server waits for a worker's answer to an offer before it drops the dispatch."""
+LATENCIES_S = (0.0, 0.0, 0.0, 0.5, 1.0)
+"""How long a worker takes to answer an offer (drawn evenly from these)."""
+EPOCH_S = 1_800_000_000.0
+"""The wall clock at simulated time 0: LiveKit's timestamps are wall seconds."""
 
 
 @dataclass(slots=True)
@@ -45,10 +67,26 @@ class Call:
     room: str
     started: float
     ends_at: float
+    """When the caller hangs up (served or not)."""
     pod: str = ""
     job_id: str = ""
     ended: str = ""
-    """"" while running; else how it ended: completed, crash, cut:<why>."""
+    """"" while running; else how it ended: completed, crash, cut:<why>, missed (no worker, the
+    caller hung up at once), unserved (hung up still waiting), left (hung up early, waiting),
+    room ended."""
+    served_at: float | None = None
+    """When its first agent came."""
+    patience_s: float = math.inf
+    """How long its caller waits for an agent before hanging up."""
+    at_zero: bool = False
+    """It arrived while the fleet had no worker pod."""
+    chances_s: float = 0.0
+    """Seconds of its wait in which the fleet had room for it (a free slot beyond what the calls
+    waiting longer need, or room to grow) and the guard could act."""
+    hindered: bool = False
+    """Some step of its wait the guard could not act or the fleet could not grow."""
+    judged: bool = False
+    """Its wait was checked at maxWait."""
 
 
 @dataclass(slots=True)
@@ -61,10 +99,57 @@ class Agent:
 
 
 @dataclass(slots=True)
+class Job:
+    """A job on a dispatch record: added when a worker accepted, RUNNING forever after."""
+
+    id: str
+    identity: str
+    started: float
+
+
+@dataclass(slots=True)
+class Record:
+    """An AgentDispatch of a room, as ListDispatch shows it."""
+
+    id: str
+    created: float
+    metadata: str
+    issuer: int = 0
+    """The operator process whose dispatch guard created it; 0 when not the guard."""
+    jobs: list[Job] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Offer:
+    """A dispatch offered to a worker, whose answer lands at `at`."""
+
+    room: str
+    record: str
+    pod: str
+    job_id: str
+    at: float
+    answered: bool
+    """False: the worker does not answer; the server drops the dispatch at its deadline."""
+
+
+@dataclass(slots=True)
 class Room:
     name: str
     caller: bool = True
     agents: list[Agent] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+    created: float = 0.0
+    left_at: float | None = None
+    """When its caller left."""
+    served: bool = False
+    """An agent came at least once."""
+    known: set[int] = field(default_factory=set)
+    """Operator processes that learnt a caller was in it (a webhook, or a read with a caller)."""
+    reissued_by: set[int] = field(default_factory=set)
+    """Operator processes whose guard re-issued its dispatch."""
+    murky: bool = False
+    """A jobless record of ours stood beside an agent: the guard may hold it as served; its
+    waiting is not counted exactly (`waiting_rooms`)."""
 
 
 @dataclass(slots=True)
@@ -147,6 +232,23 @@ class Pod:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One read of the dispatch guard, and what the world says it must find."""
+
+    round: int
+    reader: int
+    unread: frozenset[str]
+    waiting: int
+    """Dispatches waiting for a worker, as the guard must count them (pendingDispatches)."""
+    uncertain: int
+    """Rooms the guard may or may not count (its memory decides): see `World.waiting_rooms`."""
+    rescued: int
+    """Re-issues of this reader that a worker took, in rooms listed at this read or an earlier
+    one of the reader: the rescues it must have counted by the end of the round
+    (agentworker_dispatches_rescued_total)."""
+
+
 class Violation(AssertionError):
     """A promise the operator broke; the message says which, when and to whom."""
 
@@ -170,7 +272,11 @@ class Faults:
     busy_race: bool = False
     """The next worker asked to retire gets a call just before (once)."""
     livekit_down: bool = False
-    """LiveKit's room API does not answer (call recovery cannot ask it)."""
+    """LiveKit's room API does not answer (call recovery and the guard cannot ask it)."""
+    livekit_flaky: float = 0.0
+    """The share of LiveKit API requests that fail (a ListDispatch, a DeleteDispatch, ...)."""
+    unanswered: int = 0
+    """The next this many offers go to an available worker that does not answer in time."""
     credentials_forbidden: bool = False
     """The operator may not read the credentials Secret (403)."""
     kill_after_retire: float = 0.0
@@ -180,8 +286,43 @@ class Faults:
 class World:
     """The cluster, the workers and LiveKit for one AgentWorker."""
 
-    def __init__(self, rng: random.Random, *, min_replicas: int, max_replicas: int) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        *,
+        min_replicas: int,
+        max_replicas: int,
+        livekit_rng: random.Random | None = None,
+        guarded: bool = False,
+        impatient: float = 0.0,
+    ) -> None:
+        """`livekit_rng` draws LiveKit's latencies and the callers' patience (apart from `rng`,
+        so that schedules without the guard draw their arrivals and pods as before);
+        `guarded`: callers whom no worker took wait, a share `impatient` of them briefly."""
         self.rng = rng
+        self.livekit_rng = livekit_rng or random.Random(0)
+        self.guarded, self.impatient = guarded, impatient
+        self.offers: list[Offer] = []
+        self.webhooks: list[webhooks.WebhookEvent] = []
+        """Webhooks LiveKit sent since the simulation last delivered them."""
+        self.operator_generation = 0
+        """Which operator process runs now (each start counts one more)."""
+        self.rescues: list[tuple[str, int]] = []
+        """(room, issuer) of each re-issued dispatch a worker took while its caller was there,
+        until the issuer's guard reads it (see `Read.rescued`)."""
+        self.rescues_read: dict[int, int] = {}
+        """Operator process -> the rescues of its re-issues its guard read."""
+        self.rescues_doubtful: dict[int, int] = {}
+        """Operator process -> its re-issues a worker took after their caller left."""
+        self.last_busy = 0.0
+        """When a worker last held a job or a dispatch last waited (the world's view)."""
+        self._records = 0
+        self.reads: list[Read] = []
+        """Each read of the dispatch guard that succeeded."""
+        self.max_wait_s = math.inf
+        """spec.dispatchGuard.maxWait."""
+        self.operator_started = 0.0
+        """When the running operator process started."""
         self.now = 0.0
         self.min_replicas, self.max_replicas = min_replicas, max_replicas
         self.faults = Faults()
@@ -203,6 +344,8 @@ class World:
         self._watch: list[tuple[float, str, dict[str, Any]]] = []
         self._counter = 0
         self.blind_since_replicas: int | None = None
+        self.jobless_while_blind: set[str] = set()
+        """Rooms seen with a dispatch without a job since the fleet went blind (guarded)."""
         self.kill_pending = False
         self.operator_killed = False
         self.killed_for_s = 0.0
@@ -310,10 +453,12 @@ class World:
             self.events_seen = len(self.events)
         if not self.min_replicas <= replicas <= self.max_replicas:
             self.violate(f"replicas {replicas} outside [{self.min_replicas}, {self.max_replicas}]")
-        if self.blind_since_replicas is not None and replicas > self.blind_since_replicas:
+        # blind, the fleet grows by at most one worker for each dispatch seen without a job
+        allowed = len(self.jobless_while_blind)
+        if self.blind_since_replicas is not None and replicas > self.blind_since_replicas + allowed:
             self.violate(
                 f"the fleet grew to {replicas} while no worker could be read "
-                f"(it had {self.blind_since_replicas})"
+                f"(it had {self.blind_since_replicas}; {allowed} dispatches had no job)"
             )
         self.replicas, self.template = replicas, digest
         self.deployment_manifest = dict(manifest)
@@ -476,63 +621,222 @@ class World:
     # -- LiveKit -----------------------------------------------------------------------------
 
     def place_call(self, duration_s: float) -> None:
+        """A caller joins a new room created with the agent's dispatch."""
         room = self._next("room-")
-        self.rooms[room] = Room(room)
-        self.calls[room] = Call(room=room, started=self.now, ends_at=self.now + duration_s)
-        if not self.dispatch(room):
-            self.missed += 1
-            self.calls[room].ended = "missed"
-            self.rooms[room].caller = False
+        self.rooms[room] = Room(room, created=self.now)
+        call = Call(room=room, started=self.now, ends_at=self.now + duration_s)
+        self.calls[room] = call
+        if self.guarded and self.livekit_rng.random() < self.impatient:
+            call.patience_s = self.livekit_rng.uniform(1.0, 12.0)
+        if self.replicas == 0:
+            call.at_zero = True
+            self.saw("a call arrived at zero")
+        self._webhook(webhooks.EventType.PARTICIPANT_JOINED, room, f"caller-{room}")
+        self.create_dispatch(self.rooms[room], first=True)
 
     def place_call_on(self, pod: Pod, duration_s: float) -> None:
         """A call LiveKit gave this very worker."""
         assert pod.process is not None
         room = self._next("room-")
-        self.rooms[room] = Room(room)
+        self.rooms[room] = Room(room, created=self.now, served=True)
         self.calls[room] = Call(room=room, started=self.now, ends_at=self.now + duration_s)
         job_id = self._next("AJ_")
         pod.process.jobs[job_id] = room
-        self.rooms[room].agents.append(
-            Agent(identity=f"agent-{job_id}", pod=pod.name, job_id=job_id)
-        )
+        identity = f"agent-{job_id}"
+        record = self._record(self.rooms[room])
+        record.jobs.append(Job(id=job_id, identity=identity, started=self.now))
+        self.rooms[room].agents.append(Agent(identity=identity, pod=pod.name, job_id=job_id))
         call = self.calls[room]
-        call.pod, call.job_id = pod.name, job_id
+        call.pod, call.job_id, call.served_at = pod.name, job_id, self.now
 
-    def dispatch(self, room: str) -> bool:
-        """LiveKit's dispatch: the least loaded serving worker below its threshold, or none."""
+    def _record(self, room: Room, *, issuer: int = 0, metadata: str = "") -> Record:
+        self._records += 1
+        record = Record(
+            id=f"AD_{self._records}",
+            created=self.now,
+            metadata=metadata or json.dumps({"call": room.name}),
+            issuer=issuer,
+        )
+        room.records.append(record)
+        return record
+
+    def create_dispatch(
+        self, room: Room, *, first: bool = False, issuer: int = 0, metadata: str = ""
+    ) -> Record:
+        """CreateDispatch (or a room created with the agent): a record, offered to the least
+        loaded serving worker below its threshold; none, and the server drops it for good."""
+        record = self._record(room, issuer=issuer, metadata=metadata)
         candidates = [
             p
             for p in self.live_pods()
             if p.process is not None
             and p.deleted_at is None
             and p.process.serving(self.now)
-            and len(p.process.jobs) / SLOTS <= 0.7
+            and self.taken(p) / SLOTS <= 0.7
         ]
         if not candidates:
-            return False
-        pod = min(candidates, key=lambda p: (len(p.process.jobs) if p.process else 0, p.name))
-        assert pod.process is not None
-        job_id = self._next("AJ_")
-        pod.process.jobs[job_id] = room
-        self.rooms[room].agents.append(
-            Agent(identity=f"agent-{job_id}", pod=pod.name, job_id=job_id)
+            self.saw("dispatch dropped: no worker" if not self.ready_pods() else "dispatch dropped")
+            self._dropped(room, first=first)
+            return record
+        pod = min(candidates, key=lambda p: (self.taken(p), p.name))
+        answered = self.faults.unanswered <= 0
+        if not answered:
+            self.faults.unanswered -= 1
+        latency = self.livekit_rng.choice(LATENCIES_S) if answered else ANSWER_DEADLINE_S
+        offer = Offer(
+            room=room.name,
+            record=record.id,
+            pod=pod.name,
+            job_id=self._next("AJ_"),
+            at=self.now + latency,
+            answered=answered,
         )
-        call = self.calls[room]
-        call.pod, call.job_id, call.ended = pod.name, job_id, ""
-        return True
+        self.offers.append(offer)
+        if latency == 0.0:
+            self._land(offer, first=first)
+        return record
+
+    def ready_pods(self) -> list[Pod]:
+        return [p for p in self.live_pods() if p.deleted_at is None and p.ready(self.now)]
+
+    def taken(self, pod: Pod) -> int:
+        """A worker's jobs and the offers it has answered but not yet started."""
+        jobs = len(pod.process.jobs) if pod.process is not None else 0
+        return jobs + sum(1 for o in self.offers if o.pod == pod.name and o.answered)
+
+    def _land(self, offer: Offer, *, first: bool = False) -> None:
+        """An offer's answer arrives: the job starts and the agent joins, unless the record was
+        deleted meanwhile (the server terminates the launch) or the worker no longer serves."""
+        self.offers.remove(offer)
+        room = self.rooms.get(offer.room)
+        record = next((r for r in room.records if r.id == offer.record), None) if room else None
+        if room is None or record is None:
+            self.saw("a launch under way was terminated")
+            return
+        pod = self.pods.get(offer.pod)
+        p = pod.process if pod is not None and pod.deleted_at is None else None
+        if not offer.answered or p is None or not p.serving(self.now):
+            self.saw("dispatch unanswered" if not offer.answered else "dispatch refused late")
+            self._dropped(room, first=first)
+            return
+        assert pod is not None
+        identity = f"agent-{offer.job_id}"
+        p.jobs[offer.job_id] = room.name
+        record.jobs.append(Job(id=offer.job_id, identity=identity, started=self.now))
+        alive = [a.identity for a in room.agents if a.alive]
+        room.agents.append(Agent(identity=identity, pod=pod.name, job_id=offer.job_id))
+        if alive:
+            self.violate(f"{room.name} got a second agent {identity} while {alive[0]} was there")
+        room.served = True
+        self._webhook(webhooks.EventType.PARTICIPANT_JOINED, room.name, identity, agent=True)
+        if record.issuer and room.caller:
+            self.rescues.append((room.name, record.issuer))
+            self.saw("rescued")
+        elif record.issuer:  # the guard may have seen the caller leave before this
+            self.rescues_doubtful[record.issuer] = self.rescues_doubtful.get(record.issuer, 0) + 1
+        call = self.calls.get(room.name)
+        if call is not None and room.caller:
+            call.pod, call.job_id, call.ended = pod.name, offer.job_id, ""
+            if call.served_at is None:
+                call.served_at = self.now
+                if call.at_zero:
+                    self.saw("a call that arrived at zero was served")
+
+    def _dropped(self, room: Room, *, first: bool) -> None:
+        """The server gave the dispatch to no worker. Without the guard, the caller of a new
+        room hangs up at once (missed at the door)."""
+        if not first:
+            return
+        self.missed += 1
+        call = self.calls[room.name]
+        if not self.guarded and call.served_at is None:
+            call.ended = "missed"
+            self.caller_leaves(room)
+
+    def delete_dispatch(self, room: Room, record_id: str) -> None:
+        """DeleteDispatch: the record goes, its jobs are terminated, a launch still under way
+        with it."""
+        record = next((r for r in room.records if r.id == record_id), None)
+        if record is None:
+            return
+        room.records.remove(record)
+        for job in record.jobs:
+            for agent in room.agents:
+                if agent.job_id == job.id and agent.alive:
+                    self.violate(
+                        f"the dispatch of the live agent {agent.identity} in {room.name} "
+                        "was deleted"
+                    )
+                    self.end_job(self.pods[agent.pod], job.id, room.name, "cut:dispatch deleted")
+
+    def caller_leaves(self, room: Room) -> None:
+        if room.caller:
+            room.caller, room.left_at = False, self.now
+            self._webhook(webhooks.EventType.PARTICIPANT_LEFT, room.name, f"caller-{room.name}")
+
+    def end_room(self, room: Room) -> None:
+        """The room closes (its last caller left long enough ago, or the app deleted it): its
+        agents are disconnected, its records and offers go."""
+        for agent in room.agents:
+            pod = self.pods.get(agent.pod)
+            if agent.alive and pod is not None:
+                self.end_job(pod, agent.job_id, room.name, "room ended")
+        call = self.calls.get(room.name)
+        if call is not None and not call.ended:
+            call.ended = "room ended"
+        self.offers = [o for o in self.offers if o.room != room.name]
+        del self.rooms[room.name]
+        self.saw("room ended")
+        self._webhook(webhooks.EventType.ROOM_FINISHED, room.name)
+
+    def end_a_room(self) -> None:
+        """The app deletes a room whose caller still waits for an agent (or any room)."""
+        waiting = [r for r in self.rooms.values() if r.caller and not r.served]
+        chosen = waiting or list(self.rooms.values())
+        if chosen:
+            self.end_room(self.livekit_rng.choice(sorted(chosen, key=lambda r: r.name)))
+
+    def _webhook(
+        self, event: webhooks.EventType, room: str, identity: str | None = None, agent: bool = False
+    ) -> None:
+        participant = identity is not None
+        self.webhooks.append(
+            webhooks.WebhookEvent(
+                event=event,
+                api_key="key",
+                room_name=room,
+                room_sid=f"RM_{room}",
+                participant_identity=identity,
+                participant_is_agent=agent if participant else None,
+                created_at_s=int(self.now),
+            )
+        )
 
     def tick_calls(self) -> None:
+        """Offers' answers land, callers hang up, rooms close."""
+        for offer in [o for o in self.offers if o.at <= self.now]:
+            if offer in self.offers:
+                self._land(offer)
         for call in list(self.calls.values()):
-            if call.ended or self.now < call.ends_at:
+            room = self.rooms.get(call.room)
+            if call.ended or room is None:
                 continue
-            pod = self.pods.get(call.pod)
-            if pod is not None and pod.process is not None and call.job_id in pod.process.jobs:
-                self.end_job(pod, call.job_id, call.room, "completed")
-            else:
-                call.ended = call.ended or "completed"
-            self.rooms[call.room].caller = False
-        for room in self.rooms.values():
+            if self.now >= call.ends_at:
+                pod = self.pods.get(call.pod)
+                if pod is not None and pod.process is not None and call.job_id in pod.process.jobs:
+                    self.end_job(pod, call.job_id, call.room, "completed")
+                else:
+                    call.ended = "completed" if call.served_at is not None else "unserved"
+                self.caller_leaves(room)
+            elif call.served_at is None and self.now - call.started >= call.patience_s:
+                call.ended = "left"
+                self.saw("a caller left before an agent came")
+                self.caller_leaves(room)
+        for room in list(self.rooms.values()):
             room.agents = [a for a in room.agents if a.alive or self.now - a.died_at < GHOST_S]
+            closing = room.left_at is not None and not room.caller
+            if closing and self.now - (room.left_at or 0.0) >= ROOM_CLOSE_S:
+                self.end_room(room)
 
     def crash_job(self) -> None:
         running = [c for c in self.calls.values() if not c.ended and c.job_id]
@@ -541,10 +845,50 @@ class World:
             pod = self.pods[call.pod]
             self.end_job(pod, call.job_id, call.room, "crash")
 
+    def waiting_rooms(
+        self, reader: int, served: frozenset[str], unread: frozenset[str]
+    ) -> tuple[int, int]:
+        """The dispatches waiting for a worker now, as operator process `reader`'s guard must
+        count them: (certain, uncertain). A room waits when it has a jobless record of ours (or
+        the reader re-issued into it and its record is gone: a create that failed), no agent
+        (a dead one LiveKit still lists counts) and no job younger than the guard's settle time,
+        a caller (or one the reader never learnt of), and waited at least the guard's grace (or
+        was re-issued) and less than maxWait. Uncertain: rooms the reader could not read, rooms
+        an agent served before, rooms whose jobless record stood beside an agent, and rooms
+        another operator process re-issued into (the guard's memory of them differs)."""
+        certain = uncertain = 0
+        for room in self.rooms.values():
+            if room.name in unread:  # the guard's memory of it stands
+                uncertain += 1
+                continue
+            jobless = any(not r.jobs for r in room.records)
+            gone = not room.records and reader in room.reissued_by and not room.served
+            if not jobless and not gone:
+                continue
+            recent = any(
+                self.now - job.started < guard.SETTLE_S for r in room.records for job in r.jobs
+            )
+            if room.name in served or room.agents or recent:
+                room.murky = room.murky or jobless
+                continue
+            if not room.caller and reader in room.known:
+                continue
+            call = self.calls.get(room.name)
+            age = self.now - (call.started if call is not None else room.created)
+            reissued = reader in room.reissued_by
+            counted = age <= self.max_wait_s and (age >= guard.GRACE_S or reissued)
+            doubt = room.served or room.murky
+            if doubt or room.reissued_by - {reader}:
+                uncertain += 1
+            elif counted:
+                certain += 1
+        return certain, uncertain
+
     # -- the blindness promise ---------------------------------------------------------------
 
     def note_blindness(self) -> None:
-        """Blind: every ready worker's /worker is unreadable (the size must hold)."""
+        """Blind: every ready worker's /worker is unreadable: the size holds, but for a worker
+        for each dispatch seen without a job (with the guard)."""
         ready = [p for p in self.live_pods() if p.deleted_at is None and p.ready(self.now)]
         blind = bool(ready) and all(
             p.process is not None and (p.process.unreadable or p.process.stalled_until > self.now)
@@ -552,9 +896,15 @@ class World:
         )
         if not blind:
             self.blind_since_replicas = None
-        elif self.blind_since_replicas is None:
+            self.jobless_while_blind.clear()
+            return
+        if self.blind_since_replicas is None:
             self.saw("blind")
             self.blind_since_replicas = self.replicas
+        if self.guarded:
+            self.jobless_while_blind |= {
+                r.name for r in self.rooms.values() if any(not d.jobs for d in r.records)
+            }
 
 
 # -- the operator's view of the world: its API server, workers and LiveKit --------------------
@@ -769,13 +1119,23 @@ class SimScraper(scrapers.Scraper):
 
 
 class SimRooms(rooms.Rooms):
-    """LiveKit's room and dispatch API, as call recovery uses it."""
+    """LiveKit's room and dispatch API, as call recovery and the dispatch guard use it, for
+    operator process `issuer`."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, *, issuer: int = 1) -> None:
         self._world = world
+        self._issuer = issuer
 
     async def aclose(self) -> None:
         return None
+
+    def _fails(self, what: str) -> None:
+        w = self._world
+        if w.faults.livekit_down or (
+            w.faults.livekit_flaky and w.livekit_rng.random() < w.faults.livekit_flaky
+        ):
+            w.saw("a LiveKit request failed")
+            raise rooms.RoomsError(f"{what}: ClientConnectorError")
 
     async def participants(self, room: str, *, gone: str = "") -> tuple[int, int]:
         if self._world.faults.livekit_down:
@@ -805,11 +1165,112 @@ class SimRooms(rooms.Rooms):
         alive = [a.identity for a in found.agents if a.alive]
         if alive:
             w.violate(f"{room} got a second agent while {alive[0]} was alive")
-        call = w.calls[room]
         w.saw("redispatched")
-        if found.caller and w.dispatch(room):
-            call.ended = ""
-        return w._next("AD_")
+        metadata = found.records[0].metadata if found.records else ""
+        return w.create_dispatch(found, metadata=metadata).id
+
+    async def guard_rooms(
+        self, agent_name: str, *, skip: Collection[str] = ()
+    ) -> tuple[list[guard.Room], frozenset[str]]:
+        """ListRooms, then each room's ListDispatch, and its ListParticipants where a dispatch
+        has no job; a room whose reads failed is unread."""
+        w = self._world
+        self._fails("ListRooms")
+        listed: list[guard.Room] = []
+        unread: set[str] = set()
+        for room in w.rooms.values():
+            if room.name in skip:
+                listed.append(guard.Room(name=room.name, callers=int(room.caller)))
+                continue
+            try:
+                self._fails(f"ListDispatch {room.name}")
+                ours = tuple(self._dispatch(record, agent_name) for record in room.records)
+                if all(d.jobs for d in ours):
+                    listed.append(
+                        guard.Room(name=room.name, callers=int(room.caller), dispatches=ours)
+                    )
+                    continue
+                self._fails(f"ListParticipants {room.name}")
+            except rooms.RoomsError:
+                unread.add(room.name)
+                continue
+            if room.caller:
+                room.known.add(self._issuer)
+            agents = tuple(
+                guard.Agent(identity=a.identity, agent_name=AGENT_NAME) for a in room.agents
+            )
+            listed.append(
+                guard.Room(name=room.name, callers=int(room.caller), agents=agents, dispatches=ours)
+            )
+        w.saw("the guard read LiveKit")
+        certain, uncertain = w.waiting_rooms(self._issuer, frozenset(skip), frozenset(unread))
+        read = [
+            (room, by)
+            for room, by in w.rescues
+            if by == self._issuer and room in w.rooms and room not in unread
+        ]
+        w.rescues = [r for r in w.rescues if r not in read]
+        due = w.rescues_read[self._issuer] = w.rescues_read.get(self._issuer, 0) + len(read)
+        w.reads.append(
+            Read(
+                round=w.round,
+                reader=self._issuer,
+                unread=frozenset(unread),
+                waiting=certain,
+                uncertain=uncertain,
+                rescued=due,
+            )
+        )
+        return listed, frozenset(unread)
+
+    def _dispatch(self, record: Record, agent_name: str) -> guard.Dispatch:
+        return guard.Dispatch(
+            id=record.id,
+            agent_name=AGENT_NAME,
+            metadata=record.metadata,
+            created_at_s=self._wall(record.created),
+            jobs=tuple(
+                guard.Job(
+                    id=job.id,
+                    participant_identity=job.identity,
+                    started_at_s=self._wall(job.started),
+                )
+                for job in record.jobs
+            ),
+        )
+
+    @staticmethod
+    def _wall(at: float) -> float:
+        """A simulated instant as the server's wall clock stamps it."""
+        return EPOCH_S + at
+
+    async def reissue(self, order: guard.Reissue) -> str:
+        """DeleteDispatch each jobless record, then, if the room is still listed, CreateDispatch
+        with the same metadata."""
+        w = self._world
+        room = w.rooms.get(order.room)
+        if room is not None:
+            room.reissued_by.add(self._issuer)
+        for record_id in order.delete_ids:
+            self._fails(f"DeleteDispatch {order.room}")
+            if room is not None:
+                record = next((r for r in room.records if r.id == record_id), None)
+                if record is not None and record.jobs:
+                    w.violate(f"the guard deleted {record_id} in {order.room}, which had a job")
+                w.delete_dispatch(room, record_id)
+        self._fails("ListRooms")
+        if room is None:
+            w.saw("a re-issue found its room ended")
+            return ""
+        self._fails(f"CreateDispatch {order.room}")
+        if order.dispatch.metadata != json.dumps({"call": room.name}):
+            w.violate(
+                f"the re-issue into {room.name} lost its metadata: {order.dispatch.metadata!r}"
+            )
+        if not room.caller and self._issuer in room.known:
+            w.violate(f"the guard dispatched into {room.name}, whose caller had left")
+        w.saw("re-issued")
+        return w.create_dispatch(room, issuer=self._issuer, metadata=order.dispatch.metadata).id
 
 
 class SimProbe:
