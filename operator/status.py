@@ -305,13 +305,27 @@ def _fleet_full(facts: Facts) -> Condition:
             reason="WorkersStarting",
             message=f"no worker takes new calls yet; {starting} are starting",
         )
+    guarded = facts.pending_dispatches is not None
+    if guarded and facts.desired_replicas == 0 and not sum(count.values()):
+        return Condition(
+            type=kind,
+            status=False,
+            reason="ScaledToZero",
+            message="no worker runs (minReplicas 0): the dispatch guard holds the next call "
+            "while a worker starts",
+        )
+    held = (
+        f"the dispatch guard holds them ({facts.pending_dispatches} waiting) until a worker can"
+        if guarded
+        else "a self-hosted LiveKit server drops such dispatches"
+    )
     return Condition(
         type=kind,
         status=True,
         reason="NoAvailableWorker",
         message=f"no worker can take a new call ({count[WorkerState.FULL]} full, "
-        f"{count[WorkerState.DRAINING]} draining, {count[WorkerState.UNKNOWN]} unknown): a "
-        "self-hosted LiveKit server drops such dispatches; raise maxReplicas or loadThreshold",
+        f"{count[WorkerState.DRAINING]} draining, {count[WorkerState.UNKNOWN]} unknown): "
+        f"{held}; raise maxReplicas or loadThreshold",
     )
 
 

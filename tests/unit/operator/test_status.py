@@ -261,6 +261,19 @@ def test_fleet_full_when_no_worker_takes_a_call(
     assert conditions(facts(fleet=summary(**counts)))["FleetFull"] == expected
 
 
+def test_a_fleet_at_zero_with_the_guard_is_not_full_and_a_full_one_says_calls_are_held() -> None:
+    asleep = facts(fleet=summary(), desired_replicas=0, pending_dispatches=0)
+    assert conditions(asleep)["FleetFull"] == (False, "ScaledToZero")
+    waking = facts(fleet=summary(), desired_replicas=1, pending_dispatches=1)
+    assert conditions(waking)["FleetFull"] == (True, "NoAvailableWorker")
+    full = status.decide_conditions(facts(fleet=summary(full=2), pending_dispatches=3))
+    (message,) = [c.message for c in full if c.type is status.ConditionType.FLEET_FULL]
+    assert "the dispatch guard holds them (3 waiting)" in message
+    unguarded = status.decide_conditions(facts(fleet=summary(full=2)))
+    (message,) = [c.message for c in unguarded if c.type is status.ConditionType.FLEET_FULL]
+    assert "drops such dispatches" in message
+
+
 def test_a_full_fleet_posts_a_warning_once() -> None:
     first = status.desired_status(facts(fleet=summary(full=2)), {}, now=NOW)
     events = status.events_for({}, first)
