@@ -25,6 +25,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from agentworker_operator.observation import Worker, WorkerState
+from agentworker_operator.redact import room_ref
 
 GRACE_S = 4.0
 """Age (seconds, server clock) before a dispatch without a job counts as dropped. The server's
@@ -272,10 +273,10 @@ def _step(room: Room, before: Held | None, r: _Round) -> _Step:
         return _Step(before if jobless else None)  # left alone while the record stays
     if busy or _taken(ours, before):
         kept = replace(before, stage=Stage.SERVED) if jobless else None
-        what = f"an agent of {r.agent_name} serves room {room.name}"
+        what = f"an agent of {r.agent_name} serves {room_ref(room.name)}"
         return _Step(kept, _release(before, _Kind.SERVED, "DispatchServed", what, r))
     if not jobless and before.attempts == 0:
-        what = f"the dispatch {before.dispatch.id} in room {room.name} was deleted"
+        what = f"the dispatch {before.dispatch.id} in {room_ref(room.name)} was deleted"
         return _Step(None, _release(before, _Kind.DROPPED, "DispatchDeleted", what, r))
     # no record left after a re-issue: the delete went through, the create did not; recreate
     held = replace(
@@ -285,7 +286,7 @@ def _step(room: Room, before: Held | None, r: _Round) -> _Step:
     )
     if held.had_caller and room.callers == 0:
         kept = replace(held, stage=Stage.CALLER_LEFT) if jobless else None
-        what = f"the caller left room {room.name} before an agent of {r.agent_name} came"
+        what = f"the caller left {room_ref(room.name)} before an agent of {r.agent_name} came"
         return _Step(kept, _release(held, _Kind.DROPPED, "CallerLeft", what, r))
     if r.now_s - held.since_s > r.max_wait_s:
         return _gave_up(held, r, keep=bool(jobless))
@@ -302,7 +303,7 @@ def _step(room: Room, before: Held | None, r: _Round) -> _Step:
 
 def _gave_up(held: Held, r: _Round, *, keep: bool) -> _Step:
     what = (
-        f"no worker took the dispatch of {r.agent_name} into room {held.room} "
+        f"no worker took the dispatch of {r.agent_name} into {room_ref(held.room)} "
         f"within {r.max_wait_s:.0f}s; it is left alone"
     )
     kept = replace(held, stage=Stage.GAVE_UP) if keep else None
@@ -365,7 +366,7 @@ def judge(
         elif room is not None and name not in unread:
             steps[name] = _step(room, before, r)
         elif before is not None:
-            what = f"room {name} ended before an agent of {agent_name} came"
+            what = f"{room_ref(name)} ended before an agent of {agent_name} came"
             gone = _release(before, _Kind.DROPPED, "RoomEnded", what, r)
             steps[name] = _Step(None, gone if before.stage is Stage.WAITING else None)
     return _plan(steps, free_slots, r)

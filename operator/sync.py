@@ -32,6 +32,7 @@ from agentworker_operator import (
     metrics,
     observation,
     recovery,
+    redact,
     rooms,
     scaledown,
     webhooks,
@@ -526,7 +527,7 @@ class Syncer:
                 )
                 continue
             if created:
-                issued.append(order.room)
+                issued.append(redact.room_ref(order.room))
         if issued:
             logger.info(
                 "held dispatches issued again", extra={**logs.about(key), "count": len(issued)}
@@ -589,10 +590,12 @@ class Syncer:
             fleet.recovered[room] = now
             metrics.REDISPATCHES.labels(*key).inc()
             message = (
-                f"room {room}: worker {lost.pod} ended without draining; dispatched "
+                f"{redact.room_ref(room)}: worker {lost.pod} ended without draining; dispatched "
                 f"{spec.agent_name or 'the agent'} again ({dispatch})"
             )
-            logger.info("call redispatched", extra={**logs.about(key), "room": room})
+            logger.info(
+                "call redispatched", extra={**logs.about(key), "room": redact.room_ref(room)}
+            )
             await self._kube.post_event(
                 body, type="Normal", reason="CallRedispatched", message=message
             )
@@ -616,7 +619,7 @@ class Syncer:
             case recovery.Verdict.GIVE_UP:
                 logger.info(
                     "call not recovered: no caller in the room",
-                    extra={**logs.about(key), "room": lost.room},
+                    extra={**logs.about(key), "room": redact.room_ref(lost.room)},
                 )
                 del fleet.suspects[lost.room]
                 return None

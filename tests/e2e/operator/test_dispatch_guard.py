@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from livekit import api
 
+from agentworker_operator.redact import room_ref
 from tests.e2e.conftest import Kubectl
 from tests.e2e.operator.calls import ENTRYPOINT, Calls
 from tests.e2e.operator.conftest import OperatorProcess, agent_name, example
@@ -166,7 +167,9 @@ def test_the_first_call_to_a_fleet_at_zero_wakes_it_is_answered_and_the_fleet_re
     # the jobless record was replaced; the server lists a new one's job once all of its launches
     # are done (its participant job type waits up to 5 s for a worker of that type)
     wait_for("one record, with the job", lambda: dispatch_jobs(rig, room, agent), [1].__eq__)
-    assert any(room in m for m in events(kubectl, namespace, "DispatchesReissued"))
+    reissued = events(kubectl, namespace, "DispatchesReissued")
+    assert any(room_ref(room) in m for m in reissued), reissued
+    assert not any(room in m for m in reissued), "a room's name is the caller's data"
     assert rescued(operator).get("no_worker") == 1.0, operator.metrics()
     print(
         f"from zero: held and scaling up {woke_s:.1f}s, the job's start {answered_s:.1f}s, "
@@ -241,11 +244,11 @@ def test_a_dispatch_whose_caller_left_gets_no_agent_and_one_no_worker_takes_is_g
     message = wait_for(
         "the other given up after maxWait",
         lambda: events(kubectl, namespace, "DispatchAbandoned"),
-        lambda found: any(abandoned in m for m in found),
+        lambda found: any(room_ref(abandoned) in m for m in found),
         timeout_s=60,
     )
-    assert len([m for m in message if abandoned in m]) == 1, message
-    assert not any(left in m for m in message), "a caller who left is no abandoned call"
+    assert len([m for m in message if room_ref(abandoned) in m]) == 1, message
+    assert not any(room_ref(left) in m for m in message), "a caller who left is no abandoned call"
     wait_status(kubectl, namespace, "none held", lambda s: not s.get("pendingDispatches"))
     # the busy call ends: a worker is free, and neither room gets an agent from it
     assert_every_call_completed(phone, busy, timeout_s=120, real=False)

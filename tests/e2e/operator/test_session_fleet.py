@@ -34,6 +34,7 @@ from typing import Any
 
 import pytest
 
+from agentworker_operator.redact import room_ref
 from bench import venv
 from tests.e2e.conftest import Kubectl
 from tests.e2e.operator.calls import Calls
@@ -145,7 +146,9 @@ def test_a_session_agent_keeps_its_conversations_through_scaling_recovery_and_a_
     for room in early:
         assert_kept(phone.conversation(room, timeout_s=SHORT_S + 90), agents=2)
     redispatched = events(kubectl, namespace, "CallRedispatched")
-    assert sorted(room for room in early for m in redispatched if room in m) == sorted(early)
+    assert sorted(room for room in early for m in redispatched if room_ref(room) in m) == sorted(
+        early
+    )
 
     # 3. an idle-first scale-down, by pod name: the worker with the running call stays
     (idle,) = {first, second} - {busy}

@@ -14,6 +14,7 @@ import pytest
 from agentworker_operator import guard, observation
 from agentworker_operator.guard import JobStatus, Stage
 from agentworker_operator.observation import WorkerState
+from agentworker_operator.redact import room_ref
 from tests.unit.operator.workers import THRESHOLD, worker
 
 pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
@@ -243,7 +244,9 @@ def test_a_dispatch_is_given_up_after_max_wait_then_left_alone() -> None:
     plan = judge([room(dispatches=[dispatch(age_s=30 + at - NOW)])], first.held, at=at, free=5)
     [gave_up] = plan.give_up
     assert gave_up.room == "r1"
-    assert "no worker took the dispatch of support into room r1 within 120s" in gave_up.message
+    taken = f"no worker took the dispatch of support into {room_ref('r1')} within 120s"
+    assert taken in gave_up.message
+    assert "r1" not in gave_up.message.replace(room_ref("r1"), ""), "no room name in an Event"
     assert plan.reissue == ()
     assert plan.pending == 0
     assert plan.held["r1"].stage is Stage.GAVE_UP
@@ -280,7 +283,7 @@ def test_a_room_that_ended_is_dropped_and_forgotten() -> None:
     plan = judge([], first.held, at=NOW + 5)
     [dropped] = plan.dropped
     assert (dropped.reason, dropped.room) == ("RoomEnded", "r1")
-    assert "room r1 ended before an agent of support came" in dropped.message
+    assert f"{room_ref('r1')} ended before an agent of support came" in dropped.message
     assert plan.held == {}
 
 
