@@ -389,7 +389,10 @@ def test_notes_say_what_to_do_next_and_warn_about_autoscaler_grace_caps(
 def test_notes_tell_livekit_where_to_send_webhooks_and_with_which_key(
     helm: Helm, tmp_path: Path
 ) -> None:
-    values = write_values(tmp_path / "values.yaml", {"webhook": {"enabled": True}})
+    # the CRD left out, as above: the cluster may have it from another test already
+    values = write_values(
+        tmp_path / "values.yaml", {"webhook": {"enabled": True}, "crds": {"enabled": False}}
+    )
     notes = helm(
         "install", "aw", str(CHART), "-n", "ops", "-f", str(values), "--dry-run=client"
     ).stdout.partition("NOTES:")[2]
