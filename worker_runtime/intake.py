@@ -126,9 +126,15 @@ class JobIntake:
 
     @property
     def pending(self) -> int:
-        """Offers holding a slot and not running yet: request_fnc deciding, or accepted and
-        waiting for the assignment or a process."""
+        """Offers holding a slot: request_fnc deciding, accepted and waiting for the assignment
+        or a process, or just started (the slot is let go once the launch returns)."""
         return len(self._held)
+
+    @property
+    def held_ids(self) -> frozenset[str]:
+        """The job ids of the offers holding a slot (a job that just started may also be
+        running: count the two as a union)."""
+        return frozenset(self._held)
 
     def offer(self, req: agent_pb.AvailabilityRequest) -> None:
         """Answer a job offer (in a task of its own: request_fnc may take a while)."""

@@ -356,7 +356,8 @@ class Worker:
 
     def _occupancy(self) -> load.Occupancy:
         reading = self._gauge.reading
-        held = len(self.active_jobs) + self._intake.pending
+        # a union: a job that just started still holds its offer's slot until its launch returns
+        held = len({r.job.id for r in self.active_jobs} | self._intake.held_ids)
         return load.Occupancy(load=reading.load, measured_jobs=reading.jobs, held_jobs=held)
 
     def _move_by_load(self) -> None:
