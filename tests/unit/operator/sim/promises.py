@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from agentworker_operator import guard, metrics
 from agentworker_operator import spec as specs
+from agentworker_operator.redact import room_ref
 from agentworker_operator.sync import GUARD_PERIOD_S
 from tests.unit.operator.sim import world as worlds
 
@@ -37,7 +38,8 @@ if TYPE_CHECKING:
 
 SLOTS_PER_WORKER = 3
 """Calls a simulated worker takes before it is full (3 / SLOTS > its 0.7 threshold)."""
-ABANDONED = re.compile(r"into room (\S+) within")
+ABANDONED = re.compile(r"into (room:[0-9a-f]+) within")
+"""The room reference (`redact.room_ref`) a DispatchAbandoned Event names."""
 RESCUED = "agentworker_dispatches_rescued_total"
 
 
@@ -128,7 +130,8 @@ class Promises:
             if reason != "DispatchAbandoned":
                 continue
             named = ABANDONED.search(message)
-            room = named.group(1) if named else "?"
+            by_ref = {room_ref(name): name for name in w.calls.keys() | w.rooms.keys()}
+            room = by_ref.get(named.group(1), "?") if named else "?"
             call, found = w.calls.get(room), w.rooms.get(room)
             w.saw("dispatch abandoned")
             if call is None or (found is not None and any(a.alive for a in found.agents)):
