@@ -25,7 +25,7 @@ from typing import IO, Any, TypeVar
 import yaml
 
 from agentworker_operator import builders
-from bench.manifests import Manifest
+from bench.manifests import Manifest, build_credentials_secret
 from tests.rig import env as rig_env
 
 T = TypeVar("T")
@@ -113,8 +113,15 @@ def ensure_crd(kubectl: Kubectl) -> str | None:
 
 
 @contextlib.contextmanager
-def namespace(kubectl: Kubectl, name: str, *, delete_timeout_s: float = 180.0) -> Iterator[str]:
-    """A fresh namespace (with its default ServiceAccount), deleted on the way out."""
+def namespace(
+    kubectl: Kubectl,
+    name: str,
+    *,
+    delete_timeout_s: float = 180.0,
+    credentials: rig_env.RigEnv | None = None,
+) -> Iterator[str]:
+    """A fresh namespace (with its default ServiceAccount, and the LiveKit credentials Secret
+    of `credentials`' server when given), deleted on the way out."""
     kubectl("create", "namespace", name)
     try:
         wait_until(
@@ -124,6 +131,14 @@ def namespace(kubectl: Kubectl, name: str, *, delete_timeout_s: float = 180.0) -
             timeout_s=60,
             interval_s=0.5,
         )
+        if credentials is not None:
+            kubectl.apply(
+                build_credentials_secret(
+                    name,
+                    api_key=credentials.livekit_api_key,
+                    api_secret=credentials.livekit_api_secret,
+                )
+            )
         yield name
     finally:
         kubectl(

@@ -78,14 +78,7 @@ def run_side(setup: Setup, side: str, traffic: Traffic, round_: int) -> results.
     namespace = f"bench-companion-{setup.run_id}-{stem}"
     kubectl = setup.kubectl
     note(f"{side}, round {round_}: namespace {namespace}")
-    with cluster.namespace(kubectl, namespace):
-        kubectl.apply(
-            manifests.build_credentials_secret(
-                namespace,
-                api_key=setup.rig.livekit_api_key,
-                api_secret=setup.rig.livekit_api_secret,
-            )
-        )
+    with cluster.namespace(kubectl, namespace, credentials=setup.rig):
         log = setup.workdir / f"operator-{stem}.log"
         with OperatorProcess(kubectl, namespace, log) as operator:
             agent_name = f"bench-{setup.run_id}-{stem}"

@@ -109,14 +109,7 @@ def run_side(
     namespace = agent_name = f"bench-guard-{setup.run_id}-{stem}"
     kubectl = setup.kubectl
     note(f"{scenario.key}, {side}: namespace {namespace}")
-    with cluster.namespace(kubectl, namespace):
-        kubectl.apply(
-            manifests.build_credentials_secret(
-                namespace,
-                api_key=setup.rig.livekit_api_key,
-                api_secret=setup.rig.livekit_api_secret,
-            )
-        )
+    with cluster.namespace(kubectl, namespace, credentials=setup.rig):
         log = setup.workdir / f"operator-{stem}.log"
         source = guard_logs.source_digest()
         with OperatorProcess(kubectl, namespace, log) as operator:

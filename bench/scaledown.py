@@ -79,14 +79,7 @@ def run_side(bench: Bench, side: str) -> ScaleDownSide:
     namespace = f"bench-scaling-{bench.run_id}-{stem}"
     agent_name = f"bench-{bench.run_id}-{stem}"
     note(f"{side}: namespace {namespace}")
-    with cluster.namespace(bench.kubectl, namespace):
-        bench.kubectl.apply(
-            manifests.build_credentials_secret(
-                namespace,
-                api_key=bench.rig.livekit_api_key,
-                api_secret=bench.rig.livekit_api_secret,
-            )
-        )
+    with cluster.namespace(bench.kubectl, namespace, credentials=bench.rig):
         if side == PLAIN:
             fleet = _plain_fleet(bench, namespace, agent_name)
             return _measure(bench, side, fleet, how="kubectl scale deployment --replicas=1")

@@ -70,12 +70,7 @@ def measure_reaction(
     """(a) in its own namespace, with one operator for all trials."""
     namespace = f"bench-scaling-{run_id}-reaction"
     note(f"reaction: {trials} trials in namespace {namespace}")
-    with cluster.namespace(kubectl, namespace):
-        kubectl.apply(
-            manifests.build_credentials_secret(
-                namespace, api_key=rig.livekit_api_key, api_secret=rig.livekit_api_secret
-            )
-        )
+    with cluster.namespace(kubectl, namespace, credentials=rig):
         log = workdir / "operator-reaction.log"
         with OperatorProcess(kubectl, namespace, log) as operator:
             setup = reaction.Reaction(
