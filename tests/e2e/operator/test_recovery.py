@@ -19,6 +19,7 @@ import pytest
 from livekit import api
 from livekit.protocol import models
 
+from agentworker_operator.redact import room_ref
 from tests.e2e.conftest import Kubectl
 from tests.e2e.operator.calls import ENTRYPOINT, Calls
 from tests.e2e.operator.conftest import OperatorProcess, agent_name, example
@@ -143,13 +144,15 @@ def test_rooms_of_a_killed_worker_that_still_have_a_caller_get_an_agent_back_onc
         timeout_s=30,
     )
     assert all(doomed in m for m in messages)
-    assert sorted(room for room in kept for m in messages if room in m) == sorted(kept)
+    assert sorted(room for room in kept for m in messages if room_ref(room) in m) == sorted(kept)
+    assert not any(room in m for room in kept for m in messages), "a room's name is the caller's"
     log = wait_for(
         "the operator saw the abandoned rooms",
         operator.logs,
-        lambda text: all(room in text for room in abandoned),
+        lambda text: all(room_ref(room) in text for room in abandoned),
         timeout_s=30,
     )
+    assert not any(room in log for room in [*kept, *abandoned]), "a room's name reached the log"
     assert log.count("call not recovered: no caller in the room") >= len(abandoned)
     for room in abandoned:
         assert dispatches(rig, room, agent) == 1, f"{room}: no caller, no second dispatch"
