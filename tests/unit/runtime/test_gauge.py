@@ -34,17 +34,44 @@ def gauge_of(measure: object, jobs: Jobs, timeout_s: float = 1.0) -> LoadGauge:
     )
 
 
-async def test_a_reading_counts_the_jobs_running_when_the_measurement_began() -> None:
+async def test_a_reading_counts_the_jobs_running_while_it_was_measured() -> None:
+    jobs = Jobs(running=2)
+    gauge = gauge_of(lambda: 0.5, jobs)
+    await gauge.refresh()
+    assert gauge.reading == Reading(load=0.5, jobs=2)
+    assert jobs.readings == [Reading(load=0.5, jobs=2)]
+
+
+async def test_a_job_that_starts_during_a_measurement_has_the_load_measured_again() -> None:
+    # found in a fresh-clone run: a load of 0.5 with 2 jobs read as 1 job of 0.5, the worker
+    # (threshold 0.7) called itself full with room for a third call, and LiveKit dropped it
     jobs = Jobs(running=1)
+    loads = iter([0.5, 0.5])
 
     def measure() -> float:
-        jobs.running = 2  # a job that starts meanwhile is not in this load
-        return 0.5
+        if jobs.running == 1:
+            jobs.running = 2  # the loop started a job while load_fnc ran
+        return next(loads)
 
     gauge = gauge_of(measure, jobs)
     await gauge.refresh()
-    assert gauge.reading == Reading(load=0.5, jobs=1)
-    assert jobs.readings == [Reading(load=0.5, jobs=1)]
+    assert gauge.reading == Reading(load=0.5, jobs=2)
+    assert jobs.readings == [Reading(load=0.5, jobs=2), Reading(load=0.5, jobs=2)]
+
+
+async def test_jobs_that_keep_changing_leave_the_larger_count_after_the_last_attempt() -> None:
+    jobs = Jobs(running=0)
+    measured: list[int] = []
+
+    def measure() -> float:
+        measured.append(jobs.running)
+        jobs.running += 1
+        return 0.25 * jobs.running
+
+    gauge = gauge_of(measure, jobs)
+    await gauge.refresh()
+    assert measured == [0, 1, 2]  # MEASURE_ATTEMPTS, then it stops
+    assert gauge.reading == Reading(load=0.75, jobs=3)
 
 
 async def test_a_load_out_of_range_is_clamped() -> None:
