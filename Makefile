@@ -49,11 +49,18 @@ rig: install ## Build (cached) and start the rig; writes .rig/env
 rig-down: ## Stop what `make rig` started
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tests.rig down; fi
 
+# Two at a time (each test has its own namespace, operator and agent name), a file per process
+# (a file's tests may share a fleet); then the tests that restart or pause a server of the rig
+# (marker `alone`), by themselves; then the search for leaked secrets.
+E2E_PROCESSES ?= 2
+
 e2e: rig agents-venvs ## End-to-end tests against the rig, then the search for leaked secrets
-	set -a; . $(RIG_ENV); set +a; \
-	$(BIN)/pytest tests/integration tests/e2e -q --durations=25 --basetemp=$(E2E_BASETEMP); suite=$$?; \
+	mkdir -p $(E2E_BASETEMP); set -a; . $(RIG_ENV); set +a; \
+	$(BIN)/pytest tests/integration tests/e2e -q -m "not alone" -n $(E2E_PROCESSES) --dist loadfile \
+		--durations=25 --basetemp=$(E2E_BASETEMP)/shared; shared=$$?; \
+	$(BIN)/pytest tests/e2e -q -m alone --durations=10 --basetemp=$(E2E_BASETEMP)/alone; alone=$$?; \
 	$(BIN)/pytest tests/e2e_after -q; after=$$?; \
-	test $$suite -eq 0 && test $$after -eq 0
+	test $$shared -eq 0 && test $$alone -eq 0 && test $$after -eq 0
 
 test: install ## Install; lint, unit tests, the rig and the agents' venvs side by side; then end-to-end tests
 	$(MAKE) --no-print-directory --output-sync=target -j4 lint unit rig agents-venvs

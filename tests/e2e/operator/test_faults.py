@@ -45,7 +45,14 @@ from tests.rig import control_plane
 from tests.rig import env as rig_env
 from tests.waiting import wait_for
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420), pytest.mark.usefixtures("fault_rows")]
+# alone: some restart the API server, pause etcd or restart LiveKit, and the table of faults
+# is printed by a run of one process
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.alone,
+    pytest.mark.timeout(420),
+    pytest.mark.usefixtures("fault_rows"),
+]
 
 CONTAINER = "agent-worker"
 RETIRED = "retired: taking no new job"
