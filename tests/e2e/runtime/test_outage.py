@@ -92,11 +92,14 @@ async def test_job_ended_while_livekit_was_down_is_reported_after_registering_ag
     await worker.wait_ready(within_s=30)
 
     # The restarted server has forgotten the jobs, so it logs the late reports as updates for
-    # unknown jobs (at debug level): what matters is that it received them, in order.
+    # unknown jobs (at debug level): what matters is that it received them, in the order the
+    # jobs ended (on a loaded machine the second may start, and end, first)
+    ended = [str(r["job_id"]) for r in worker.find("job succeeded") if r["job_id"] in job_ids]
+    assert sorted(ended) == sorted(job_ids)
     reports = await dedicated_livekit.wait_for(
         "received job update for unknown job", count=2, within_s=15
     )
-    assert [r["jobID"] for r in reports] == job_ids
+    assert [r["jobID"] for r in reports] == ended
 
 
 async def test_sigterm_while_reconnecting_never_registers_and_exits_zero(
