@@ -80,7 +80,7 @@ async def test_job_ended_while_livekit_was_down_is_reported_after_registering_ag
     for room, sleep_s in zip(rooms, (5, 6), strict=True):
         await lk.dispatch(agent_name, room, json.dumps({"sleep_s": sleep_s}))
     runs = [(await worker.wait_for("e2e job running", room=room))[0] for room in rooms]
-    job_ids = [run["job_id"] for run in runs]
+    job_ids = [str(run["job_id"]) for run in runs]
 
     await asyncio.to_thread(dedicated_livekit.stop)
     await worker.wait_for("lost the connection to LiveKit")
