@@ -4,9 +4,10 @@ Owns the worker's state (through `transition`; FULL or AVAILABLE from the last l
 jobs running and the offers the intake holds, through `load.is_full`), whether an offer may be
 taken, the retirement, its expiry and its withdrawal, the drain (on SIGTERM, or when the
 connection to LiveKit gives up: running jobs do not need it), and the order things start and
-stop in. It turns pool events into protocol messages and server
-messages into intake and pool calls; the pool never sees the socket and the connection never
-sees a process.
+stop in. It turns pool events into protocol messages and server messages into intake and pool
+calls; the pool never sees the socket and the connection never sees a process. It tells /worker's
+change stream (`http_api.Changes`) of every move, job start and end and load reading, so that the
+operator's long polls hear of them at once.
 """
 
 from __future__ import annotations
@@ -75,6 +76,7 @@ class Worker:
             log=self._log,
         )
         self._metrics = WorkerMetrics()
+        self._changes = http_api.Changes()
         self._tasks: set[asyncio.Task[None]] = set()
         self._drain_requested = asyncio.Event()
         self._status_due = asyncio.Event()
@@ -83,7 +85,7 @@ class Worker:
             metrics=self._metrics,
             log=self._log,
             active_jobs=lambda: len(self.active_jobs),
-            on_change=self._status_due.set,
+            on_change=self._jobs_changed,
         )
         self._pool = ProcessPool.from_options(
             opts,
@@ -119,6 +121,7 @@ class Worker:
         app = http_api.build_app(
             self.snapshot,
             self._metrics,
+            changes=self._changes,
             retire=self.retire,
             unretire=self.unretire,
             control_token=control_token,
@@ -171,7 +174,18 @@ class Worker:
             self._metrics.draining.set(self._state is WorkerState.DRAINING)
             self._metrics.retired.set(self._state is WorkerState.RETIRED)
             self._status_due.set()
+            self._publish()
             self._intake.reconsider()
+
+    def _jobs_changed(self) -> None:
+        """A job was handed to a process, or its process ended."""
+        self._status_due.set()
+        self._publish()
+
+    def _publish(self) -> None:
+        """Bump /worker's generation, waking its long polls, if what the operator decides on
+        changed (`http_api.decision_view`)."""
+        self._changes.observe(self.snapshot())
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -352,6 +366,7 @@ class Worker:
         self._metrics.load.set(reading.load)
         self._metrics.idle_processes.set(self._pool.idle_processes)
         self._move_by_load()
+        self._publish()  # the idle processes have no event of their own: every 0.5 s at most
         self._intake.reconsider()
 
     def _occupancy(self) -> load.Occupancy:

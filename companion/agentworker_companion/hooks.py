@@ -11,6 +11,11 @@ availability request "not available" and reports WS_FULL, as it does when draini
 Withdrawing it (DELETE /retire, or the expiry when no SIGTERM came) clears the flag again. The
 compare-and-set holds because the check and the flag are set with no await between them, on the
 loop that answers availability.
+
+/worker's change stream (`surface.Changes`) hears of what the operator decides on from
+livekit-agents' own events (registered, processes created, started, ready, given a job, closed),
+its load samples (every 0.5 s: `_invoke_load_fnc`, where a line has it) and the companion's own
+moves (retire, withdraw, expire, drain): no loop of its own.
 """
 
 from __future__ import annotations
@@ -108,6 +113,9 @@ class Companion:
         self.tasks: set[asyncio.Task[None]] = set()
         """Status updates in flight (kept referenced until they end)."""
         self.metrics = surface.Metrics(self.facts)
+        self.changes = surface.Changes()
+        self.look_due = False
+        """A look at the facts for `changes` is scheduled (`changed`)."""
         self.http: surface.Server | None = None
 
     @classmethod
@@ -136,6 +144,8 @@ class Companion:
             return None
         setattr(server, ATTRIBUTE, companion)
         server.on("worker_started", companion.worker_started)
+        server.on("worker_registered", companion.changed)
+        companion.watch_load_samples()
         original_assignment = server._handle_assignment
 
         def handle_assignment(assignment: Any) -> Any:
@@ -187,6 +197,7 @@ class Companion:
         app = surface.build_app(
             self.facts,
             self.metrics,
+            changes=self.changes,
             retire=self.retire,
             unretire=self.unretire,
             control_token=self.settings.control_token,
@@ -204,8 +215,40 @@ class Companion:
         if pool is not None:
             pool.on("process_job_launched", self.job_launched)
             pool.on("process_closed", self.process_closed)
+            for event in ("process_created", "process_started", "process_ready"):
+                pool.on(event, self.changed)
+        self.changed()
+
+    # -- the change stream -------------------------------------------------------------------
+    def changed(self, *_: Any) -> None:
+        """Something the operator decides on may have changed: look once the current step of
+        the loop is over (livekit-agents sets some facts just after the event that announces
+        them: `_connecting` after "worker_registered", the load after its sample returns)."""
+        if not self.look_due:
+            self.look_due = True
+            asyncio.get_running_loop().call_soon(self._look)
+
+    def _look(self) -> None:
+        self.look_due = False
+        self.changes.observe(self.facts())
+
+    def watch_load_samples(self) -> None:
+        """Look after each load sample (livekit-agents' 0.5 s load task, and the one before an
+        availability answer): a worker turns full or available there. A line without
+        `_invoke_load_fnc` is looked at on its events alone."""
+        original = getattr(self.server, "_invoke_load_fnc", None)
+        if original is None:
+            return
+
+        async def invoke_load_fnc(*args: Any, **kwargs: Any) -> Any:
+            load = await original(*args, **kwargs)
+            self.changed()  # runs once the caller has stored the load
+            return load
+
+        self.server._invoke_load_fnc = invoke_load_fnc
 
     def job_launched(self, proc: Any) -> None:
+        self.changed()
         info = getattr(proc, "running_job", None)
         self.metrics.jobs_started.inc()
         assigned = self.assigned_at.pop(str(info.job.id), None) if info is not None else None
@@ -213,6 +256,7 @@ class Companion:
             self.metrics.job_start_latency.observe(time.monotonic() - assigned)
 
     def process_closed(self, proc: Any) -> None:
+        self.changed()
         info = getattr(proc, "running_job", None)
         if info is None:
             return  # an idle process
@@ -285,6 +329,7 @@ class Companion:
         # no await from the check to here: no job can be accepted in between
         self.retired = True
         self.server._draining = True
+        self.changed()
         self._cancel_expiry()
         loop = asyncio.get_running_loop()
         self.expiry = loop.call_later(self.settings.retire_timeout_s, self._expired)
@@ -307,6 +352,7 @@ class Companion:
 
     def drain_requested(self) -> None:
         self.drain_asked = True
+        self.changed()
         self._cancel_expiry()
 
     def _expired(self) -> None:
@@ -326,6 +372,7 @@ class Companion:
         self._cancel_expiry()
         self.retired = False
         self.server._draining = False
+        self.changed()
 
     def _cancel_expiry(self) -> None:
         if self.expiry is not None:

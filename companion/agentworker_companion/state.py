@@ -87,6 +87,29 @@ def unretire_refusal(facts: Facts) -> str:
     return ""
 
 
+DecisionView = tuple[str, str, bool, bool, frozenset[str], int, float]
+
+
+def decision_view(facts: Facts) -> DecisionView:
+    """What the operator decides on: /worker's generation grows exactly when this changes.
+
+    As the runtime's (`worker_runtime.http_api.decision_view`): the worker id, state, draining,
+    retired, the ids of the running jobs, the idle processes and the threshold, as the document
+    says them; not the load, which livekit-agents samples every 0.5 s and would wake every long
+    poll: the operator's periodic read covers it.
+    """
+    state = worker_state(facts)
+    return (
+        facts.worker_id if facts.registered else "",
+        state,
+        state in ("draining", "closed"),
+        state == "retired",
+        frozenset(j.id for j in facts.jobs),
+        facts.idle_processes,
+        facts.load_threshold,
+    )
+
+
 def worker_document(facts: Facts) -> dict[str, object]:
     """/worker: livekit-agents' names first, then this project's (the runtime's document)."""
     threshold: float | None = facts.load_threshold

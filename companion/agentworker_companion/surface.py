@@ -1,15 +1,22 @@
 """The contract's HTTP server: /, /healthz, /readyz, /worker, /metrics, POST and DELETE /retire.
 
 The routes and answers are the runtime's (worker_runtime/README.md), so the operator, its
-probes and a PodMonitor treat both alike. It only moves data: `Hooks` hands it a snapshot
-function and the two handshake functions.
+probes and a PodMonitor treat both alike: /worker's change stream too (its `generation` and the
+long poll `GET /worker?after=<generation>`, `Changes`). It only moves data: `hooks.Companion`
+hands it a snapshot function, the `Changes` it tells of what livekit-agents does, and the two
+handshake functions.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
-from collections.abc import Awaitable, Iterator
+import math
+import re
+import uuid
+from collections.abc import Awaitable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Callable
 
 from aiohttp import web
@@ -22,6 +29,9 @@ from agentworker_companion import state
 log = logging.getLogger("agentworker.companion")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 MAX_BODY_BYTES = 1024
+MAX_WAIT_S = 30.0
+"""The longest a long poll (`GET /worker?after=`) is held; a larger `wait` is cut to this, and
+this is the wait when none is given."""
 
 Snapshot = Callable[[], state.Facts]
 Handshake = Callable[[], Awaitable[str]]
@@ -83,10 +93,111 @@ class Metrics:
         return generate_latest(self.registry)
 
 
+class BadPoll(ValueError):
+    """A long poll's query parameter is not what the contract says; the message says why."""
+
+
+@dataclass(frozen=True)
+class Poll:
+    """`GET /worker?after=<generation>[&wait=<seconds>][&instance=<id>]`, parsed."""
+
+    after: int
+    """Answer at once unless the document's generation is still this one."""
+    wait_s: float
+    """Hold the request at most this long (at most `MAX_WAIT_S`)."""
+    instance: str = ""
+    """When given and not this process's instance, answer at once (the worker restarted)."""
+
+    def holds(self, *, generation: int, instance: str) -> bool:
+        """Whether a document of `generation`, by the process `instance`, is no news."""
+        return generation == self.after and self.instance in ("", instance)
+
+
+_GENERATION = re.compile(r"[0-9]{1,18}")
+
+
+def parse_poll(query: Mapping[str, str]) -> Poll | None:
+    """The long poll a /worker query asks for, or None for a plain read (no `after`); the
+    runtime's rules and messages (`worker_runtime.http_api.parse_poll`)."""
+    after, wait, instance = query.get("after"), query.get("wait"), query.get("instance", "")
+    if after is None:
+        if wait is not None or instance:
+            raise BadPoll(
+                "wait and instance need after=<generation>, the generation of the last "
+                "/worker document"
+            )
+        return None
+    if not _GENERATION.fullmatch(after):
+        raise BadPoll(
+            f"after={after!r} is not a generation: give the generation of the last /worker "
+            "document, a whole number like 12"
+        )
+    wait_s = MAX_WAIT_S
+    if wait is not None:
+        try:
+            wait_s = float(wait)
+        except ValueError:
+            wait_s = math.nan
+        if not 0 <= wait_s < math.inf:  # nan is neither
+            raise BadPoll(f"wait={wait!r} is not a number of seconds like 10 or 2.5")
+        wait_s = min(wait_s, MAX_WAIT_S)
+    return Poll(after=int(after), wait_s=wait_s, instance=instance)
+
+
+class Changes:
+    """The /worker document's generation, and the long polls waiting for the next one.
+
+    The generation counts the changes of `state.decision_view`: 1 for the first document, one
+    more at each change, never less for the life of the process, which `instance` names. The
+    companion calls `observe` when livekit-agents did something that may change it; the route
+    calls it too, so a document and its generation always agree. All waiters share one future,
+    resolved (and replaced) at each change and at `close()`: a held request costs its wait and
+    nothing else. Nothing here touches the loop before a request waits (Python 3.9 binds
+    asyncio objects to a loop when they are made).
+    """
+
+    def __init__(self, instance: str = "") -> None:
+        self.instance = instance or uuid.uuid4().hex
+        self.generation = 0
+        self.closed = False
+        self._view: state.DecisionView | None = None
+        self._next: asyncio.Future[None] | None = None
+
+    def observe(self, facts: state.Facts) -> int:
+        """The generation of `facts`: the last one, or one more (waking the waiters) if their
+        decision view changed."""
+        view = state.decision_view(facts)
+        if view != self._view:
+            self._view = view
+            self.generation += 1
+            self._wake()
+        return self.generation
+
+    async def wait(self, generation: int, timeout_s: float) -> None:
+        """Return once the generation is past `generation`, on `close()`, or after `timeout_s`."""
+        if self.closed or self.generation != generation:
+            return
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        await asyncio.wait((self._next,), timeout=timeout_s)  # never cancels the shared future
+
+    def close(self) -> None:
+        """The server is stopping: every waiter answers now, and no request waits any more."""
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._next is not None:
+            if not self._next.done():
+                self._next.set_result(None)
+            self._next = None
+
+
 def build_app(
     snapshot: Snapshot,
     metrics: Metrics,
     *,
+    changes: Changes,
     retire: Handshake,
     unretire: Handshake,
     control_token: str,
@@ -102,8 +213,23 @@ def build_app(
             return web.Response(text="OK")
         return web.Response(status=503, text=f"not ready: {state.worker_state(facts)}")
 
-    async def worker(_: web.Request) -> web.Response:
-        return web.json_response(state.worker_document(snapshot()))
+    async def worker(request: web.Request) -> web.Response:
+        try:
+            poll = parse_poll(request.query)
+        except BadPoll as error:
+            return web.json_response({"error": str(error)}, status=400)
+        facts = snapshot()
+        generation = changes.observe(facts)
+        if poll is not None and poll.holds(generation=generation, instance=changes.instance):
+            await changes.wait(generation, poll.wait_s)
+            facts = snapshot()
+            generation = changes.observe(facts)
+        document = state.worker_document(facts)
+        document.update(generation=generation, instance=changes.instance)
+        return web.json_response(document)
+
+    async def release_long_polls(_: web.Application) -> None:
+        changes.close()  # runs before the server waits for the requests in flight
 
     async def prometheus(_: web.Request) -> web.Response:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
@@ -122,6 +248,7 @@ def build_app(
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     app.on_response_prepare.append(_drop_server_header)
+    app.on_shutdown.append(release_long_polls)
     if control_token:  # without a token there is no handshake at all: 404, not 401
         app.add_routes(
             [

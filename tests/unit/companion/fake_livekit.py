@@ -140,6 +140,8 @@ class FakeAgentServer(Emitter):
         """run() raises once aclose() let it end."""
         self.started = asyncio.Event()
         self.stop = asyncio.Event()
+        self.next_load = 0.0
+        """What the load function answers next (`sample_load`)."""
 
     @property
     def active_jobs(self) -> list[RunningJob]:
@@ -175,6 +177,9 @@ class FakeAgentServer(Emitter):
     def _handle_assignment(self, assignment: agent_pb.JobAssignment) -> None:
         self.assignments.append(assignment)
 
+    async def _invoke_load_fnc(self) -> float:
+        return self.next_load
+
     def _get_effective_load(self) -> float:
         return self._worker_load + self._reserved_slots * 0.1
 
@@ -184,6 +189,12 @@ class FakeAgentServer(Emitter):
     # what a test does to the running server
     def register(self, worker_id: str = "AW_1") -> None:
         self._id = worker_id
+        self.emit("worker_registered", worker_id, None)
+
+    async def sample_load(self, load: float) -> None:
+        """One tick of livekit-agents' load task: the load function runs, its answer is stored."""
+        self.next_load = load
+        self._worker_load = await self._invoke_load_fnc()
 
     def launch(self, job_id: str, *, identity: str = "") -> Proc:
         proc = Proc(running_job=running_job(job_id, identity=identity))

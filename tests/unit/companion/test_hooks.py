@@ -10,7 +10,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -372,6 +372,129 @@ async def test_jobs_are_counted_and_timed_from_their_assignment(module: Any) -> 
         "agentworker_worker_jobs_failed_total", {"reason": "failed"}
     )
     assert failures == 1.0
+
+
+# -- /worker's change stream ---------------------------------------------------------------
+
+HELD_S = 0.1
+"""How long a request must stay unanswered to count as held."""
+
+
+async def document(port: int, query: str = "") -> dict[str, Any]:
+    status, text = await get(port, f"/worker{query}")
+    assert status == 200, text
+    found: dict[str, Any] = json.loads(text)
+    return found
+
+
+async def held(task: asyncio.Task[dict[str, Any]]) -> bool:
+    done, _ = await asyncio.wait({task}, timeout=HELD_S)
+    return not done
+
+
+async def launch_a_job(server: FakeAgentServer) -> None:
+    server.launch("AJ_1")
+
+
+async def end_a_job(server: FakeAgentServer) -> None:
+    server.end(server._proc_pool.processes[0], ProcStatus.SUCCESS)
+
+
+async def prewarm_a_process(server: FakeAgentServer) -> None:
+    proc = fake_livekit.Proc()
+    server._proc_pool.processes.append(proc)
+    server._proc_pool.emit("process_ready", proc)
+
+
+async def fill_up(server: FakeAgentServer) -> None:
+    await server.sample_load(0.8)  # livekit-agents' load task: above the 0.7 threshold
+
+
+async def drain(server: FakeAgentServer) -> None:
+    await server.drain()
+
+
+async def retire(server: FakeAgentServer) -> None:
+    assert await companion_of(server).retire() == ""
+
+
+async def reconnect(server: FakeAgentServer) -> None:
+    server._connecting = True  # no event: the next load sample shows it
+    await server.sample_load(0.0)
+
+
+@pytest.mark.parametrize(
+    ("event", "changed"),
+    [
+        (launch_a_job, {"active_jobs": 1}),
+        (end_a_job, {"active_jobs": 0}),
+        (prewarm_a_process, {"idle_processes": 1}),
+        (fill_up, {"state": "full"}),
+        (drain, {"state": "draining"}),
+        (retire, {"state": "retired"}),
+        (reconnect, {"state": "starting"}),
+    ],
+    ids=["job-launched", "job-ended", "process-ready", "load-sample", "drain", "retire", "lost"],
+)
+async def test_a_held_poll_hears_of_livekit_agents_events_at_once(
+    module: Any,
+    port: int,
+    event: Callable[[FakeAgentServer], Awaitable[None]],
+    changed: dict[str, object],
+) -> None:
+    server: FakeAgentServer = module.AgentServer()
+    async with running(server):
+        server.register()
+        if event is end_a_job:
+            server.launch("AJ_1")
+        before = await document(port)
+        poll = asyncio.create_task(document(port, f"?after={before['generation']}&wait=30"))
+        assert await held(poll)
+        await event(server)
+        after = await poll
+    assert after["generation"] == before["generation"] + 1
+    assert {key: after[key] for key in changed} == changed
+
+
+async def test_registering_answers_a_held_poll(module: Any, port: int) -> None:
+    server: FakeAgentServer = module.AgentServer()
+    async with running(server):
+        before = await document(port)
+        poll = asyncio.create_task(document(port, f"?after={before['generation']}&wait=30"))
+        assert await held(poll)
+        server.register("AW_7")
+        after = await poll
+    assert (before["state"], after["state"], after["worker_id"]) == (
+        "starting",
+        "available",
+        "AW_7",
+    )
+
+
+async def test_a_load_sample_below_the_threshold_answers_no_poll(module: Any, port: int) -> None:
+    server: FakeAgentServer = module.AgentServer()
+    async with running(server):
+        server.register()
+        before = await document(port)
+        poll = asyncio.create_task(document(port, f"?after={before['generation']}&wait=0.3"))
+        await server.sample_load(0.5)
+        assert await held(poll)
+        after = await poll
+    assert (after["generation"], after["worker_load"]) == (before["generation"], 0.5)
+
+
+async def test_the_end_of_run_answers_the_held_polls(module: Any, port: int) -> None:
+    server: FakeAgentServer = module.AgentServer()
+    async with running(server):
+        server.register()
+        before = await document(port)
+        polls = [
+            asyncio.create_task(document(port, f"?after={before['generation']}&wait=30"))
+            for _ in range(3)
+        ]
+        assert await held(polls[0])
+    answers = await asyncio.gather(*polls)
+    assert {a["state"] for a in answers} == {"closed"}
 
 
 # -- the handshake ------------------------------------------------------------------------------

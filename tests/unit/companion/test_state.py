@@ -210,6 +210,58 @@ def test_the_operator_reads_the_document_as_a_retirable_worker_with_its_rooms(
     assert (report.sdk_version, report.project_type) == ("1.8.9", "python")
 
 
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"effective_load": 0.9},
+        {"registered": False},
+        {"retired": True},
+        {"drain_requested": True},
+        {"closed": True},
+        {"jobs": (JOB,)},
+        {"idle_processes": 3},
+        {"load_threshold": 0.9},
+        {"worker_id": "AW_2"},
+    ],
+    ids=[
+        "full",
+        "reconnecting",
+        "retired",
+        "draining",
+        "closed",
+        "a-job-started",
+        "idle-processes",
+        "threshold",
+        "new-id",
+    ],
+)
+def test_what_the_operator_decides_on_changes_the_decision_view(changes: dict[str, Any]) -> None:
+    assert state.decision_view(facts(**changes)) != state.decision_view(facts())
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"load": 0.6, "effective_load": 0.6},
+        {"load": 0.0, "effective_load": 0.1},
+        {"on_the_way": 1},
+        {"healthy": False},
+        {"jobs": (JOB,), "worker_id": "AW_1"},
+    ],
+    ids=["load-rises", "load-falls", "a-job-on-its-way", "unhealthy", "same-job-again"],
+)
+def test_the_load_alone_leaves_the_decision_view_as_it_was(changes: dict[str, Any]) -> None:
+    before = facts(jobs=changes.get("jobs", ()))
+    assert state.decision_view(facts(**changes)) == state.decision_view(before)
+
+
+def test_a_worker_id_counts_only_once_registered() -> None:
+    unregistered = facts(registered=False)
+    assert state.decision_view(unregistered) == state.decision_view(
+        dataclasses.replace(unregistered, worker_id="unregistered")
+    )
+
+
 FACTS = st.builds(
     state.Facts,
     running=st.booleans(),

@@ -3,9 +3,11 @@ them."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, Protocol
 
 import aiohttp
 import pytest
@@ -15,6 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from agentworker_companion import state, surface
 from tests.unit.companion.fake_livekit import free_port
 from tests.unit.companion.test_state import JOB, facts
+from worker_runtime import http_api
 
 pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
 
@@ -24,16 +27,23 @@ Client = TestClient[web.Request, web.Application]
 
 
 class Worker:
-    """What the app is handed: a snapshot to change between requests, and handshake answers."""
+    """What the app is handed: a snapshot to change between requests, the change stream, and
+    handshake answers."""
 
     def __init__(self) -> None:
         self.facts = facts()
+        self.changes = surface.Changes()
         self.retire_answer = ""
         self.unretire_answer = ""
         self.asked: list[str] = []
 
     def snapshot(self) -> state.Facts:
         return self.facts
+
+    def move(self, **changes: Any) -> None:
+        """What the companion does when livekit-agents moves: new facts, told to the stream."""
+        self.facts = dataclasses.replace(self.facts, **changes)
+        self.changes.observe(self.facts)
 
     async def retire(self) -> str:
         self.asked.append("retire")
@@ -53,6 +63,7 @@ async def serve(worker: Worker, *, control_token: str = TOKEN) -> Client:
     app = surface.build_app(
         worker.snapshot,
         surface.Metrics(worker.snapshot),
+        changes=worker.changes,
         retire=worker.retire,
         unretire=worker.unretire,
         control_token=control_token,
@@ -110,7 +121,164 @@ async def test_worker_serves_the_document_of_the_current_facts(
     response = await client.get("/worker")
     assert response.status == 200
     assert response.content_type == "application/json"
-    assert await response.json() == state.worker_document(worker.facts)
+    assert await response.json() == {
+        **state.worker_document(worker.facts),
+        "generation": 1,
+        "instance": worker.changes.instance,
+    }
+
+
+# -- /worker's change stream: the runtime's contract (worker_runtime/README.md#http) ----------
+
+HELD_S = 0.1
+"""How long a request must stay unanswered to count as held."""
+
+
+async def read(client: Client, query: str = "") -> dict[str, Any]:
+    response = await client.get(f"/worker{query}")
+    assert response.status == 200, await response.text()
+    document: dict[str, Any] = await response.json()
+    return document
+
+
+async def held(task: asyncio.Task[dict[str, Any]]) -> bool:
+    """Whether the request is still unanswered after HELD_S."""
+    done, _ = await asyncio.wait({task}, timeout=HELD_S)
+    return not done
+
+
+async def test_a_poll_after_an_older_generation_answers_at_once(
+    client: Client, worker: Worker
+) -> None:
+    await read(client)
+    worker.move(jobs=(JOB,))
+    document = await read(client, "?after=1&wait=30")
+    assert (document["generation"], document["active_jobs"]) == (2, 1)
+
+
+async def test_a_poll_after_the_current_generation_is_held_until_it_changes(
+    client: Client, worker: Worker
+) -> None:
+    await read(client)
+    poll = asyncio.create_task(read(client, "?after=1&wait=30"))
+    assert await held(poll)
+    worker.move(effective_load=0.9)
+    document = await poll
+    assert (document["generation"], document["state"]) == (2, "full")
+
+
+async def test_a_load_change_alone_does_not_answer_a_poll(client: Client, worker: Worker) -> None:
+    await read(client)
+    poll = asyncio.create_task(read(client, "?after=1&wait=0.3"))
+    worker.move(load=0.5, effective_load=0.5)
+    assert await held(poll)
+    document = await poll  # the wait ended: the current document, load included
+    assert (document["generation"], document["worker_load"]) == (1, 0.5)
+
+
+async def test_a_poll_whose_wait_ends_answers_the_unchanged_document(
+    client: Client, worker: Worker
+) -> None:
+    before = await read(client)
+    assert await read(client, "?after=1&wait=0.05") == before
+
+
+async def test_every_held_poll_wakes_on_one_change(client: Client, worker: Worker) -> None:
+    await read(client)
+    polls = [asyncio.create_task(read(client, "?after=1&wait=30")) for _ in range(5)]
+    assert await held(polls[0])
+    worker.move(drain_requested=True)
+    documents = await asyncio.gather(*polls)
+    assert {(d["generation"], d["state"]) for d in documents} == {(2, "draining")}
+
+
+async def test_a_poll_naming_another_instance_answers_at_once(
+    client: Client, worker: Worker
+) -> None:
+    await read(client)
+    document = await read(client, "?after=1&wait=30&instance=before-the-restart")
+    assert (document["generation"], document["instance"]) == (1, worker.changes.instance)
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["?after=x", "?after=-1", "?after=1&wait=ten", "?after=1&wait=-1", "?wait=5"],
+    ids=["after-word", "after-negative", "wait-word", "wait-negative", "wait-alone"],
+)
+async def test_a_bad_poll_gets_400_saying_why(client: Client, query: str) -> None:
+    response = await client.get(f"/worker{query}")
+    assert response.status == 400
+    error = (await response.json())["error"]
+    assert ("after" in error) or ("wait" in error)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        {},
+        {"after": "3"},
+        {"after": "3", "wait": "2.5", "instance": "abc"},
+        {"after": "3", "wait": "600"},
+        {"after": "x"},
+        {"after": "1", "wait": "nan"},
+        {"wait": "5"},
+    ],
+    ids=["plain", "after", "all-three", "capped", "bad-after", "bad-wait", "wait-alone"],
+)
+def test_a_long_poll_query_is_read_as_the_runtime_reads_it(query: dict[str, str]) -> None:
+    assert parsed(surface.parse_poll, query) == parsed(http_api.parse_poll, query)
+
+
+class ParsedPoll(Protocol):
+    @property
+    def after(self) -> int: ...
+    @property
+    def wait_s(self) -> float: ...
+    @property
+    def instance(self) -> str: ...
+
+
+def parsed(
+    parse: Callable[[Mapping[str, str]], ParsedPoll | None], query: Mapping[str, str]
+) -> object:
+    """The poll's parameters, None, or the error's message."""
+    try:
+        poll = parse(query)
+    except ValueError as error:
+        return str(error)
+    return None if poll is None else (poll.after, poll.wait_s, poll.instance)
+
+
+async def test_stopping_the_server_answers_the_held_polls_with_the_current_document() -> None:
+    worker = Worker()
+    app = surface.build_app(
+        worker.snapshot,
+        surface.Metrics(worker.snapshot),
+        changes=worker.changes,
+        retire=worker.retire,
+        unretire=worker.unretire,
+        control_token="",
+    )
+    port = free_port()
+    server = surface.Server(app, host="127.0.0.1", port=port)
+    await server.start()
+    url = f"http://127.0.0.1:{port}/worker"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1.5)) as session:
+
+        async def poll() -> tuple[int, dict[str, Any]]:
+            async with session.get(url, params={"after": "1", "wait": "30"}) as response:
+                return response.status, await response.json()
+
+        assert (await (await session.get(url)).json())["generation"] == 1
+        polls = [asyncio.create_task(poll()) for _ in range(3)]
+        done, _ = await asyncio.wait(polls, timeout=HELD_S)
+        assert not done
+        worker.facts = facts(closed=True)
+        await server.aclose()  # its own shutdown would cut a held request after 1 s instead
+        answers = await asyncio.gather(*polls)
+    assert {(status, doc["state"], doc["generation"]) for status, doc in answers} == {
+        (200, "closed", 2)
+    }
 
 
 async def test_metrics_are_read_from_the_worker_at_scrape_time(
@@ -255,6 +423,7 @@ async def test_the_server_serves_on_its_address_until_closed() -> None:
     app = surface.build_app(
         worker.snapshot,
         surface.Metrics(worker.snapshot),
+        changes=worker.changes,
         retire=worker.retire,
         unretire=worker.unretire,
         control_token="",
@@ -278,6 +447,7 @@ async def test_a_port_in_use_raises_and_leaves_nothing_bound() -> None:
     app = surface.build_app(
         worker.snapshot,
         surface.Metrics(worker.snapshot),
+        changes=worker.changes,
         retire=worker.retire,
         unretire=worker.unretire,
         control_token="",
