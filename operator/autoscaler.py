@@ -5,9 +5,10 @@ the Horizontal Pod Autoscaler's rules where they apply (the usage ratio with a 1
 missing metrics assumed 0 when scaling up and full when scaling down, stabilization windows in
 which the lowest recommendation wins for scale-up and the highest for scale-down, step limits
 per period) and two of its own: warm headroom (`minAvailableWorkers` workers below their load
-threshold, so a new call always finds one) and a busy floor (WaitForIdle never goes below the
-workers that hold calls). Draining and terminating workers are occupied capacity, never
-available. It does no I/O, reads no clock and imports no kopf, kubernetes, aiohttp or
+threshold, so a new call always finds one; with a miss-rate target also the free slots
+`headroom` derives for it, which `Demand` brings) and a busy floor (WaitForIdle never goes
+below the workers that hold calls). Draining and terminating workers are occupied capacity,
+never available. It does no I/O, reads no clock and imports no kopf, kubernetes, aiohttp or
 prometheus_client; the history of recommendations and scale events is a value the caller keeps.
 """
 
@@ -17,7 +18,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agentworker_operator import observation
+from agentworker_operator import headroom, observation
 from agentworker_operator import spec as specs
 from agentworker_operator.observation import Worker, WorkerState
 
@@ -91,6 +92,8 @@ class Demand:
     """Jobs a new worker can take (at least 1)."""
     idle_s: float = 0.0
     """Seconds since a worker last held a call or a dispatch last waited."""
+    warm: headroom.WarmHeadroom | None = None
+    """The warm headroom the miss-rate target asks for (`estimates`); None without a target."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -198,8 +201,8 @@ def decide(
         blind_waiting = _for_waiting(counts, demand, blind=True)
         return _hold_blind(autoscaling, workers, counts, current, blind_waiting)
     by_load = _by_load(counts, target)
-    headroom = _headroom(autoscaling, counts, demand)
-    raw = max(by_load, headroom, waiting)
+    by_headroom = _headroom(autoscaling, counts, demand)
+    raw = max(by_load, by_headroom, waiting)
     bounded = min(max(raw, low), high)
     stable = _stabilize(autoscaling, bounded, current, history, now)
     limited = _rate_limit(autoscaling, stable, current, history, now)
@@ -211,7 +214,7 @@ def decide(
         kept = max(counts.members, current) - removable
         replicas = max(replicas, min(kept, current, high))
     reason, message = _explain(
-        counts, by_load, headroom, autoscaling, current, replicas, demand, waiting
+        counts, by_load, by_headroom, autoscaling, current, replicas, demand, waiting
     )
     limit = _limit(autoscaling, counts, raw, bounded, stable, limited, replicas, current)
     return ScaleDecision(
@@ -225,8 +228,9 @@ def decide(
 
 
 def _headroom(autoscaling: specs.Autoscaling, counts: _Counts, demand: Demand) -> int:
-    """Workers the warm headroom asks for: the full ones plus minAvailableWorkers free, or none
-    once a fleet allowed to reach zero has been idle for scaleToZeroAfter."""
+    """Workers the warm headroom asks for: the full ones plus minAvailableWorkers free, or, when
+    more, those that hold the free slots of a miss-rate target; none once a fleet allowed to
+    reach zero has been idle for scaleToZeroAfter."""
     idle = not counts.busy_removable and not counts.full and not demand.waiting
     if (
         autoscaling.min_replicas == 0
@@ -238,8 +242,22 @@ def _headroom(autoscaling: specs.Autoscaling, counts: _Counts, demand: Demand) -
     # (every worker added while unreadable would be unknown too, and ask for one more)
     unknown_cover = min(counts.unknown, autoscaling.min_available_workers)
     warm = counts.full + unknown_cover + autoscaling.min_available_workers
+    if demand.warm is not None:  # the miss rate's slots; minAvailableWorkers stays the floor
+        warm = max(warm, _for_slots(counts, demand, demand.warm))
     # with minReplicas 0 the last worker stays until then, minAvailableWorkers 0 or not
     return max(warm, 1) if autoscaling.min_replicas == 0 else warm
+
+
+def _for_slots(counts: _Counts, demand: Demand, target: headroom.WarmHeadroom) -> int:
+    """Serving workers that hold the free slots a miss-rate target asks for: the available
+    workers' free slots and those of the workers on their way count; each `slots per worker`
+    short asks for one more worker, each as many over lets one go (the load and the busy
+    floor say which). An unknown worker may be full: it holds no slot, but, as for
+    minAvailableWorkers, it covers no more than the warm workers asked for."""
+    per_worker = max(1, demand.slots_per_worker)
+    coming = counts.starting + counts.unknown - min(counts.unknown, target.warm_workers)
+    short = target.free_slots - demand.free_slots - coming * per_worker
+    return counts.serving + math.ceil(short / per_worker)
 
 
 def _for_waiting(counts: _Counts, demand: Demand, *, blind: bool = False) -> int:
@@ -299,7 +317,7 @@ def _load_text(counts: _Counts) -> str:
 def _explain(
     counts: _Counts,
     by_load: int,
-    headroom: int,
+    by_headroom: int,
     autoscaling: specs.Autoscaling,
     current: int,
     replicas: int,
@@ -308,12 +326,11 @@ def _explain(
 ) -> tuple[str, str]:
     target = autoscaling.target_load
     change = f"{current} -> {replicas} workers"
-    free = counts.available + counts.starting
-    warm = f"{free} of {autoscaling.min_available_workers} warm workers available"
+    warm = _warm_text(counts, autoscaling, demand)
     if replicas > current:
-        if waiting and waiting >= max(by_load, headroom):
+        if waiting and waiting >= max(by_load, by_headroom):
             return "DispatchesWaiting", f"{demand.waiting} dispatches wait for a worker: {change}"
-        if headroom > by_load:
+        if by_headroom > by_load:
             return "HeadroomLow", f"{warm}: {change}"
         if by_load > counts.serving:
             return "LoadAboveTarget", f"{_load_text(counts)} > target {target:.2f}: {change}"
@@ -329,6 +346,19 @@ def _explain(
             return "IdleToZero", f"no call and no dispatch for {idle}: {change}"
         return "LoadBelowTarget", f"{_load_text(counts)} < target {target:.2f}: {change}"
     return "Stable", f"{_load_text(counts)}, target {target:.2f}, {warm}: {current} workers"
+
+
+def _warm_text(counts: _Counts, autoscaling: specs.Autoscaling, demand: Demand) -> str:
+    """The warm headroom as it stands, e.g. `2 of 1 warm workers available` or, with a
+    miss-rate target, `5 of 9 free slots for misses <= 0.1 %`."""
+    free = counts.available + counts.starting
+    workers = f"{free} of {autoscaling.min_available_workers} warm workers available"
+    target, least = demand.warm, autoscaling.min_available_workers
+    by_workers = counts.full + min(counts.unknown, least) + least
+    if target is None or _for_slots(counts, demand, target) <= by_workers:
+        return workers
+    slots = demand.free_slots + counts.starting * max(1, demand.slots_per_worker)
+    return f"{slots} of {target.free_slots} free slots for misses <= {target.miss_rate * 100:.2g} %"
 
 
 def _limit(

@@ -333,6 +333,14 @@ async def _reconcile(
             if fleet is not None and spec is not None and spec.dispatch_guard.enabled
             else None
         ),
+        warm_headroom=(
+            fleet.warm_headroom
+            if fleet is not None
+            and spec is not None
+            and spec.autoscaling.enabled
+            and spec.autoscaling.headroom.miss_rate is not None
+            else None
+        ),
     )
     await _publish(client, store_, body, facts, logger)
     return problem

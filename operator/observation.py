@@ -50,6 +50,9 @@ class WorkerReport:
     active_jobs: int
     rooms: tuple[str, ...] = ()
     """Rooms of the running jobs (this runtime only; the official worker does not list them)."""
+    job_ids: tuple[str, ...] | None = None
+    """Ids of the running jobs; None when the document lists none or a job without its id
+    (the official worker): its jobs are then known by their count only."""
     agents: tuple[tuple[str, str], ...] = ()
     """(room, the agent participant's identity) of each running job (this runtime only)."""
     draining: bool = False
@@ -99,11 +102,13 @@ def parse_worker_document(raw: object) -> WorkerReport:
             identity = job.get("identity") or f"agent-{job.get('id', '')}"
             agents.append((str(job["room"]), str(identity)))
     rooms = tuple(room for room, _ in agents)
+    job_ids = _job_ids(listed)
     threshold = raw.get("load_threshold")
     return WorkerReport(
         load=load,
         active_jobs=int(jobs),
         rooms=rooms,
+        job_ids=job_ids,
         agents=tuple(agents),
         draining=bool(raw.get("draining")) or bool(raw.get("retired")),
         retired=bool(raw.get("retired")) and not raw.get("draining"),
@@ -116,6 +121,16 @@ def parse_worker_document(raw: object) -> WorkerReport:
         sdk_version=str(raw.get("sdk_version") or ""),
         project_type=str(raw.get("project_type") or ""),
     )
+
+
+def _job_ids(listed: object) -> tuple[str, ...] | None:
+    """The ids of a document's `jobs`; None without the list, or with a job that has no id."""
+    if not isinstance(listed, list):
+        return None
+    ids = [job.get("id") for job in listed if isinstance(job, Mapping)]
+    if len(ids) != len(listed) or not all(isinstance(i, str) and i for i in ids):
+        return None
+    return tuple(str(i) for i in ids)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

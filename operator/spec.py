@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from agentworker_operator import companion as companions
-from agentworker_operator import fields
+from agentworker_operator import fields, headroom
 from agentworker_operator.fields import JSON as JSON
 from agentworker_operator.fields import InvalidSpecError as InvalidSpecError
 from agentworker_operator.fields import parse_duration_s as parse_duration_s
@@ -98,6 +98,16 @@ class ScalingBehavior:
     """Scale-down only: whether busy workers may be removed (they drain) or are waited for."""
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Headroom:
+    """Warm headroom from a target instead of a number of workers."""
+
+    miss_rate: float | None = None
+    """The fraction of calls that may find no free worker slot (0.001: 0.1 %); the operator
+    keeps the warm workers that the job starts it sees and its own measured reaction time ask
+    for, never fewer than minAvailableWorkers. None (the default): minAvailableWorkers alone."""
+
+
 DEFAULT_SCALE_UP = ScalingBehavior(stabilization_window_s=0.0, step_pods=4, period_s=15.0)
 DEFAULT_SCALE_DOWN = ScalingBehavior(stabilization_window_s=300.0, step_pods=1, period_s=60.0)
 
@@ -112,7 +122,10 @@ class Autoscaling:
     target_load: float = 0.5
     """Average worker load the autoscaler aims at, in [0, 1]."""
     min_available_workers: int = 1
-    """Workers kept below their load threshold (warm headroom), so a new call finds one."""
+    """Workers kept below their load threshold (warm headroom), so a new call finds one; with
+    a miss-rate target, the least warm headroom kept."""
+    headroom: Headroom = Headroom()
+    """Warm headroom from a miss-rate target (off by default)."""
     scale_to_zero_after_s: float = 300.0
     """With minReplicas 0: seconds without a call or a waiting dispatch before the headroom
     goes too and the fleet may reach zero (default 5m)."""
@@ -425,9 +438,30 @@ def _parse_autoscaling(scaling: fields.FieldReader, spec: fields.FieldReader) ->
         target_load=target,
         min_available_workers=scaling.integer("minAvailableWorkers", 1, low=0, high=1000),
         scale_to_zero_after_s=scaling.duration_s("scaleToZeroAfter", "5m", high_s=86400),
+        headroom=_parse_headroom(scaling.child("headroom")),
         scale_up=_parse_behavior(scaling.child("scaleUp"), DEFAULT_SCALE_UP),
         scale_down=_parse_behavior(scaling.child("scaleDown"), DEFAULT_SCALE_DOWN, down=True),
     )
+
+
+MAX_MISS_RATE = 0.5
+"""The largest miss-rate target accepted: a target that lets every other call find no worker
+is no headroom."""
+
+
+def _parse_headroom(target: fields.FieldReader) -> Headroom:
+    value = target.get("missRate")
+    if value is None:
+        return Headroom()
+    low, high = headroom.MIN_MISS_RATE, MAX_MISS_RATE
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidSpecError(
+            target.at("missRate"),
+            value,
+            f"is not a fraction of calls in [{low:g}, {high:g}] (0.001: at most 0.1 % of calls "
+            "find no worker)",
+        )
+    return Headroom(miss_rate=float(value))
 
 
 def _parse_env(spec: fields.FieldReader) -> tuple[Mapping[str, JSON], ...]:

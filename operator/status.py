@@ -1,8 +1,9 @@
 """The AgentWorker's status and conditions, decided from gathered facts with the clock passed in.
 
 This module owns what the status says: observedGeneration, replica counts, selector, the
-workers' own counts (`fleet_status`) and the conditions Ready, Progressing, Degraded,
-ScalingLimited and FleetFull (each with a CamelCase reason, a message, lastTransitionTime and
+workers' own counts (`fleet_status`), the warm headroom a miss-rate target derived
+(`warm_headroom_status`) and the conditions Ready, Progressing, Degraded, ScalingLimited and
+FleetFull (each with a CamelCase reason, a message, lastTransitionTime and
 observedGeneration), which Events a change deserves, and the smallest patch that brings the
 stored status up to date (None when nothing changed). It is pure: no I/O, no kopf, kubernetes,
 aiohttp or prometheus_client; `now` is an argument.
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentworker_operator import companion as companions
-from agentworker_operator import kubelet
+from agentworker_operator import headroom, kubelet
 from agentworker_operator.observation import FleetSummary, WorkerState
 
 Status = dict[str, Any]
@@ -114,6 +115,8 @@ class Facts:
     """None for this runtime's fleets (or an unparsable spec)."""
     pending_dispatches: int | None = None
     """Dispatches the dispatch guard holds for want of a worker; None with the guard off."""
+    warm_headroom: headroom.WarmHeadroom | None = None
+    """The warm headroom derived from the miss-rate target; None without one."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -421,6 +424,8 @@ def desired_status(facts: Facts, previous: Mapping[str, Any], *, now: datetime.d
         status["lastScaleTime"] = facts.last_scale_time
     # None removes the count (merge patch) when the guard is off
     status["pendingDispatches"] = facts.pending_dispatches
+    # and the derivation when no miss-rate target is set
+    status["warmHeadroom"] = warm_headroom_status(facts.warm_headroom)
     if facts.companion is not None:
         c = facts.companion
         # None removes a record a fleet no longer needs (merge patch)
@@ -446,9 +451,38 @@ def fleet_status(fleet: FleetSummary) -> Status:
     return status
 
 
+def warm_headroom_status(derived: headroom.WarmHeadroom | None) -> Status | None:
+    """`status.warmHeadroom`: the warm workers a miss-rate target asks for and what they were
+    derived from, rounded so that the estimates' drift from round to round rewrites the status
+    no more often than a person would see a difference; None without a target."""
+    if derived is None:
+        return None
+    shown: Status = {
+        "workers": derived.warm_workers,
+        "freeSlots": derived.free_slots,
+        "slotsPerWorker": derived.slots_per_worker,
+        "arrivalsPerMinute": round(derived.arrival_rate_per_s * 60.0, 2),
+        "reactionSeconds": round(derived.reaction_s),
+        "busyCalls": derived.busy_calls,
+        "missRate": derived.miss_rate,
+        "capped": derived.capped,
+    }
+    if derived.mean_call_s is not None:
+        shown["meanCallSeconds"] = round(derived.mean_call_s)
+    return shown
+
+
 def status_patch(previous: Mapping[str, Any], desired: Status) -> Status | None:
-    """The fields of `desired` that differ from `previous`; None when the status is current."""
-    patch = {key: value for key, value in desired.items() if previous.get(key) != value}
+    """The fields of `desired` that differ from `previous`; None when the status is current.
+    A merge patch merges objects: a key that an object field no longer has is sent as None."""
+    patch: Status = {}
+    for key, value in desired.items():
+        before = previous.get(key)
+        if before == value:
+            continue
+        if isinstance(value, dict) and isinstance(before, Mapping):
+            value = {**dict.fromkeys(before.keys() - value.keys()), **value}
+        patch[key] = value
     return patch or None
 
 

@@ -6,9 +6,10 @@ pods (`scaledown.protection_patch`), ask the autoscaler (`autoscaler.decide`), a
 scale-down, run the victim handshake (POST /retire, then the lowest pod-deletion-cost, and only
 then fewer replicas), then hand over to the reconcile, which applies the Deployment and writes
 the status. It keeps what must outlive one round in memory: the autoscaler's history, the
-replicas it wants, the latest observation. One process-level loop instead of kopf timers or
-daemons: those put a finalizer on every AgentWorker, and deleting one (or its namespace) would
-hang while no operator runs.
+replicas it wants, the latest observation, and the estimates a miss-rate headroom is derived
+from (`estimates`: fed each round, told of each applied scale-up). One process-level loop
+instead of kopf timers or daemons: those put a finalizer on every AgentWorker, and deleting one
+(or its namespace) would hang while no operator runs.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from agentworker_operator import (
     autoscaler,
     builders,
     guard,
+    headroom,
     kube,
     logs,
     metrics,
@@ -40,6 +42,7 @@ from agentworker_operator import (
 from agentworker_operator import (
     companion as companions,
 )
+from agentworker_operator import estimates as estimators
 from agentworker_operator import scraper as scrapers
 from agentworker_operator import spec as specs
 from agentworker_operator.settings import SyncSettings
@@ -114,6 +117,11 @@ class Fleet:
     """This round's plan of the guard, carried out after the scaling."""
     last_busy_s: float | None = None
     """When a worker last held a call or a dispatch last waited (monotonic s)."""
+    estimates: estimators.Estimates = field(default_factory=estimators.Estimates)
+    """The arrival rate, reaction time and call lengths a miss-rate headroom is derived from
+    (kept in memory only: a new operator process starts them again)."""
+    warm_headroom: headroom.WarmHeadroom | None = None
+    """This round's warm headroom from the miss-rate target (the status's warmHeadroom)."""
 
 
 def _now_text() -> str:
@@ -392,6 +400,7 @@ class Syncer:
         )
         metrics.record_fleet(key, fleet.summary)
         demand = await self._judge_dispatches(key, body, spec, fleet)
+        demand = self._estimate(spec, fleet, workers, demand, now_s=self.clock())
         changed = False
         scale_events = fleet.history.scale_events
         async with self.lock(key):
@@ -424,6 +433,31 @@ class Syncer:
                 victims = [w for w in workers if w.pod.name in fleet.victims]
                 fleet.victims = frozenset()
                 await self._unretire(key, victims)
+        for at_s, delta in sorted(set(fleet.history.scale_events) - set(scale_events)):
+            # applied (an abandoned scale is no longer in the history): its workers awaited
+            names = (w.pod.name for w in workers)
+            fleet.estimates = fleet.estimates.scaled_up(at_s=at_s, added=delta, pods=names)
+
+    def _estimate(
+        self,
+        spec: specs.AgentWorkerSpec,
+        fleet: Fleet,
+        workers: Sequence[observation.Worker],
+        demand: autoscaler.Demand,
+        *,
+        now_s: float,
+    ) -> autoscaler.Demand:
+        """Feed the miss-rate headroom's estimates with this round's workers; the demand with
+        the warm headroom the target asks for (`estimates.Estimates.warm_headroom`)."""
+        fleet.estimates = fleet.estimates.observed(workers, now_s=now_s, desired=fleet.desired)
+        fleet.warm_headroom = fleet.estimates.warm_headroom(
+            spec.autoscaling,
+            now_s=now_s,
+            busy_calls=estimators.serving_calls(workers),
+            slots_per_worker=demand.slots_per_worker,
+            round_s=self._config.interval_s,
+        )
+        return dataclasses.replace(demand, warm=fleet.warm_headroom)
 
     async def _judge_dispatches(
         self, key: Key, body: Mapping[str, Any], spec: specs.AgentWorkerSpec, fleet: Fleet

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agentworker_operator import autoscaler, observation
+from agentworker_operator import autoscaler, headroom, observation
 from agentworker_operator import spec as specs
 from agentworker_operator.observation import WorkerState
 from tests.unit.operator.workers import fleet, worker
@@ -417,3 +418,82 @@ def test_waiting_never_lowers_the_decision_and_never_passes_max(
     demand = autoscaler.Demand(waiting=waiting, free_slots=free, slots_per_worker=per_worker)
     with_waiting = decide_with(workers, current, demand, maxReplicas=8)
     assert without.replicas <= with_waiting.replicas <= max(8, current)
+
+
+# -- warm headroom from a miss-rate target ------------------------------------------------------
+
+
+def target(free_slots: int, workers: int, *, per_worker: int = 3) -> headroom.WarmHeadroom:
+    """What `headroom.derive` would say for a 0.1 % target that asks for `free_slots`."""
+    return headroom.WarmHeadroom(
+        warm_workers=workers,
+        free_slots=free_slots,
+        arrival_rate_per_s=0.1,
+        reaction_s=65.0,
+        miss_rate=0.001,
+        slots_per_worker=per_worker,
+    )
+
+
+def test_a_miss_rate_target_adds_the_workers_its_free_slots_need() -> None:
+    demand = autoscaler.Demand(free_slots=2, slots_per_worker=3, warm=target(8, 3))
+    decision = decide_with(fleet((0.4, 2), (0.4, 2)), 2, demand)
+    assert (decision.replicas, decision.reason) == (4, "HeadroomLow")  # 2 + ceil(6 / 3)
+    assert decision.message == "2 of 8 free slots for misses <= 0.1 %: 2 -> 4 workers"
+
+
+def test_the_slots_of_starting_workers_count_toward_a_miss_rate_target() -> None:
+    starting = [worker(f"s{i}", state=WorkerState.STARTING, ready=False) for i in range(2)]
+    demand = autoscaler.Demand(free_slots=2, slots_per_worker=3, warm=target(8, 3))
+    decision = decide_with([*fleet((0.4, 2), (0.4, 2)), *starting], 4, demand)
+    assert (decision.replicas, decision.reason) == (4, "Stable")
+
+
+def test_min_available_workers_stays_the_floor_of_a_miss_rate_target() -> None:
+    demand = autoscaler.Demand(free_slots=0, slots_per_worker=3, warm=target(1, 1))
+    decision = decide_with(fleet((0.75, 4), (0.75, 4)), 2, demand, minAvailableWorkers=2)
+    assert (decision.replicas, decision.reason) == (4, "HeadroomLow")
+    assert decision.message == "0 of 2 warm workers available: 2 -> 4 workers"
+
+
+def test_free_slots_beyond_a_miss_rate_target_let_idle_workers_go() -> None:
+    demand = autoscaler.Demand(free_slots=5, slots_per_worker=1, warm=target(2, 2))
+    history = FRESH.recommended(NOW - 400, 5, keep_s=600)
+    decision = decide_with(fleet(*[(0.0, 0)] * 5), 5, demand, history=history)
+    assert decision.recommendation == 2
+    assert (decision.replicas, decision.reason) == (4, "LoadBelowTarget")  # one step a period
+
+
+def test_unreadable_workers_ask_no_more_than_the_warm_workers_of_a_miss_rate_target() -> None:
+    demand = autoscaler.Demand(free_slots=6, slots_per_worker=1, warm=target(6, 1))
+    readable = fleet(*[(0.0, 0)] * 6)
+    unknown = [worker(f"u{i}", state=WorkerState.UNKNOWN) for i in range(2)]
+    config: dict[str, Any] = {"minAvailableWorkers": 0, "targetLoad": 0.7}
+    assert decide_with(readable, 6, demand, **config).recommendation == 6
+    assert decide_with([*readable, *unknown], 8, demand, **config).recommendation == 7
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    workers=fleets(),
+    config=configs(),
+    current=st.integers(0, 15),
+    free=st.integers(0, 20),
+    per_worker=st.integers(1, 6),
+    slots=st.integers(0, 60),
+)
+def test_a_miss_rate_target_never_lowers_the_decision_and_never_passes_max(
+    workers: list[Any],
+    config: dict[str, Any],
+    current: int,
+    free: int,
+    per_worker: int,
+    slots: int,
+) -> None:
+    low, high = config["minReplicas"], config["maxReplicas"]
+    current = min(max(current, low), high)
+    plain = autoscaler.Demand(free_slots=free, slots_per_worker=per_worker)
+    warm = target(slots, min(-(-slots // per_worker), high), per_worker=per_worker)
+    without = decide_with(workers, current, plain, **config)
+    with_target = decide_with(workers, current, replace(plain, warm=warm), **config)
+    assert without.replicas <= with_target.replicas <= high

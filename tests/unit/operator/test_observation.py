@@ -69,6 +69,7 @@ def test_a_document_captured_from_livekit_agents_parses(name: str) -> None:
     assert report.load == pytest.approx(raw.get("worker_load", 0))
     assert not report.retirable, "the official worker has no POST /retire"
     assert report.registered is None
+    assert report.job_ids is None, "it lists no jobs: their starts are its count's rises"
 
 
 @pytest.mark.parametrize(
@@ -236,3 +237,24 @@ def test_the_pod_watch_disagrees_with_the_deployment(
     watched = [pod(name) for name in pods] + [pod("leaving", deleting=True)]
     assert observation.pods_disagree(watched, deployment(made, observed=observed)) is disagree
     assert observation.pods_disagree(watched, None) is False
+
+
+def test_the_job_ids_are_read_from_this_runtimes_document() -> None:
+    assert observation.parse_worker_document(ours()).job_ids == ("AJ_1",)
+    assert observation.parse_worker_document(ours(jobs=())).job_ids == ()
+
+
+@pytest.mark.parametrize(
+    "jobs",
+    [
+        pytest.param(None, id="no-list"),
+        pytest.param([{"room": "r"}], id="job-without-id"),
+        pytest.param([{"id": ""}], id="empty-id"),
+        pytest.param(["AJ_1"], id="not-an-object"),
+    ],
+)
+def test_without_every_jobs_id_the_jobs_are_known_by_their_count_only(jobs: object) -> None:
+    raw: dict[str, object] = {"worker_type": "JT_ROOM", "active_jobs": 1, "worker_load": 0.2}
+    if jobs is not None:
+        raw["jobs"] = jobs
+    assert observation.parse_worker_document(raw).job_ids is None

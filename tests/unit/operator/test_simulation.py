@@ -260,6 +260,53 @@ def test_a_stale_pod_watch_is_noticed_and_listed_again() -> None:
     assert outcome.seen.get("replicas lowered", 0) >= 1, outcome.seen
 
 
+# -- warm headroom from a miss-rate target -----------------------------------------------------
+
+
+STEADY = ((0.0, 0.2),)
+"""Twelve calls a minute, from the start."""
+
+
+@pytest.mark.timeout(10)  # four simulated minutes
+def test_a_miss_rate_target_is_derived_from_the_calls_and_the_fleets_own_scale_ups() -> None:
+    outcome = held(
+        Schedule(
+            seed=1,
+            interval_s=5.0,
+            max_replicas=8,
+            arrivals_per_s=STEADY,
+            call_s=(20.0, 60.0),
+            miss_rate=0.001,
+            duration_s=240.0,
+        )
+    )
+    warm = outcome.status["warmHeadroom"]
+    assert 6.0 <= warm["arrivalsPerMinute"] <= 24.0, warm  # 12 a minute, Poisson
+    # workers register within 3 s of their pod's creation: measured, plus a round, not 60 s
+    assert warm["reactionSeconds"] <= 20, warm
+    assert 30 <= warm["meanCallSeconds"] <= 50, warm  # calls of 20 to 60 s
+    assert warm["missRate"] == 0.001
+
+
+@pytest.mark.timeout(10)
+def test_a_new_operator_process_starts_the_estimates_again_from_their_defaults() -> None:
+    outcome = held(
+        Schedule(
+            seed=1,
+            interval_s=5.0,
+            max_replicas=8,
+            arrivals_per_s=STEADY,
+            call_s=(20.0, 60.0),
+            miss_rate=0.001,
+            duration_s=240.0,
+            faults=(Fault(at_s=200.0, kind="restart", value=5.0),),
+        )
+    )
+    warm = outcome.status["warmHeadroom"]
+    assert warm["reactionSeconds"] == 60 + 5, warm  # the default until three are measured
+    assert "meanCallSeconds" not in warm, warm  # fewer than 20 calls ended since
+
+
 # -- the dispatch guard ------------------------------------------------------------------------
 
 

@@ -115,6 +115,16 @@ ERRORS = [
     ("permissions.hidden", "yes", 'spec.permissions.hidden: "yes" is not true or false'),
     ("recovery.silenceTimeout", "5s", 'spec.recovery.silenceTimeout: "5s" is shorter than 10s'),
     ("recovery.silenceTimeout", "2h", 'spec.recovery.silenceTimeout: "2h" is'),
+    (
+        "autoscaling.headroom.missRate",
+        0,
+        "spec.autoscaling.headroom.missRate: 0 is not a fraction of calls in [1e-09, 0.5] "
+        "(0.001: at most 0.1 % of calls find no worker)",
+    ),
+    ("autoscaling.headroom.missRate", 1, "spec.autoscaling.headroom.missRate: 1 is not a fraction"),
+    ("autoscaling.headroom.missRate", "0.1%", 'spec.autoscaling.headroom.missRate: "0.1%" is not'),
+    ("autoscaling.headroom.missRate", True, "spec.autoscaling.headroom.missRate: true is not"),
+    ("autoscaling.headroom", 0.001, "spec.autoscaling.headroom: 0.001 is not an object"),
 ]
 
 
@@ -246,3 +256,14 @@ def test_recovery_waits_a_minute_of_silence_by_default() -> None:
     assert specs.parse_spec(raw).recovery == specs.Recovery(
         redispatch=True, silence_timeout_s=120.0
     )
+
+
+def test_warm_headroom_has_no_miss_rate_target_by_default() -> None:
+    assert specs.parse_spec(MINIMAL).autoscaling.headroom == specs.Headroom(miss_rate=None)
+
+
+@pytest.mark.parametrize("rate", [0.001, 1e-9, 0.5, 0.05], ids=repr)
+def test_a_miss_rate_target_is_read_as_a_fraction_of_calls(rate: float) -> None:
+    parsed = specs.parse_spec(with_("autoscaling", {"headroom": {"missRate": rate}}))
+    assert parsed.autoscaling.headroom == specs.Headroom(miss_rate=rate)
+    assert parsed.autoscaling.min_available_workers == 1  # still the floor

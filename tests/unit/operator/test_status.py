@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import datetime
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
-from agentworker_operator import observation, status
+from agentworker_operator import headroom, observation, status
 
 pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
 
@@ -326,3 +327,57 @@ def test_a_fleet_that_cannot_be_read_is_degraded_naming_pods_and_errors() -> Non
     degraded = next(c for c in found if c.type is status.ConditionType.DEGRADED)
     assert (degraded.status, degraded.reason) == (True, "WorkersUnreadable")
     assert "w1: no answer within 2s" in degraded.message
+
+
+WARM = headroom.WarmHeadroom(
+    warm_workers=3,
+    free_slots=8,
+    arrival_rate_per_s=0.123456,
+    reaction_s=64.6,
+    miss_rate=0.001,
+    slots_per_worker=3,
+    busy_calls=12,
+    mean_call_s=181.4,
+)
+
+
+def test_the_warm_headroom_of_a_miss_rate_target_shows_the_number_and_its_inputs() -> None:
+    shown = status.desired_status(facts(warm_headroom=WARM), {}, now=NOW)["warmHeadroom"]
+    assert shown == {
+        "workers": 3,
+        "freeSlots": 8,
+        "slotsPerWorker": 3,
+        "arrivalsPerMinute": 7.41,
+        "reactionSeconds": 65,
+        "busyCalls": 12,
+        "missRate": 0.001,
+        "capped": False,
+        "meanCallSeconds": 181,
+    }
+
+
+def test_without_a_miss_rate_target_the_warm_headroom_is_removed() -> None:
+    before = status.desired_status(facts(warm_headroom=WARM), {}, now=NOW)
+    after = status.desired_status(facts(), before, now=LATER)
+    patch = status.status_patch(before, after)
+    assert patch is not None
+    assert patch["warmHeadroom"] is None
+
+
+def test_a_drift_smaller_than_the_rounding_writes_no_status() -> None:
+    first = status.desired_status(facts(warm_headroom=WARM), {}, now=NOW)
+    drifted = replace(WARM, arrival_rate_per_s=0.12346, reaction_s=64.7)
+    again = status.desired_status(facts(warm_headroom=drifted), first, now=LATER)
+    assert status.status_patch(first, again) is None
+
+
+def test_a_key_an_object_field_no_longer_has_is_removed_by_the_patch() -> None:
+    # a merge patch merges objects: the mean call length that went unknown must be sent as null
+    first = status.desired_status(facts(warm_headroom=WARM), {}, now=NOW)
+    unknown = replace(WARM, mean_call_s=None)
+    patch = status.status_patch(
+        first, status.desired_status(facts(warm_headroom=unknown), first, now=LATER)
+    )
+    assert patch is not None
+    assert patch["warmHeadroom"]["meanCallSeconds"] is None
+    assert patch["warmHeadroom"]["workers"] == 3

@@ -22,8 +22,11 @@ def worker(
     annotations: Mapping[str, str] | None = None,
     template_hash: str = "",
     retired: bool = False,
+    job_ids: tuple[str, ...] | None = None,
+    restarts: int = 0,
 ) -> observation.Worker:
-    """A worker that reported `load` and `jobs` (state UNKNOWN or STARTING: no report)."""
+    """A worker that reported `load` and `jobs` (state UNKNOWN or STARTING: no report);
+    `job_ids`, when given, are its jobs' ids (and `jobs` their count)."""
     pod = observation.PodView(
         name=name,
         ip=f"127.0.9.{abs(hash(name)) % 250 + 1}",
@@ -31,12 +34,14 @@ def worker(
         terminating=terminating,
         template_hash=template_hash,
         annotations=dict(annotations or {}),
+        restarts=restarts,
     )
     if state in (WorkerState.UNKNOWN, WorkerState.STARTING):
         return observation.Worker(pod=pod, report=None, error="timeout", state=state)
     report = observation.WorkerReport(
         load=load,
-        active_jobs=jobs,
+        active_jobs=len(job_ids) if job_ids is not None else jobs,
+        job_ids=job_ids,
         draining=(state is WorkerState.DRAINING and not terminating) or retired,
         retired=retired,
         registered=True,

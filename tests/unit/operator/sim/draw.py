@@ -98,6 +98,9 @@ LOAD_SHAPES = {
 }
 """Calls per second from each time on: the fleet fills and empties, so it scales both ways."""
 
+MISS_RATES = (None, 0.001, 0.1)
+"""spec.autoscaling.headroom.missRate: off, a strict target and a loose one."""
+
 
 def _faults(kinds: tuple[str, ...]) -> st.SearchStrategy[Fault]:
     @st.composite
@@ -128,6 +131,7 @@ def unguarded(draw: st.DrawFn) -> Schedule:
         arrivals_per_s=LOAD_SHAPES[draw(st.sampled_from(sorted(LOAD_SHAPES)))],
         call_s=draw(st.sampled_from(((5.0, 15.0), (10.0, 40.0), (30.0, 90.0)))),
         faults=tuple(draw(st.lists(_faults(FAULT_KINDS), max_size=6))),
+        miss_rate=draw(st.sampled_from(MISS_RATES)),
     )
 
 
@@ -163,6 +167,7 @@ def guarded(draw: st.DrawFn) -> Schedule:
         scale_to_zero_after_s=draw(st.sampled_from((10.0, 20.0, 30.0))),
         webhooks=draw(st.booleans()),
         impatient=draw(st.sampled_from((0.0, 0.2, 0.5))),
+        miss_rate=draw(st.sampled_from(MISS_RATES)),
     )
 
 

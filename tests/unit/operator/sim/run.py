@@ -72,6 +72,8 @@ class Schedule:
     """LiveKit's webhooks reach the operator (with the guard)."""
     impatient: float = 0.0
     """The share of callers who hang up after 1 to 12 s without an agent."""
+    miss_rate: float | None = None
+    """spec.autoscaling.headroom.missRate: the warm headroom from a miss-rate target."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -96,6 +98,8 @@ class Outcome:
     max_replicas_seen: int
     events: list[tuple[str, str]] = field(default_factory=list)
     seen: dict[str, int] = field(default_factory=dict)
+    status: dict[str, Any] = field(default_factory=dict)
+    """The AgentWorker's status at the end."""
 
     def summary(self) -> str:
         return (
@@ -112,6 +116,8 @@ def agentworker(schedule: Schedule, image: str = "ghcr.io/acme/agent:1") -> dict
         spec["agentName"] = worlds.AGENT_NAME
         spec["dispatchGuard"] = {"enabled": True, "maxWait": f"{schedule.max_wait_s:g}s"}
         spec["autoscaling"]["scaleToZeroAfter"] = f"{schedule.scale_to_zero_after_s:g}s"
+    if schedule.miss_rate is not None:
+        body["spec"]["autoscaling"]["headroom"] = {"missRate": schedule.miss_rate}
     return body
 
 
@@ -195,6 +201,7 @@ class Operator:
         )
         self.memo["syncer"] = self.syncer
         self.retry = False
+        self.interval_s = schedule.interval_s
         world.token = builders.control_token(
             CONTROL_KEY, builders.Owner(name=NAME, namespace=NAMESPACE, uid=UID)
         )
@@ -265,6 +272,7 @@ async def _simulate(schedule: Schedule) -> Outcome:
         max_replicas_seen=seen,
         events=world.events,
         seen=world.seen,
+        status=world.agentworker.get("status") or {},
     )
 
 
@@ -428,6 +436,7 @@ async def _round(
         world.violate(f"{kept[0]} retired in this round and not removed by its end")
     _check_retirements(world)
     _check_status(world)
+    _check_warm_headroom(world, operator)
 
 
 def _readable(world: World, pod: worlds.Pod) -> bool:
@@ -468,6 +477,25 @@ def _check_status(world: World) -> None:
             world.violate(f"status says {said} replicas, the Deployment has {world.replicas}")
     else:
         world.status_wrong_since = None
+
+
+def _check_warm_headroom(world: World, operator: Operator) -> None:
+    """status.warmHeadroom is there only with a miss-rate target and autoscaling on, and then
+    says the target, at most maxReplicas warm workers and a reaction of at least a round."""
+    spec = world.agentworker["spec"]
+    if world.faults.apply_error or world.faults.status_error or spec["loadThreshold"] == "high":
+        return  # no status written this round (the reconcile applies first)
+    said = (world.agentworker.get("status") or {}).get("warmHeadroom")
+    autoscaling = spec["autoscaling"]
+    target = (autoscaling.get("headroom") or {}).get("missRate")
+    if said is None:
+        return  # before the operator's first round saw the workers
+    if target is None or not autoscaling["enabled"]:
+        world.violate(f"status.warmHeadroom {said} without a miss-rate target to derive it")
+    elif said["missRate"] != target or not 0 <= said["workers"] <= autoscaling["maxReplicas"]:
+        world.violate(f"status.warmHeadroom {said} for missRate {target}")
+    elif said["reactionSeconds"] < operator.interval_s or said["freeSlots"] < 0:
+        world.violate(f"status.warmHeadroom {said}: a reaction shorter than a round")
 
 
 def _check_retirements(world: World) -> None:
