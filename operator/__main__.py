@@ -86,6 +86,12 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
         help="seconds between observations of the workers (and autoscaling decisions)",
     )
     add(
+        "--no-worker-watch",
+        dest="worker_watch",
+        action="store_false",
+        help="do not long-poll the workers' /worker for changes: read them every sync period only",
+    )
+    add(
         "--resync-period",
         type=float,
         default=30.0,
@@ -136,6 +142,7 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
             interval_s=args.sync_period,
             resync_s=args.resync_period,
             scrape_timeout_s=args.scrape_timeout,
+            watch_workers=args.worker_watch,
         ),
         companion_image=args.companion_image,
     )

@@ -93,15 +93,17 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
         named = logs.AgentWorkerLog(logging.getLogger(__name__), logs.about(key))
         return await reconcile(memo, key[0], key[1], trigger=trigger, logger=named, full=full)
 
+    sync_settings = memo.get("sync_settings") or settings_module.SyncSettings()
     syncer = syncs.Syncer(
         client=memo["kube"],
         store=memo["store"],
-        config=memo.get("sync_settings") or settings_module.SyncSettings(),
+        config=sync_settings,
         reconcile=reconcile_by_key,
         locks=memo["locks"],
         control_key=control_key,
         operator_id=f"{key_ref.namespace}/{key_ref.name}",
         companion_image=memo.get("companion_image") or builders.DEFAULT_COMPANION_IMAGE,
+        watch=syncs.long_polls if sync_settings.watch_workers else None,
     )
     memo["syncer"] = syncer
     inbox = memo.get("webhook_inbox")

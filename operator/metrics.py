@@ -98,6 +98,11 @@ PENDING_DISPATCHES = Gauge(
     "Dispatches the dispatch guard holds for want of a worker.",
     ["namespace", "name"],
 )
+CHANGE_TO_DECISION = Histogram(
+    "agentworker_operator_change_to_decision_seconds",
+    "From a worker's change heard on its long poll to the autoscaler's decision on its fleet.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
 SYNC_DURATION = Histogram(
     "agentworker_operator_sync_duration_seconds",
     "Time one sync round over every AgentWorker took.",

@@ -91,19 +91,39 @@ class Scraper:
         reported_before: Set[str] = frozenset(),
     ) -> list[observation.Worker]:
         """Every pod's Worker, all read concurrently (`reported_before`: pod names)."""
-        answers = await asyncio.gather(
-            *(self.fetch(str((pod.get("status") or {}).get("podIP") or "")) for pod in pods)
+        workers, _ = await self.observe_answers(
+            pods, load_threshold=load_threshold, reported_before=reported_before
         )
-        return [
+        return workers
+
+    async def observe_answers(
+        self,
+        pods: Sequence[Mapping[str, Any]],
+        *,
+        load_threshold: float,
+        reported_before: Set[str] = frozenset(),
+        known: Mapping[str, tuple[object, str]] | None = None,
+    ) -> tuple[list[observation.Worker], dict[str, tuple[object, str]]]:
+        """Every pod's Worker, and each answer (document, error) by pod IP; the pods whose IP
+        is in `known` are not read: that answer stands for theirs."""
+        known = known or {}
+        ips = [str((pod.get("status") or {}).get("podIP") or "") for pod in pods]
+
+        async def answer(ip: str) -> tuple[object, str]:
+            return known[ip] if ip in known else await self.fetch(ip)
+
+        answers = await asyncio.gather(*(answer(ip) for ip in ips))
+        workers = [
             observation.observe(
                 pod,
-                answer,
+                document,
                 error,
                 load_threshold=load_threshold,
                 reported_before=str((pod.get("metadata") or {}).get("name")) in reported_before,
             )
-            for pod, (answer, error) in zip(pods, answers, strict=True)
+            for pod, (document, error) in zip(pods, answers, strict=True)
         ]
+        return workers, {ip: a for ip, a in zip(ips, answers, strict=True) if ip}
 
     async def retire(self, ip: str, token: str) -> RetireAnswer:
         """Ask the worker at ip to retire (the victim handshake)."""

@@ -58,6 +58,9 @@ class SyncSettings:
     """Seconds a worker's /worker may take to answer before it counts as unknown."""
     scrape_concurrency: int = 100
     """Requests to workers in flight at once, across all AgentWorkers."""
+    watch_workers: bool = True
+    """Long-poll each worker's /worker (`watcher`): a fleet whose worker changed is synced at
+    once, not at the next period."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

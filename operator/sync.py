@@ -45,6 +45,7 @@ from agentworker_operator import (
 from agentworker_operator import estimates as estimators
 from agentworker_operator import scraper as scrapers
 from agentworker_operator import spec as specs
+from agentworker_operator import watcher as watchers
 from agentworker_operator.settings import SyncSettings
 from agentworker_operator.store import Key, Store
 
@@ -53,6 +54,15 @@ logger = logging.getLogger(__name__)
 Reconcile = Callable[[Key, str, bool], Awaitable[object]]
 """reconcile(key, trigger, full): apply (when full) and publish the status of one AgentWorker."""
 ParsedSpec = specs.AgentWorkerSpec | specs.InvalidSpecError
+WatchFactory = Callable[[Callable[[Key], None]], watchers.Watch[Key]]
+"""watch(on_change): the watch of the workers that tells the loop which fleet changed."""
+
+
+def long_polls(on_change: Callable[[Key], None]) -> watchers.Watch[Key]:
+    """The real watch: a long poll of each worker pod's /worker (`watcher.WorkerWatch`)."""
+    return watchers.WorkerWatch[Key](port=builders.HTTP_PORT, on_change=on_change)
+
+
 RoomsClient = Callable[[str, str, str], rooms.Rooms]
 """rooms_client(url, api_key, api_secret): LiveKit's room and dispatch API for call recovery
 and the dispatch guard."""
@@ -66,6 +76,9 @@ WEBHOOK_LOOKS_S = (1.0, guard.GRACE_S + 0.1)
 joined exists (an application's CreateDispatch), and once its grace is over."""
 CALLER_HINT_S = 3600.0
 """How long a webhook's word that a room had a caller is kept."""
+CHANGE_GAP_S = 0.25
+"""The shortest time between two rounds that workers' changes start early (a fleet whose calls
+come and go fast is then synced 4 times a second at most, not once per call)."""
 
 
 @dataclass(slots=True)
@@ -120,6 +133,11 @@ class Fleet:
     estimates: estimators.Estimates = field(default_factory=estimators.Estimates)
     """The arrival rate, reaction time and call lengths a miss-rate headroom is derived from
     (kept in memory only: a new operator process starts them again)."""
+    guard_looked_at: float = float("-inf")
+    """When the dispatch guard last read LiveKit (monotonic s)."""
+    answers: dict[str, tuple[tuple[object, str], float]] = field(default_factory=dict)
+    """By pod IP: each worker's last /worker answer (document, error) and when it was read or
+    heard (monotonic s); a round a worker's change started reuses them."""
     warm_headroom: headroom.WarmHeadroom | None = None
     """This round's warm headroom from the miss-rate target (the status's warmHeadroom)."""
 
@@ -146,8 +164,12 @@ class Syncer:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         companion_image: str = builders.DEFAULT_COMPANION_IMAGE,
+        watch: WatchFactory | None = None,
     ) -> None:
-        """`operator_id` names this installation (builders.OPERATOR_ANNOTATION). `scraper`,
+        """`operator_id` names this installation (builders.OPERATOR_ANNOTATION). With a
+        `watch` (`watcher.WorkerWatch`: `long_polls`), each worker's /worker is long-polled
+        and a fleet whose worker changed is synced at once, from what the polls heard.
+        `scraper`,
         `rooms_client`, `clock` and `wall_clock` are the workers' HTTP, LiveKit's API, the
         monotonic clock and the wall clock (LiveKit's timestamps are compared with it): the
         real ones in production, a simulated world's in the unit tier."""
@@ -178,6 +200,9 @@ class Syncer:
         empty room lost its caller, rather than waiting for an outbound call."""
         self._wake = asyncio.Event()
         self._woken = False
+        self._watch = watch(self.on_worker_change) if watch is not None else None
+        self._changed: dict[Key, float] = {}
+        """Fleets a worker of which changed since their last round, and when it first did."""
         self._parsed: dict[Key, tuple[tuple[object, object], ParsedSpec]] = {}
         self._last_valid: dict[Key, specs.AgentWorkerSpec] = {}
         """The latest spec of each AgentWorker that parsed: while an edit is invalid, the
@@ -185,6 +210,8 @@ class Syncer:
 
     async def aclose(self) -> None:
         await self._scraper.aclose()
+        if self._watch is not None:
+            await self._watch.aclose()
         for fleet in self.fleets.values():
             if fleet.livekit is not None:
                 await fleet.livekit.aclose()
@@ -288,8 +315,8 @@ class Syncer:
 
     async def run(self) -> None:
         """Sync every AgentWorker each period, forever (cancel to stop). Between those rounds,
-        the fleets with dispatches waiting are synced every GUARD_PERIOD_S, and a webhook
-        starts a round of the guarded fleets early."""
+        the fleets with dispatches waiting are synced every GUARD_PERIOD_S, a webhook starts a
+        round of the guarded fleets early, and a worker's change one of its fleet."""
         # the first round waits a period: kopf's watches list the AgentWorkers and pods first
         await asyncio.sleep(self._config.interval_s)
         next_full = 0.0
@@ -304,23 +331,32 @@ class Syncer:
             self._woken = False
             now = time.monotonic()
             due = next_full
-            if self._urgent(woken=False):
+            if self._changed:  # a worker changed during the round: its fleet's turn is now
+                due = min(due, started + CHANGE_GAP_S)
+            elif self._urgent(woken=False):
                 due = min(due, started + GUARD_PERIOD_S)
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.1, due - now))
-                await asyncio.sleep(max(0.0, started + WEBHOOK_GAP_S - time.monotonic()))
+                await asyncio.wait_for(self._wake.wait(), max(0.0, due - now))
+                gap = WEBHOOK_GAP_S if self._woken else CHANGE_GAP_S
+                await asyncio.sleep(max(0.0, started + gap - time.monotonic()))
 
     def _urgent(self, *, woken: bool) -> list[Key]:
         """The fleets a round between the periodic ones is for: those with dispatches waiting,
-        and, after a webhook, every guarded one."""
+        those a worker of which changed, and, after a webhook, every guarded one."""
         keys = []
         for key, fleet in self.fleets.items():
             spec = self._last_valid.get(key)
             guarded = spec is not None and spec.dispatch_guard.enabled
-            if guarded and (_held_waiting(fleet) or woken):
+            if (guarded and (_held_waiting(fleet) or woken)) or key in self._changed:
                 keys.append(key)
         return keys
+
+    def on_worker_change(self, key: Key) -> None:
+        """A worker of the fleet `key` said something new (`watcher`): sync it now."""
+        if key in self.fleets:
+            self._changed.setdefault(key, self.clock())
+            self._wake.set()
 
     def webhook_secret(self, api_key: str) -> str | None:
         """The secret of an API key the guard or recovery uses (webhooks are verified with it)."""
@@ -351,6 +387,9 @@ class Syncer:
         keys = self._store.agentworkers()
         for gone in set(self.fleets) - set(keys):
             self.fleets.pop(gone, None)
+            self._changed.pop(gone, None)
+            if self._watch is not None:
+                self._watch.forget(gone)
             self._parsed.pop(gone, None)
             self._last_valid.pop(gone, None)
             metrics.forget(*gone)
@@ -367,6 +406,7 @@ class Syncer:
 
     async def sync(self, key: Key) -> None:
         """One round for one AgentWorker: observe, protect, scale, reconcile."""
+        changed_at = self._changed.pop(key, None)
         body = self._store.agentworker(key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return
@@ -388,7 +428,7 @@ class Syncer:
             token = await self.ensure_control_secret(owner)
         except kube.NotOurs:
             return  # the reconcile reports it (ControlSecretConflict); no handshake without it
-        observed = await self._observe(key, spec, fleet)
+        observed = await self._observe(key, spec, fleet, heard=changed_at is not None)
         fleet.written = {w.pod.name: fleet.written.get(w.pod.name, {}) for w in observed}
         workers = [scaledown.as_written(w, fleet.written[w.pod.name]) for w in observed]
         fleet.workers = tuple(workers)
@@ -399,7 +439,7 @@ class Syncer:
             key, spec, fleet, template
         )
         metrics.record_fleet(key, fleet.summary)
-        demand = await self._judge_dispatches(key, body, spec, fleet)
+        demand = await self._judge_dispatches(key, body, spec, fleet, heard=changed_at is not None)
         demand = self._estimate(spec, fleet, workers, demand, now_s=self.clock())
         changed = False
         scale_events = fleet.history.scale_events
@@ -413,6 +453,8 @@ class Syncer:
             elif valid:
                 fleet.decision = None
                 fleet.desired = None
+            if changed_at is not None:
+                metrics.CHANGE_TO_DECISION.observe(self.clock() - changed_at)
             await self._withdraw(key, spec, fleet, workers)
         if valid and spec.recovery.redispatch:
             await self._recover(key, body, spec, fleet)
@@ -460,19 +502,32 @@ class Syncer:
         return dataclasses.replace(demand, warm=fleet.warm_headroom)
 
     async def _judge_dispatches(
-        self, key: Key, body: Mapping[str, Any], spec: specs.AgentWorkerSpec, fleet: Fleet
+        self,
+        key: Key,
+        body: Mapping[str, Any],
+        spec: specs.AgentWorkerSpec,
+        fleet: Fleet,
+        *,
+        heard: bool = False,
     ) -> autoscaler.Demand:
         """The dispatch guard's look at LiveKit (`guard.judge`), and the demand the autoscaler
-        sees: the dispatches waiting, the fleet's free slots, and how long it has been idle."""
+        sees: the dispatches waiting, the fleet's free slots, and how long it has been idle.
+        `heard`: a round a worker's change started; the guard looks then only if dispatches
+        wait (a slot may have freed for them) or its last look is GUARD_PERIOD_S old, so that
+        calls coming and going fast do not become as many reads of LiveKit."""
         now, workers = self.clock(), fleet.workers
         fleet.guard_plan = None
         free = guard.free_slots(
             workers, load_threshold=spec.load_threshold, job_load=guard.job_load(workers)
         )
         per_worker = guard.slots_per_worker(workers, load_threshold=spec.load_threshold)
+        recent = now - fleet.guard_looked_at < GUARD_PERIOD_S
         if spec.dispatch_guard.enabled:
-            client = await self._livekit(key, body, spec, fleet)
+            client = None
+            if not (heard and recent and not _held_waiting(fleet)):
+                client = await self._livekit(key, body, spec, fleet)
             if client is not None:
+                fleet.guard_looked_at = now
                 fleet.guard_plan = await self._guard_plan(key, spec, fleet, client, free)
         else:
             fleet.held.clear()
@@ -739,13 +794,29 @@ class Syncer:
         return made > 0 and not pods
 
     async def _observe(
-        self, key: Key, spec: specs.AgentWorkerSpec, fleet: Fleet
+        self, key: Key, spec: specs.AgentWorkerSpec, fleet: Fleet, *, heard: bool = False
     ) -> list[observation.Worker]:
+        """Every pod's Worker, from its /worker. `heard`: a round a worker's change started
+        reads no worker: it takes what the long polls brought and, for the others, the last
+        round's answers (the load moves no generation: the periodic rounds read it)."""
         pods = self._store.pods(key)
         started = time.monotonic()
-        workers = await self._scraper.observe(
-            pods, load_threshold=spec.load_threshold, reported_before=fleet.reported
+        known: dict[str, tuple[tuple[object, str], float]] = {}
+        if self._watch is not None:
+            ips = [str((pod.get("status") or {}).get("podIP") or "") for pod in pods]
+            self._watch.follow(key, ips)
+            if heard:
+                known = self._known_answers(fleet, ips)
+        workers, answers = await self._scraper.observe_answers(
+            pods,
+            load_threshold=spec.load_threshold,
+            reported_before=fleet.reported,
+            known={ip: answer for ip, (answer, _) in known.items()},
         )
+        now = self.clock()
+        fleet.answers = {
+            ip: known.get(ip, (answer, now)) for ip, answer in answers.items()
+        }  # the answers read now are timed now; the ones reused keep their own time
         fleet.reported = {
             w.pod.name
             for w in workers
@@ -757,6 +828,24 @@ class Syncer:
         if failed:
             metrics.OBSERVATION_FAILURES.labels(*key).inc(len(failed))
         return workers
+
+    def _known_answers(
+        self, fleet: Fleet, ips: Sequence[str]
+    ) -> dict[str, tuple[tuple[object, str], float]]:
+        """For each worker, the newer of what its long poll brought and what the last round
+        read, if younger than two sync periods (else it is read again)."""
+        assert self._watch is not None
+        known: dict[str, tuple[tuple[object, str], float]] = {}
+        oldest = self.clock() - 2 * self._config.interval_s
+        for ip in ips:
+            candidates = [fleet.answers[ip]] if ip in fleet.answers else []
+            heard = self._watch.heard(ip)
+            if heard is not None:
+                candidates.append(((heard.document, ""), heard.at))
+            newest = max(candidates, key=lambda c: c[1], default=None)
+            if newest is not None and newest[1] > oldest:
+                known[ip] = newest
+        return known
 
     async def _protect(
         self, key: Key, spec: specs.AgentWorkerSpec, workers: Sequence[observation.Worker]
