@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, TypeVar
@@ -150,9 +150,12 @@ def namespace(
 class OperatorProcess:
     """`agent-operator` watching one namespace, as the brief runs it (default sync period)."""
 
-    def __init__(self, kubectl: Kubectl, namespace: str, log_path: Path) -> None:
+    def __init__(
+        self, kubectl: Kubectl, namespace: str, log_path: Path, extra_args: Sequence[str] = ()
+    ) -> None:
         self.namespace = namespace
         self.log_path = log_path
+        self._extra_args = tuple(extra_args)
         self._env = kubectl.environ
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -164,6 +167,7 @@ class OperatorProcess:
             "--identity=bench",
             "--health-port=0",
             "--metrics-port=0",
+            *self._extra_args,
         ]
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(

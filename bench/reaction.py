@@ -12,6 +12,7 @@ waited out (the calls are short), so every trial starts from one worker.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,27 +43,36 @@ class Reaction:
     operator: OperatorProcess
     workdir: Path
     run_id: str
+    side: str = ""
+    """Which of `scaling_report.REACTION_SIDES` the operator runs as."""
+    tag: str = "a"
+    """The side in the AgentWorkers' names."""
 
 
-def run_trials(setup: Reaction, trials: int) -> list[ReactionTrial]:
-    """`trials` scale-ups, one after the other; a failed trial keeps what it saw."""
+def run_trials(setups: Sequence[Reaction], trials: int) -> list[ReactionTrial]:
+    """`trials` scale-ups per setup, one after the other, the setups taking turns (so that the
+    machine's moods fall on both alike); a failed trial keeps what it saw."""
     done = []
     for index in range(trials):
-        trial = run_trial(setup, index)
-        total = (
-            "n/a"
-            if trial.registered_at is None
-            else f"{trial.registered_at - trial.third_call_at:.2f} s"
-        )
-        note(f"reaction trial {index + 1}/{trials}: {total} {'; '.join(trial.problems)}")
-        done.append(trial)
+        for setup in setups:
+            trial = run_trial(setup, index)
+            total = (
+                "n/a"
+                if trial.registered_at is None
+                else f"{trial.registered_at - trial.third_call_at:.2f} s"
+            )
+            note(
+                f"reaction trial {index + 1}/{trials}, {setup.side}: {total} "
+                + "; ".join(trial.problems)
+            )
+            done.append(trial)
     return done
 
 
 def run_trial(setup: Reaction, index: int) -> ReactionTrial:
     """One trial: its AgentWorker made, measured, deleted and its pods gone."""
     kubectl, namespace = setup.kubectl, setup.namespace
-    name = f"reaction-{index + 1}"
+    name = f"reaction-{index + 1}-{setup.tag}"
     agent_name = f"bench-{setup.run_id}-{name}"
     manifest = manifests.build_agentworker(
         name=name,
@@ -134,6 +144,7 @@ def _observe(
         pod=pod,
         event="; ".join(cluster.scale_events(setup.kubectl, setup.namespace, name, "ScaledUp")),
         problems=tuple(problems),
+        side=setup.side,
     )
 
 

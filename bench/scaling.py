@@ -20,6 +20,7 @@ every operator it starts is stopped on the way out, also on error, Ctrl-C or SIG
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime
 import os
@@ -67,21 +68,31 @@ class Results:
 def measure_reaction(
     rig: rig_env.RigEnv, kubectl: Kubectl, workdir: Path, run_id: str, trials: int
 ) -> list[report.ReactionTrial]:
-    """(a) in its own namespace, with one operator for all trials."""
-    namespace = f"bench-scaling-{run_id}-reaction"
-    note(f"reaction: {trials} trials in namespace {namespace}")
-    with cluster.namespace(kubectl, namespace, credentials=rig):
-        log = workdir / "operator-reaction.log"
-        with OperatorProcess(kubectl, namespace, log) as operator:
-            setup = reaction.Reaction(
-                rig=rig,
-                kubectl=kubectl,
-                namespace=namespace,
-                operator=operator,
-                workdir=workdir,
-                run_id=run_id,
+    """(a) side by side: an operator that long-polls the workers (the default) and one that
+    reads them each sync period only, each in its own namespace; their trials take turns."""
+    how = (("watch", ()), ("periodic", ("--no-worker-watch",)))
+    sides = zip(report.REACTION_SIDES, how, strict=True)
+    with contextlib.ExitStack() as stack:
+        setups = []
+        for side, (tag, args) in sides:
+            namespace = f"bench-scaling-{run_id}-reaction-{tag}"
+            note(f"reaction, {side}: {trials} trials in namespace {namespace}")
+            stack.enter_context(cluster.namespace(kubectl, namespace, credentials=rig))
+            log = workdir / f"operator-reaction-{tag}.log"
+            operator = stack.enter_context(OperatorProcess(kubectl, namespace, log, args))
+            setups.append(
+                reaction.Reaction(
+                    rig=rig,
+                    kubectl=kubectl,
+                    namespace=namespace,
+                    operator=operator,
+                    workdir=workdir,
+                    run_id=run_id,
+                    side=side,
+                    tag=tag,
+                )
             )
-            return reaction.run_trials(setup, trials)
+        return reaction.run_trials(setups, trials)
 
 
 def run(cfg: ScalingConfig, *, write: bool) -> int:
@@ -140,14 +151,27 @@ def render(results: Results, cfg: ScalingConfig) -> str:
             "AgentWorker autoscaled 1..3 (targetLoad 0.5, loadThreshold "
             f"{manifests.LOAD_THRESHOLD}, scaleUp 4 pods per 15 s), operator sync period 5 s "
             "(the default); 3 calls of "
-            f"{reaction.HOLD_S:.0f} s to its one worker (load 0.75). n={len(results.trials)}.",
+            f"{reaction.HOLD_S:.0f} s to its one worker (load 0.75). Two operators side by "
+            "side, their trials taking turns: one long-polls each worker's /worker (the "
+            "default), one reads the workers each sync period only (`--no-worker-watch`, as "
+            "before). The steps after the decision do not depend on the side.",
             "",
-            report.render_reaction(results.trials),
+            report.render_reaction_sides(results.trials),
             "",
+            *(
+                line
+                for side in report.REACTION_SIDES
+                for line in (
+                    f"{side}:",
+                    "",
+                    report.render_reaction([t for t in results.trials if t.side == side]),
+                    "",
+                )
+            ),
             *(f"- {how}" for how in REACTION_HOW),
             "",
             *(
-                f"- trial {i + 1}: pod {t.pod or 'n/a'}; event: {t.event or 'n/a'}"
+                f"- trial {i + 1}, {t.side}: pod {t.pod or 'n/a'}; event: {t.event or 'n/a'}"
                 + (f"; problems: {'; '.join(t.problems)}" if t.problems else "")
                 for i, t in enumerate(results.trials)
             ),
@@ -181,8 +205,11 @@ def write_results(
 ) -> Path:
     trials = [{**dataclasses.asdict(t), "breakdown_s": report.breakdown(t)} for t in results.trials]
     medians = {
-        key: report.median([report.breakdown(t)[key] for t in results.trials])
-        for key, _ in (*report.STEPS, report.TOTAL)
+        side: {
+            key: report.median([report.breakdown(t)[key] for t in results.trials if t.side == side])
+            for key, _ in (*report.STEPS, report.TOTAL)
+        }
+        for side in report.REACTION_SIDES
     }
     body = {
         **meta,

@@ -33,6 +33,8 @@ class ReactionTrial:
     event: str = ""
     """The ScaledUp Event's message."""
     problems: tuple[str, ...] = ()
+    side: str = ""
+    """How the operator learned of the full worker (`REACTION_SIDES`)."""
 
 
 STEPS: tuple[tuple[str, str], ...] = (
@@ -42,6 +44,8 @@ STEPS: tuple[tuple[str, str], ...] = (
     ("register_s", "worker process started -> registered with LiveKit"),
 )
 TOTAL = ("total_s", "third call started -> new worker registered")
+REACTION_SIDES = ("long polls (default)", "periodic reads only (--no-worker-watch)")
+"""The operator's two ways to learn that a worker changed, measured side by side."""
 
 
 def _gap(start: float | None, end: float | None) -> float | None:
@@ -148,6 +152,21 @@ def render_reaction(trials: Sequence[ReactionTrial]) -> str:
             *(_seconds(v) for v in values),
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_reaction_sides(trials: Sequence[ReactionTrial]) -> str:
+    """Each step's median per side, and the ratio of the first side's to the second's."""
+    by_side = {side: [t for t in trials if t.side == side] for side in REACTION_SIDES}
+    header = ["step", *(f"{side}, median (n={len(by_side[side])})" for side in REACTION_SIDES)]
+    header.append("ratio")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for key, title in (*STEPS, TOTAL):
+        medians = [median([breakdown(t)[key] for t in by_side[side]]) for side in REACTION_SIDES]
+        first, second = medians
+        ratio = f"{first / second:.2f}" if first is not None and second else "-"
+        name = f"**{title}**" if key == TOTAL[0] else title
+        lines.append("| " + " | ".join([name, *(_seconds(m) for m in medians), ratio]) + " |")
     return "\n".join(lines)
 
 
