@@ -165,9 +165,13 @@ def remember_agentworker(type: str | None, body: kopf.Body, memo: Any, **_: Any)
 
 
 @kopf.on.event("v1", "pods", labels=OWNED, registry=registry)
-def remember_pod(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    """Keep the store's copy of every worker pod current (observation reads pods from it)."""
-    memo["store"].put_pod(type, body)
+async def remember_pod(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    """Keep the store's copy of every worker pod current (observation reads pods from it),
+    and have the sync loop follow a new worker as soon as it has an address."""
+    key = memo["store"].put_pod(type, body)
+    syncer = memo.get("syncer")
+    if key is not None and syncer is not None:
+        syncer.on_pods_changed(key)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED, registry=registry)

@@ -47,12 +47,13 @@ class Store:
     def deployment(self, key: Key) -> dict[str, Any] | None:
         return self._deployments.get(key)
 
-    def put_pod(self, event_type: str | None, body: Mapping[str, Any]) -> None:
-        """Remember (or, for DELETED, forget) a worker pod under the AgentWorker it belongs to."""
+    def put_pod(self, event_type: str | None, body: Mapping[str, Any]) -> Key | None:
+        """Remember (or, for DELETED, forget) a worker pod under the AgentWorker it belongs to;
+        that AgentWorker's key (None for a pod of none)."""
         meta = body.get("metadata") or {}
         owner = (meta.get("labels") or {}).get(builders.LABEL_INSTANCE)
         if not owner:
-            return
+            return None
         key = (str(meta.get("namespace") or ""), str(owner))
         name = str(meta.get("name") or "")
         if event_type == "DELETED":
@@ -63,6 +64,7 @@ class Store:
                     del self._pods[key]
         else:
             self._pods.setdefault(key, {})[name] = dict(body)
+        return key
 
     def replace_pods(self, key: Key, pods: list[dict[str, Any]]) -> None:
         """Put a fresh listing of the AgentWorker's pods in place of the watched ones."""

@@ -317,9 +317,9 @@ class Syncer:
         """Sync every AgentWorker each period, forever (cancel to stop). Between those rounds,
         the fleets with dispatches waiting are synced every GUARD_PERIOD_S, a webhook starts a
         round of the guarded fleets early, and a worker's change one of its fleet."""
-        # the first round waits a period: kopf's watches list the AgentWorkers and pods first
-        await asyncio.sleep(self._config.interval_s)
-        next_full = 0.0
+        # the first periodic round waits a period: kopf's watches list the AgentWorkers and pods
+        # first; the rounds a change starts may come sooner (the change was seen on them)
+        next_full = time.monotonic() + self._config.interval_s
         while True:
             started = time.monotonic()
             if started >= next_full:
@@ -350,13 +350,28 @@ class Syncer:
             guarded = spec is not None and spec.dispatch_guard.enabled
             if (guarded and (_held_waiting(fleet) or woken)) or key in self._changed:
                 keys.append(key)
-        return keys
+        return keys + [key for key in self._changed if key not in self.fleets]
+
+    def on_pods_changed(self, key: Key) -> None:
+        """The pod watch saw a pod of the fleet change: follow its workers' addresses now (a
+        new worker's registration is news), not at the next round."""
+        if self._watch is not None and self._ours(key):
+            pods = self._store.pods(key)
+            self._watch.follow(key, [str((p.get("status") or {}).get("podIP") or "") for p in pods])
 
     def on_worker_change(self, key: Key) -> None:
         """A worker of the fleet `key` said something new (`watcher`): sync it now."""
-        if key in self.fleets:
+        if self._ours(key):
             self._changed.setdefault(key, self.clock())
             self._wake.set()
+
+    def _ours(self, key: Key) -> bool:
+        """Whether this installation syncs the AgentWorker (known, and claimed by it)."""
+        body = self._store.agentworker(key)
+        annotations = ((body or {}).get("metadata") or {}).get("annotations") or {}
+        return body is not None and (
+            builders.claim(annotations, self.operator_id) is builders.Claim.OURS
+        )
 
     def webhook_secret(self, api_key: str) -> str | None:
         """The secret of an API key the guard or recovery uses (webhooks are verified with it)."""
@@ -385,9 +400,10 @@ class Syncer:
 
     async def sync_all(self, only: Sequence[Key] | None = None) -> None:
         keys = self._store.agentworkers()
+        for gone in set(self._changed) - set(keys):
+            del self._changed[gone]
         for gone in set(self.fleets) - set(keys):
             self.fleets.pop(gone, None)
-            self._changed.pop(gone, None)
             if self._watch is not None:
                 self._watch.forget(gone)
             self._parsed.pop(gone, None)
