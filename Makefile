@@ -77,7 +77,7 @@ bench-runtime: rig ## This runtime side by side with livekit-agents
 bench-scaling: rig ## Scale-up reaction; a plain Deployment's scale-down against the operator's
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.scaling
 
-bench-observing: rig ## The operator's CPU and memory observing 1,000 workers every 5 s
+bench-observing: rig ## The operator's CPU and memory observing 1,000 workers every 5 s, with its long polls and without
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.observing
 
 bench-companion: rig ## The official worker with and without the companion: overhead, scale-down

@@ -10,8 +10,10 @@ must show for those answers, worked out here on their own, not with the operator
 
 Most workers answer the same document all run long; a few ("changing") draw a new number of
 calls once per `change_period_s`, each at its own phase, so calls start and end all the time
-without a burst. Pure: no I/O and no clock (the time is an argument), so both processes compute
-the same answers.
+without a burst. The workers that play this runtime (`streams`) also serve its change stream:
+their `snapshot` is what `worker_runtime.http_api.Changes` counts generations of, and the fake
+worker server stamps the generation and instance on their documents as the runtime does. Pure:
+no I/O and no clock (the time is an argument), so both processes compute the same answers.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import functools
 import json
 import math
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from worker_runtime import http_api, protocol
@@ -46,7 +49,8 @@ OFFICIAL_KEYS = (
 
 
 class Kind(enum.StrEnum):
-    """What a fake worker is like; the faults make up 1% of the fleet."""
+    """What a fake worker is like; the faults make up 1% of the fleet. Idle, busy, changing and
+    draining workers play this runtime, change stream included; the others serve no stream."""
 
     IDLE = "idle"
     BUSY = "busy"
@@ -56,7 +60,7 @@ class Kind(enum.StrEnum):
     DRAINING = "draining"
     """Draining with one call (never zero: the operator deletes a retired worker without calls)."""
     OFFICIAL = "official"
-    """The official livekit-agents worker's document, idle or busy."""
+    """The official livekit-agents worker's document, idle or busy (it has no change stream)."""
     TIMEOUT = "timeout"
     GARBAGE = "garbage"
     """HTTP 200 with an HTML page."""
@@ -66,6 +70,8 @@ class Kind(enum.StrEnum):
 
 
 FAULTS = (Kind.TIMEOUT, Kind.GARBAGE, Kind.HTTP_ERROR, Kind.NOT_A_DOCUMENT)
+STREAMING = (Kind.IDLE, Kind.BUSY, Kind.CHANGING, Kind.DRAINING)
+"""The kinds that serve this runtime's change stream (`GET /worker?after=`)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -179,6 +185,19 @@ def _draw_start(shape: FleetShape, index: int, draw: int) -> float:
     return draw * shape.change_period_s - _phase(shape, index)
 
 
+def next_draw_at(shape: FleetShape, index: int, now: float) -> float | None:
+    """Unix time a changing worker's next draw begins after `now`; None for the other kinds,
+    whose answer never changes."""
+    if kind(shape, index) is not Kind.CHANGING:
+        return None
+    return _draw_start(shape, index, epoch(shape, index, now) + 1)
+
+
+def streams(shape: FleetShape, index: int) -> bool:
+    """Whether worker `index` serves the change stream (the official worker and faults do not)."""
+    return kind(shape, index) in STREAMING
+
+
 def activity(shape: FleetShape, index: int, draw: int) -> Activity | None:
     """What worker `index` does in draw `draw`; None for a fault (it answers no document)."""
     what = kind(shape, index)
@@ -195,8 +214,9 @@ def activity(shape: FleetShape, index: int, draw: int) -> Activity | None:
     return _calls(rng, rng.randint(1, 3))
 
 
-def document(shape: FleetShape, index: int, draw: int, doing: Activity) -> dict[str, object]:
-    """This runtime's /worker document for a worker doing `doing`."""
+def snapshot(shape: FleetShape, index: int, draw: int, doing: Activity) -> http_api.WorkerSnapshot:
+    """What this runtime would report of itself while doing `doing`: the source of its /worker
+    document and of its change stream's generation (`http_api.Changes.observe`)."""
     if doing.draining:
         state = WorkerState.DRAINING
     else:
@@ -209,7 +229,7 @@ def document(shape: FleetShape, index: int, draw: int, doing: Activity) -> dict[
         )
         for n in range(doing.jobs)
     )
-    snapshot = http_api.WorkerSnapshot(
+    return http_api.WorkerSnapshot(
         worker_id=f"AW_bench{index:04d}",
         state=state.value,
         ready=True,
@@ -224,7 +244,11 @@ def document(shape: FleetShape, index: int, draw: int, doing: Activity) -> dict[
         sdk_version="0.1.0",
         protocol_version=protocol.PROTOCOL_VERSION,
     )
-    return http_api.worker_document(snapshot)
+
+
+def document(shape: FleetShape, index: int, draw: int, doing: Activity) -> dict[str, object]:
+    """This runtime's /worker document for a worker doing `doing`, without the stream's stamp."""
+    return http_api.worker_document(snapshot(shape, index, draw, doing))
 
 
 def official_document(full: dict[str, object]) -> dict[str, object]:
@@ -232,8 +256,21 @@ def official_document(full: dict[str, object]) -> dict[str, object]:
     return {k: full[k] for k in OFFICIAL_KEYS if full[k] not in (0, 0.0)}
 
 
-def answer(shape: FleetShape, index: int, draw: int) -> Answer:
-    """Worker `index`'s answer to GET /worker in draw `draw` (see `epoch`)."""
+def stream_snapshot(shape: FleetShape, index: int, draw: int) -> http_api.WorkerSnapshot | None:
+    """The snapshot a worker that serves the change stream shows in draw `draw`; None for the
+    others."""
+    doing = activity(shape, index, draw)
+    if doing is None or not streams(shape, index):
+        return None
+    return snapshot(shape, index, draw, doing)
+
+
+def answer(
+    shape: FleetShape, index: int, draw: int, *, stamp: Mapping[str, object] | None = None
+) -> Answer:
+    """Worker `index`'s answer to GET /worker in draw `draw` (see `epoch`). `stamp`, the change
+    stream's `generation` and `instance`, ends a streaming worker's document, as the runtime's
+    route adds them to `worker_document`; the other kinds never show it."""
     what = kind(shape, index)
     doing = activity(shape, index, draw)
     if what is Kind.GARBAGE:
@@ -248,7 +285,9 @@ def answer(shape: FleetShape, index: int, draw: int) -> Answer:
         idle = document(shape, index, draw, Activity(jobs=0, load=0.0))
         return _json(200, idle, delay_s=FAULT_HOLD_S)
     full = document(shape, index, draw, doing)
-    return _json(200, official_document(full) if what is Kind.OFFICIAL else full)
+    if what is Kind.OFFICIAL:
+        return _json(200, official_document(full))
+    return _json(200, full | dict(stamp or {}))
 
 
 def _json(status: int, body: object, *, delay_s: float = 0.0) -> Answer:

@@ -8,12 +8,15 @@ runtime's shape, mostly idle, some with calls, a few changing, 1% broken (`bench
 The pods are API objects bound to a phantom node that no kubelet runs (`bench.phantom`). The
 operator reaches the API server through a counting proxy (`bench.api_proxy`).
 
-Order: make the objects, start the fake workers and the operator, wait until every
-AgentWorker's status counts what the fake workers answer and every worker was read, let it
-settle, then sample once a second for the window: the operator's CPU time and RSS (psutil), the
-fake workers' request count, the operator's /metrics, the proxy's counts. It prints a table and
-writes bench/results/observing-<UTC time>.json and bench/results/observing-latest.md, asserts
-nothing, and removes everything it made on the way out, also on error or Ctrl-C.
+Two sides, one after the other (`bench.observing_sides`): the operator as it ships, which
+long-polls each worker's /worker for changes besides its periodic rounds, and the same with
+`--no-worker-watch`. Order: make the objects, start the fake workers, then for each side start
+its operator, wait until every AgentWorker's status counts what the fake workers answer and
+every worker was read, let it settle, sample once a second for the window (the operator's CPU
+time and RSS (psutil), the fake workers' counts of plain reads and long polls, the operator's
+/metrics, the proxy's counts), and stop it. It prints the sides' table and writes
+bench/results/observing-<UTC time>.json and bench/results/observing-latest.md, asserts nothing,
+and removes everything it made on the way out, also on error or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -28,136 +31,31 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-import psutil
 
 from agentworker_operator import kube
-from bench import fake_fleet, phantom, provenance
+from bench import fake_fleet, observing_sides, observing_tables, phantom, provenance
 from bench import observing_processes as processes
 from bench import observing_report as report
 from bench.api_proxy import ApiProxy
 from bench.fake_fleet import FleetShape
+from bench.observing_sides import BenchError, ObservingConfig, note
 from bench.provenance import utc_now
-from bench.workers import free_port
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=5.0)
-STATUS_LAG_S = 15.0
-"""How far back the answers an AgentWorker's status counts may date (a round, and its write)."""
-VERIFY_POLL_S = 2.0
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot go on; the message says what failed."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ObservingConfig:
-    """How big the fleet is and how long to look."""
-
-    agentworkers: int = 10
-    workers_per_agentworker: int = 100
-    sync_period_s: float = 5.0
-    """The operator's --sync-period."""
-    settle_s: float = 30.0
-    """Seconds between the statuses first matching and the window."""
-    window_s: float = 90.0
-    """Seconds measured."""
-    sample_s: float = 1.0
-    change_period_s: float = 60.0
-    """Seconds between two draws of a changing worker's calls (5% of the workers)."""
-    verify_timeout_s: float = 180.0
-    """Bound of the wait for the statuses to match the fake workers' answers."""
-
-    @property
-    def shape(self) -> FleetShape:
-        return FleetShape(
-            agentworkers=self.agentworkers,
-            workers_per_agentworker=self.workers_per_agentworker,
-            change_period_s=self.change_period_s,
-        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Outcome:
-    """What one run saw."""
+    """What one run saw: each side's, and the problems of the objects shared by the sides."""
 
-    samples: list[report.Sample]
-    window: tuple[datetime.datetime, datetime.datetime]
+    sides: list[observing_sides.SideOutcome]
     problems: list[str]
-
-
-def note(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-async def status_mismatches(client: kube.Kube, shape: FleetShape) -> list[str]:
-    """AgentWorkers whose status counts no answers the fake workers gave in the last seconds."""
-    now = time.time()
-    moments = [now - lag for lag in range(round(STATUS_LAG_S) + 1)]
-    wrong = []
-    for aw in range(shape.agentworkers):
-        name = fake_fleet.agentworker_name(aw)
-        body = await client.get(kube.agentworker_path(phantom.NAMESPACE, name)) or {}
-        seen = fake_fleet.counts_of(body.get("status") or {})
-        expected = [fake_fleet.expected_counts(shape, aw, t) for t in moments]
-        if seen not in expected:
-            wrong.append(f"{name}: status {seen}, fake workers {expected[0]}")
-    return wrong
-
-
-async def verify(
-    cfg: ObservingConfig, client: kube.Kube, probes: processes.Probes, operator: processes.Child
-) -> None:
-    """Wait (bounded) until every status matches the answers and every worker was read."""
-    deadline = time.monotonic() + cfg.verify_timeout_s
-    wrong: list[str] = ["no status read yet"]
-    unread = cfg.shape.workers
-    while time.monotonic() < deadline:
-        operator.check()
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            wrong = await status_mismatches(client, cfg.shape)
-            per_worker = (await probes.stats()).get("per_worker")
-            unread = sum(1 for n in per_worker if not n) if isinstance(per_worker, list) else -1
-            if not wrong and unread == 0:
-                return
-        await asyncio.sleep(VERIFY_POLL_S)
-    raise BenchError(
-        f"after {cfg.verify_timeout_s:.0f}s: {unread} workers never read; statuses that do not "
-        "match the fake workers:\n" + "\n".join(wrong)
-    )
-
-
-async def measure(
-    cfg: ObservingConfig,
-    probes: processes.Probes,
-    operator: processes.Child,
-    fakes: processes.Child,
-    proxy: ApiProxy,
-) -> list[report.Sample]:
-    """One sample every `sample_s` for `window_s`, on a fixed schedule."""
-    op, fk = psutil.Process(operator.pid), psutil.Process(fakes.pid)
-    samples = [await processes.sample(probes, op, fk, proxy)]
-    start = samples[0].t_s
-    for i in range(1, round(cfg.window_s / cfg.sample_s) + 1):
-        await asyncio.sleep(max(0.0, start + i * cfg.sample_s - time.monotonic()))
-        operator.check()
-        fakes.check()
-        samples.append(await processes.sample(probes, op, fk, proxy))
-    return samples
-
-
-def operator_log_problems(path: Path) -> list[str]:
-    """The operator's WARNING and ERROR lines (it runs at --log-level=WARNING), first ten."""
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
-    return [f"operator log: {line[:300]}" for line in lines[:10]] + (
-        [f"operator log: ... {len(lines) - 10} more lines"] if len(lines) > 10 else []
-    )
 
 
 async def observe(
@@ -166,7 +64,7 @@ async def observe(
     workdir: Path,
     profile: Path | None,
 ) -> Outcome:
-    """Make the objects, start everything, verify, settle, measure; `stack` undoes it all."""
+    """Make the objects, start the fake workers, then each side in turn; `stack` undoes it all."""
     livekit_url, credentials = credentials_from_env()
     shape = cfg.shape
     problems = [p for p in [await asyncio.to_thread(phantom.apply_crd)] if p]
@@ -182,34 +80,22 @@ async def observe(
     proxy = ApiProxy(workdir)
     stack.push_async_callback(proxy.aclose)
     await proxy.start(phantom.NAMESPACE)
-    metrics_port = free_port()
-    operator = processes.Child(
-        name="agent-operator",
-        argv=processes.operator_argv(
-            namespace=phantom.NAMESPACE,
-            sync_period_s=cfg.sync_period_s,
-            metrics_port=metrics_port,
-            profile=profile,
-        ),
-        log_path=workdir / "operator.log",
-        env={**os.environ, "KUBECONFIG": str(proxy.kubeconfig)},
-    )
-    stack.push_async_callback(operator.stop)
-    await operator.start()
     http = await stack.enter_async_context(aiohttp.ClientSession(timeout=HTTP_TIMEOUT))
-    probes = processes.Probes(http, metrics_port=metrics_port, stats_port=stats_port)
-    note("operator started; waiting until every status counts what the workers answer")
-    await verify(cfg, client, probes, operator)
-    note(f"statuses match; settling {cfg.settle_s:.0f}s, then measuring {cfg.window_s:.0f}s")
-    await asyncio.sleep(cfg.settle_s)
-    operator.check()
-    window_start = utc_now()
-    samples = await measure(cfg, probes, operator, fakes, proxy)
-    window = (window_start, utc_now())
+    shared = observing_sides.Shared(
+        cfg=cfg,
+        client=client,
+        http=http,
+        fakes=fakes,
+        stats_port=stats_port,
+        proxy=proxy,
+        workdir=workdir,
+        profile=profile,
+    )
+    outcomes = [
+        await observing_sides.run_side(shared, observing_sides.SIDES[key]) for key in cfg.sides
+    ]
     problems += await phantom.pods_report(client, uids)
-    problems += [f"after the window: {m}" for m in await status_mismatches(client, shape)]
-    problems += operator_log_problems(operator.log_path)
-    return Outcome(samples=samples, window=window, problems=problems)
+    return Outcome(sides=outcomes, problems=problems)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:
@@ -251,6 +137,34 @@ def credentials_from_env() -> tuple[str, phantom.Credentials]:
     return os.environ["LIVEKIT_URL"], credentials
 
 
+def describe_sides(cfg: ObservingConfig) -> list[str]:
+    """What the sides share, how they differ, and what favours either."""
+    order = ", then ".join(f"`{observing_sides.SIDES[key].title}`" for key in cfg.sides)
+    return [
+        f"Sides, one after the other in this order: {order}. Each is its own operator process "
+        "(the only difference: `--no-worker-watch` on the second column's) over the same "
+        "objects, the same fake worker server and the same proxy. Before each side the worker "
+        "counts of every status are blanked, so its own operator must write them again before "
+        "its window (checked, with every worker read since the side began).",
+        "What favours `--no-worker-watch`: the operator with long polls does everything the "
+        "other does, the periodic rounds reading every worker (the load moves no generation), "
+        "and besides holds one connection and one task per streaming worker, parses every poll "
+        "answer (each poll's wait runs out after 25 s with nothing new; the polls began "
+        "together, so they end in bursts: see the CPU per period), and runs a round of one "
+        "fleet for each change it hears. The fake worker server also answers those polls, on "
+        "the same 2 cores.",
+        "What favours the long polls: what they buy is time, not CPU. A worker's change "
+        "reaches the autoscaler within a quarter of a second (the row 'a change heard -> "
+        "decision'), where without them it waits for the next periodic round, up to "
+        f"{cfg.sync_period_s:g} s; the rounds a change starts read no worker.",
+        "Order: the later side finds the API server, the proxy and the fake worker server "
+        "warm; the first side's operator made the Deployments, PDBs and Services (the later "
+        "one applies them unchanged). The official worker and the faults serve no change "
+        "stream, so they are read as before on both sides (with long polls, also the polls' "
+        "own retries: after a no-stream answer one a minute, after a failure one every 5 s).",
+    ]
+
+
 def build_meta(
     cfg: ObservingConfig,
     outcome: Outcome,
@@ -260,32 +174,46 @@ def build_meta(
     workdir: Path,
 ) -> dict[str, object]:
     command = "python -m bench.observing"
+    problems = [*outcome.problems, *(p for side in outcome.sides for p in side.problems)]
     return provenance.describe(started, load_before, command=command, config=cfg) | {
-        "window": [t.isoformat(timespec="seconds") for t in outcome.window],
+        "windows": {
+            side.side.key: [t.isoformat(timespec="seconds") for t in side.window]
+            for side in outcome.sides
+        },
         "workers": cfg.shape.workers,
+        "streaming_workers": streaming(cfg.shape),
         "fleet": fleet_mix(cfg.shape),
         "source": source_version(),
-        "verified_before_window": "every AgentWorker's status counted what the fake workers "
-        "answered, and every fake worker was read",
+        "verified_before_window": "on each side, every AgentWorker's status counted what the "
+        "fake workers answered (the counts blanked before the side began), and every fake "
+        "worker was read since the side began",
         "pods_intact_after_window": not any(p.startswith("pod ") for p in outcome.problems),
-        "problems": outcome.problems,
+        "problems": problems,
         "logs": str(workdir),
     }
 
 
+def streaming(shape: FleetShape) -> int:
+    """How many fake workers serve the change stream."""
+    return sum(1 for index in range(shape.workers) if fake_fleet.streams(shape, index))
+
+
 def write_results(
+    cfg: ObservingConfig,
     meta: dict[str, object],
-    outcome: Outcome,
-    figures: report.Figures,
-    table: list[report.Row],
+    tables: list[observing_tables.SideTable],
     stamp: str,
 ) -> Path:
     """bench/results/observing-<stamp>.json (everything) and observing-latest.md (the table)."""
     RESULTS_DIR.mkdir(exist_ok=True)
     path = RESULTS_DIR / f"observing-{stamp}.json"
-    body = {**meta, "figures": report.to_json(figures, table)}
-    path.write_text(json.dumps(body, indent=2) + "\n")
-    problems, config, source = outcome.problems, meta["config"], meta["source"]
+    sides = {
+        key: observing_tables.to_json(t.figures, t.rows)
+        for key, t in zip(cfg.sides, tables, strict=True)
+    }
+    path.write_text(json.dumps({**meta, "sides": sides}, indent=2) + "\n")
+    problems, config, source = meta["problems"], meta["config"], meta["source"]
+    assert isinstance(problems, list)
     assert isinstance(config, dict)
     assert isinstance(source, dict)
     md = [
@@ -297,26 +225,43 @@ def write_results(
         "",
         f"The real `agent-operator` process observing {meta['workers']:,} workers "
         f"({config['agentworkers']} AgentWorkers) every {config['sync_period_s']:g} s, "
-        f"measured for {config['window_s']:g} s. **The workers are lightweight loopback HTTP "
-        "endpoints serving recorded /worker documents** (one process, bench/fake_workers.py, "
-        "documents built with worker_runtime.http_api.worker_document), not worker runtimes; "
-        "their pods are API objects bound to a phantom node no kubelet runs (bench/phantom.py). "
-        "The operator reaches the API server through a counting proxy (bench/api_proxy.py).",
+        f"measured for {config['window_s']:g} s a side. **The workers are lightweight loopback "
+        "HTTP endpoints serving recorded /worker documents** (one process, "
+        "bench/fake_workers.py, documents built with worker_runtime.http_api.worker_document); "
+        f"{meta['streaming_workers']} of them serve the runtime's change stream (generation, "
+        "instance, long polls held as worker_runtime/http_api.py holds them), the official "
+        "worker and the faults do not. They are not worker runtimes; their pods are API "
+        "objects bound to a phantom node no kubelet runs (bench/phantom.py). The operator "
+        "reaches the API server through a counting proxy (bench/api_proxy.py).",
         "",
+        *(f"{paragraph}\n" for paragraph in describe_sides(cfg)),
         f"Fleet: {json.dumps(meta['fleet'])}.",
         f"Config: {json.dumps(config)}. Host: {json.dumps(meta['host'])}.",
         "",
-        report.render_markdown(table),
+        observing_tables.render_markdown(tables),
         "",
-        *(f"- {r.title.strip()}: {r.how}" for r in table if r.how),
+        *(f"- {r.title.strip()}: {r.how}" for r in tables[0].rows if r.how),
         "",
         "API requests of the operator in the window, and the watch events it received:",
         "",
-        report.render_api_markdown(figures),
+        observing_tables.render_api_markdown(tables),
         *(["", "Problems:", *(f"- {p}" for p in problems)] if problems else []),
     ]
     (RESULTS_DIR / "observing-latest.md").write_text("\n".join(md) + "\n")
     return path
+
+
+def side_table(
+    cfg: ObservingConfig, outcome: observing_sides.SideOutcome
+) -> observing_tables.SideTable:
+    figures = report.figures(outcome.samples, sync_period_s=cfg.sync_period_s)
+    rows = report.rows(
+        figures,
+        workers=cfg.shape.workers,
+        streaming=streaming(cfg.shape),
+        sync_period_s=cfg.sync_period_s,
+    )
+    return observing_tables.SideTable(title=outcome.side.title, figures=figures, rows=rows)
 
 
 async def run(cfg: ObservingConfig, *, write: bool, profile: Path | None = None) -> int:
@@ -332,16 +277,15 @@ async def run(cfg: ObservingConfig, *, write: bool, profile: Path | None = None)
         stack.callback(note, "cleaned up")
         outcome = await observe(cfg, stack, workdir, profile)
         note("cleaning up")
-    figures = report.figures(outcome.samples, sync_period_s=cfg.sync_period_s)
-    table = report.rows(figures, workers=cfg.shape.workers, sync_period_s=cfg.sync_period_s)
-    print(report.render_text(table))
-    print(report.render_api_markdown(figures))
-    for problem in outcome.problems:
+    tables = [side_table(cfg, side) for side in outcome.sides]
+    print(observing_tables.render_text(tables))
+    print(observing_tables.render_api_markdown(tables))
+    for problem in [*outcome.problems, *(p for side in outcome.sides for p in side.problems)]:
         print(f"problem: {problem}")
     if write:
         meta = build_meta(cfg, outcome, started=started, load_before=load_before, workdir=workdir)
         stamp = started.strftime("%Y%m%dT%H%M%SZ")
-        path = write_results(meta, outcome, figures, table, stamp)
+        path = write_results(cfg, meta, tables, stamp)
         note(f"results written to {path} and {RESULTS_DIR / 'observing-latest.md'}")
     return 0
 
@@ -351,18 +295,28 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ObservingConfig, bool, Path 
     p = argparse.ArgumentParser(
         prog="python -m bench.observing", description=(__doc__ or "").split("\n")[0]
     )
-    p.add_argument("--window", type=float, default=d.window_s, help="seconds measured")
-    p.add_argument("--settle", type=float, default=d.settle_s, help="seconds before the window")
+    p.add_argument("--window", type=float, default=d.window_s, help="seconds measured a side")
+    p.add_argument(
+        "--settle", type=float, default=d.settle_s, help="seconds before the window, a side"
+    )
     p.add_argument("--agentworkers", type=int, default=d.agentworkers)
     p.add_argument("--workers-per-agentworker", type=int, default=d.workers_per_agentworker)
     p.add_argument("--sync-period", type=float, default=d.sync_period_s)
+    p.add_argument(
+        "--side",
+        action="append",
+        choices=sorted(observing_sides.SIDES),
+        help="run this side (repeat for several, in the order given); default: "
+        f"{', then '.join(d.sides)}",
+    )
     p.add_argument("--no-write", action="store_true", help="print the table, write no files")
     p.add_argument(
         "--profile",
         type=Path,
         metavar="FILE",
-        help="run the operator under cProfile, its stats to FILE (a diagnosis: the figures of "
-        "such a run include the profiler's cost, and no results file is written)",
+        help="run the operator under cProfile, its stats to FILE with the side before the "
+        "suffix (FILE-watch.prof ...; a diagnosis: the figures of such a run include the "
+        "profiler's cost, and no results file is written)",
     )
     a = p.parse_args(argv)
     cfg = ObservingConfig(
@@ -371,6 +325,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[ObservingConfig, bool, Path 
         sync_period_s=a.sync_period,
         settle_s=a.settle,
         window_s=a.window,
+        sides=tuple(dict.fromkeys(a.side)) if a.side else d.sides,
     )
     profile = a.profile.resolve() if a.profile else None
     return cfg, not a.no_write and profile is None, profile

@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -124,9 +125,15 @@ async def start_fake_workers(shape: FleetShape, workdir: Path) -> tuple[Child, i
 
 
 def operator_argv(
-    *, namespace: str, sync_period_s: float, metrics_port: int, profile: Path | None
+    *,
+    namespace: str,
+    sync_period_s: float,
+    metrics_port: int,
+    profile: Path | None,
+    extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """The operator's command; under cProfile (writing `profile` at exit) when one is given."""
+    """The operator's command, `extra_args` last; under cProfile (writing `profile` at exit)
+    when one is given."""
     profiler = [sys.executable, "-m", "cProfile", "-o", str(profile)] if profile else []
     return [
         *profiler,
@@ -140,6 +147,7 @@ def operator_argv(
         "--log-format=json",
         "--log-level=WARNING",
         f"--sync-period={sync_period_s:g}",
+        *extra_args,
     ]
 
 
@@ -173,7 +181,12 @@ def _cpu_s(proc: psutil.Process) -> float:
 
 
 def _int(value: object) -> int:
-    return value if isinstance(value, int) else 0
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _ints(value: object) -> dict[str, int]:
+    """A JSON object of counts (the fake workers' polls by how they ended)."""
+    return {str(k): _int(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 async def sample(
@@ -190,6 +203,10 @@ async def sample(
         fake_workers_cpu_s=_cpu_s(fakes),
         bench_cpu_s=_cpu_s(psutil.Process()),
         worker_requests=_int(stats.get("requests")),
+        worker_plain=_int(stats.get("plain")),
+        polls=_ints(stats.get("polls")),
+        polls_held=_int(stats.get("held")),
+        worker_changes=_int(stats.get("changes")),
         worker_connections=_int(stats.get("connections")),
         metrics=metrics,
         api=proxy.counts(),
