@@ -413,7 +413,10 @@ class Syncer:
             metrics.forget(*gone)
         if only is not None:
             keys = [key for key in keys if key in set(only)]
-        results = await asyncio.gather(*(self.sync(key) for key in keys), return_exceptions=True)
+        heard = only is not None  # a periodic round reads every worker (the load moves alone)
+        results = await asyncio.gather(
+            *(self.sync(key, heard=heard) for key in keys), return_exceptions=True
+        )
         for key, result in zip(keys, results, strict=True):
             if isinstance(result, BaseException):
                 logger.error(
@@ -422,9 +425,12 @@ class Syncer:
                     extra=logs.about(key),
                 )
 
-    async def sync(self, key: Key) -> None:
-        """One round for one AgentWorker: observe, protect, scale, reconcile."""
+    async def sync(self, key: Key, *, heard: bool = False) -> None:
+        """One round for one AgentWorker: observe, protect, scale, reconcile. `heard`: a round
+        between the periodic ones, which takes what the long polls heard when a worker of the
+        fleet changed (a periodic round reads every worker)."""
         changed_at = self._changed.pop(key, None)
+        heard = heard and changed_at is not None
         body = self._store.agentworker(key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return
@@ -446,7 +452,7 @@ class Syncer:
             token = await self.ensure_control_secret(owner)
         except kube.NotOurs:
             return  # the reconcile reports it (ControlSecretConflict); no handshake without it
-        observed = await self._observe(key, spec, fleet, heard=changed_at is not None)
+        observed = await self._observe(key, spec, fleet, heard=heard)
         fleet.written = {w.pod.name: fleet.written.get(w.pod.name, {}) for w in observed}
         workers = [scaledown.as_written(w, fleet.written[w.pod.name]) for w in observed]
         fleet.workers = tuple(workers)
@@ -457,7 +463,7 @@ class Syncer:
             key, spec, fleet, template
         )
         metrics.record_fleet(key, fleet.summary)
-        demand = await self._judge_dispatches(key, body, spec, fleet, heard=changed_at is not None)
+        demand = await self._judge_dispatches(key, body, spec, fleet, heard=heard)
         demand = self._estimate(spec, fleet, workers, demand, now_s=self.clock())
         changed = False
         scale_events = fleet.history.scale_events
