@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from agentworker_operator.sync import CHANGE_GAP_S
 from tests.unit.operator.sim import draw, promises
 from tests.unit.operator.sim.draw import held
-from tests.unit.operator.sim.run import Fault, Schedule
+from tests.unit.operator.sim.run import STEP_S, Fault, Schedule
 
 SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "2000"))
 """How many schedules hypothesis draws (`make test` runs the default); one in
@@ -258,6 +259,65 @@ def test_a_stale_pod_watch_is_noticed_and_listed_again() -> None:
     )
     assert outcome.seen.get("pods listed", 0) >= 1, outcome.seen
     assert outcome.seen.get("replicas lowered", 0) >= 1, outcome.seen
+
+
+# -- the workers' change stream ----------------------------------------------------------------
+
+
+FILLED_AT_40 = ((0.0, 0.0), (40.0, 6.0), (40.5, 0.0))
+"""No call, then three in one step at 40 s: the one worker is full."""
+
+
+def _filled_then_grown(*, watch: bool) -> tuple[float, float, int]:
+    """When the worker filled, when the fleet grew after, and how many changes were heard."""
+    outcome = held(
+        Schedule(
+            seed=1,
+            interval_s=30.0,
+            arrivals_per_s=FILLED_AT_40,
+            call_s=(100.0, 110.0),
+            duration_s=70.0,
+            watch=watch,
+        )
+    )
+    assert outcome.full_at, outcome.summary()
+    filled = outcome.full_at[0]
+    grown = [at for at in outcome.grown_at if at >= filled]
+    assert grown, outcome.summary()
+    return filled, grown[0], outcome.seen.get("a worker's change heard", 0)
+
+
+def test_a_worker_that_fills_up_is_heard_and_its_fleet_grows_before_the_next_period() -> None:
+    # a 30 s sync period: rounds at 30 s and 60 s; the worker fills at 40 s to 41 s
+    filled, grown, heard = _filled_then_grown(watch=True)
+    assert 40.0 <= filled <= 41.0, filled
+    assert heard >= 1
+    assert grown - filled <= CHANGE_GAP_S + STEP_S, (filled, grown)
+    # without the watch the fleet grows only at the next periodic round
+    filled, grown, heard = _filled_then_grown(watch=False)
+    assert 40.0 <= filled <= 41.0, filled
+    assert heard == 0
+    assert grown == 60.0, (filled, grown)
+
+
+def test_calls_taken_while_unreadable_are_protected_by_the_next_round_that_reads_them() -> None:
+    # found here: every worker unreadable for 10 s, then readable; a round another worker's
+    # change started at 32.5 s reused the 404 of one whose poll still paused before asking
+    # again, and left the calls it had taken meanwhile unprotected: the round its own poll's
+    # answer starts (33 s) protects them, or else the next periodic one
+    outcome = held(
+        Schedule(
+            seed=8,
+            interval_s=5.0,
+            min_replicas=2,
+            arrivals_per_s=((0.0, 0.4),),
+            call_s=(10.0, 40.0),
+            duration_s=60.0,
+            faults=(Fault(at_s=20.0, kind="unreadable"), Fault(at_s=30.5, kind="readable")),
+            watch=True,
+        )
+    )
+    assert outcome.seen.get("a worker's change heard", 0) >= 1, outcome.seen
 
 
 # -- warm headroom from a miss-rate target -----------------------------------------------------

@@ -1,4 +1,5 @@
-"""Schedules drawn by hypothesis: the load, the spec's knobs and the faults.
+"""Schedules drawn by hypothesis: the load, the spec's knobs, the faults, and whether the
+operator hears the workers' changes (`Schedule.watch`, half of them).
 
 `unguarded()` draws fleets without the dispatch guard (the faults of the cluster and the
 workers), `guarded()` fleets with it (LiveKit's faults too), `schedules()` either. The unit tier
@@ -132,6 +133,7 @@ def unguarded(draw: st.DrawFn) -> Schedule:
         call_s=draw(st.sampled_from(((5.0, 15.0), (10.0, 40.0), (30.0, 90.0)))),
         faults=tuple(draw(st.lists(_faults(FAULT_KINDS), max_size=6))),
         miss_rate=draw(st.sampled_from(MISS_RATES)),
+        watch=draw(st.booleans()),
     )
 
 
@@ -168,6 +170,7 @@ def guarded(draw: st.DrawFn) -> Schedule:
         webhooks=draw(st.booleans()),
         impatient=draw(st.sampled_from((0.0, 0.2, 0.5))),
         miss_rate=draw(st.sampled_from(MISS_RATES)),
+        watch=draw(st.booleans()),
     )
 
 

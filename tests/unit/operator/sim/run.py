@@ -4,10 +4,12 @@ A `Schedule` is plain data (the spec's knobs, a seed for arrivals and start-up t
 of timed faults); `simulate(schedule)` runs it on simulated time: every half second the world
 moves (calls arrive and end, pods start, controllers act, watch events arrive), and every sync
 period the operator's real `Syncer.sync_all` runs, with `handlers.reconcile` as its reconcile.
-With the dispatch guard on, rounds also come between them as `Syncer.run` starts them (while
-dispatches wait, and after LiveKit's webhooks, which reach `Syncer.on_webhook`), and the
-guard's promises (`promises`) are checked too. The invariants are checked after every step;
-the first broken one fails with the schedule's JSON, which `replay` runs again.
+Rounds also come between them as `Syncer.run` starts them: with the change stream on
+(`Schedule.watch`: the workers' long polls, `polls.SimWatch`), when a worker's change was heard;
+with the dispatch guard on, while dispatches wait and after LiveKit's webhooks (which reach
+`Syncer.on_webhook`), and the guard's promises (`promises`) are checked too. The invariants
+are checked after every step; the first broken one fails with the schedule's JSON, which
+`replay` runs again.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ import dataclasses
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from agentworker_operator import builders, guard, handlers, kube, scaledown, settings, store
 from agentworker_operator import spec as specs
 from agentworker_operator import sync as syncs
+from tests.unit.operator.sim import polls
 from tests.unit.operator.sim import world as worlds
 from tests.unit.operator.sim.promises import Promises
 from tests.unit.operator.sim.world import NAME, NAMESPACE, UID, World
@@ -74,6 +78,9 @@ class Schedule:
     """The share of callers who hang up after 1 to 12 s without an agent."""
     miss_rate: float | None = None
     """spec.autoscaling.headroom.missRate: the warm headroom from a miss-rate target."""
+    watch: bool = False
+    """The operator long-polls the workers (`Syncer(watch=...)`, `polls.SimWatch`): a worker's
+    change starts a round of its fleet."""
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
@@ -100,6 +107,10 @@ class Outcome:
     seen: dict[str, int] = field(default_factory=dict)
     status: dict[str, Any] = field(default_factory=dict)
     """The AgentWorker's status at the end."""
+    full_at: list[float] = field(default_factory=list)
+    """When a worker became full."""
+    grown_at: list[float] = field(default_factory=list)
+    """When the Deployment's replicas rose."""
 
     def summary(self) -> str:
         return (
@@ -186,6 +197,12 @@ class Operator:
                 self.memo, key[0], key[1], trigger=trigger, logger=logger, full=full
             )
 
+        self.watch: polls.SimWatch | None = None
+
+        def long_polls(on_change: Callable[[store.Key], None]) -> polls.SimWatch:
+            self.watch = polls.SimWatch(world, on_change)
+            return self.watch
+
         self.syncer = syncs.Syncer(
             client=kube,
             store=self.store,
@@ -198,6 +215,7 @@ class Operator:
             rooms_client=lambda url, key, secret: worlds.SimRooms(world, issuer=issuer),
             clock=lambda: world.now,
             wall_clock=lambda: worlds.EPOCH_S + world.now,
+            watch=long_polls if schedule.watch and main else None,
         )
         self.memo["syncer"] = self.syncer
         self.retry = False
@@ -250,6 +268,8 @@ async def _simulate(schedule: Schedule) -> Outcome:
             await second.resume()
         if operator is None and world.now >= down_until:
             operator = await _start(world, schedule, promises, late=late_resume)
+        if operator is not None and operator.watch is not None:
+            operator.watch.step()
         _webhooks(world, schedule, operator, pace)
         if operator is not None:
             await _rounds(world, schedule, operator, second, pace, promises)
@@ -273,6 +293,8 @@ async def _simulate(schedule: Schedule) -> Outcome:
         events=world.events,
         seen=world.seen,
         status=world.agentworker.get("status") or {},
+        full_at=world.full_at,
+        grown_at=world.grown_at,
     )
 
 
@@ -313,13 +335,14 @@ async def _rounds(
     if operator.retry:
         await operator.resume()
     if world.now >= pace.next_full:
-        pace.next_full, pace.last_started = world.now + schedule.interval_s, world.now
+        pace.next_full = world.now + schedule.interval_s
+        pace.started(world.now)
         await _round(world, operator, promises=promises)
         if second is not None:
             await second.syncer.sync_all()
-    elif schedule.guard and pace.urgent(world.now, operator):
-        pace.last_started = world.now
-        await _round(world, operator, only=[(NAMESPACE, NAME)], promises=promises)
+    elif only := pace.urgent(world.now, operator):
+        pace.started(world.now)
+        await _round(world, operator, only=only, promises=promises)
 
 
 def _world(schedule: Schedule) -> World:
@@ -342,25 +365,39 @@ def _world(schedule: Schedule) -> World:
 @dataclass(slots=True)
 class _Pace:
     """When `Syncer.run` starts its rounds (it runs on real time; this is its schedule on
-    simulated time): every sync period, and between them (with the guard on) every
-    GUARD_PERIOD_S while the guard holds dispatches no worker took, and WEBHOOK_GAP_S after the
-    last round when a webhook woke it (which wakes it again once a new dispatch's grace is
-    over)."""
+    simulated time): every sync period, and between them: CHANGE_GAP_S after the last round
+    started once a worker's change was heard (`Syncer.on_worker_change`), every GUARD_PERIOD_S
+    while the guard holds dispatches no worker took, and WEBHOOK_GAP_S after the last round
+    when a webhook woke it (which wakes it again once a new dispatch's grace is over); each
+    for the fleets `Syncer._urgent` names."""
 
     next_full: float
     last_started: float = -1e9
     wakes: list[float] = field(default_factory=list)
 
-    def urgent(self, now: float, operator: Operator) -> bool:
-        fleet = operator.syncer.fleets.get((NAMESPACE, NAME))
+    def urgent(self, now: float, operator: Operator) -> list[store.Key]:
+        """The fleets of the round `Syncer.run` starts now between the periodic ones (none:
+        no such round now)."""
+        syncer = operator.syncer
+        woken = any(t <= now for t in self.wakes)
+        fleet = syncer.fleets.get((NAMESPACE, NAME))
         held = fleet.held.values() if fleet is not None else ()
-        waiting = any(h.stage is guard.Stage.WAITING for h in held)  # in their grace too
-        if waiting and now >= self.last_started + syncs.GUARD_PERIOD_S:
-            return True
-        if any(t <= now for t in self.wakes) and now >= self.last_started + syncs.WEBHOOK_GAP_S:
-            self.wakes = [t for t in self.wakes if t > now]
-            return True
-        return False
+        if woken:
+            gap = syncs.WEBHOOK_GAP_S
+        elif syncer._changed:
+            gap = syncs.CHANGE_GAP_S
+        elif any(h.stage is guard.Stage.WAITING for h in held):  # in their grace too
+            gap = syncs.GUARD_PERIOD_S
+        else:
+            return []
+        if now < self.last_started + gap:
+            return []
+        return syncer._urgent(woken=woken)
+
+    def started(self, now: float) -> None:
+        """A round starts now: the webhooks' wakes until now are spent (`Syncer._woken`)."""
+        self.last_started = now
+        self.wakes = [t for t in self.wakes if t > now]
 
 
 def _webhooks(world: World, schedule: Schedule, operator: Operator | None, pace: _Pace) -> None:
@@ -400,8 +437,12 @@ async def _round(
         promises.before_round()
     world.retired_this_round, world.refused_this_round = 0, False
     before = world.replicas
-    # what the operator can know of: pods its watch has shown it
+    # what the operator can know of: pods its watch has shown it; in a round a worker's change
+    # started (which reads no worker), those whose long poll holds their news
     known = {str(pod["metadata"]["name"]) for pod in operator.store.pods((NAMESPACE, NAME))}
+    watch = operator.watch
+    if watch is not None and (NAMESPACE, NAME) in operator.syncer._changed:
+        known = {name for name in known if watch.current(world.pods[name].ip)}
     busy = {
         p.name
         for p in world.live_pods()
@@ -447,7 +488,11 @@ def _readable(world: World, pod: worlds.Pod) -> bool:
 def _check_protection(world: World, busy_before: set[str]) -> None:
     """A worker busy through a whole round carries its calls' protection after it: node
     autoscalers' do-not-disrupt, and (WaitForIdle) a deletion cost above a victim's. Not while
-    the pod watch is frozen: the operator learns of new pods only when it lists them again."""
+    the pod watch is frozen: the operator learns of new pods only when it lists them again.
+    A round a worker's change started reads no worker: it answers only for the workers whose
+    long poll is held (their news is heard); one whose poll failed (it was unreadable, or had
+    no process) may be known only by an earlier answer, and is protected by the next round
+    that reads it, as without the change stream."""
     if world.faults.watch_stale:
         return
     for pod in world.live_pods():

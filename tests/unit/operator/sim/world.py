@@ -7,10 +7,13 @@ What is modelled, and how faithfully:
 - A ReplicaSet removes not-ready pods first, then the lowest pod-deletion-cost, then the newest
   (the real ranking's steps that matter here). Quota refuses pods past a count.
 - Watch events reach the operator's store after a delay, in order; a stale watch drops them.
-- A worker process starts, registers, reports /worker in this runtime's format, takes calls up to
-  its load threshold, answers the retire handshake (POST and DELETE /retire), drains on SIGTERM
-  and is killed at the end of its grace period. Faults: a stall (no answer, calls go on), a
-  reconnect (a new worker id, calls go on), an unreadable /worker, a job crash, a worker crash.
+- A worker process starts, registers, reports /worker in this runtime's format (with the
+  generation of its change stream: `World.worker_document`), takes calls up to its load
+  threshold, answers the retire handshake (POST and DELETE /retire), drains on SIGTERM and is
+  killed at the end of its grace period. Its load is its calls' share of its slots, so it moves
+  only with its jobs (a real worker's CPU load also moves alone, which no generation counts).
+  Faults: a stall (no answer, calls go on), a reconnect (a new worker id, calls go on), an
+  unreadable /worker, a job crash, a worker crash.
 - LiveKit, as its server's code behaves: a dispatch (a room created with the agent, or
   CreateDispatch) is an AgentDispatch record of the room, offered to the least loaded available
   worker; with none (none registered, every one full, starting or gone) the server drops it and
@@ -44,6 +47,8 @@ NAME = "agents"
 UID = "uid-agents"
 SLOTS = 4
 """Calls a worker holds at load 1.0 (its load is calls / SLOTS)."""
+LOAD_THRESHOLD = 0.7
+"""The workers' load threshold (the spec's loadThreshold): past it a worker is full."""
 RETIRE_TIMEOUT_S = 60.0
 GHOST_S = 15.0
 """How long LiveKit lists an agent whose process died."""
@@ -165,6 +170,12 @@ class Process:
     draining: bool = False
     stalled_until: float = 0.0
     unreadable: bool = False
+    instance: str = ""
+    """Names this process in its /worker document (a restarted container is another)."""
+    generation: int = 0
+    """How often its decision view changed, as its /worker document says (`http_api.Changes`)."""
+    view: tuple[object, ...] | None = None
+    """Its decision view when its document was last made (`http_api.decision_view`)."""
 
     def registered(self, now: float) -> bool:
         return now >= self.registers_at
@@ -247,6 +258,21 @@ class Read:
     """Re-issues of this reader that a worker took, in rooms listed at this read or an earlier
     one of the reader: the rescues it must have counted by the end of the round
     (agentworker_dispatches_rescued_total)."""
+
+
+def decision_view(document: Mapping[str, Any]) -> tuple[object, ...]:
+    """What the operator decides on, of a /worker document: its generation counts the changes
+    of this (`http_api.decision_view`: the worker id, state, draining, retired, the jobs' ids,
+    the idle processes and the threshold; not the load)."""
+    return (
+        document["worker_id"],
+        document["state"],
+        document["draining"],
+        document["retired"],
+        frozenset(job["id"] for job in document["jobs"]),
+        document.get("idle_processes"),
+        document["load_threshold"],
+    )
 
 
 class Violation(AssertionError):
@@ -357,6 +383,10 @@ class World:
         self.template_generation = 0
         self.accepting_since: int | None = 0
         self.status_wrong_since: int | None = None
+        self.full_at: list[float] = []
+        """When a worker became full (its calls past its load threshold)."""
+        self.grown_at: list[float] = []
+        """When the Deployment's replicas rose."""
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -439,6 +469,8 @@ class World:
             self.template_generation = generation
         elif not self.template:
             self.template_generation = self.agentworker["metadata"]["generation"]
+        if replicas > self.replicas:
+            self.grown_at.append(self.now)
         if replicas < self.replicas:
             self.saw("replicas lowered")
             if any(p.template != digest for p in self.live_pods() if p.deleted_at is None):
@@ -560,6 +592,7 @@ class World:
             worker_id=self._next("AW_"),
             registers_at=self.now + self.rng.uniform(0.2, 1.0),
             unreadable=self.faults.unreadable,
+            instance=f"{pod.name}#{pod.restarts}",
         )
         self.emit_pod(pod)
 
@@ -641,13 +674,20 @@ class World:
         self.rooms[room] = Room(room, created=self.now, served=True)
         self.calls[room] = Call(room=room, started=self.now, ends_at=self.now + duration_s)
         job_id = self._next("AJ_")
-        pod.process.jobs[job_id] = room
+        self._take(pod.process, job_id, room)
         identity = f"agent-{job_id}"
         record = self._record(self.rooms[room])
         record.jobs.append(Job(id=job_id, identity=identity, started=self.now))
         self.rooms[room].agents.append(Agent(identity=identity, pod=pod.name, job_id=job_id))
         call = self.calls[room]
         call.pod, call.job_id, call.served_at = pod.name, job_id, self.now
+
+    def _take(self, process: Process, job_id: str, room: str) -> None:
+        """A worker's job starts."""
+        was_full = len(process.jobs) / SLOTS > LOAD_THRESHOLD
+        process.jobs[job_id] = room
+        if not was_full and len(process.jobs) / SLOTS > LOAD_THRESHOLD:
+            self.full_at.append(self.now)
 
     def _record(self, room: Room, *, issuer: int = 0, metadata: str = "") -> Record:
         self._records += 1
@@ -672,7 +712,7 @@ class World:
             if p.process is not None
             and p.deleted_at is None
             and p.process.serving(self.now)
-            and self.taken(p) / SLOTS <= 0.7
+            and self.taken(p) / SLOTS <= LOAD_THRESHOLD
         ]
         if not candidates:
             self.saw("dispatch dropped: no worker" if not self.ready_pods() else "dispatch dropped")
@@ -721,7 +761,7 @@ class World:
             return
         assert pod is not None
         identity = f"agent-{offer.job_id}"
-        p.jobs[offer.job_id] = room.name
+        self._take(p, offer.job_id, room.name)
         record.jobs.append(Job(id=offer.job_id, identity=identity, started=self.now))
         alive = [a.identity for a in room.agents if a.alive]
         room.agents.append(Agent(identity=identity, pod=pod.name, job_id=offer.job_id))
@@ -883,6 +923,42 @@ class World:
             elif counted:
                 certain += 1
         return certain, uncertain
+
+    # -- the workers' /worker ------------------------------------------------------------------
+
+    def worker_document(self, p: Process) -> dict[str, Any]:
+        """The /worker document a (readable) worker process answers now, in this runtime's
+        format: its generation moves on when its decision view changed since its last document
+        (`http_api.Changes.observe`), not with its load."""
+        registered = p.registered(self.now)
+        load = len(p.jobs) / SLOTS
+        state = (
+            "draining"
+            if p.draining
+            else "retired"
+            if p.retired(self.now)
+            else "starting"
+            if not registered
+            else "full"
+            if load > LOAD_THRESHOLD
+            else "available"
+        )
+        document: dict[str, Any] = {
+            "agent_name": "sim",
+            "worker_type": "JT_ROOM",
+            "active_jobs": len(p.jobs),
+            "worker_load": load,
+            "worker_id": p.worker_id,
+            "state": state,
+            "draining": p.draining,
+            "load_threshold": LOAD_THRESHOLD,
+            "jobs": [{"id": job, "room": room} for job, room in p.jobs.items()],
+            "retired": p.retired(self.now),
+        }
+        view = decision_view(document)
+        if view != p.view:
+            p.view, p.generation = view, p.generation + 1
+        return document | {"generation": p.generation, "instance": p.instance}
 
     # -- the blindness promise ---------------------------------------------------------------
 
@@ -1047,31 +1123,7 @@ class SimScraper(scrapers.Scraper):
             return None, "no answer within 2s"
         if p.unreadable:
             return None, "HTTP 404"
-        registered = p.registered(w.now)
-        load = len(p.jobs) / SLOTS
-        state = (
-            "draining"
-            if p.draining
-            else "retired"
-            if p.retired(w.now)
-            else "starting"
-            if not registered
-            else "full"
-            if load > 0.7
-            else "available"
-        )
-        return {
-            "agent_name": "sim",
-            "worker_type": "JT_ROOM",
-            "active_jobs": len(p.jobs),
-            "worker_load": load,
-            "worker_id": p.worker_id,
-            "state": state,
-            "draining": p.draining,
-            "load_threshold": 0.7,
-            "jobs": [{"id": job, "room": room} for job, room in p.jobs.items()],
-            "retired": p.retired(w.now),
-        }, ""
+        return w.worker_document(p), ""
 
     async def retire(self, ip: str, token: str) -> scrapers.RetireAnswer:
         w = self._world
