@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -330,9 +331,15 @@ def _pull_policy(spec: fields.FieldReader) -> str | None:
 
 
 def _parse_livekit(livekit: fields.FieldReader) -> LiveKit:
-    url = livekit.string(
-        "url", pattern=re.compile(r"wss?://[^\s/]+.*"), expected="is not a ws:// or wss:// URL"
-    )
+    expected = "is not a ws:// or wss:// URL"
+    url = livekit.string("url", pattern=re.compile(r"wss?://[^\s/]+.*"), expected=expected)
+    try:  # what the LiveKit clients parse it with: an unbalanced [ or a bad port fails there
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (parsed on access)
+    except ValueError as error:
+        raise InvalidSpecError(livekit.at("url"), url, f"{expected} ({error})") from None
+    if not parts.hostname:
+        raise InvalidSpecError(livekit.at("url"), url, f"{expected} (no host)")
     secret = livekit.child("credentialsSecret").string(
         "name", pattern=_DNS_NAME, expected=_DNS_HINT
     )

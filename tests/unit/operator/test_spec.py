@@ -99,6 +99,10 @@ ERRORS = [
     ("replicas", -1, "spec.replicas: -1 is not an integer in [0, 1000]"),
     ("numIdleProcesses", "3", 'spec.numIdleProcesses: "3" is not an integer'),
     ("livekit.url", "http://x", 'spec.livekit.url: "http://x" is not a ws:// or wss:// URL'),
+    # found by the e2e bad-input test: the LiveKit client raised on it inside the dispatch guard
+    ("livekit.url", "ws://[::1", 'spec.livekit.url: "ws://[::1" is not a ws:// or wss:// URL ('),
+    ("livekit.url", "ws://lk:99999", 'spec.livekit.url: "ws://lk:99999" is not a ws:// or wss://'),
+    ("livekit.url", "ws://:7880", 'spec.livekit.url: "ws://:7880" is not a ws:// or wss:// URL'),
     ("livekit.credentialsSecret", None, "spec.livekit.credentialsSecret.name: null is not set"),
     ("logLevel", "VERBOSE", 'spec.logLevel: "VERBOSE" is not one of DEBUG'),
     ("jobMemory", {"warnMB": 900, "limitMB": 800}, "spec.jobMemory.limitMB: 800 is below warnMB"),
