@@ -62,6 +62,9 @@ class WorkerReport:
     withdrawn (DELETE /retire)."""
     registered: bool | None = None
     """Registered with LiveKit; None when the document does not say (the official worker)."""
+    full: bool = False
+    """The worker says it is full (`state: full`): its own rule, which also counts the offers
+    it holds and the jobs its last load reading has not measured yet (a burst)."""
     retirable: bool = False
     """Speaks the victim handshake (POST /retire): this runtime."""
     worker_id: str = ""
@@ -113,6 +116,7 @@ def parse_worker_document(raw: object) -> WorkerReport:
         draining=bool(raw.get("draining")) or bool(raw.get("retired")),
         retired=bool(raw.get("retired")) and not raw.get("draining"),
         registered=state in ("available", "full", "draining") if isinstance(state, str) else None,
+        full=state == "full",
         retirable="retired" in raw,
         worker_id=str(raw.get("worker_id") or ""),
         agent_name=str(raw.get("agent_name") or ""),
@@ -216,7 +220,8 @@ def classify(
         # reconnecting to LiveKit with calls running: occupied, never a starting (idle) worker
         return WorkerState.FULL if report.active_jobs else WorkerState.STARTING
     threshold = report.load_threshold if report.load_threshold is not None else load_threshold
-    return WorkerState.FULL if report.load > threshold else WorkerState.AVAILABLE
+    # the worker's own word first: it turns full on the offers it holds, before its load says so
+    return WorkerState.FULL if report.full or report.load > threshold else WorkerState.AVAILABLE
 
 
 def observe(

@@ -97,6 +97,12 @@ def test_garbage_is_not_a_report(raw: object, why: str) -> None:
     [
         pytest.param(pod(), ours(), "", WorkerState.AVAILABLE, id="available"),
         pytest.param(pod(), ours(load=0.9, state="full"), "", WorkerState.FULL, id="full"),
+        # found on the rig: a worker full on the offers it holds still reported the load of
+        # its last reading (0.5 < 0.7), and the operator took it for available until the load
+        # caught up; a long poll heard it full and the fleet did not grow
+        pytest.param(
+            pod(), ours(load=0.5, state="full"), "", WorkerState.FULL, id="full-on-its-offers"
+        ),
         pytest.param(
             pod(ready=False), ours(state="draining", draining=True), "", WorkerState.DRAINING,
             id="draining",
