@@ -2,11 +2,13 @@
 
 This module owns the fleet plan shared by the fake worker server (`bench.fake_workers`) and the
 benchmark (`bench.observing`): worker i's loopback address (127.77.x.y, outside the rig runner's
-127.0.x.y pod addresses), its AgentWorker and pod name, its kind, and its answer to GET /worker
-at a given time: a document of this runtime's real shape (`worker_runtime.http_api.
+127.0.x.y pod addresses), its AgentWorker, its kind, and its answer to GET /worker at a given
+time: a document of this runtime's real shape (`worker_runtime.http_api.
 worker_document`), the official livekit-agents subset, or a fault (not JSON, JSON that is no
 worker document, HTTP 503, no answer in time). It also gives the counts an AgentWorker's status
-must show for those answers, worked out here on their own, not with the operator's code.
+must show for those answers, worked out here on their own, not with the operator's code. Which
+pod plays worker i is not planned: the Deployments make the pods, and the phantom node's
+kubelet (`bench.phantom_kubelet`) gives each the address of one of its AgentWorker's workers.
 
 Most workers answer the same document all run long; a few ("changing") draw a new number of
 calls once per `change_period_s`, each at its own phase, so calls start and end all the time
@@ -134,11 +136,6 @@ def address(index: int) -> str:
 
 def agentworker_name(aw: int) -> str:
     return f"observe-{aw}"
-
-
-def pod_name(shape: FleetShape, index: int) -> str:
-    aw, k = divmod(index, shape.workers_per_agentworker)
-    return f"{agentworker_name(aw)}-w{k:03d}"
 
 
 @functools.cache
@@ -295,8 +292,11 @@ def _json(status: int, body: object, *, delay_s: float = 0.0) -> Answer:
     return Answer(status=status, body=encoded, content_type="application/json", delay_s=delay_s)
 
 
-def expected_counts(shape: FleetShape, aw: int, now: float) -> ExpectedCounts:
-    """What AgentWorker `aw`'s status must count for the answers served at Unix time `now`."""
+def expected_counts(
+    shape: FleetShape, aw: int, now: float, pod_names: Mapping[int, str]
+) -> ExpectedCounts:
+    """What AgentWorker `aw`'s status must count for the answers served at Unix time `now`;
+    `pod_names`: which pod plays each worker (index -> name), for unknownWorkers."""
     per = shape.workers_per_agentworker
     counts = {"available": 0, "full": 0, "draining": 0, "unknown": 0}
     jobs = 0
@@ -305,7 +305,7 @@ def expected_counts(shape: FleetShape, aw: int, now: float) -> ExpectedCounts:
         doing = activity(shape, index, epoch(shape, index, now))
         if doing is None:
             counts["unknown"] += 1
-            unknown.append(pod_name(shape, index))
+            unknown.append(pod_names.get(index, f"(no pod plays worker {index})"))
             continue
         jobs += doing.jobs
         if doing.draining:

@@ -14,7 +14,9 @@ runs out. A clock task observes each changing worker as its draw ends, which wak
 polls as the runtime's moves do. The official worker and the faults ignore the query, as they
 would. Plain reads and polls are counted apart.
 
-It decides no answer (the plan does) and knows nothing of Kubernetes. It prints one line,
+It decides no answer (the plan does) and knows nothing of Kubernetes: an address is worker i's
+whichever pod holds it (the phantom node's kubelet, `bench.phantom_kubelet`, gives each pod the
+Deployments made the address of one worker of its AgentWorker as its IP). It prints one line,
 "ready", once every address listens, and stops on SIGTERM or SIGINT, answering the held polls
 first.
 """

@@ -1,22 +1,26 @@
 """`python -m bench.observing`: the operator's CPU and memory while it observes 1,000 workers.
 
 The real `agent-operator` process runs against the rig's API server (KUBECONFIG; `set -a; .
-.rig/env; set +a` exports the rig's) and watches one namespace holding 10 AgentWorkers and 100
-worker pods each. The workers are lightweight loopback HTTP endpoints, not worker runtimes: one
+.rig/env; set +a` exports the rig's) and watches one namespace holding 10 AgentWorkers of 100
+replicas each. The workers are lightweight loopback HTTP endpoints, not worker runtimes: one
 process (`bench.fake_workers`) answers GET /worker on 1,000 addresses with documents of this
 runtime's shape, mostly idle, some with calls, a few changing, 1% broken (`bench.fake_fleet`).
-The pods are API objects bound to a phantom node that no kubelet runs (`bench.phantom`). The
+The pods are the Deployments' own, made by the rig's controller-manager and bound by its
+scheduler to a phantom node that no kubelet runs (`bench.phantom`); the benchmark writes their
+status as a kubelet would, each pod's IP a fake worker's address (`bench.phantom_kubelet`). The
 operator reaches the API server through a counting proxy (`bench.api_proxy`).
 
 Two sides, one after the other (`bench.observing_sides`): the operator as it ships, which
 long-polls each worker's /worker for changes besides its periodic rounds, and the same with
-`--no-worker-watch`. Order: make the objects, start the fake workers, then for each side start
-its operator, wait until every AgentWorker's status counts what the fake workers answer and
-every worker was read, let it settle, sample once a second for the window (the operator's CPU
-time and RSS (psutil), the fake workers' counts of plain reads and long polls, the operator's
-/metrics, the proxy's counts), and stop it. It prints the sides' table and writes
-bench/results/observing-<UTC time>.json and bench/results/observing-latest.md, asserts nothing,
-and removes everything it made on the way out, also on error or Ctrl-C.
+`--no-worker-watch`. Order: make the objects, start the fake workers, run an operator (not
+measured) until its Deployments' pods all run, then for each side start its operator, wait
+until every AgentWorker's status counts what the fake workers answer and every worker was read,
+let it settle, sample once a second for the window (the operator's CPU time and RSS (psutil),
+the fake workers' counts of plain reads and long polls, the operator's /metrics, the proxy's
+counts), and stop it. It prints the sides' table and writes bench/results/observing-<UTC
+time>.json and bench/results/observing-latest.md, asserts nothing (an operator that lists the
+pods again in a window, or pods replaced, are problems in the report), and removes everything it
+made on the way out, also on error or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -38,7 +42,14 @@ from pathlib import Path
 import aiohttp
 
 from agentworker_operator import kube
-from bench import fake_fleet, observing_sides, observing_tables, phantom, provenance
+from bench import (
+    fake_fleet,
+    observing_sides,
+    observing_tables,
+    phantom,
+    phantom_kubelet,
+    provenance,
+)
 from bench import observing_processes as processes
 from bench import observing_report as report
 from bench.api_proxy import ApiProxy
@@ -64,15 +75,16 @@ async def observe(
     workdir: Path,
     profile: Path | None,
 ) -> Outcome:
-    """Make the objects, start the fake workers, then each side in turn; `stack` undoes it all."""
+    """Make the objects, start the fake workers, have the Deployments' pods made and started,
+    then each side in turn; `stack` undoes it all."""
     livekit_url, credentials = credentials_from_env()
     shape = cfg.shape
     problems = [p for p in [await asyncio.to_thread(phantom.apply_crd)] if p]
     client = kube.Kube.connect()
     stack.push_async_callback(client.aclose)
     stack.push_async_callback(phantom.delete, client)  # also when create fails half-way
-    note(f"making {shape.agentworkers} AgentWorkers and {shape.workers} pods")
-    uids = await phantom.create(client, shape, livekit_url, credentials)
+    note(f"making {shape.agentworkers} AgentWorkers of {shape.workers_per_agentworker} replicas")
+    await phantom.create(client, shape, livekit_url, credentials)
     heartbeat = asyncio.create_task(phantom.heartbeat(client, since=utc_now()), name="node")
     stack.push_async_callback(_cancel, heartbeat)
     fakes, stats_port = await processes.start_fake_workers(shape, workdir)
@@ -91,10 +103,13 @@ async def observe(
         workdir=workdir,
         profile=profile,
     )
+    placed = await observing_sides.make_pods(shared)
+    names = phantom_kubelet.names(placed)
     outcomes = [
-        await observing_sides.run_side(shared, observing_sides.SIDES[key]) for key in cfg.sides
+        await observing_sides.run_side(shared, observing_sides.SIDES[key], names)
+        for key in cfg.sides
     ]
-    problems += await phantom.pods_report(client, uids)
+    problems += await phantom.pods_report(client, phantom_kubelet.uids(placed))
     return Outcome(sides=outcomes, problems=problems)
 
 
@@ -158,10 +173,12 @@ def describe_sides(cfg: ObservingConfig) -> list[str]:
         "decision'), where without them it waits for the next periodic round, up to "
         f"{cfg.sync_period_s:g} s; the rounds a change starts read no worker.",
         "Order: the later side finds the API server, the proxy and the fake worker server "
-        "warm; the first side's operator made the Deployments, PDBs and Services (the later "
-        "one applies them unchanged). The official worker and the faults serve no change "
-        "stream, so they are read as before on both sides (with long polls, also the polls' "
-        "own retries: after a no-stream answer one a minute, after a failure one every 5 s).",
+        "warm. Neither side makes the Deployments, PDBs and Services nor waits for pods: an "
+        "operator that is not measured made them before the first side and ran until every "
+        "pod ran (each side's operator applies them unchanged). The official worker and the "
+        "faults serve no change stream, so they are read as before on both sides (with long "
+        "polls, also the polls' own retries: after a no-stream answer one a minute, after a "
+        "failure one every 5 s).",
     ]
 
 
@@ -188,6 +205,9 @@ def build_meta(
         "fake workers answered (the counts blanked before the side began), and every fake "
         "worker was read since the side began",
         "pods_intact_after_window": not any(p.startswith("pod ") for p in outcome.problems),
+        "pods_listed_again_in_window": any(
+            observing_sides.RELISTED in p for side in outcome.sides for p in side.problems
+        ),
         "problems": problems,
         "logs": str(workdir),
     }
@@ -230,9 +250,12 @@ def write_results(
         "bench/fake_workers.py, documents built with worker_runtime.http_api.worker_document); "
         f"{meta['streaming_workers']} of them serve the runtime's change stream (generation, "
         "instance, long polls held as worker_runtime/http_api.py holds them), the official "
-        "worker and the faults do not. They are not worker runtimes; their pods are API "
-        "objects bound to a phantom node no kubelet runs (bench/phantom.py). The operator "
-        "reaches the API server through a counting proxy (bench/api_proxy.py).",
+        "worker and the faults do not. They are not worker runtimes. Their pods are the "
+        "Deployments' own (the rig's controller-manager made them, its scheduler bound them "
+        "to a phantom node no kubelet runs, bench/phantom.py); the benchmark wrote their "
+        "status as a kubelet would, each pod's IP a fake worker's address "
+        "(bench/phantom_kubelet.py). The operator reaches the API server through a counting "
+        "proxy (bench/api_proxy.py).",
         "",
         *(f"{paragraph}\n" for paragraph in describe_sides(cfg)),
         f"Fleet: {json.dumps(meta['fleet'])}.",

@@ -1,12 +1,13 @@
 """The processes of the observing benchmark, and the probes that sample them.
 
-This module owns the two child processes, each in its own process group with its output in a
-log file: the fake worker server (`bench.fake_workers`, started and waited for until every
-address listens) and the operator under measurement (`agent-operator`, optionally under
-cProfile). It also owns one sample of everything the benchmark watches: the operator's CPU time
-and RSS (psutil), its /metrics, the fake workers' /stats, the API proxy's counts. It decides
-nothing about the figures (`bench.observing_report` does) and stops every process it started,
-SIGTERM first, then SIGKILL to the group.
+This module owns the child processes, each in its own process group with its output in a log
+file: the fake worker server (`bench.fake_workers`, started and waited for until every address
+listens) and the operators (`agent-operator`: the one that makes the pods, then the one under
+measurement on each side, optionally under cProfile). It also owns one sample of everything
+the benchmark watches: the operator's CPU time and RSS (psutil), its /metrics, the fake
+workers' /stats, the API proxy's counts. It decides nothing about the figures
+(`bench.observing_report` does) and stops every process it started, SIGTERM first, then
+SIGKILL to the group.
 """
 
 from __future__ import annotations

@@ -1,12 +1,16 @@
 """One side of the observing benchmark: an operator with or without its long polls, measured.
 
-This module owns what a side does with what `bench.observing` made for the whole run (the
-objects, the fake worker server, the counting proxy): it blanks the worker counts of every
-AgentWorker's status (a previous side's operator wrote them; now only this side's can make them
-match again), starts `agent-operator` with the side's arguments, waits (bounded) until every
-status counts what the fake workers answer and every worker was read since the side began,
-lets it settle, samples once a second for the window, and stops the operator. It makes no
-object and works out no figure (`bench.observing_report` does).
+This module owns the operators of a run. Before the sides, `make_pods` runs one that is not
+measured until the Deployments it makes have all their pods running on the phantom node (the
+phantom node's kubelet, `bench.phantom_kubelet`, starts them), and stops it. Then, for each
+side, with what `bench.observing` made for the whole run (the objects and pods, the fake worker
+server, the counting proxy), `run_side` blanks the worker counts of every AgentWorker's status
+(an earlier operator wrote them; now only this side's can make them match again), starts
+`agent-operator` with the side's arguments, waits (bounded) until every status counts what the
+fake workers answer and every worker was read since the side began, lets it settle, samples
+once a second for the window, and stops the operator. The operator's log must not show it
+listing the pods again in the window (`relists_in_window`): its pod watch and the Deployments
+agree. It makes no object itself and works out no figure (`bench.observing_report` does).
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import json
 import os
 import sys
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +30,7 @@ import aiohttp
 import psutil
 
 from agentworker_operator import kube
-from bench import fake_fleet, phantom
+from bench import fake_fleet, phantom, phantom_kubelet
 from bench import observing_processes as processes
 from bench import observing_report as report
 from bench.api_proxy import ApiProxy
@@ -45,6 +51,11 @@ COUNT_FIELDS = (
     "unknownWorkers",
 )
 """The status fields `fake_fleet.counts_of` reads: blanked before each side."""
+RELIST = "the pod watch disagrees with the Deployment"
+"""How the operator's warning begins when it lists the pods again (agentworker_operator.sync):
+its pod watch and the Deployment's status.replicas disagreed for rounds in a row."""
+RELISTED = "the operator listed the pods again in the window"
+"""How the problem `relists_in_window` finds begins."""
 
 
 class BenchError(RuntimeError):
@@ -128,7 +139,9 @@ def note(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)
 
 
-async def status_mismatches(client: kube.Kube, shape: FleetShape) -> list[str]:
+async def status_mismatches(
+    client: kube.Kube, shape: FleetShape, pod_names: Mapping[int, str]
+) -> list[str]:
     """AgentWorkers whose status counts no answers the fake workers gave in the last seconds."""
     now = time.time()
     moments = [now - lag for lag in range(round(STATUS_LAG_S) + 1)]
@@ -137,7 +150,7 @@ async def status_mismatches(client: kube.Kube, shape: FleetShape) -> list[str]:
         name = fake_fleet.agentworker_name(aw)
         body = await client.get(kube.agentworker_path(phantom.NAMESPACE, name)) or {}
         seen = fake_fleet.counts_of(body.get("status") or {})
-        expected = [fake_fleet.expected_counts(shape, aw, t) for t in moments]
+        expected = [fake_fleet.expected_counts(shape, aw, t, pod_names) for t in moments]
         if seen not in expected:
             wrong.append(f"{name}: status {seen}, fake workers {expected[0]}")
     return wrong
@@ -159,21 +172,23 @@ async def _per_worker(probes: processes.Probes) -> list[int]:
 
 
 async def verify(
-    cfg: ObservingConfig,
-    client: kube.Kube,
+    shared: Shared,
     probes: processes.Probes,
     operator: processes.Child,
     read_before: list[int],
+    pod_names: Mapping[int, str],
 ) -> None:
     """Wait (bounded) until every status matches the answers and every worker was read since
-    the side began (`read_before`: the fake workers' per-worker counts then)."""
+    the side began (`read_before`: the fake workers' per-worker counts then; `pod_names`: which
+    pod plays each fake worker)."""
+    cfg = shared.cfg
     deadline = time.monotonic() + cfg.verify_timeout_s
     wrong: list[str] = ["no status read yet"]
     unread = cfg.shape.workers
     while time.monotonic() < deadline:
         operator.check()
         with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-            wrong = await status_mismatches(client, cfg.shape)
+            wrong = await status_mismatches(shared.client, cfg.shape, pod_names)
             read = await _per_worker(probes)
             unread = sum(1 for n, m in zip(read, read_before, strict=True) if n == m)
             if not wrong and unread == 0:
@@ -204,41 +219,111 @@ async def measure(
     return samples
 
 
-def operator_log_problems(path: Path) -> list[str]:
+def log_lines(path: Path) -> list[str]:
+    return path.read_text(errors="replace").splitlines() if path.exists() else []
+
+
+def operator_log_problems(lines: list[str]) -> list[str]:
     """The operator's WARNING and ERROR lines (it runs at --log-level=WARNING), first ten."""
-    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
     return [f"operator log: {line[:300]}" for line in lines[:10]] + (
         [f"operator log: ... {len(lines) - 10} more lines"] if len(lines) > 10 else []
     )
 
 
-def _profile_path(profile: Path | None, side: Side) -> Path | None:
-    return None if profile is None else profile.with_stem(f"{profile.stem}-{side.key}")
+def _relisted(line: str) -> tuple[bool, datetime.datetime | None]:
+    """Whether the operator's log line says it listed the pods again, and when (None when its
+    time does not parse)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return False, None
+    if not isinstance(record, dict) or not str(record.get("message", "")).startswith(RELIST):
+        return False, None
+    try:
+        when = datetime.datetime.fromisoformat(str(record.get("time")))
+    except ValueError:
+        return True, None
+    return True, when if when.tzinfo else when.replace(tzinfo=datetime.UTC)
 
 
-async def run_side(shared: Shared, side: Side) -> SideOutcome:
-    """Blank the counts, start this side's operator, verify, settle, measure, stop it."""
+def relists_in_window(
+    lines: Iterable[str], window: tuple[datetime.datetime, datetime.datetime]
+) -> list[str]:
+    """A problem for each time the operator listed the pods again in the window (or at a time
+    its line does not tell): the pods are the Deployments' own, so that its pod watch and
+    their status.replicas agree, and it must never have to."""
+    found = []
+    for line in lines:
+        relisted, when = _relisted(line)
+        if relisted and (when is None or window[0] <= when <= window[1]):
+            found.append(f"{RELISTED}: {line[:300]}")
+    return found
+
+
+def _operator(
+    shared: Shared, key: str, *, metrics_port: int, side: Side | None = None
+) -> processes.Child:
+    """An operator process watching the benchmark's namespace through the counting proxy, its
+    log in operator-`key`.log; with a side's arguments (and profiled when asked) for a side."""
     cfg = shared.cfg
-    await blank_counts(shared.client, cfg.shape)
-    metrics_port = free_port()
-    operator = processes.Child(
-        name=f"agent-operator ({side.key})",
+    return processes.Child(
+        name=f"agent-operator ({key})",
         argv=processes.operator_argv(
             namespace=phantom.NAMESPACE,
             sync_period_s=cfg.sync_period_s,
             metrics_port=metrics_port,
-            profile=_profile_path(shared.profile, side),
-            extra_args=side.operator_args,
+            profile=None if side is None else _profile_path(shared.profile, key),
+            extra_args=() if side is None else side.operator_args,
         ),
-        log_path=shared.workdir / f"operator-{side.key}.log",
+        log_path=shared.workdir / f"operator-{key}.log",
         env={**os.environ, "KUBECONFIG": str(shared.proxy.kubeconfig)},
     )
+
+
+def _profile_path(profile: Path | None, key: str) -> Path | None:
+    return None if profile is None else profile.with_stem(f"{profile.stem}-{key}")
+
+
+async def make_pods(shared: Shared) -> dict[str, phantom_kubelet.Placed]:
+    """Run an operator, not measured, until the Deployments it makes have every pod running
+    (started by the phantom node's kubelet) and counted in their status; stop it. The pods
+    started, by uid. Its log is no problem of the run: while the pods are made, a fleet with
+    no worker ready yet is a warning, and its pod watch running ahead of the Deployments'
+    status has it list the pods again; a note counts them."""
+    operator = _operator(shared, "making-pods", metrics_port=free_port())
+    try:
+        await operator.start()
+        note("an operator (not measured) makes the Deployments; starting their pods")
+        placed = await phantom_kubelet.start_pods(
+            shared.client, shared.cfg.shape, check=operator.check
+        )
+        note(f"{len(placed)} pods running; waiting until their Deployments count them")
+        await phantom.wait_settled(shared.client, shared.cfg.shape)
+        operator.check()
+    finally:
+        await operator.stop()
+    lines = log_lines(operator.log_path)
+    relisted = sum(1 for line in lines if _relisted(line)[0])
+    note(
+        f"pods made; that operator logged {len(lines)} warnings, {relisted} of them listings of "
+        f"the pods again ({operator.log_path})"
+    )
+    return placed
+
+
+async def run_side(shared: Shared, side: Side, pod_names: Mapping[int, str]) -> SideOutcome:
+    """Blank the counts, start this side's operator, verify, settle, measure, stop it.
+    `pod_names`: which pod plays each fake worker (index -> name)."""
+    cfg = shared.cfg
+    await blank_counts(shared.client, cfg.shape)
+    metrics_port = free_port()
+    operator = _operator(shared, side.key, metrics_port=metrics_port, side=side)
     probes = processes.Probes(shared.http, metrics_port=metrics_port, stats_port=shared.stats_port)
     try:
         read_before = await _per_worker(probes)
         await operator.start()
         note(f"{side.key}: operator started; waiting until the statuses count the answers")
-        await verify(cfg, shared.client, probes, operator, read_before)
+        await verify(shared, probes, operator, read_before, pod_names)
         timing = f"settling {cfg.settle_s:.0f}s, then measuring {cfg.window_s:.0f}s"
         note(f"{side.key}: statuses match; {timing}")
         await asyncio.sleep(cfg.settle_s)
@@ -246,12 +331,12 @@ async def run_side(shared: Shared, side: Side) -> SideOutcome:
         window_start = utc_now()
         samples = await measure(cfg, probes, operator, shared.fakes, shared.proxy)
         window = (window_start, utc_now())
-        problems = [
-            f"after the window: {m}" for m in await status_mismatches(shared.client, cfg.shape)
-        ]
+        mismatches = await status_mismatches(shared.client, cfg.shape, pod_names)
+        problems = [f"after the window: {m}" for m in mismatches]
     finally:
         await operator.stop()
-    problems += operator_log_problems(operator.log_path)
+    lines = log_lines(operator.log_path)
+    problems = relists_in_window(lines, window) + problems + operator_log_problems(lines)
     return SideOutcome(
         side=side, samples=samples, window=window, problems=[f"{side.key}: {p}" for p in problems]
     )

@@ -1,15 +1,18 @@
 """The Kubernetes side of the observing benchmark: AgentWorkers whose pods no kubelet runs.
 
 This module owns the objects the benchmark makes on the rig's API server and their removal: the
-namespace, the credentials Secret, the AgentWorkers (examples/agentworker.yaml with replicas 0
-and autoscaling off, so their Deployments make no pod), a phantom Node (cordoned and tainted,
-so nothing else is ever scheduled onto it, and kept Ready by `heartbeat` so the node lifecycle
-controller neither taints nor marks its pods NotReady), and the worker pods bound to it: labelled
-for the operator's watch and grouped by `app.kubernetes.io/instance`, but without
-`app.kubernetes.io/name`, so no ReplicaSet adopts or deletes them. Their status (Running, Ready,
-podIP = a fake worker's address) is written through the status subresource, as a kubelet would.
+namespace, the credentials Secret, the AgentWorkers (examples/agentworker.yaml with autoscaling
+off and one replica per fake worker, their pods labelled as the benchmark's and scheduled onto
+the phantom node only: a nodeSelector and a toleration of its taint) and a phantom Node (tainted,
+so that no other workload is scheduled onto it, and kept Ready by `heartbeat` so that the node
+lifecycle controller neither taints it nor marks its pods NotReady). The pods are real
+Deployment pods: the operator makes the Deployments, the rig's controller-manager their
+ReplicaSets and pods, its scheduler binds them to the phantom node, and `bench.phantom_kubelet`
+writes their status as a kubelet would. `pods_report` says what became of them after the
+windows; `delete` removes the namespace first (no ReplicaSet can make a pod in a namespace being
+deleted), then its pods at once, since no kubelet would ever confirm their end.
 
-The `build_*` functions are pure; the rest talks to the API server through
+The `build_*` functions and `unsettled` are pure; the rest talks to the API server through
 `agentworker_operator.kube` with the rig's credentials. Every wait is bounded.
 """
 
@@ -19,11 +22,10 @@ import asyncio
 import contextlib
 import copy
 import datetime
-import functools
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,10 @@ from typing import Any
 import yaml
 
 from agentworker_operator import builders, kube
-from agentworker_operator import spec as specs
 from bench import fake_fleet
 from bench.fake_fleet import FleetShape
+
+Manifest = dict[str, Any]
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = REPO / "examples" / "agentworker.yaml"
@@ -44,13 +47,24 @@ NODE = "bench-phantom-node"
 NODE_LEASE_NAMESPACE = "kube-node-lease"
 SECRET = "livekit-credentials"
 BENCH_LABEL = "agentworker.dev/bench"
+HOSTNAME_LABEL = "kubernetes.io/hostname"
 HEARTBEAT_S = 10.0
-CONCURRENCY = 24
-"""API requests in flight at once while making the pods."""
 WAIT_S = 120.0
-"""Bound of every wait for the API server (namespace gone, service account made)."""
-
-Manifest = dict[str, Any]
+"""Bound of every wait for the API server (namespace gone, service account made, Deployments
+settled)."""
+NODE_PODS = 2000
+"""Pods the phantom node has room for. Its CPU and memory fit as many of the example's pods
+(requests 100m and 256Mi each), so that the scheduler's resource fit never refuses one."""
+TAINT: Manifest = {"key": BENCH_LABEL, "value": "phantom", "effect": "NoSchedule"}
+"""The phantom node's taint: no pod but the benchmark's workers tolerates it."""
+CONDITION_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
+"""The node lifecycle controller's taints: a new node is not-ready until its first heartbeat is
+seen, and a late heartbeat must not have the pods evicted."""
+TOLERATIONS: tuple[Manifest, ...] = (
+    {"key": TAINT["key"], "operator": "Equal", "value": TAINT["value"], "effect": TAINT["effect"]},
+    *({"key": key, "operator": "Exists"} for key in CONDITION_TAINTS),  # every effect
+)
+"""spec.podTemplate.tolerations of the benchmark's AgentWorkers."""
 
 
 class SetupError(RuntimeError):
@@ -63,7 +77,8 @@ class Credentials:
     api_secret: str = field(repr=False)
 
 
-def _stamp(now: datetime.datetime) -> str:
+def timestamp(now: datetime.datetime) -> str:
+    """`now` as the API writes a condition's time."""
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -87,8 +102,11 @@ def build_secret(credentials: Credentials) -> Manifest:
     }
 
 
-def build_agentworker(example: Mapping[str, Any], name: str, livekit_url: str) -> Manifest:
-    """The example AgentWorker, renamed, with 0 replicas and autoscaling off."""
+def build_agentworker(
+    example: Mapping[str, Any], name: str, livekit_url: str, *, replicas: int
+) -> Manifest:
+    """The example AgentWorker, renamed, with `replicas` workers and autoscaling off, its pods
+    labelled as the benchmark's and scheduled onto the phantom node only."""
     body = copy.deepcopy(dict(example))
     body["metadata"] = {"name": name, "namespace": NAMESPACE, "labels": {BENCH_LABEL: "observing"}}
     spec = body["spec"]
@@ -96,30 +114,36 @@ def build_agentworker(example: Mapping[str, Any], name: str, livekit_url: str) -
     spec["livekit"]["url"] = livekit_url
     spec["livekit"]["credentialsSecret"] = {"name": SECRET}
     spec["loadThreshold"] = fake_fleet.LOAD_THRESHOLD
-    spec["replicas"] = 0
+    spec["replicas"] = replicas
     spec["autoscaling"]["enabled"] = False
+    template = spec.setdefault("podTemplate", {})
+    template["labels"] = {**template.get("labels", {}), BENCH_LABEL: "observing"}
+    template["nodeSelector"] = {HOSTNAME_LABEL: NODE}
+    template["tolerations"] = [dict(t) for t in TOLERATIONS]
     return body
 
 
 def build_node() -> Manifest:
-    """A Node no kubelet runs: cordoned and tainted, so the scheduler places nothing on it."""
+    """A Node no kubelet runs: schedulable, but tainted, so that only the benchmark's worker
+    pods (which select it by name) are scheduled onto it."""
     return {
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
             "name": NODE,
-            "labels": {BENCH_LABEL: "observing", "kubernetes.io/hostname": NODE},
+            "labels": {BENCH_LABEL: "observing", HOSTNAME_LABEL: NODE},
         },
-        "spec": {
-            "unschedulable": True,
-            "taints": [{"key": BENCH_LABEL, "value": "phantom", "effect": "NoSchedule"}],
-        },
+        "spec": {"taints": [dict(TAINT)]},
     }
 
 
 def node_status(since: datetime.datetime, now: datetime.datetime) -> Manifest:
-    """The status a kubelet posts: Ready since `since`, heard from `now`."""
-    capacity = {"cpu": "2", "memory": "8Gi", "pods": "2000"}
+    """The status a kubelet posts: Ready since `since`, heard from `now`, room for NODE_PODS."""
+    capacity = {
+        "cpu": str(NODE_PODS // 10),
+        "memory": f"{NODE_PODS // 4}Gi",
+        "pods": str(NODE_PODS),
+    }
     return {
         "capacity": capacity,
         "allocatable": capacity,
@@ -129,8 +153,8 @@ def node_status(since: datetime.datetime, now: datetime.datetime) -> Manifest:
                 "status": "True",
                 "reason": "BenchHeartbeat",
                 "message": "the observing benchmark posts this status; no kubelet runs here",
-                "lastHeartbeatTime": _stamp(now),
-                "lastTransitionTime": _stamp(since),
+                "lastHeartbeatTime": timestamp(now),
+                "lastTransitionTime": timestamp(since),
             }
         ],
     }
@@ -146,68 +170,6 @@ def build_node_lease(now: datetime.datetime) -> Manifest:
             "leaseDurationSeconds": 40,
             "renewTime": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         },
-    }
-
-
-def build_pod(shape: FleetShape, index: int, template_hash: str) -> Manifest:
-    """Worker `index`'s pod, bound to the phantom node; not selected by its Deployment."""
-    owner = fake_fleet.agentworker_name(index // shape.workers_per_agentworker)
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": fake_fleet.pod_name(shape, index),
-            "namespace": NAMESPACE,
-            "labels": {
-                builders.LABEL_MANAGED_BY: builders.FIELD_MANAGER,
-                builders.LABEL_INSTANCE: owner,
-                BENCH_LABEL: "observing",
-            },
-            "annotations": {builders.TEMPLATE_HASH_ANNOTATION: template_hash},
-        },
-        "spec": {
-            "nodeName": NODE,
-            "automountServiceAccountToken": False,
-            "containers": [
-                {
-                    "name": "worker",
-                    "image": "bench.invalid/fake-worker:0",
-                    "ports": [{"name": "http", "containerPort": fake_fleet.PORT}],
-                }
-            ],
-            "tolerations": [
-                {"key": key, "operator": "Exists", "effect": "NoExecute"}
-                for key in ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
-            ],
-        },
-    }
-
-
-def pod_status(ip: str, now: datetime.datetime) -> Manifest:
-    """Running and Ready on `ip`, as a kubelet reports it."""
-    t = _stamp(now)
-    return {
-        "phase": "Running",
-        "podIP": ip,
-        "podIPs": [{"ip": ip}],
-        "hostIP": "127.0.0.1",
-        "hostIPs": [{"ip": "127.0.0.1"}],
-        "startTime": t,
-        "conditions": [
-            {"type": kind, "status": "True", "lastTransitionTime": t}
-            for kind in ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-        ],
-        "containerStatuses": [
-            {
-                "name": "worker",
-                "ready": True,
-                "started": True,
-                "restartCount": 0,
-                "image": "bench.invalid/fake-worker:0",
-                "imageID": "",
-                "state": {"running": {"startedAt": t}},
-            }
-        ],
     }
 
 
@@ -237,31 +199,23 @@ def apply_crd() -> str:
     return problem
 
 
-async def _gather_bounded(calls: list[Callable[[], Awaitable[object]]]) -> None:
-    """Run every call, CONCURRENCY at a time; the first failure cancels the rest."""
-    limit = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(call: Callable[[], Awaitable[object]]) -> None:
-        async with limit:
-            await call()
-
-    async with asyncio.TaskGroup() as group:
-        for call in calls:
-            group.create_task(one(call))
-
-
-async def _wait_for(what: str, check: Callable[[], Awaitable[bool]]) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not await check():
+async def wait_until(
+    what: str, wrong: Callable[[], Awaitable[Sequence[str]]], *, timeout_s: float = WAIT_S
+) -> None:
+    """Poll `wrong` once a second until it says nothing is wrong; SetupError with what it said
+    last when `timeout_s` runs out."""
+    deadline = time.monotonic() + timeout_s
+    while found := await wrong():
         if time.monotonic() > deadline:
-            raise SetupError(f"{what}: not within {WAIT_S:.0f}s")
+            raise SetupError(f"{what}: not within {timeout_s:.0f}s: " + "; ".join(found[:5]))
         await asyncio.sleep(1.0)
 
 
 async def create(
     client: kube.Kube, shape: FleetShape, livekit_url: str, credentials: Credentials
-) -> dict[str, str]:
-    """Every object, in order; pod name -> uid. Leftovers of an earlier run are removed first."""
+) -> None:
+    """Every object, in order; leftovers of an earlier run are removed first. The operator will
+    make the Deployments, and they the pods."""
     await delete(client)
     now = datetime.datetime.now(datetime.UTC)
     await client.request("POST", "/api/v1/nodes", body=build_node())
@@ -270,30 +224,16 @@ async def create(
     await client.request("POST", "/api/v1/namespaces", body=build_namespace())
     await client.create(build_secret(credentials))
     example = yaml.safe_load(EXAMPLE.read_text())
-    hashes: list[str] = []
     for aw in range(shape.agentworkers):
         name = fake_fleet.agentworker_name(aw)
-        made = await client.create(build_agentworker(example, name, livekit_url))
-        owner = builders.Owner(name=name, namespace=NAMESPACE, uid=made["metadata"]["uid"])
-        hashes.append(builders.template_hash(owner, specs.parse_spec(made["spec"])))
+        replicas = shape.workers_per_agentworker
+        await client.create(build_agentworker(example, name, livekit_url, replicas=replicas))
     account = f"/api/v1/namespaces/{NAMESPACE}/serviceaccounts/default"
 
-    async def has_account() -> bool:
-        return await client.get(account) is not None
+    async def no_account() -> list[str]:
+        return [] if await client.get(account) is not None else ["not made yet"]
 
-    await _wait_for("the namespace's default ServiceAccount", has_account)
-    uids: dict[str, str] = {}
-
-    async def make_pod(index: int) -> None:
-        pod = build_pod(shape, index, hashes[index // shape.workers_per_agentworker])
-        made = await client.create(pod)
-        uids[made["metadata"]["name"]] = made["metadata"]["uid"]
-        path = kube.path_of("v1", "Pod", NAMESPACE, made["metadata"]["name"])
-        status = pod_status(fake_fleet.address(index), datetime.datetime.now(datetime.UTC))
-        await client.patch_status(path, status)
-
-    await _gather_bounded([functools.partial(make_pod, i) for i in range(shape.workers)])
-    return uids
+    await wait_until("the namespace's default ServiceAccount", no_account)
 
 
 async def beat(client: kube.Kube, *, since: datetime.datetime) -> None:
@@ -321,8 +261,46 @@ async def heartbeat(client: kube.Kube, *, since: datetime.datetime) -> None:
             await beat(client, since=since)
 
 
+def unsettled(shape: FleetShape, deployments: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What keeps the Deployments from being settled, one line each; [] once every
+    AgentWorker's Deployment has seen its latest spec and has its workers_per_agentworker pods,
+    all of them of the latest template and ready."""
+    per = shape.workers_per_agentworker
+    by_name = {str((d.get("metadata") or {}).get("name")): d for d in deployments}
+    wrong = []
+    for aw in range(shape.agentworkers):
+        name = fake_fleet.agentworker_name(aw)
+        deployment = by_name.get(name)
+        if deployment is None:
+            wrong.append(f"Deployment {name} not made")
+            continue
+        meta, status = deployment.get("metadata") or {}, deployment.get("status") or {}
+        counts = {
+            key: status.get(key) or 0
+            for key in ("replicas", "updatedReplicas", "readyReplicas", "availableReplicas")
+        }
+        asked = (deployment.get("spec") or {}).get("replicas")
+        if status.get("observedGeneration") != meta.get("generation"):
+            wrong.append(f"Deployment {name}: its controller has not seen its latest spec")
+        elif asked != per or any(n != per for n in counts.values()):
+            wrong.append(f"Deployment {name}: replicas {asked}, status {counts}, not {per}")
+    return wrong
+
+
+async def wait_settled(client: kube.Kube, shape: FleetShape) -> None:
+    """Wait (bounded) until `unsettled` finds nothing: the ReplicaSets count the pods."""
+    path = kube.path_of("apps/v1", "Deployment", NAMESPACE)
+    selector = f"{builders.LABEL_MANAGED_BY}={builders.FIELD_MANAGER}"
+
+    async def wrong() -> list[str]:
+        return unsettled(shape, await client.list_items(path, selector))
+
+    await wait_until("the Deployments settled", wrong)
+
+
 async def pods_report(client: kube.Kube, uids: Mapping[str, str]) -> list[str]:
-    """What happened to the pods since they were made: [] when every one is as it was."""
+    """What happened to the worker pods since they were started (`uids`: name -> uid): [] when
+    every one is as it was, and there is no other."""
     listed = await client.list_items(kube.path_of("v1", "Pod", NAMESPACE), pod_selector())
     seen = {p["metadata"]["name"]: p for p in listed}
     problems = [f"pod {n} is gone" for n in sorted(set(uids) - set(seen))]
@@ -332,7 +310,9 @@ async def pods_report(client: kube.Kube, uids: Mapping[str, str]) -> list[str]:
             c.get("type") == "Ready" and c.get("status") == "True"
             for c in status.get("conditions") or []
         )
-        if uids.get(name) != meta.get("uid"):
+        if name not in uids:
+            problems.append(f"pod {name} was made after the pods were started")
+        elif uids[name] != meta.get("uid"):
             problems.append(f"pod {name} was replaced")
         elif meta.get("deletionTimestamp"):
             problems.append(f"pod {name} is being deleted")
@@ -342,15 +322,9 @@ async def pods_report(client: kube.Kube, uids: Mapping[str, str]) -> list[str]:
 
 
 async def delete(client: kube.Kube) -> None:
-    """Remove every object `create` makes (pods at once: no kubelet would confirm)."""
-    pods = kube.path_of("v1", "Pod", NAMESPACE)
-    with contextlib.suppress(kube.KubeError):
-        await client.request(
-            "DELETE",
-            pods,
-            body={"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0},
-            params={"labelSelector": pod_selector(), "gracePeriodSeconds": "0"},
-        )
+    """Remove every object `create` makes and the pods the Deployments made. The namespace goes
+    first (the API server then refuses new pods in it), then its pods at once, grace period 0,
+    again each second until the namespace is gone: no kubelet would confirm their end."""
     for path in (
         f"/api/v1/namespaces/{NAMESPACE}",
         f"/api/v1/nodes/{NODE}",
@@ -358,9 +332,16 @@ async def delete(client: kube.Kube) -> None:
     ):
         with contextlib.suppress(kube.KubeError):
             await client.request("DELETE", path)
+    pods = kube.path_of("v1", "Pod", NAMESPACE)
+    at_once = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
 
-    async def gone() -> bool:
-        namespace = await client.get(f"/api/v1/namespaces/{NAMESPACE}")
-        return namespace is None and await client.get(f"/api/v1/nodes/{NODE}") is None
+    async def still_there() -> list[str]:
+        with contextlib.suppress(kube.KubeError):
+            await client.request("DELETE", pods, body=at_once, params={"gracePeriodSeconds": "0"})
+        there = {
+            f"namespace {NAMESPACE}": await client.get(f"/api/v1/namespaces/{NAMESPACE}"),
+            f"node {NODE}": await client.get(f"/api/v1/nodes/{NODE}"),
+        }
+        return [what for what, found in there.items() if found is not None]
 
-    await _wait_for(f"namespace {NAMESPACE} and node {NODE} deleted", gone)
+    await wait_until(f"namespace {NAMESPACE} and node {NODE} deleted", still_there)
