@@ -169,8 +169,9 @@ def describe_sides(cfg: ObservingConfig) -> list[str]:
         "fleet for each change it hears. The fake worker server also answers those polls, on "
         "the same 2 cores.",
         "What favours the long polls: what they buy is time, not CPU. A worker's change "
-        "reaches the autoscaler within a quarter of a second (the row 'a change heard -> "
-        "decision'), where without them it waits for the next periodic round, up to "
+        "reaches the autoscaler without waiting for a periodic round (the row 'a change "
+        "heard -> decision' says how soon), where without them it waits for the next "
+        "periodic round, up to "
         f"{cfg.sync_period_s:g} s; the rounds a change starts read no worker.",
         "Order: the later side finds the API server, the proxy and the fake worker server "
         "warm. Neither side makes the Deployments, PDBs and Services nor waits for pods: an "
