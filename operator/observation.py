@@ -244,9 +244,18 @@ def observe(
     return Worker(pod=view, report=report, error=error, state=state)
 
 
-STALE_WATCH_ROUNDS = 3
-"""Sync rounds in a row the pod watch may disagree with the Deployment before the operator
-lists the pods again (a watch event may lag by a round or two; a half-open watch never ends)."""
+STALE_WATCH_PERIODS = 3
+"""Sync periods the pod watch may disagree with the Deployment before the operator lists the pods
+again (a watch event may lag by a period or two; a half-open watch never ends). Periods, not
+rounds: the rounds a worker's change starts come many a second while a fleet scales up."""
+
+
+def watch_stale(disagreeing_since: float | None, now: float, *, period_s: float) -> bool:
+    """Whether a disagreement that began at `disagreeing_since` (None: none now) has lasted long
+    enough to list the pods again."""
+    if disagreeing_since is None:
+        return False
+    return now - disagreeing_since >= STALE_WATCH_PERIODS * period_s
 
 
 def pods_disagree(pods: Sequence[Mapping[str, Any]], deployment: Mapping[str, Any] | None) -> bool:

@@ -107,8 +107,9 @@ class Fleet:
     last_full_reconcile: float = 0.0
     reported: set[str] = field(default_factory=set)
     """Pods that were seen registered: when they go silent they are unknown, not starting."""
-    disagreeing_rounds: int = 0
-    """Rounds in a row the pod watch and the Deployment disagreed on how many pods run."""
+    disagreeing_since: float | None = None
+    """Since when (the syncer's clock) the pod watch and the Deployment have disagreed on how many
+    pods run; None while they agree."""
     sightings: dict[str, recovery.Sighting] = field(default_factory=dict)
     """What each worker serving rooms last said (call recovery judges deaths from it)."""
     suspects: dict[str, tuple[recovery.LostRoom, float]] = field(default_factory=dict)
@@ -798,15 +799,19 @@ class Syncer:
     async def _watch_behind(self, owner: builders.Owner, fleet: Fleet) -> bool:
         """Whether this round must wait for the pod watch. The Deployment made pods the watch
         has not shown yet: observe next round. The watch and the Deployment's count disagree
-        round after round (a half-open watch): list the pods from the API server instead."""
+        for periods (a half-open watch): list the pods from the API server instead."""
         key = (owner.namespace, owner.name)
         deployment = self._store.deployment(key)
         pods = self._store.pods(key)
         made = int(((deployment or {}).get("status") or {}).get("replicas") or 0)
-        disagree = observation.pods_disagree(pods, deployment)
-        fleet.disagreeing_rounds = fleet.disagreeing_rounds + 1 if disagree else 0
-        if fleet.disagreeing_rounds >= observation.STALE_WATCH_ROUNDS:
-            fleet.disagreeing_rounds = 0
+        now = self.clock()
+        if not observation.pods_disagree(pods, deployment):
+            fleet.disagreeing_since = None
+        elif fleet.disagreeing_since is None:
+            fleet.disagreeing_since = now
+        period_s = self._config.interval_s
+        if observation.watch_stale(fleet.disagreeing_since, now, period_s=period_s):
+            fleet.disagreeing_since = None
             path = kube.path_of("v1", "Pod", owner.namespace)
             listed = await self._kube.list_items(path, builders.selector_string(owner))
             logger.warning(

@@ -264,3 +264,19 @@ def test_without_every_jobs_id_the_jobs_are_known_by_their_count_only(jobs: obje
     if jobs is not None:
         raw["jobs"] = jobs
     assert observation.parse_worker_document(raw).job_ids is None
+
+
+@pytest.mark.parametrize(
+    ("since", "now", "stale"),
+    [
+        pytest.param(None, 100.0, False, id="agreeing"),
+        pytest.param(100.0, 100.0, False, id="just-began"),
+        pytest.param(100.0, 114.9, False, id="under-three-periods"),
+        pytest.param(100.0, 115.0, True, id="three-periods"),
+        pytest.param(100.0, 400.0, True, id="long-past"),
+    ],
+)
+def test_the_pod_watch_is_stale_after_three_periods_of_disagreement(
+    since: float | None, now: float, stale: bool
+) -> None:
+    assert observation.watch_stale(since, now, period_s=5.0) is stale

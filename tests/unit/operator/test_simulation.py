@@ -624,3 +624,23 @@ test_drawn_schedules_keep_every_promise_a = drawn(1, guard=False)
 test_drawn_schedules_keep_every_promise_b = drawn(2, guard=False)
 test_drawn_guarded_schedules_keep_every_promise_a = drawn(1, guard=True)
 test_drawn_guarded_schedules_keep_every_promise_b = drawn(2, guard=True)
+
+
+def test_a_pod_watch_that_lags_less_than_three_periods_is_not_listed_again() -> None:
+    # a bench run listed the pods again about once a second while 1,000 workers scaled up: the
+    # rounds the workers' changes started counted as periods, and a lag of seconds was "stale"
+    outcome = held(
+        Schedule(
+            seed=3,
+            interval_s=5.0,
+            max_replicas=12,
+            arrivals_per_s=((0.0, 0.0), (10.0, 1.0), (40.0, 0.0)),
+            call_s=(80.0, 90.0),
+            duration_s=80.0,
+            watch=True,
+            faults=(Fault(at_s=0.0, kind="watch_delay", value=4.5),),
+        )
+    )
+    assert outcome.seen.get("a worker's change heard", 0) >= 10, outcome.summary()
+    assert len(outcome.grown_at) >= 5, outcome.summary()
+    assert outcome.seen.get("pods listed", 0) == 0, outcome.seen
