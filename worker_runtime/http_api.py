@@ -64,6 +64,9 @@ class WorkerSnapshot:
     retired: bool
     sdk_version: str
     protocol_version: int
+    load_jobs: int = 0
+    """How many jobs ran when `load` was measured: a load that catches up with a job that came
+    or went is news (`decision_view`)."""
 
 
 def worker_document(snap: WorkerSnapshot) -> dict[str, object]:
@@ -87,15 +90,18 @@ def worker_document(snap: WorkerSnapshot) -> dict[str, object]:
     }
 
 
-DecisionView = tuple[str, str, bool, bool, frozenset[str], int, float]
+DecisionView = tuple[str, str, bool, bool, frozenset[str], int, float, int]
 
 
 def decision_view(snap: WorkerSnapshot) -> DecisionView:
     """What the operator decides on: the generation grows exactly when this changes.
 
-    The worker id, state, draining, retired, the ids of the running jobs, the idle processes and
-    the threshold; not the load, which moves with every sample (every 0.5 s) and would wake every
-    long poll: the operator's periodic read covers it.
+    The worker id, state, draining, retired, the ids of the running jobs, the idle processes,
+    the threshold, and how many jobs the load was measured with; not the load itself, which
+    moves with every sample (every 0.5 s) and would wake every long poll: the operator's
+    periodic read covers it. The load that first counts a job that started (or no longer counts
+    one that ended) is news: without it the operator hears the new job with the load of before
+    and learns the fleet needs another worker a sample later.
     """
     return (
         snap.worker_id,
@@ -105,6 +111,7 @@ def decision_view(snap: WorkerSnapshot) -> DecisionView:
         frozenset(j.id for j in snap.jobs),
         snap.idle_processes,
         snap.load_threshold,
+        snap.load_jobs,
     )
 
 

@@ -162,6 +162,7 @@ class Worker:
             retired=self._state is WorkerState.RETIRED,
             sdk_version=__version__,
             protocol_version=protocol.PROTOCOL_VERSION,
+            load_jobs=self._gauge.reading.jobs,
         )
 
     def _move(self, event: WorkerEvent) -> None:

@@ -116,6 +116,8 @@ class Companion:
         self.changes = surface.Changes()
         self.look_due = False
         """A look at the facts for `changes` is scheduled (`changed`)."""
+        self.load_jobs = 0
+        """The jobs running when livekit-agents' last load sample returned."""
         self.http: surface.Server | None = None
 
     @classmethod
@@ -242,6 +244,7 @@ class Companion:
 
         async def invoke_load_fnc(*args: Any, **kwargs: Any) -> Any:
             load = await original(*args, **kwargs)
+            self.load_jobs = len(getattr(self.server, "active_jobs", ()))
             self.changed()  # runs once the caller has stored the load
             return load
 
@@ -316,6 +319,7 @@ class Companion:
             sdk_version=self.version,
             protocol_version=int(getattr(self.module, "WORKER_PROTOCOL_VERSION", 0)),
             healthy=healthy,
+            load_jobs=self.load_jobs,
         )
 
     # -- the handshake -----------------------------------------------------------------------

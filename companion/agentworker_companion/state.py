@@ -50,6 +50,9 @@ class Facts:
     healthy: bool = True
     """livekit-agents' own health check: its inference process runs, its connection has not
     given up."""
+    load_jobs: int = 0
+    """How many jobs ran when `load` was last sampled: a load that catches up with a job that
+    came or went is news (`decision_view`)."""
 
 
 def worker_state(facts: Facts) -> str:
@@ -87,16 +90,17 @@ def unretire_refusal(facts: Facts) -> str:
     return ""
 
 
-DecisionView = tuple[str, str, bool, bool, frozenset[str], int, float]
+DecisionView = tuple[str, str, bool, bool, frozenset[str], int, float, int]
 
 
 def decision_view(facts: Facts) -> DecisionView:
     """What the operator decides on: /worker's generation grows exactly when this changes.
 
     As the runtime's (`worker_runtime.http_api.decision_view`): the worker id, state, draining,
-    retired, the ids of the running jobs, the idle processes and the threshold, as the document
-    says them; not the load, which livekit-agents samples every 0.5 s and would wake every long
-    poll: the operator's periodic read covers it.
+    retired, the ids of the running jobs, the idle processes, the threshold, and how many jobs
+    the load was sampled with, as the document says them; not the load itself, which
+    livekit-agents samples every 0.5 s and would wake every long poll: the operator's periodic
+    read covers it. The first sample that counts a job that came or went is news.
     """
     state = worker_state(facts)
     return (
@@ -107,6 +111,7 @@ def decision_view(facts: Facts) -> DecisionView:
         frozenset(j.id for j in facts.jobs),
         facts.idle_processes,
         facts.load_threshold,
+        facts.load_jobs,
     )
 
 

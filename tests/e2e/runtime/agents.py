@@ -91,6 +91,12 @@ def always_busy() -> float:
     return 0.95
 
 
+def slow_share_of_four(worker: object) -> float:
+    """The share of 4 jobs running, measured in 0.3 s (as a load_fnc that reads a GPU might)."""
+    time.sleep(0.3)
+    return min(1.0, len(getattr(worker, "active_jobs", [])) / 4)
+
+
 opts = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=no_load)
 rejecting = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=no_load, request_fnc=reject_all)
 raising = WorkerOptions(
@@ -98,6 +104,7 @@ raising = WorkerOptions(
 )
 steerable = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=load_from_file)
 busy = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=always_busy)
+counting = WorkerOptions(entrypoint, prewarm_fnc=prewarm, load_fnc=slow_share_of_four)
 publisher = WorkerOptions(
     entrypoint, prewarm_fnc=prewarm, load_fnc=no_load, worker_type=WorkerType.PUBLISHER
 )

@@ -483,6 +483,29 @@ async def test_a_load_sample_below_the_threshold_answers_no_poll(module: Any, po
     assert (after["generation"], after["worker_load"]) == (before["generation"], 0.5)
 
 
+async def test_the_first_load_sample_that_counts_a_new_job_answers_a_held_poll(
+    module: Any, port: int
+) -> None:
+    server: FakeAgentServer = module.AgentServer()
+    async with running(server):
+        server.register()
+        await server.sample_load(0.0)
+        server.launch("AJ_1")
+        listed = await document(port)
+        assert (listed["active_jobs"], listed["worker_load"]) == (1, 0.0)
+        poll = asyncio.create_task(document(port, f"?after={listed['generation']}&wait=30"))
+        assert await held(poll)
+        await server.sample_load(0.25)
+        counted = await poll
+        # a second sample with the same jobs is no news
+        again = asyncio.create_task(document(port, f"?after={counted['generation']}&wait=0.3"))
+        await server.sample_load(0.3)
+        assert await held(again)
+        unchanged = await again
+    assert (counted["generation"], counted["worker_load"]) == (listed["generation"] + 1, 0.25)
+    assert unchanged["generation"] == counted["generation"]
+
+
 async def test_the_end_of_run_answers_the_held_polls(module: Any, port: int) -> None:
     server: FakeAgentServer = module.AgentServer()
     async with running(server):

@@ -222,6 +222,7 @@ def test_the_operator_reads_the_document_as_a_retirable_worker_with_its_rooms(
         {"idle_processes": 3},
         {"load_threshold": 0.9},
         {"worker_id": "AW_2"},
+        {"load_jobs": 1},
     ],
     ids=[
         "full",
@@ -233,6 +234,7 @@ def test_the_operator_reads_the_document_as_a_retirable_worker_with_its_rooms(
         "idle-processes",
         "threshold",
         "new-id",
+        "the-load-counts-a-new-job",
     ],
 )
 def test_what_the_operator_decides_on_changes_the_decision_view(changes: dict[str, Any]) -> None:

@@ -58,8 +58,18 @@ def snapshot(**changes: object) -> WorkerSnapshot:
         {"idle_processes": 1},
         {"load_threshold": 0.9},
         {"worker_id": "AW_2"},
+        {"load_jobs": 1},
     ],
-    ids=["full", "draining", "retired", "a-job-started", "idle-processes", "threshold", "new-id"],
+    ids=[
+        "full",
+        "draining",
+        "retired",
+        "a-job-started",
+        "idle-processes",
+        "threshold",
+        "new-id",
+        "the-load-counts-a-new-job",
+    ],
 )
 def test_what_the_operator_decides_on_changes_the_decision_view(changes: dict[str, object]) -> None:
     assert http_api.decision_view(snapshot(**changes)) != http_api.decision_view(snapshot())
