@@ -83,6 +83,11 @@ class Scraper:
         except ValueError:
             return None, "not JSON"
 
+    async def read(self, ips: Sequence[str]) -> dict[str, tuple[object, str]]:
+        """`fetch` of each address, all concurrently: (document, error) by IP."""
+        answers = await asyncio.gather(*(self.fetch(ip) for ip in ips))
+        return dict(zip(ips, answers, strict=True))
+
     async def observe(
         self,
         pods: Sequence[Mapping[str, Any]],

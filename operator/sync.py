@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import datetime
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -149,6 +150,17 @@ def _now_text() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+@dataclass(frozen=True, slots=True)
+class Read:
+    """Every worker's answer to a plain GET /worker, read before a round (`Syncer._read_workers`):
+    by pod IP, (document, error) as `Scraper.fetch` gives it."""
+
+    at: float
+    """When the reading began (the syncer's clock): a long poll's answer after it is newer."""
+    answers: Mapping[str, tuple[object, str]]
+    took_s: float
+
+
 class Syncer:
     """Runs the sync loop; `fleets` and `locks` are shared with the reconcile."""
 
@@ -204,6 +216,9 @@ class Syncer:
         self._wake = asyncio.Event()
         self._woken = False
         self._watch = watch(self.on_worker_change) if watch is not None else None
+        self._turns: dict[Key, asyncio.Lock] = {}
+        """One round of a fleet at a time (`_turn`): a change's round may start while a
+        periodic round reads the workers."""
         self._changed: dict[Key, float] = {}
         """Fleets a worker of which changed since their last round, and when it first did."""
         self._parsed: dict[Key, tuple[tuple[object, object], ParsedSpec]] = {}
@@ -319,30 +334,51 @@ class Syncer:
     async def run(self) -> None:
         """Sync every AgentWorker each period, forever (cancel to stop). Between those rounds,
         the fleets with dispatches waiting are synced every GUARD_PERIOD_S, a webhook starts a
-        round of the guarded fleets early, and a worker's change one of its fleet."""
+        round of the guarded fleets early, and a worker's change one of its fleet. A periodic
+        round runs beside them: while it reads the workers (seconds, with a worker that does
+        not answer) a change is still decided at once; one round of a fleet at a time."""
         # the first periodic round waits a period: kopf's watches list the AgentWorkers and pods
         # first; the rounds a change starts may come sooner (the change was seen on them)
-        next_full = time.monotonic() + self._config.interval_s
-        while True:
-            started = time.monotonic()
-            if started >= next_full:
-                await self.sync_all()
-                next_full = started + self._config.interval_s
-                metrics.SYNC_DURATION.observe(time.monotonic() - started)
-            else:
-                await self.sync_all(self._urgent(woken=self._woken))
-            self._woken = False
-            now = time.monotonic()
-            due = next_full
-            if self._changed:  # a worker changed during the round: its fleet's turn is now
-                due = min(due, started + CHANGE_GAP_S)
-            elif self._urgent(woken=False):
-                due = min(due, started + GUARD_PERIOD_S)
-            self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(0.0, due - now))
-                gap = WEBHOOK_GAP_S if self._woken else CHANGE_GAP_S
-                await asyncio.sleep(max(0.0, started + gap - time.monotonic()))
+        interval_s = self._config.interval_s
+        next_full = time.monotonic() + interval_s
+        periodic: asyncio.Task[None] | None = None
+        try:
+            while True:
+                started = time.monotonic()
+                if periodic is not None and periodic.done():
+                    periodic.result()  # a failure of the loop itself (each fleet's is logged)
+                    periodic = None
+                if periodic is None and started >= next_full:
+                    periodic = asyncio.create_task(self._periodic_round(), name="sync-periodic")
+                    periodic.add_done_callback(lambda _: self._wake.set())
+                    next_full = started + interval_s
+                else:
+                    await self.sync_all(self._urgent(woken=self._woken))
+                self._woken = False
+                now = time.monotonic()
+                # the next periodic round once this one is over (then at once, if it ran long):
+                # its end wakes the loop
+                running = periodic is not None and not periodic.done()
+                due = None if running else next_full
+                if self._changed:  # a worker changed during the round: its fleet's turn is now
+                    due = min(due or math.inf, started + CHANGE_GAP_S)
+                elif self._urgent(woken=False):
+                    due = min(due or math.inf, started + GUARD_PERIOD_S)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    timeout = None if due is None else max(0.0, due - now)
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+                    gap = WEBHOOK_GAP_S if self._woken else CHANGE_GAP_S
+                    await asyncio.sleep(max(0.0, started + gap - time.monotonic()))
+        finally:
+            if periodic is not None:
+                periodic.cancel()
+                await asyncio.gather(periodic, return_exceptions=True)
+
+    async def _periodic_round(self) -> None:
+        started = time.monotonic()
+        await self.sync_all()
+        metrics.SYNC_DURATION.observe(time.monotonic() - started)
 
     def _urgent(self, *, woken: bool) -> list[Key]:
         """The fleets a round between the periodic ones is for: those with dispatches waiting,
@@ -427,11 +463,37 @@ class Syncer:
                 )
 
     async def sync(self, key: Key, *, heard: bool = False) -> None:
-        """One round for one AgentWorker: observe, protect, scale, reconcile. `heard`: a round
-        between the periodic ones, which takes what the long polls heard when a worker of the
-        fleet changed (a periodic round reads every worker)."""
+        """One round for one AgentWorker (`_round`). A round that reads every worker reads them
+        first, outside the fleet's turn: a change heard meanwhile is decided at once, not
+        after the slowest worker's answer (a worker that never answers takes the whole scrape
+        timeout)."""
         changed_at = self._changed.pop(key, None)
         heard = heard and changed_at is not None
+        read = None if heard else await self._read_workers(key)
+        async with self._turn(key):
+            await self._round(key, heard=heard, read=read, changed_at=changed_at)
+
+    def _turn(self, key: Key) -> asyncio.Lock:
+        """One round of a fleet at a time: its observation, decisions and their effects."""
+        return self._turns.setdefault(key, asyncio.Lock())
+
+    async def _read_workers(self, key: Key) -> Read | None:
+        """Every worker's /worker of a fleet this process syncs, read now (None: not ours)."""
+        if not self._ours(key):
+            return None
+        pods = self._store.pods(key)
+        ips = [str((pod.get("status") or {}).get("podIP") or "") for pod in pods]
+        started = time.monotonic()
+        at = self.clock()
+        answers = await self._scraper.read([ip for ip in ips if ip])
+        return Read(at=at, answers=answers, took_s=time.monotonic() - started)
+
+    async def _round(
+        self, key: Key, *, heard: bool, read: Read | None, changed_at: float | None
+    ) -> None:
+        """Observe, protect, scale, reconcile. `heard`: a round between the periodic ones,
+        which takes what the long polls heard when a worker of the fleet changed; else `read`
+        is every worker's answer, read just before (a periodic round)."""
         body = self._store.agentworker(key)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return
@@ -453,7 +515,7 @@ class Syncer:
             token = await self.ensure_control_secret(owner)
         except kube.NotOurs:
             return  # the reconcile reports it (ControlSecretConflict); no handshake without it
-        observed = await self._observe(key, spec, fleet, heard=heard)
+        observed = await self._observe(key, spec, fleet, heard=heard, read=read)
         fleet.written = {w.pod.name: fleet.written.get(w.pod.name, {}) for w in observed}
         workers = [scaledown.as_written(w, fleet.written[w.pod.name]) for w in observed]
         fleet.workers = tuple(workers)
@@ -823,19 +885,30 @@ class Syncer:
         return made > 0 and not pods
 
     async def _observe(
-        self, key: Key, spec: specs.AgentWorkerSpec, fleet: Fleet, *, heard: bool = False
+        self,
+        key: Key,
+        spec: specs.AgentWorkerSpec,
+        fleet: Fleet,
+        *,
+        heard: bool = False,
+        read: Read | None = None,
     ) -> list[observation.Worker]:
         """Every pod's Worker, from its /worker. `heard`: a round a worker's change started
         reads no worker: it takes what the long polls brought and, for the others, the last
-        round's answers (the load moves no generation: the periodic rounds read it)."""
+        round's answers (the load moves no generation: the periodic rounds read it). `read`:
+        the answers read before the round; a long poll's answer heard since is newer, and a pod
+        that was not read yet is read now."""
         pods = self._store.pods(key)
         started = time.monotonic()
         known: dict[str, tuple[tuple[object, str], float]] = {}
+        ips = [str((pod.get("status") or {}).get("podIP") or "") for pod in pods]
         if self._watch is not None:
-            ips = [str((pod.get("status") or {}).get("podIP") or "") for pod in pods]
             self._watch.follow(key, ips)
             if heard:
                 known = self._known_answers(fleet, ips)
+        if read is not None:
+            known = {ip: (answer, read.at) for ip, answer in read.answers.items()}
+            known |= self._heard_since(read.at, ips)
         workers, answers = await self._scraper.observe_answers(
             pods,
             load_threshold=spec.load_threshold,
@@ -852,11 +925,25 @@ class Syncer:
             if w.pod.name in fleet.reported
             or w.state in (observation.WorkerState.AVAILABLE, observation.WorkerState.FULL)
         }
-        metrics.OBSERVATION_DURATION.labels(*key).observe(time.monotonic() - started)
+        took_s = time.monotonic() - started + (read.took_s if read is not None else 0.0)
+        metrics.OBSERVATION_DURATION.labels(*key).observe(took_s)
         failed = [w for w in workers if w.error and not w.pod.terminating]
         if failed:
             metrics.OBSERVATION_FAILURES.labels(*key).inc(len(failed))
         return workers
+
+    def _heard_since(
+        self, since: float, ips: Sequence[str]
+    ) -> dict[str, tuple[tuple[object, str], float]]:
+        """What the long polls brought after `since` (newer than a read that began then)."""
+        if self._watch is None:
+            return {}
+        found = {}
+        for ip in ips:
+            heard = self._watch.heard(ip)
+            if heard is not None and heard.at > since:
+                found[ip] = ((heard.document, ""), heard.at)
+        return found
 
     def _known_answers(
         self, fleet: Fleet, ips: Sequence[str]
