@@ -69,7 +69,9 @@ async def test_a_change_heard_while_a_periodic_round_waits_on_a_silent_worker_is
     )
     world = run._world(schedule)
     operator = await warm_up(world, schedule)
-    serving = [p for p in world.live_pods() if p.process is not None and p.process.registered]
+    serving = [
+        p for p in world.live_pods() if p.process is not None and p.process.registered(world.now)
+    ]
     assert len(serving) == 2, [p.name for p in world.live_pods()]
     first, silent = serving
     scraper = SilentWorker(world, silent.ip)
@@ -99,7 +101,7 @@ async def test_a_change_heard_while_a_periodic_round_waits_on_a_silent_worker_is
         scraper.released.set()
         await asyncio.wait_for(scraper.answered.wait(), 1.0)
         await asyncio.sleep(0.05)
-        key = (run.NAMESPACE, run.NAME)
+        key = (worlds.NAMESPACE, worlds.NAME)
         async with operator.syncer._turn(key):
             summary = operator.syncer.fleets[key].summary
         assert summary is not None
