@@ -59,7 +59,7 @@ class Limit:
 
     reason: str
     """AtMaxReplicas, AtMinReplicas, BusyWorkers, UnknownWorkers, WorkersUnreadable,
-    ScaleUpLimit, ScaleDownLimit, WorkersNotReady, RolloutInProgress."""
+    ScaleUpLimit, ScaleDownLimit, WorkersNotReady, RolloutInProgress, PodsNotSeen."""
     message: str
 
 
@@ -94,6 +94,10 @@ class Demand:
     """Seconds since a worker last held a call or a dispatch last waited."""
     warm: headroom.WarmHeadroom | None = None
     """The warm headroom the miss-rate target asks for (`estimates`); None without a target."""
+    unseen_pods: int = 0
+    """Pods the Deployment made that the pod watch has not shown (`observation.unseen_pods`):
+    they may hold calls, so they count as workers that cannot be read, never as pods yet to be
+    made (which a scale-down may take first)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -113,18 +117,20 @@ class _Counts:
         return len(self.loads) + self.unknown + self.starting
 
 
-def _count(workers: Sequence[Worker], current: int) -> _Counts:
+def _count(workers: Sequence[Worker], current: int, unseen: int = 0) -> _Counts:
     members = [w for w in workers if not w.pod.terminating]
     by = {state: [w for w in members if w.state is state] for state in WorkerState}
     known = by[WorkerState.AVAILABLE] + by[WorkerState.FULL]
-    missing = max(0, current - len(members))  # pods the Deployment has yet to create
+    # pods the Deployment has yet to create; those it made and the watch has not shown may
+    # serve calls: they are unknown workers
+    missing = max(0, current - len(members) - unseen)
     return _Counts(
         loads=tuple(w.report.load for w in known if w.report is not None),
         available=len(by[WorkerState.AVAILABLE]),
         full=len(by[WorkerState.FULL]),
-        unknown=len(by[WorkerState.UNKNOWN]),
+        unknown=len(by[WorkerState.UNKNOWN]) + unseen,
         starting=len(by[WorkerState.STARTING]) + missing,
-        members=len(members),
+        members=len(members) + unseen,
         idle_removable=len(by[WorkerState.DRAINING])
         + len(by[WorkerState.STARTING])
         + missing
@@ -195,7 +201,7 @@ def decide(
     """The replicas an AgentWorker should run now, always within [minReplicas, maxReplicas]."""
     low, high = autoscaling.min_replicas, autoscaling.max_replicas
     target = max(autoscaling.target_load, MIN_TARGET_LOAD)
-    counts = _count(workers, current)
+    counts = _count(workers, current, demand.unseen_pods)
     waiting = _for_waiting(counts, demand)
     if observation.blind(_by_state(counts)):
         blind_waiting = _for_waiting(counts, demand, blind=True)
@@ -293,8 +299,14 @@ def _hold_blind(
     worker's word: they still add workers, up to maxReplicas."""
     replicas = max(current, autoscaling.min_replicas, min(waiting, autoscaling.max_replicas))
     unreadable = [w for w in workers if w.state is WorkerState.UNKNOWN]
-    named = "; ".join(f"{w.pod.name}: {w.error or 'no report'}" for w in unreadable[:3])
-    more = f" and {len(unreadable) - 3} more" if len(unreadable) > 3 else ""
+    said = [f"{w.pod.name}: {w.error or 'no report'}" for w in unreadable[:3]]
+    unseen = counts.unknown - len(unreadable)
+    if len(said) < 3 and unseen > 0:
+        said.append(f"{unseen} not shown by the pod watch yet")
+        unseen = 0
+    named = "; ".join(said)
+    left = len(unreadable) - 3 + unseen
+    more = f" and {left} more" if left > 0 else ""
     message = (
         f"{counts.unknown} of {counts.members} workers cannot be read ({named}{more}): "
         f"holding {replicas} workers until they can"

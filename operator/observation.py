@@ -245,9 +245,10 @@ def observe(
 
 
 STALE_WATCH_PERIODS = 3
-"""Sync periods the pod watch may disagree with the Deployment before the operator lists the pods
-again (a watch event may lag by a period or two; a half-open watch never ends). Periods, not
-rounds: the rounds a worker's change starts come many a second while a fleet scales up."""
+"""Sync periods the pod watch may disagree with the Deployment, with no event of the fleet's pods
+meanwhile, before the operator lists the pods again (a half-open watch delivers nothing; a live
+one that lags, or a Deployment status that trails it, is no reason). Periods, not rounds: the
+rounds a worker's change starts come many a second while a fleet scales up."""
 
 
 def watch_stale(disagreeing_since: float | None, now: float, *, period_s: float) -> bool:
@@ -268,6 +269,18 @@ def pods_disagree(pods: Sequence[Mapping[str, Any]], deployment: Mapping[str, An
         return False
     active = sum(1 for pod in pods if not (pod.get("metadata") or {}).get("deletionTimestamp"))
     return bool(status.get("replicas", 0) != active)
+
+
+def unseen_pods(pods: Sequence[Mapping[str, Any]], deployment: Mapping[str, Any] | None) -> int:
+    """How many more pods the Deployment counts (status.replicas, once its controller saw its
+    latest spec) than the pod watch shows (not being deleted): 0 when it shows as many or more."""
+    if deployment is None:
+        return 0
+    meta, status = deployment.get("metadata") or {}, deployment.get("status") or {}
+    if status.get("observedGeneration") != meta.get("generation"):
+        return 0
+    active = sum(1 for pod in pods if not (pod.get("metadata") or {}).get("deletionTimestamp"))
+    return max(0, int(status.get("replicas") or 0) - active)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

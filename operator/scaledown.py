@@ -73,21 +73,36 @@ def plan_scale_down(
     target: int,
     drain_busy: bool,
     rolling_out: bool,
+    unseen: int = 0,
 ) -> ScaleDownPlan:
     """The plan of a scale-down: victims chosen and blockers checked before any /retire.
 
-    - Replicas beyond the pods that exist (`current` over the members) go first: lowering
-      the Deployment by them removes no pod.
+    - Replicas beyond the pods that exist (`current` over the members and the `unseen` pods,
+      those the Deployment made and the pod watch has not shown) go first: lowering the
+      Deployment by them removes no pod.
+    - While pods are unseen nothing else goes: the operator cannot tell whether one is busy or
+      not ready (the ReplicaSet would remove a not-ready one before the victims).
     - During a rollout nothing else goes: the Deployment controller splits a scale-down across
       the old and new ReplicaSets, and pod-deletion-cost ranks pods within one only.
     - A not-ready pod that is not a victim blocks: the ReplicaSet removes it before any other.
     """
     members = [w for w in workers if not w.pod.terminating]
-    unmade = min(max(0, current - len(members)), max(0, current - target))
+    unmade = min(max(0, current - len(members) - unseen), max(0, current - target))
     wanted = max(0, current - target - unmade)
     candidates = tuple(victim_order(workers, drain_busy=drain_busy))
     if not wanted:
         return ScaleDownPlan(unmade=unmade, wanted=0, candidates=())
+    if unseen:
+        return ScaleDownPlan(
+            unmade=unmade,
+            wanted=wanted,
+            candidates=candidates,
+            blocked=(
+                "PodsNotSeen",
+                f"scale-down of {wanted} workers waits: the Deployment made {unseen} pods the "
+                "pod watch has not shown, and one of them may hold a call",
+            ),
+        )
     if rolling_out:
         return ScaleDownPlan(
             unmade=unmade,

@@ -108,6 +108,8 @@ class Fleet:
     last_full_reconcile: float = 0.0
     reported: set[str] = field(default_factory=set)
     """Pods that were seen registered: when they go silent they are unknown, not starting."""
+    unseen_pods: int = 0
+    """Pods the Deployment made that the pod watch has not shown, as of this round."""
     disagreeing_since: float | None = None
     """Since when (the syncer's clock) the pod watch and the Deployment have disagreed on how many
     pods run; None while they agree."""
@@ -392,8 +394,13 @@ class Syncer:
         return keys + [key for key in self._changed if key not in self.fleets]
 
     def on_pods_changed(self, key: Key) -> None:
-        """The pod watch saw a pod of the fleet change: follow its workers' addresses now (a
-        new worker's registration is news), not at the next round."""
+        """The pod watch saw a pod of the fleet change: it is alive (a disagreement with the
+        Deployment is a lag, not a stale watch: while a thousand pods start, the Deployment's
+        status trails them), and a new worker's address is followed now (its registration is
+        news), not at the next round."""
+        fleet = self.fleets.get(key)
+        if fleet is not None:
+            fleet.disagreeing_since = None
         if self._watch is not None and self._ours(key):
             pods = self._store.pods(key)
             self._watch.follow(key, [str((p.get("status") or {}).get("podIP") or "") for p in pods])
@@ -528,6 +535,7 @@ class Syncer:
         metrics.record_fleet(key, fleet.summary)
         demand = await self._judge_dispatches(key, body, spec, fleet, heard=heard)
         demand = self._estimate(spec, fleet, workers, demand, now_s=self.clock())
+        demand = dataclasses.replace(demand, unseen_pods=fleet.unseen_pods)
         changed = False
         scale_events = fleet.history.scale_events
         async with self.lock(key):
@@ -881,7 +889,9 @@ class Syncer:
                 extra={**logs.about(key), "watched": len(pods), "listed": len(listed)},
             )
             self._store.replace_pods(key, listed)
+            fleet.unseen_pods = observation.unseen_pods(listed, deployment)
             return False
+        fleet.unseen_pods = observation.unseen_pods(pods, deployment)
         return made > 0 and not pods
 
     async def _observe(
@@ -1091,6 +1101,7 @@ class Syncer:
             target=decision.replicas,
             drain_busy=drain_busy,
             rolling_out=rolling_out,
+            unseen=self.fleets[key].unseen_pods,
         )
         if plan.blocked is not None:
             reason, message = plan.blocked

@@ -117,6 +117,40 @@ def test_wait_for_idle_never_removes_a_busy_worker() -> None:
     assert decision.limit.reason == "BusyWorkers"
 
 
+def test_pods_the_watch_has_not_shown_are_never_taken_for_pods_yet_to_be_made() -> None:
+    # a simulated stale pod watch: the Deployment ran 3 pods, the watch showed 2 (one idle),
+    # and the third, busy, was counted as a pod yet to be made, removable at no cost
+    history = FRESH.recommended(NOW - 400, 3, keep_s=600)
+    workers = [worker("idle", load=0.0, jobs=0), worker("busy", load=0.25, jobs=1)]
+    down = {"scaleDown": {"stepPods": 4}, "minAvailableWorkers": 0}
+    assert decide(workers, current=3, history=history, **down).removable == 2  # as it was
+    decision = autoscaler.decide(
+        scaling(**down),
+        workers,
+        current=3,
+        history=history,
+        now=NOW,
+        demand=autoscaler.Demand(unseen_pods=1),
+    )
+    # the unseen pod counts as a worker that cannot be read (full, for a scale-down), and only
+    # the idle worker is removable
+    assert (decision.replicas, decision.removable) == (3, 1)
+
+
+def test_a_watch_that_shows_few_of_the_pods_holds_the_size() -> None:
+    workers = [worker("idle", load=0.0, jobs=0)]
+    decision = autoscaler.decide(
+        scaling(scaleDown={"stepPods": 4}),
+        workers,
+        current=4,
+        history=FRESH.recommended(NOW - 400, 4, keep_s=600),
+        now=NOW,
+        demand=autoscaler.Demand(unseen_pods=3),
+    )
+    assert (decision.replicas, decision.reason) == (4, "WorkersUnreadable")
+    assert "3 not shown by the pod watch yet" in decision.message
+
+
 def test_drain_lets_busy_workers_go() -> None:
     history = FRESH.recommended(NOW - 400, 4, keep_s=600)
     workers = fleet((0.1, 1), (0.1, 1), (0.1, 1), (0.0, 0))

@@ -245,6 +245,23 @@ def test_the_pod_watch_disagrees_with_the_deployment(
     assert observation.pods_disagree(watched, None) is False
 
 
+@pytest.mark.parametrize(
+    ("pods", "made", "observed", "unseen"),
+    [
+        pytest.param(["a", "b"], 2, 2, 0, id="agree"),
+        pytest.param(["a"], 3, 2, 2, id="two-not-shown"),
+        pytest.param(["a", "b", "c"], 2, 2, 0, id="the-status-trails-the-watch"),
+        pytest.param(["a"], 2, 1, 0, id="controller-behind"),
+    ],
+)
+def test_the_pods_the_deployment_made_and_the_watch_has_not_shown(
+    pods: list[str], made: int, observed: int, unseen: int
+) -> None:
+    watched = [pod(name) for name in pods] + [pod("leaving", deleting=True)]
+    assert observation.unseen_pods(watched, deployment(made, observed=observed)) == unseen
+    assert observation.unseen_pods(watched, None) == 0
+
+
 def test_the_job_ids_are_read_from_this_runtimes_document() -> None:
     assert observation.parse_worker_document(ours()).job_ids == ("AJ_1",)
     assert observation.parse_worker_document(ours(jobs=())).job_ids == ()

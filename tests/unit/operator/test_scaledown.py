@@ -98,6 +98,24 @@ def test_a_not_ready_worker_that_is_no_candidate_blocks_before_anyone_is_asked()
     assert "r not ready" in planned.blocked[1]
 
 
+def test_pods_the_watch_has_not_shown_are_no_unmade_replicas_and_hold_the_scale_down() -> None:
+    # the Deployment made 4 pods, the watch shows 3: 5 -> 4 lowers an unmade replica only, and
+    # 5 -> 3 would remove a pod the operator cannot judge (busy? not ready?): it waits
+    workers = [worker("a"), worker("b"), worker("c")]
+    unmade = scaledown.plan_scale_down(
+        workers, current=5, target=4, drain_busy=False, rolling_out=False, unseen=1
+    )
+    assert (unmade.unmade, unmade.wanted, unmade.blocked) == (1, 0, None)
+    held = scaledown.plan_scale_down(
+        workers, current=5, target=3, drain_busy=False, rolling_out=False, unseen=1
+    )
+    assert (held.unmade, held.wanted) == (1, 1)
+    assert held.blocked is not None
+    assert held.blocked[0] == "PodsNotSeen"
+    # before it counted unseen pods, both replicas were "unmade" and nothing was asked
+    assert plan(workers, current=5, target=3).unmade == 2
+
+
 def test_during_a_rollout_only_unmade_replicas_go() -> None:
     workers = [worker("old", template_hash="1"), worker("new", template_hash="2")]
     planned = plan(workers, current=3, target=1, rolling_out=True)

@@ -19,7 +19,7 @@ import dataclasses
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,6 +160,19 @@ def _agentworker(schedule: Schedule, image: str) -> dict[str, Any]:
     }
 
 
+class _PodEvents(store.Store):
+    """The operator's store; a pod event also tells its sync loop, as kopf's `remember_pod`
+    handler does (`Syncer.on_pods_changed`)."""
+
+    syncer: syncs.Syncer | None = None
+
+    def put_pod(self, event_type: str | None, body: Mapping[str, Any]) -> store.Key | None:
+        key = super().put_pod(event_type, body)
+        if key is not None and self.syncer is not None:
+            self.syncer.on_pods_changed(key)
+        return key
+
+
 class Operator:
     """One operator process: its store, its memo and its Syncer, as `handlers.configure` wires
     them (the sync loop's body is driven by the simulation rather than by its sleep)."""
@@ -175,7 +188,7 @@ class Operator:
     ) -> None:
         """`main`: this installation's operator (a new process of it); else another
         installation's."""
-        self.store = store.Store()
+        self.store = _PodEvents()
         self._world = world
         self.generation = 1000 + len(world.stores)
         if main:
@@ -218,6 +231,7 @@ class Operator:
             watch=long_polls if schedule.watch and main else None,
         )
         self.memo["syncer"] = self.syncer
+        self.store.syncer = self.syncer
         self.retry = False
         self.interval_s = schedule.interval_s
         world.token = builders.control_token(
