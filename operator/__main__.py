@@ -2,9 +2,10 @@
 
 This module owns wiring only: it parses the command line into `settings.Settings`, sets up JSON
 logs, serves /healthz and /readyz, starts the metrics endpoint and LiveKit's webhook endpoint
-(with --webhook-port), waits for the leader Lease and runs kopf with the handlers until
-SIGTERM/SIGINT or until the Lease is lost (then it exits 1 so the pod restarts as a standby). It
-makes no decision about AgentWorkers.
+(with --webhook-port), waits for the leader Lease (with --shards N, for one of the N shards'
+Leases) and runs kopf with the handlers, for that shard's AgentWorkers, until SIGTERM/SIGINT or
+until the Lease is lost (then it exits 1 so the pod restarts as a standby). It makes no decision
+about AgentWorkers.
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from collections.abc import Callable, Sequence
 import kopf
 from aiohttp import web
 
-from agentworker_operator import handlers, kube, lease, logs, metrics, settings, webhooks
+from agentworker_operator import (
+    handlers,
+    kube,
+    lease,
+    logs,
+    metrics,
+    settings,
+    sharding,
+    webhooks,
+)
 
 logger = logging.getLogger("agentworker_operator")
 
@@ -72,6 +82,15 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
     )
     add("--lease-duration", type=float, default=15.0, help="seconds a Lease claim lasts")
     add(
+        "--shards",
+        type=int,
+        default=1,
+        metavar="N",
+        help="split the AgentWorkers among N processes, each holding one of the Leases "
+        "<lease-name>-shard-0 to -<N-1> and handling that shard's AgentWorkers (default 1: one "
+        "Lease, <lease-name>, and its holder handles every AgentWorker)",
+    )
+    add(
         "--control-key-secret",
         default=settings.CONTROL_KEY_NAME,
         metavar="NAME",
@@ -116,6 +135,8 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
     args = parser.parse_args(argv)
     if args.sync_period <= 0 or args.resync_period <= 0 or args.scrape_timeout <= 0:
         parser.error("--sync-period, --resync-period and --scrape-timeout must be above 0")
+    if args.shards < 1:
+        parser.error(f"--shards {args.shards}: there must be 1 shard or more")
     if args.webhook_port and args.webhook_port in (args.health_port, args.metrics_port):
         parser.error(f"--webhook-port {args.webhook_port} is taken by health or metrics")
     return settings.Settings(
@@ -135,6 +156,7 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
             duration_s=args.lease_duration,
             renew_every_s=max(1.0, args.lease_duration / 3),
         ),
+        shards=args.shards,
         control_key=settings.SecretRef(
             namespace=args.lease_namespace, name=args.control_key_secret
         ),
@@ -164,10 +186,11 @@ async def _serve_health(
     config: settings.Settings,
     ready: asyncio.Event,
     leading: asyncio.Event,
-    elector: lease.LeaderLease,
+    elector: lease.ShardLeases,
 ) -> web.AppRunner | None:
     """/healthz: the event loop answers. /readyz: kopf runs (leader), or the standby can read
-    the Lease and waits for it (a standby refused by the API server is not ready)."""
+    the Lease and waits for it (a standby refused by the API server is not ready); with
+    --shards above 1 it says which shard this process holds (null while it stands by)."""
     if not config.health_port:
         return None
 
@@ -176,7 +199,13 @@ async def _serve_health(
 
     async def readyz(_: web.Request) -> web.Response:
         ok = ready.is_set() if leading.is_set() else elector.reachable
-        answer = {"ready": ok, "leader": leading.is_set(), "holder": elector.holder}
+        answer: dict[str, object] = {
+            "ready": ok,
+            "leader": leading.is_set(),
+            "holder": elector.holder,
+        }
+        if config.shards > 1:
+            answer["shard"] = elector.shard.index if elector.shard is not None else None
         return web.json_response(answer, status=200 if ok else 503)
 
     app = web.Application()
@@ -207,6 +236,7 @@ async def _run_kopf(
     stop: asyncio.Event,
     ready: asyncio.Event,
     inbox: webhooks.Inbox,
+    shard: sharding.Shard,
 ) -> None:
     await kopf.operator(
         registry=handlers.registry,
@@ -221,12 +251,13 @@ async def _run_kopf(
             control_key_secret=config.control_key,
             companion_image=config.companion_image,
             webhook_inbox=inbox,
+            shard=shard,
         ),
     )
 
 
 async def run(config: settings.Settings, *, started: float) -> int:
-    """The process: health, metrics, the Lease, then kopf; the exit code."""
+    """The process: health, metrics, a Lease (its shard's), then kopf; the exit code."""
     stop, ready, leading = asyncio.Event(), asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -235,7 +266,7 @@ async def run(config: settings.Settings, *, started: float) -> int:
     # the Lease gets connections of its own: behind a burst of reconciles on the shared client's
     # 16 its renewal would queue past the renew deadline, and the operator would stop itself
     lease_client = kube.Kube.connect()
-    elector = lease.LeaderLease(lease_client, config.lease)
+    elector = lease.ShardLeases(lease_client, config.lease, shards=config.shards)
     health = await _serve_health(config, ready, leading, elector)
     inbox = webhooks.Inbox()
     hooks = await _serve_webhooks(config, inbox.secret, inbox.deliver)
@@ -244,9 +275,14 @@ async def run(config: settings.Settings, *, started: float) -> int:
     try:
         if not await elector.acquire(stop):
             return 0
+        shard = elector.shard or sharding.WHOLE
         leading.set()
         metrics.LEADER.set(1)
-        operator = asyncio.create_task(_run_kopf(config, client, stop, ready, inbox), name="kopf")
+        if config.shards > 1:
+            metrics.SHARD.labels(str(shard.index)).set(1)
+        operator = asyncio.create_task(
+            _run_kopf(config, client, stop, ready, inbox, shard), name="kopf"
+        )
         holder = asyncio.create_task(elector.hold(), name="leader-lease")
         waiter = asyncio.create_task(ready.wait(), name="ready-log")
         waiter.add_done_callback(
@@ -264,6 +300,8 @@ async def run(config: settings.Settings, *, started: float) -> int:
         return 1 if lost or failed else 0
     finally:
         metrics.LEADER.set(0)
+        if config.shards > 1 and elector.shard is not None:
+            metrics.SHARD.labels(str(elector.shard.index)).set(0)
         await elector.release()
         if hooks is not None:
             await hooks.cleanup()
@@ -280,7 +318,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config)
     logger.info(
         "operator starting",
-        extra={"namespaces": list(config.namespaces) or "all", "identity": config.lease.identity},
+        extra={
+            "namespaces": list(config.namespaces) or "all",
+            "identity": config.lease.identity,
+            "shards": config.shards,
+        },
     )
     return asyncio.run(run(config, started=started))
 

@@ -8,7 +8,10 @@ manager), gather again (the Deployment's rollout, the latest observation of the 
 (`status`), act (patch status only when it changed, post Events for changes). Decisions live in
 `spec`, `builders`, `autoscaler` and `status`; API calls in `kube`. A bad spec or a missing
 Secret never touches the running Deployment. No handler here needs a finalizer: deleting an
-AgentWorker never waits for the operator.
+AgentWorker never waits for the operator. In an installation split in shards (`sharding`),
+every handler's kopf filter passes only this process's shard's AgentWorkers and their pods and
+Deployments: kopf then writes nothing on the others (no progress or last-handled-configuration
+annotation, no finalizer), and the store never holds them.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from agentworker_operator import (
     logs,
     metrics,
     reachability,
+    sharding,
     status,
     store,
 )
@@ -94,6 +98,12 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
         return await reconcile(memo, key[0], key[1], trigger=trigger, logger=named, full=full)
 
     sync_settings = memo.get("sync_settings") or settings_module.SyncSettings()
+    shard = _shard(memo)
+    if shard.count > 1:
+        logger.info(
+            "handling one shard of the AgentWorkers",
+            extra={"shard": shard.index, "shards": shard.count},
+        )
     syncer = syncs.Syncer(
         client=memo["kube"],
         store=memo["store"],
@@ -104,6 +114,7 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, logger: Logger, 
         operator_id=f"{key_ref.namespace}/{key_ref.name}",
         companion_image=memo.get("companion_image") or builders.DEFAULT_COMPANION_IMAGE,
         watch=syncs.long_polls if sync_settings.watch_workers else None,
+        shard=shard,
     )
     memo["syncer"] = syncer
     inbox = memo.get("webhook_inbox")
@@ -125,6 +136,41 @@ def new_memo(client: kube.Kube, livekit: Any) -> dict[str, Any]:
     }
 
 
+def _shard(memo: Any) -> sharding.Shard:
+    """This process's shard: the one `__main__` put in the memo, else every AgentWorker."""
+    found = memo.get("shard")
+    return found if isinstance(found, sharding.Shard) else sharding.WHOLE
+
+
+def _mine(namespace: str | None, name: str | None, memo: Any, **_: Any) -> bool:
+    """kopf's filter of the AgentWorker handlers: this process's shard's only. With no handler
+    passing, kopf leaves the object alone: no annotation, no finalizer, no status, no log."""
+    return _shard(memo).owns((namespace or "", name or ""))
+
+
+def _pod_mine(labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any) -> bool:
+    """kopf's filter of the pod handlers: pods of this process's shard's AgentWorkers."""
+    owner = str(labels.get(builders.LABEL_INSTANCE) or "")
+    return _shard(memo).owns((namespace or "", owner))
+
+
+def _owner_of(body: Mapping[str, Any]) -> str | None:
+    """The name of the AgentWorker that controls an owned Deployment."""
+    return next(
+        (
+            ref.get("name")
+            for ref in body.get("metadata", {}).get("ownerReferences") or []
+            if ref.get("kind") == builders.KIND and ref.get("controller")
+        ),
+        None,
+    )
+
+
+def _deployment_mine(body: kopf.Body, namespace: str | None, memo: Any, **_: Any) -> bool:
+    """kopf's filter of the Deployment handler: Deployments of this shard's AgentWorkers."""
+    return _shard(memo).owns((namespace or "", str(_owner_of(body) or "")))
+
+
 @kopf.on.login(registry=registry)
 def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
     """kopf's own watch connection: the same kubeconfig or service account as `kube`."""
@@ -143,9 +189,9 @@ async def close(memo: Any, **_: Any) -> None:
         await memo["kube"].aclose()
 
 
-@kopf.on.resume(G, V, P, registry=registry)
-@kopf.on.create(G, V, P, registry=registry)
-@kopf.on.update(G, V, P, registry=registry)
+@kopf.on.resume(G, V, P, when=_mine, registry=registry)
+@kopf.on.create(G, V, P, when=_mine, registry=registry)
+@kopf.on.update(G, V, P, when=_mine, registry=registry)
 async def on_change(
     namespace: str | None, name: str, retry: int, logger: Logger, memo: Any, **_: Any
 ) -> None:
@@ -158,13 +204,13 @@ async def on_change(
     raise kopf.TemporaryError(problem.message, delay=backoff_s(retry))
 
 
-@kopf.on.event(G, V, P, registry=registry)
+@kopf.on.event(G, V, P, when=_mine, registry=registry)
 def remember_agentworker(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     """Keep the store's copy current: the sync loop reads it instead of the API server."""
     memo["store"].put_agentworker(type, body)
 
 
-@kopf.on.event("v1", "pods", labels=OWNED, registry=registry)
+@kopf.on.event("v1", "pods", labels=OWNED, when=_pod_mine, registry=registry)
 async def remember_pod(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     """Keep the store's copy of every worker pod current (observation reads pods from it),
     and have the sync loop follow a new worker as soon as it has an address."""
@@ -174,7 +220,7 @@ async def remember_pod(type: str | None, body: kopf.Body, memo: Any, **_: Any) -
         syncer.on_pods_changed(key)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=OWNED, registry=registry)
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED, when=_deployment_mine, registry=registry)
 async def on_owned_deployment(
     type: str | None,
     body: kopf.Body,
@@ -185,20 +231,16 @@ async def on_owned_deployment(
 ) -> None:
     """A change of an owned Deployment (a hand edit, a rollout step): reconcile its owner."""
     memo["store"].put_deployment(type, body)
-    owner = next(
-        (
-            ref.get("name")
-            for ref in body.get("metadata", {}).get("ownerReferences") or []
-            if ref.get("kind") == builders.KIND and ref.get("controller")
-        ),
-        None,
-    )
+    owner = _owner_of(body)
     if isinstance(owner, str) and namespace:
         await reconcile(memo, namespace, owner, trigger="deployment", logger=logger)
 
 
-def _pod_cannot_start(body: kopf.Body, **_: Any) -> bool:
-    return bool(status.failures_from_pods([body]))
+def _pod_cannot_start(
+    body: kopf.Body, labels: Mapping[str, str], namespace: str | None, memo: Any, **_: Any
+) -> bool:
+    """kopf's filter of `on_failing_pod`: a pod of this shard's that cannot start."""
+    return _pod_mine(labels, namespace, memo) and bool(status.failures_from_pods([body]))
 
 
 @kopf.on.event("v1", "pods", labels=OWNED, when=_pod_cannot_start, registry=registry)

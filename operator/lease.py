@@ -9,12 +9,15 @@ own, as client-go's leaderelection does:
   than the Lease duration, so it has stopped before any standby may take over;
 - writes carry the Lease's resourceVersion, so two replicas can never both win;
 - a failed request (a dropped keep-alive connection, a 5xx) is retried, not fatal.
-This module owns the Lease and nothing else; it never touches AgentWorkers.
+An installation split in shards (`sharding`) has one such Lease per shard: a process takes the
+first free one in its own order and holds that one only; until then it stands by for them all.
+This module owns the Leases and nothing else; it never touches AgentWorkers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import time
@@ -24,7 +27,7 @@ from typing import Any
 
 import aiohttp
 
-from agentworker_operator import kube, settings
+from agentworker_operator import kube, settings, sharding
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +84,8 @@ def may_take(
 
 
 class LeaderLease:
-    """This replica's claim on the Lease: acquire, hold (renew), release."""
+    """This replica's claim on one Lease: take it (`try_acquire`), hold it (renew), release it.
+    `ShardLeases` waits for one of them."""
 
     def __init__(
         self,
@@ -100,9 +104,11 @@ class LeaderLease:
         self.held = False
         self.holder = ""
         """Who holds the Lease, as last read ("" when free or unknown)."""
-        self.reachable = True
-        """The last attempt got an answer from the API server (a standby that cannot read or
-        write the Lease is not ready)."""
+
+    @property
+    def name(self) -> str:
+        """The Lease's name."""
+        return self._config.name
 
     @property
     def renew_deadline_s(self) -> float:
@@ -152,31 +158,6 @@ class LeaderLease:
         self.holder = self._config.identity
         return True
 
-    async def acquire(self, stop: asyncio.Event) -> bool:
-        """Wait until this replica holds the Lease (True) or `stop` is set (False)."""
-        told = ""
-        while not stop.is_set():
-            try:
-                if await self.try_acquire():
-                    self.reachable = True
-                    logger.info("leader lease acquired", extra={"identity": self._config.identity})
-                    return True
-                self.reachable = True
-                if self.holder != told:
-                    told = self.holder
-                    logger.info(
-                        "standing by: another replica holds the leader lease",
-                        extra={"holder": self.holder, "lease": self._config.name},
-                    )
-            except TRANSIENT as error:
-                self.reachable = False
-                logger.warning("leader lease unavailable", extra={"error": str(error)})
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=self._config.renew_every_s)
-            except TimeoutError:
-                continue
-        return False
-
     async def hold(self) -> None:
         """Renew until the claim is lost or the renew deadline passes (returns), or cancelled."""
         last_renewal = self._monotonic()
@@ -196,7 +177,7 @@ class LeaderLease:
         self.held = False
         logger.error(
             "leader lease lost: stopping before a standby may take over",
-            extra={"identity": self._config.identity, "holder": self.holder},
+            extra={"identity": self._config.identity, "holder": self.holder, "lease": self.name},
         )
 
     async def release(self) -> None:
@@ -217,3 +198,135 @@ class LeaderLease:
             logger.warning("leader lease release failed", extra={"error": str(error)})
         else:
             logger.info("leader lease released", extra={"identity": self._config.identity})
+
+
+class ShardLeases:
+    """This process's side of the installation's Leases, one per shard (`sharding`): it takes
+    the first one free in its own order (`sharding.lease_order`), so that processes starting
+    together mostly try different ones first, and holds that one as `LeaderLease` does. Until
+    then it stands by for every one, judging each one's expiry by its own clock. One shard: the
+    one Lease named `config.name`, as an installation that is not split has."""
+
+    def __init__(
+        self,
+        client: kube.Kube,
+        config: settings.LeaseSettings,
+        *,
+        shards: int = 1,
+        clock: Clock = _utcnow,
+        monotonic: Monotonic = time.monotonic,
+    ) -> None:
+        self._shards = shards
+        self._identity = config.identity
+        self._renew_every_s = config.renew_every_s
+        self._leases = [
+            (
+                index,
+                LeaderLease(
+                    client,
+                    dataclasses.replace(
+                        config, name=sharding.lease_name(config.name, index, shards)
+                    ),
+                    clock=clock,
+                    monotonic=monotonic,
+                ),
+            )
+            for index in sharding.lease_order(config.identity, shards)
+        ]
+        self._held: LeaderLease | None = None
+        self.shard: sharding.Shard | None = None
+        """The shard whose Lease this process took (None while it stands by)."""
+        self.reachable = True
+        """The last attempt got an answer from the API server for every Lease (a standby that
+        cannot read or write them is not ready)."""
+
+    @property
+    def held(self) -> bool:
+        """Whether this process holds its shard's Lease (False again once it lost it)."""
+        return self._held is not None and self._held.held
+
+    @property
+    def holder(self) -> str:
+        """Who holds the Lease this process holds, or, with one shard, waits for ("" for a
+        standby of many shards: `holders` names them)."""
+        if self._held is not None:
+            return self._held.holder
+        return self._leases[0][1].holder if self._shards == 1 else ""
+
+    @property
+    def holders(self) -> dict[str, str]:
+        """Each Lease's holder as last read ("" when free or unknown), by Lease name."""
+        ordered = sorted(self._leases, key=lambda pair: pair[0])
+        return {candidate.name: candidate.holder for _, candidate in ordered}
+
+    async def try_acquire(self) -> sharding.Shard | None:
+        """One pass over the Leases in this process's order: the shard of the first one it
+        took, or None when others hold every one. A Lease the API server did not answer for is
+        passed over; when none was taken, the first such error is raised. Once this process
+        holds one, a pass renews that one only: a process never holds two shards."""
+        if self._held is not None:
+            return self.shard if await self._held.try_acquire() else None
+        failure: Exception | None = None
+        for index, candidate in self._leases:
+            try:
+                if await candidate.try_acquire():
+                    self._held = candidate
+                    self.shard = sharding.Shard(index=index, count=self._shards)
+                    return self.shard
+            except TRANSIENT as error:
+                failure = failure or error
+        if failure is not None:
+            raise failure
+        return None
+
+    async def acquire(self, stop: asyncio.Event) -> bool:
+        """Wait until this process holds a shard's Lease (True) or `stop` is set (False)."""
+        told: dict[str, str] = {}
+        while not stop.is_set():
+            try:
+                shard = await self.try_acquire()
+                self.reachable = True
+                if shard is not None:
+                    self._say_acquired(shard)
+                    return True
+                if self.holders != told:
+                    told = self.holders
+                    self._say_standing_by(told)
+            except TRANSIENT as error:
+                self.reachable = False
+                logger.warning("leader lease unavailable", extra={"error": str(error)})
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=self._renew_every_s)
+            except TimeoutError:
+                continue
+        return False
+
+    def _say_acquired(self, shard: sharding.Shard) -> None:
+        assert self._held is not None
+        extra: dict[str, object] = {"identity": self._identity, "lease": self._held.name}
+        if self._shards > 1:
+            extra.update(shard=shard.index, shards=shard.count)
+        logger.info("leader lease acquired", extra=extra)
+
+    def _say_standing_by(self, holders: dict[str, str]) -> None:
+        if self._shards == 1:
+            ((name, holder),) = holders.items()
+            logger.info(
+                "standing by: another replica holds the leader lease",
+                extra={"holder": holder, "lease": name},
+            )
+        else:
+            logger.info(
+                "standing by: other replicas hold every shard's lease", extra={"holders": holders}
+            )
+
+    async def hold(self) -> None:
+        """Renew the shard's Lease until it is lost (returns), or cancelled (`LeaderLease`)."""
+        if self._held is None:
+            raise RuntimeError("hold() before acquire(): this process holds no Lease")
+        await self._held.hold()
+
+    async def release(self) -> None:
+        """Give the shard's Lease up at once, so a standby need not wait for it to expire."""
+        if self._held is not None:
+            await self._held.release()

@@ -41,7 +41,16 @@ READY_REPLICAS = Gauge(
     "Ready worker pods (registered and not draining).",
     ["namespace", "name"],
 )
-LEADER = Gauge("agentworker_operator_leader", "1 while this replica holds the leader Lease.")
+LEADER = Gauge(
+    "agentworker_operator_leader",
+    "1 while this replica holds the leader Lease (with --shards above 1, a shard's Lease).",
+)
+SHARD = Gauge(
+    "agentworker_operator_shard",
+    "1 while this replica holds the Lease of this shard and handles its AgentWorkers (only "
+    "with --shards above 1).",
+    ["shard"],
+)
 WORKERS = Gauge(
     "agentworker_workers",
     "Workers by state in the latest observation (starting, available, full, draining, unknown).",

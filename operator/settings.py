@@ -90,10 +90,14 @@ class Settings:
     """Level of the operator's own loggers."""
     lease: LeaseSettings = field(default_factory=lambda: LeaseSettings(identity="unset"))
     """Leader election."""
+    shards: int = 1
+    """How many shards the installation's AgentWorkers are split into (`sharding`), each
+    handled by the process holding its Lease `<lease.name>-shard-<i>`; 1 (the default): one
+    Lease, `lease.name`, and its holder handles every AgentWorker."""
     sync: SyncSettings = field(default_factory=SyncSettings)
+    """Observation, autoscaling and resync."""
     companion_image: str = DEFAULT_COMPANION_IMAGE
     """The image the companion's init container runs (it needs python and the package)."""
-    """Observation, autoscaling and resync."""
     control_key: SecretRef = field(
         default_factory=lambda: SecretRef(namespace="default", name=CONTROL_KEY_NAME)
     )

@@ -38,6 +38,7 @@ from agentworker_operator import (
     redact,
     rooms,
     scaledown,
+    sharding,
     webhooks,
 )
 from agentworker_operator import (
@@ -182,8 +183,10 @@ class Syncer:
         wall_clock: Callable[[], float] = time.time,
         companion_image: str = builders.DEFAULT_COMPANION_IMAGE,
         watch: WatchFactory | None = None,
+        shard: sharding.Shard = sharding.WHOLE,
     ) -> None:
-        """`operator_id` names this installation (builders.OPERATOR_ANNOTATION). With a
+        """`operator_id` names this installation (builders.OPERATOR_ANNOTATION); `shard` is
+        the part of its AgentWorkers this process handles (`sharding`: all by default). With a
         `watch` (`watcher.WorkerWatch`: `long_polls`), each worker's /worker is long-polled
         and a fleet whose worker changed is synced at once, from what the polls heard.
         `scraper`,
@@ -191,6 +194,7 @@ class Syncer:
         monotonic clock and the wall clock (LiveKit's timestamps are compared with it): the
         real ones in production, a simulated world's in the unit tier."""
         self.operator_id = operator_id
+        self.shard = shard
         self.companion_image = companion_image
         self.refused_claims: set[Key] = set()
         """AgentWorkers another installation manages, already said in an Event."""
@@ -412,7 +416,10 @@ class Syncer:
             self._wake.set()
 
     def _ours(self, key: Key) -> bool:
-        """Whether this installation syncs the AgentWorker (known, and claimed by it)."""
+        """Whether this process syncs the AgentWorker: its shard's, known, and claimed by this
+        installation."""
+        if not self.shard.owns(key):
+            return False
         body = self._store.agentworker(key)
         annotations = ((body or {}).get("metadata") or {}).get("annotations") or {}
         return body is not None and (
@@ -445,7 +452,7 @@ class Syncer:
         self._wake.set()
 
     async def sync_all(self, only: Sequence[Key] | None = None) -> None:
-        keys = self._store.agentworkers()
+        keys = [key for key in self._store.agentworkers() if self.shard.owns(key)]
         for gone in set(self._changed) - set(keys):
             del self._changed[gone]
         for gone in set(self.fleets) - set(keys):

@@ -1,10 +1,12 @@
-"""`helm test`: the AgentWorker API is served, every operator replica answers, and one leads.
+"""`helm test`: the AgentWorker API is served, every operator replica answers, and one leads
+(with SHARDS above 1: one per shard).
 
 Runs in the operator's image (python3, standard library only) as the release's test
 ServiceAccount, through the API server address and token a kubelet gives every pod. It lists
 AgentWorkers (the CRD is served), then asks each ready operator pod's /readyz: all must be ready,
-exactly one must say it leads, and it must be the holder of the release's Lease. It retries until
-TEST_TIMEOUT_S and exits 1 with what it saw last.
+exactly one must say it leads, and it must be the holder of the release's Lease. With SHARDS
+above 1, each shard's Lease (`<LEASE_NAME>-shard-<i>`) must be held by a pod of its own that says
+it leads that shard. It retries until TEST_TIMEOUT_S and exits 1 with what it saw last.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ def is_ready(pod: dict[str, Any]) -> bool:
     return ready and not pod["metadata"].get("deletionTimestamp")
 
 
-def problem(namespace: str, selector: str, lease: str, port: str) -> tuple[str | None, str]:
+def problem(
+    namespace: str, selector: str, lease: str, port: str, shards: int = 1
+) -> tuple[str | None, str]:
     """What is wrong (None when nothing) and what was seen."""
     api_get(f"/apis/agentworker.dev/v1alpha1/namespaces/{namespace}/agentworkers?limit=1")
     query = urllib.parse.urlencode({"labelSelector": selector})
@@ -68,18 +72,26 @@ def problem(namespace: str, selector: str, lease: str, port: str) -> tuple[str |
         p["metadata"]["name"]: readyz(p["status"]["podIP"], port) for p in pods if is_ready(p)
     }
     leaders = sorted(name for name, answer in answers.items() if answer.get("leader"))
-    holder = api_get(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{lease}")[
-        "spec"
-    ].get("holderIdentity")
-    seen = f"pods {json.dumps(answers, sort_keys=True)}, lease holder {holder!r}"
+    names = [lease] if shards == 1 else [f"{lease}-shard-{i}" for i in range(shards)]
+    holders = [
+        api_get(f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}")["spec"].get(
+            "holderIdentity"
+        )
+        for name in names
+    ]
+    shown = repr(holders[0]) if shards == 1 else json.dumps(dict(zip(names, holders, strict=True)))
+    seen = f"pods {json.dumps(answers, sort_keys=True)}, lease holder {shown}"
     if not answers:
         return "no ready operator pod", seen
     if not all(answer.get("ready") for answer in answers.values()):
         return "an operator pod is not ready", seen
-    if len(leaders) != 1:
-        return f"{len(leaders)} operator pods say they lead, not 1", seen
-    if holder != leaders[0]:
-        return f"the Lease names {holder!r}, but {leaders[0]!r} leads", seen
+    if len(leaders) != shards:
+        return f"{len(leaders)} operator pods say they lead, not {shards}", seen
+    if shards == 1 and holders[0] != leaders[0]:
+        return f"the Lease names {holders[0]!r}, but {leaders[0]!r} leads", seen
+    for index, holder in enumerate(holders if shards > 1 else []):
+        if holder not in leaders or answers[holder].get("shard") != index:
+            return f"shard {index}'s Lease names {holder!r}, which does not lead it", seen
     return None, seen
 
 
@@ -88,10 +100,11 @@ def main() -> int:
         namespace = file.read().strip()
     selector, lease = os.environ["OPERATOR_SELECTOR"], os.environ["LEASE_NAME"]
     port = os.environ["HEALTH_PORT"]
+    shards = int(os.environ.get("SHARDS", "1"))
     deadline = time.monotonic() + float(os.environ.get("TEST_TIMEOUT_S", "60"))
     while True:
         try:
-            wrong, seen = problem(namespace, selector, lease, port)
+            wrong, seen = problem(namespace, selector, lease, port, shards)
         except (OSError, KeyError, ValueError) as error:
             wrong, seen = "the API server refused or failed", f"{type(error).__name__}: {error}"
         if wrong is None:

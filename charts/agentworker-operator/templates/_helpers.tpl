@@ -41,9 +41,40 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
-{{/* Name of the leader Lease: one per release, so two releases never share one. */}}
+{{/* Name of the leader Lease: one per release, so two releases never share one. With
+     sharding.shards above 1, the base of the shards' Leases (`agentworker-operator.leaseNames`). */}}
 {{- define "agentworker-operator.leaseName" -}}
 {{- include "agentworker-operator.fullname" . -}}
+{{- end -}}
+
+{{/* The release's Leases, as a YAML flow list: the leader Lease, or one per shard
+     (`<leaseName>-shard-<i>`, the operator's `sharding.lease_name`). */}}
+{{- define "agentworker-operator.leaseNames" -}}
+{{- $base := include "agentworker-operator.leaseName" . -}}
+{{- $shards := int .Values.sharding.shards -}}
+{{- if le $shards 1 -}}
+[{{ $base }}]
+{{- else -}}
+{{- $names := list -}}
+{{- range $index := until $shards -}}
+{{- $names = append $names (printf "%s-shard-%d" $base $index) -}}
+{{- end -}}
+[{{ join ", " $names }}]
+{{- end -}}
+{{- end -}}
+
+{{/* Operator replicas: replicaCount, else 2 (one standby), or shards + 1 with sharding. Fails
+     when there are fewer replicas than shards: a shard without a process stays unhandled. */}}
+{{- define "agentworker-operator.replicas" -}}
+{{- $shards := int .Values.sharding.shards -}}
+{{- $replicas := ternary 2 (add1 $shards) (le $shards 1) -}}
+{{- if not (kindIs "invalid" .Values.replicaCount) -}}
+{{- $replicas = int .Values.replicaCount -}}
+{{- end -}}
+{{- if and (gt $shards 1) (lt (int $replicas) $shards) -}}
+{{- fail (printf "replicaCount %d is below sharding.shards %d: each shard needs a replica to hold its Lease (set replicaCount to %d or more; %d keeps one standby)" (int $replicas) $shards $shards (add1 $shards)) -}}
+{{- end -}}
+{{- $replicas -}}
 {{- end -}}
 
 {{/* The namespaced rules of the operator: exactly the calls it makes (handlers, kube, sync). */}}

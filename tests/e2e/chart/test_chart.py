@@ -45,6 +45,7 @@ def check_defaults(objects: Objects, release: str, namespace: str) -> None:
     operator = container(objects, release)
     assert operator["command"] == ["agent-operator"]
     assert f"--lease-name={release}" in operator["args"]
+    assert not [arg for arg in operator["args"] if arg.startswith("--shards")], "one shard"
     assert operator["image"] == "ghcr.io/agentworker/agent-operator:0.1.0"
     assert pod_spec(objects, release)["affinity"]["podAntiAffinity"][
         "preferredDuringSchedulingIgnoredDuringExecution"
@@ -176,6 +177,20 @@ def check_webhook(objects: Objects, release: str, namespace: str) -> None:
     }
 
 
+def check_sharded(objects: Objects, release: str, namespace: str) -> None:
+    assert "--shards=3" in container(objects, release)["args"]
+    assert find(objects, "Deployment", release)[0]["spec"]["replicas"] == 4, "one standby"
+    shards = [f"{release}-shard-{i}" for i in range(3)]
+    (role,) = find(objects, "Role", f"{release}-leader-election")
+    assert {"resourceNames": shards, "verbs": ["get", "update"]}.items() <= role["rules"][1].items()
+    (test_role,) = find(objects, "Role", f"{release}-test")
+    leases = [r["resourceNames"] for r in test_role["rules"] if "leases" in r["resources"]]
+    assert leases == [shards], "helm test reads every shard's Lease"
+    (test_pod,) = find(objects, "Pod", f"{release}-test")
+    env = {e["name"]: e["value"] for e in test_pod["spec"]["containers"][0]["env"]}
+    assert (env["LEASE_NAME"], env["SHARDS"]) == (release, "3")
+
+
 def check_single_replica(objects: Objects, release: str, namespace: str) -> None:
     assert find(objects, "Deployment", release)[0]["spec"]["replicas"] == 1
     assert not find(objects, "PodDisruptionBudget")
@@ -296,6 +311,7 @@ CASES: dict[str, tuple[Callable[[str], dict[str, Any]], Check]] = {
         },
         check_webhook,
     ),
+    "sharded": (lambda ns: {"sharding": {"shards": 3}}, check_sharded),
     "one-replica-no-pdb": (
         lambda ns: {"replicaCount": 1, "podDisruptionBudget": {"enabled": False}},
         check_single_replica,
@@ -348,10 +364,13 @@ def test_values_render_lint_and_pass_server_side_dry_run(
         ),
         ({"webhook": {"enabled": True, "port": 8080}}, "webhook.port 8080 is taken"),
         ({"webhook": {"service": {"type": "ExternalName"}}}, "value must be one of"),
+        ({"sharding": {"shards": 3}, "replicaCount": 2}, "replicaCount 2 is below sharding.shards"),
+        ({"sharding": {"shards": 0}}, "minimum: got 0, want 1"),
     ],
     ids=["old-replicas-key", "resources-typo", "quantity-list", "bad-digest", "anti-affinity-enum",
          "bad-interval", "account-without-name", "monitor-without-service",
-         "webhook-on-health-port", "webhook-service-type-enum"],
+         "webhook-on-health-port", "webhook-service-type-enum", "fewer-replicas-than-shards",
+         "no-shards"],
 )  # fmt: skip
 def test_invalid_values_are_refused_with_a_message_naming_them(
     values: dict[str, Any], message: str, helm: Helm, tmp_path: Path

@@ -30,3 +30,17 @@ def test_namespace_is_repeatable_and_lease_flags_apply() -> None:
 def test_pod_name_is_the_default_identity(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("POD_NAME", "agentworker-operator-7d9f-abcde")
     assert cli.parse_args([]).lease.identity == "agentworker-operator-7d9f-abcde"
+
+
+def test_one_shard_by_default_and_shards_set_by_flag() -> None:
+    assert cli.parse_args([]).shards == 1
+    assert cli.parse_args(["--shards=4"]).shards == 4
+
+
+@pytest.mark.parametrize("value", ["0", "-2"])
+def test_fewer_than_one_shard_is_refused_naming_the_value(
+    value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.parse_args([f"--shards={value}"])
+    assert f"--shards {value}: there must be 1 shard or more" in capsys.readouterr().err
