@@ -21,10 +21,12 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 
+import aiohttp
 import kopf
 from aiohttp import web
 
 from agentworker_operator import (
+    builders,
     handlers,
     kube,
     lease,
@@ -36,6 +38,12 @@ from agentworker_operator import (
 )
 
 logger = logging.getLogger("agentworker_operator")
+
+
+def _own_pod() -> settings.PodRef | None:
+    """This replica's pod, from the downward API (the chart sets both); None outside a pod."""
+    name, namespace = os.environ.get("POD_NAME", ""), os.environ.get("POD_NAMESPACE", "")
+    return settings.PodRef(namespace=namespace, name=name) if name and namespace else None
 
 
 def _default_identity() -> str:
@@ -156,6 +164,7 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
             duration_s=args.lease_duration,
             renew_every_s=max(1.0, args.lease_duration / 3),
         ),
+        pod=_own_pod(),
         shards=args.shards,
         control_key=settings.SecretRef(
             namespace=args.lease_namespace, name=args.control_key_secret
@@ -221,12 +230,14 @@ async def _serve_webhooks(
     config: settings.Settings,
     secrets: webhooks.Secrets,
     on_event: Callable[[webhooks.WebhookEvent], None],
+    serving: Callable[[], bool],
 ) -> web.AppRunner | None:
-    """LiveKit's webhooks on every replica (the Service picks any), when --webhook-port is set."""
+    """LiveKit's webhooks on every replica, when --webhook-port is set: the chart's Service
+    picks the Lease holders (`_label_holder`); a standby answers 503 (`serving`)."""
     if not config.webhook_port:
         return None
     return await webhooks.serve_webhooks(
-        config.webhook_host, config.webhook_port, secrets, on_event
+        config.webhook_host, config.webhook_port, secrets, on_event, serving=serving
     )
 
 
@@ -256,6 +267,35 @@ async def _run_kopf(
     )
 
 
+LABEL_TIMEOUT_S = 5.0
+
+
+async def _label_holder(client: kube.Kube, pod: settings.PodRef | None, *, holding: bool) -> None:
+    """Put `builders.LEASE_HOLDER_LABEL` on this replica's pod while it holds a Lease, take it
+    off otherwise: the chart's webhook Service selects it. A refusal (RBAC without the pod
+    patch) is logged; the webhooks then reach the standbys too, which answer 503."""
+    if pod is None:
+        return
+    labels = {builders.LEASE_HOLDER_LABEL: "true" if holding else None}
+    try:
+        await asyncio.wait_for(
+            client.request(
+                "PATCH",
+                kube.path_of("v1", "Pod", pod.namespace, pod.name),
+                body={"metadata": {"labels": labels}},
+                content_type="application/merge-patch+json",
+            ),
+            LABEL_TIMEOUT_S,
+        )
+    except (kube.KubeError, aiohttp.ClientError, TimeoutError) as error:
+        logger.warning(
+            "could not label this pod as the lease holder"
+            if holding
+            else "could not take the lease holder's label off this pod",
+            extra={"pod": pod.name, "error": str(error)},
+        )
+
+
 async def run(config: settings.Settings, *, started: float) -> int:
     """The process: health, metrics, a Lease (its shard's), then kopf; the exit code."""
     stop, ready, leading = asyncio.Event(), asyncio.Event(), asyncio.Event()
@@ -269,14 +309,18 @@ async def run(config: settings.Settings, *, started: float) -> int:
     elector = lease.ShardLeases(lease_client, config.lease, shards=config.shards)
     health = await _serve_health(config, ready, leading, elector)
     inbox = webhooks.Inbox()
-    hooks = await _serve_webhooks(config, inbox.secret, inbox.deliver)
+    hooks = await _serve_webhooks(config, inbox.secret, inbox.deliver, lambda: inbox.attached)
     if config.metrics_port:
         metrics.serve(config.metrics_host, config.metrics_port)
+    pod = config.pod if config.webhook_port else None  # the label is for the webhooks' Service
     try:
+        # a label left by this pod's previous container (killed while holding) comes off first
+        await _label_holder(client, pod, holding=False)
         if not await elector.acquire(stop):
             return 0
         shard = elector.shard or sharding.WHOLE
         leading.set()
+        await _label_holder(client, pod, holding=True)
         metrics.LEADER.set(1)
         if config.shards > 1:
             metrics.SHARD.labels(str(shard.index)).set(1)
@@ -303,6 +347,8 @@ async def run(config: settings.Settings, *, started: float) -> int:
         if config.shards > 1 and elector.shard is not None:
             metrics.SHARD.labels(str(elector.shard.index)).set(0)
         await elector.release()
+        if leading.is_set():
+            await _label_holder(client, pod, holding=False)
         if hooks is not None:
             await hooks.cleanup()
         if health is not None:

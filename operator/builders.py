@@ -52,6 +52,10 @@ GRACE_MARGIN_S = 30
 worst shutdown path adds a job offer in flight (up to 8.5 s), the kill wait after the shutdown
 hooks (5 s) and time to report each job's end to LiveKit."""
 
+LEASE_HOLDER_LABEL = "agentworker.dev/lease-holder"
+"""On an operator pod while it holds a Lease (its installation's, or a shard's): "true". The
+chart's webhook Service selects it, so LiveKit's webhooks reach a replica that acts on them."""
+
 METRICS_LABEL = "agentworker.dev/metrics"
 """On worker pods that serve the agentworker_worker_* metrics at :8081/metrics ("true"): the
 chart's PodMonitor selects them, and no pod that would fail its scrape."""

@@ -43,6 +43,14 @@ class SecretRef:
     name: str
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PodRef:
+    """A pod by namespace and name."""
+
+    namespace: str
+    name: str
+
+
 CONTROL_KEY_NAME = "agentworker-operator-control-key"
 
 
@@ -90,6 +98,9 @@ class Settings:
     """Level of the operator's own loggers."""
     lease: LeaseSettings = field(default_factory=lambda: LeaseSettings(identity="unset"))
     """Leader election."""
+    pod: PodRef | None = None
+    """This replica's own pod (POD_NAMESPACE and POD_NAME from the downward API), labelled
+    `builders.LEASE_HOLDER_LABEL` while it holds a Lease; None outside a pod."""
     shards: int = 1
     """How many shards the installation's AgentWorkers are split into (`sharding`), each
     handled by the process holding its Lease `<lease.name>-shard-<i>`; 1 (the default): one

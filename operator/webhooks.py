@@ -75,6 +75,9 @@ class Outcome(enum.StrEnum):
     MALFORMED = "malformed"
     FAILED = "failed"
     """`on_event` raised: a bug on our side, answered 500."""
+    STANDBY = "standby"
+    """This replica does not hold a Lease (or its sync loop is not running yet): answered 503,
+    which LiveKit's webhook client retries (a 4xx it drops)."""
 
 
 UNVERIFIED = "unknown"
@@ -110,11 +113,17 @@ class WebhookRefused(Exception):
         self.status, self.outcome, self.reason = status, outcome, reason
 
 
-def build_app(secrets: Secrets, on_event: Callable[[WebhookEvent], None]) -> web.Application:
-    """The aiohttp application serving POST `PATH`."""
+def build_app(
+    secrets: Secrets,
+    on_event: Callable[[WebhookEvent], None],
+    *,
+    serving: Callable[[], bool] = lambda: True,
+) -> web.Application:
+    """The aiohttp application serving POST `PATH`; while `serving()` is false (a standby) it
+    answers 503 with Retry-After."""
 
     async def receive(request: web.Request) -> web.Response:
-        return await _answer(request, secrets, on_event)
+        return await _answer(request, secrets, on_event, serving)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES)
     # every method reaches the handler, so that a wrong one is counted too
@@ -123,22 +132,32 @@ def build_app(secrets: Secrets, on_event: Callable[[WebhookEvent], None]) -> web
 
 
 async def serve_webhooks(
-    host: str, port: int, secrets: Secrets, on_event: Callable[[WebhookEvent], None]
+    host: str,
+    port: int,
+    secrets: Secrets,
+    on_event: Callable[[WebhookEvent], None],
+    *,
+    serving: Callable[[], bool] = lambda: True,
 ) -> web.AppRunner:
     """Serve `build_app` on host:port until the returned runner's `cleanup()`."""
-    runner = web.AppRunner(build_app(secrets, on_event), access_log=None)
+    runner = web.AppRunner(build_app(secrets, on_event, serving=serving), access_log=None)
     await runner.setup()
     await web.TCPSite(runner, host, port).start()
     return runner
 
 
 async def _answer(
-    request: web.Request, secrets: Secrets, on_event: Callable[[WebhookEvent], None]
+    request: web.Request,
+    secrets: Secrets,
+    on_event: Callable[[WebhookEvent], None],
+    serving: Callable[[], bool],
 ) -> web.Response:
     label = UNVERIFIED
     try:
         if request.method != hdrs.METH_POST:
             raise WebhookRefused(405, Outcome.WRONG_METHOD, "only POST is allowed")
+        if not serving():
+            raise WebhookRefused(503, Outcome.STANDBY, "this replica stands by: try again")
         if (request.content_length or 0) > MAX_BODY_BYTES:
             raise WebhookRefused(413, Outcome.TOO_LARGE, "body too large")
         api_key, body_hash = _verify_token(request.headers.get(hdrs.AUTHORIZATION), secrets)
@@ -161,6 +180,8 @@ async def _answer(
             },
         )
         headers = {hdrs.ALLOW: hdrs.METH_POST} if refused.status == 405 else None
+        if refused.status == 503:
+            headers = {hdrs.RETRY_AFTER: "1"}
         return web.json_response({"error": refused.reason}, status=refused.status, headers=headers)
     except Exception as error:
         # a bug on our side (a callback): answer 500 and keep serving. Type and place
@@ -274,8 +295,10 @@ async def _read_body(request: web.Request) -> bytes:
 class Inbox:
     """Where verified webhooks go: the sync loop once it runs (`attach`), nowhere before. The
     endpoint starts before kopf and the sync loop, and a standby replica never attaches: a
-    webhook it takes is refused with 401 (LiveKit retries it) and the leader's periodic round
-    still finds the dispatch."""
+    webhook it takes is answered 503 (`attached` is false), which LiveKit's webhook client
+    retries, after a second and more, through the Service again (a 4xx it would drop). The
+    chart's Service sends webhooks to the Lease holders only (the label `builders.
+    LEASE_HOLDER_LABEL`), so a standby sees one only while a failover settles."""
 
     def __init__(self) -> None:
         self._secrets: Secrets | None = None
@@ -283,6 +306,10 @@ class Inbox:
 
     def attach(self, secrets: Secrets, on_event: Callable[[WebhookEvent], None]) -> None:
         self._secrets, self._on_event = secrets, on_event
+
+    @property
+    def attached(self) -> bool:
+        return self._on_event is not None
 
     def secret(self, api_key: str) -> str | None:
         return self._secrets(api_key) if self._secrets is not None else None

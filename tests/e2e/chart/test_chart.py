@@ -71,6 +71,8 @@ def check_defaults(objects: Objects, release: str, namespace: str) -> None:
     assert find(objects, "Pod", f"{release}-test"), "the helm test pod"
     assert not find(objects, "Service", f"{release}-webhook"), "webhooks are opted into"
     assert not [arg for arg in operator["args"] if arg.startswith("--webhook")]
+    (role,) = find(objects, "Role", f"{release}-leader-election")
+    assert not [rule for rule in role["rules"] if "pods" in rule["resources"]], "no pod patch"
     assert not find(objects, "ServiceMonitor")
     assert not find(objects, "PodMonitor")
 
@@ -171,10 +173,13 @@ def check_webhook(objects: Objects, release: str, namespace: str) -> None:
     assert service["spec"]["ports"] == [
         {"name": "webhook", "port": 18082, "targetPort": "webhook", "protocol": "TCP"}
     ]
-    assert service["spec"]["selector"] == {
+    assert service["spec"]["selector"] == {  # the Lease holders only (they label their pods)
         "app.kubernetes.io/name": "agentworker-operator",
         "app.kubernetes.io/instance": release,
+        "agentworker.dev/lease-holder": "true",
     }
+    (role,) = find(objects, "Role", f"{release}-leader-election")
+    assert {"apiGroups": [""], "resources": ["pods"], "verbs": ["patch"]} in role["rules"]
 
 
 def check_sharded(objects: Objects, release: str, namespace: str) -> None:

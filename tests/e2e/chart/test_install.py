@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 logger = logging.getLogger(__name__)
 AGENT = "basic-agent"
+HOLDER_LABEL = "agentworker.dev/lease-holder"
 
 
 def operator_pods(kubectl: Kubectl, namespace: str, release: str) -> list[dict[str, Any]]:
@@ -52,15 +53,22 @@ def readyz(pod: dict[str, Any]) -> dict[str, Any]:
 
 
 def leadership(kubectl: Kubectl, namespace: str, release: str) -> dict[str, Any]:
-    """Ready, undeleted operator pods with their /readyz, and the Lease holder."""
-    pods = {
-        p["metadata"]["name"]: readyz(p)
+    """Ready, undeleted operator pods with their /readyz, those labelled as the Lease holder
+    (the webhook Service's selector), and the Lease holder."""
+    ready = [
+        p
         for p in operator_pods(kubectl, namespace, release)
         if condition(p, "Ready").get("status") == "True"
         and not p["metadata"].get("deletionTimestamp")
-    }
+    ]
+    pods = {p["metadata"]["name"]: readyz(p) for p in ready}
+    labelled = [
+        p["metadata"]["name"]
+        for p in ready
+        if (p["metadata"].get("labels") or {}).get(HOLDER_LABEL) == "true"
+    ]
     lease = get_json(kubectl, "lease", release, "-n", namespace)
-    return {"pods": pods, "holder": lease["spec"].get("holderIdentity")}
+    return {"pods": pods, "labelled": labelled, "holder": lease["spec"].get("holderIdentity")}
 
 
 def one_leader(replicas: int, exclude: frozenset[str] = frozenset()) -> Any:
@@ -74,6 +82,7 @@ def one_leader(replicas: int, exclude: frozenset[str] = frozenset()) -> Any:
             and not exclude & set(pods)
             and all(answer.get("ready") for answer in pods.values())
             and leaders == [seen["holder"]]
+            and seen["labelled"] == [seen["holder"]]  # webhooks go to it alone
         )
 
     return check
@@ -193,6 +202,7 @@ def test_install_reconciles_upgrade_rolls_operator_uninstall_leaves_nothing_stuc
             "watchNamespaces": [namespace],
             "bindAddress": "$(POD_IP)",  # every pod shares the host's network namespace
             "image": {"repository": "rig.invalid/agent-operator", "tag": "never-pulled"},
+            "webhook": {"enabled": True},  # its Service selects the Lease holder's label
         },
     )
     chart = [str(CHART), "-n", namespace, "-f", str(values), "--wait", "--timeout", "180s"]

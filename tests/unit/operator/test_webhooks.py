@@ -384,3 +384,33 @@ def test_the_webhook_port_may_not_be_the_health_or_metrics_port(
     with pytest.raises(SystemExit):
         cli.parse_args(["--webhook-port=8082", taken])
     assert "--webhook-port 8082" in capsys.readouterr().err
+
+
+async def test_a_standby_answers_503_so_that_livekit_asks_again(guard: Guard) -> None:
+    # LiveKit's webhook client (go-retryablehttp's default policy) retries a 5xx and drops a
+    # 4xx: a standby that answered 401 lost the event
+    leading = False
+    app = webhooks.build_app(guard.secret, guard.on_event, serving=lambda: leading)
+    served: Client = TestClient(TestServer(app))
+    await served.start_server()
+    try:
+        body = event_body("room_started")
+        before = count(webhooks.UNVERIFIED, webhooks.Outcome.STANDBY)
+        response = await post(served, body, signed(body))
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+        assert guard.events == []
+        assert count(webhooks.UNVERIFIED, webhooks.Outcome.STANDBY) == before + 1
+        leading = True  # it took the Lease: the same delivery, asked again, goes through
+        response = await post(served, body, signed(body))
+        assert response.status == 200, await response.text()
+        assert [e.event for e in guard.events] == [webhooks.EventType.ROOM_STARTED]
+    finally:
+        await served.close()
+
+
+def test_the_inbox_serves_once_the_sync_loop_attached() -> None:
+    inbox = webhooks.Inbox()
+    assert not inbox.attached
+    inbox.attach(lambda key: None, lambda event: None)
+    assert inbox.attached
