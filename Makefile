@@ -10,10 +10,11 @@ RIG_ENV := .rig/env
 E2E_BASETEMP := .rig/pytest-e2e
 
 .PHONY: help install lint format unit rig rig-down e2e test demo bench bench-runtime \
-	bench-scaling bench-observing bench-companion bench-guard agents-venvs verify generate clean
+	bench-scaling bench-observing bench-observing-shards bench-companion bench-guard agents-venvs \
+	verify generate clean
 
 help: ## List the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-22s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -79,6 +80,10 @@ bench-scaling: rig ## Scale-up reaction; a plain Deployment's scale-down against
 
 bench-observing: rig ## The operator's CPU and memory observing 1,000 workers every 5 s, with its long polls and without
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.observing
+
+bench-observing-shards: rig ## The same at 5,000 workers: one operator process against 2 and 4 shards
+	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.observing --agentworkers 50 \
+		--sides one shards-2 shards-4 --status-lag 30 --verify-timeout 300 --name observing-shards
 
 bench-companion: rig ## The official worker with and without the companion: overhead, scale-down
 	set -a; . $(RIG_ENV); set +a; $(BIN)/python -m bench.companion

@@ -25,7 +25,7 @@ import functools
 import json
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from worker_runtime import http_api, protocol
@@ -190,13 +190,22 @@ def next_draw_at(shape: FleetShape, index: int, now: float) -> float | None:
     return _draw_start(shape, index, epoch(shape, index, now) + 1)
 
 
+@functools.cache
+def changing(shape: FleetShape, aw: int) -> tuple[int, ...]:
+    """The changing workers of AgentWorker `aw`."""
+    per = shape.workers_per_agentworker
+    return tuple(i for i in range(aw * per, (aw + 1) * per) if kind(shape, i) is Kind.CHANGING)
+
+
 def streams(shape: FleetShape, index: int) -> bool:
     """Whether worker `index` serves the change stream (the official worker and faults do not)."""
     return kind(shape, index) in STREAMING
 
 
+@functools.cache
 def activity(shape: FleetShape, index: int, draw: int) -> Activity | None:
-    """What worker `index` does in draw `draw`; None for a fault (it answers no document)."""
+    """What worker `index` does in draw `draw`; None for a fault (it answers no document).
+    Cached: the benchmark checks thousands of workers' statuses against it every 2 s."""
     what = kind(shape, index)
     rng = _rng(shape, index)
     if what in FAULTS:
@@ -292,27 +301,80 @@ def _json(status: int, body: object, *, delay_s: float = 0.0) -> Answer:
     return Answer(status=status, body=encoded, content_type="application/json", delay_s=delay_s)
 
 
+Tally = tuple[int, int, int, int, int]
+"""Counts of workers: available, full, draining, unknown, and their jobs (calls)."""
+
+
+def _tally(doing: Activity | None) -> Tally:
+    """One worker's share of its AgentWorker's counts (None: a fault, counted unknown)."""
+    if doing is None:
+        return (0, 0, 0, 1, 0)
+    if doing.draining:
+        return (0, 0, 1, 0, doing.jobs)
+    full = doing.load > LOAD_THRESHOLD
+    return (0 if full else 1, 1 if full else 0, 0, 0, doing.jobs)
+
+
+def _add(a: Tally, b: Tally) -> Tally:
+    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4])
+
+
+def _counts(total: Tally, unknown: tuple[str, ...]) -> ExpectedCounts:
+    available, full, draining, faults, jobs = total
+    return ExpectedCounts(
+        available=available,
+        full=full,
+        draining=draining,
+        unknown=faults,
+        active_jobs=jobs,
+        unknown_workers=unknown,
+    )
+
+
+def _unknown_names(shape: FleetShape, aw: int, pod_names: Mapping[int, str]) -> tuple[str, ...]:
+    """unknownWorkers: the pods of the faults (whose answers never change), first ten sorted."""
+    per = shape.workers_per_agentworker
+    names = [
+        pod_names.get(i, f"(no pod plays worker {i})")
+        for i in range(aw * per, (aw + 1) * per)
+        if kind(shape, i) in FAULTS
+    ]
+    return tuple(sorted(names)[:10])
+
+
 def expected_counts(
     shape: FleetShape, aw: int, now: float, pod_names: Mapping[int, str]
 ) -> ExpectedCounts:
     """What AgentWorker `aw`'s status must count for the answers served at Unix time `now`;
     `pod_names`: which pod plays each worker (index -> name), for unknownWorkers."""
     per = shape.workers_per_agentworker
-    counts = {"available": 0, "full": 0, "draining": 0, "unknown": 0}
-    jobs = 0
-    unknown: list[str] = []
+    total: Tally = (0, 0, 0, 0, 0)
     for index in range(aw * per, (aw + 1) * per):
-        doing = activity(shape, index, epoch(shape, index, now))
-        if doing is None:
-            counts["unknown"] += 1
-            unknown.append(pod_names.get(index, f"(no pod plays worker {index})"))
-            continue
-        jobs += doing.jobs
-        if doing.draining:
-            counts["draining"] += 1
-        else:
-            counts["full" if doing.load > LOAD_THRESHOLD else "available"] += 1
-    return ExpectedCounts(**counts, active_jobs=jobs, unknown_workers=tuple(sorted(unknown)[:10]))
+        total = _add(total, _tally(activity(shape, index, epoch(shape, index, now))))
+    return _counts(total, _unknown_names(shape, aw, pod_names))
+
+
+def possible_counts(
+    shape: FleetShape, aw: int, moments: Sequence[float], pod_names: Mapping[int, str]
+) -> set[ExpectedCounts]:
+    """Every count AgentWorker `aw`'s status may show when each of its workers is counted as it
+    answered at one of `moments` (Unix times), not necessarily the same one: the operator reads
+    the workers one by one over a round, and hears a changing worker's news between rounds.
+    The workers that never change count as they always answer; each changing worker as in
+    any of the draws it was on at those moments."""
+    per = shape.workers_per_agentworker
+    moving = set(changing(shape, aw))
+    fixed: Tally = (0, 0, 0, 0, 0)
+    for index in range(aw * per, (aw + 1) * per):
+        if index not in moving:
+            fixed = _add(fixed, _tally(activity(shape, index, 0)))
+    totals = {fixed}
+    for index in moving:
+        draws = {epoch(shape, index, t) for t in moments}
+        shares = {_tally(activity(shape, index, draw)) for draw in draws}
+        totals = {_add(total, share) for total in totals for share in shares}
+    unknown = _unknown_names(shape, aw, pod_names)
+    return {_counts(total, unknown) for total in totals}
 
 
 def counts_of(status: dict[str, object]) -> ExpectedCounts:

@@ -2,10 +2,11 @@
 
 This module owns the child processes, each in its own process group with its output in a log
 file: the fake worker server (`bench.fake_workers`, started and waited for until every address
-listens) and the operators (`agent-operator`: the one that makes the pods, then the one under
-measurement on each side, optionally under cProfile). It also owns one sample of everything
-the benchmark watches: the operator's CPU time and RSS (psutil), its /metrics, the fake
-workers' /stats, the API proxy's counts. It decides nothing about the figures
+listens) and the operators (`agent-operator`: the one that makes the pods, then those under
+measurement on each side, one or a shard each, optionally under cProfile). It also owns one
+sample of everything the benchmark watches: each operator process's CPU time, RSS and open
+files (psutil) and its /metrics (read as sums, and as the shard and AgentWorkers it names), the
+fake workers' /stats, the API proxy's counts. It decides nothing about the figures
 (`bench.observing_report` does) and stops every process it started, SIGTERM first, then
 SIGKILL to the group.
 """
@@ -30,12 +31,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench import observing_report as report
 from bench.api_proxy import ApiProxy
 from bench.fake_fleet import FleetShape
+from bench.observing_layout import Seen
 from bench.workers import free_port
 
 BIN = Path(sys.executable).parent
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
 LOG_TAIL_LINES = 15
+SHARD_METRIC = "agentworker_operator_shard"
+"""1 with the label `shard` while the process holds that shard's Lease (--shards above 1)."""
+LEADER_METRIC = "agentworker_operator_leader"
 
 
 class ChildFailed(RuntimeError):
@@ -54,7 +59,16 @@ class Child:
     log: IO[bytes] | None = None
 
     async def start(self, *, stdout_pipe: bool = False) -> None:
-        self.log = self.log_path.open("wb")
+        """Start the process, its log new."""
+        await self._spawn(stdout_pipe=stdout_pipe, mode="wb")
+
+    async def restart(self) -> None:
+        """Start an exited process again, as its pod would be; its log goes on."""
+        await self.stop()
+        await self._spawn(stdout_pipe=False, mode="ab")
+
+    async def _spawn(self, *, stdout_pipe: bool, mode: str) -> None:
+        self.log = self.log_path.open(mode)
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv,
             stdout=asyncio.subprocess.PIPE if stdout_pipe else self.log,
@@ -68,12 +82,20 @@ class Child:
         assert self.proc is not None
         return self.proc.pid
 
+    @property
+    def exited(self) -> bool:
+        return self.proc is not None and self.proc.returncode is not None
+
+    def last_lines(self, count: int = LOG_TAIL_LINES) -> list[str]:
+        return self.log_path.read_text(errors="replace").splitlines()[-count:]
+
     def check(self) -> None:
         """ChildFailed when the process has exited."""
-        if self.proc is not None and self.proc.returncode is not None:
-            tail = self.log_path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+        if self.exited:
+            assert self.proc is not None
             raise ChildFailed(
-                f"{self.name} exited with {self.proc.returncode}; its log ends:\n" + "\n".join(tail)
+                f"{self.name} exited with {self.proc.returncode}; its log ends:\n"
+                + "\n".join(self.last_lines())
             )
 
     async def stop(self) -> None:
@@ -131,6 +153,7 @@ def operator_argv(
     sync_period_s: float,
     metrics_port: int,
     profile: Path | None,
+    identity: str = "bench",
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     """The operator's command, `extra_args` last; under cProfile (writing `profile` at exit)
@@ -141,7 +164,7 @@ def operator_argv(
         str(BIN / "agent-operator"),
         f"--namespace={namespace}",
         f"--lease-namespace={namespace}",
-        "--identity=bench",
+        f"--identity={identity}",
         "--health-port=0",
         "--metrics-host=127.0.0.1",
         f"--metrics-port={metrics_port}",
@@ -152,23 +175,70 @@ def operator_argv(
     ]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProcessMetrics:
+    """One operator process's /metrics, read once."""
+
+    sums: dict[str, float]
+    """Every sample's value summed by sample name (over the labels)."""
+    seen: Seen
+    """Its shard, and the AgentWorkers its per-AgentWorker metrics name."""
+
+
+def parse_metrics(text: str, *, namespace: str, shards: int) -> ProcessMetrics:
+    """An operator's /metrics text: the sums, and what it says the process handles (the
+    AgentWorkers of `namespace` its samples name; its shard, from agentworker_operator_shard,
+    or 0 once it leads when there is one shard)."""
+    sums: dict[str, float] = {}
+    handled: set[str] = set()
+    observed: set[str] = set()
+    held: list[int] = []
+    leader = False
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            sums[s.name] = sums.get(s.name, 0.0) + s.value
+            name = s.labels.get("name")
+            if s.labels.get("namespace") == namespace and name:
+                handled.add(name)
+                if s.name == report.OBSERVE_COUNT and s.value > 0:
+                    observed.add(name)
+            if s.name == SHARD_METRIC and s.value == 1 and s.labels.get("shard", "").isdigit():
+                held.append(int(s.labels["shard"]))
+            if s.name == LEADER_METRIC and s.value == 1:
+                leader = True
+    shard = (0 if leader else None) if shards == 1 else (held[0] if len(held) == 1 else None)
+    return ProcessMetrics(
+        sums=sums,
+        seen=Seen(shard=shard, handled=frozenset(handled), observed=frozenset(observed)),
+    )
+
+
 class Probes:
-    """Reads the operator's /metrics and the fake workers' /stats, both on 127.0.0.1."""
+    """Reads the operators' /metrics and the fake workers' /stats, all on 127.0.0.1."""
 
-    def __init__(self, http: aiohttp.ClientSession, *, metrics_port: int, stats_port: int) -> None:
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        *,
+        metrics_ports: Sequence[int],
+        stats_port: int,
+        namespace: str,
+        shards: int,
+    ) -> None:
         self._http = http
-        self._metrics = f"http://127.0.0.1:{metrics_port}/metrics"
+        self._metrics = [f"http://127.0.0.1:{port}/metrics" for port in metrics_ports]
         self._stats = f"http://127.0.0.1:{stats_port}/stats"
+        self._namespace = namespace
+        self._shards = shards
 
-    async def metrics(self) -> dict[str, float]:
-        """Every sample of the operator's /metrics, summed by sample name (over the labels)."""
-        async with self._http.get(self._metrics) as response:
+    async def _read(self, url: str) -> ProcessMetrics:
+        async with self._http.get(url) as response:
             text = await response.text()
-        sums: dict[str, float] = {}
-        for family in text_string_to_metric_families(text):
-            for s in family.samples:
-                sums[s.name] = sums.get(s.name, 0.0) + s.value
-        return sums
+        return parse_metrics(text, namespace=self._namespace, shards=self._shards)
+
+    async def metrics(self) -> list[ProcessMetrics]:
+        """Each operator process's /metrics, in process order."""
+        return list(await asyncio.gather(*(self._read(url) for url in self._metrics)))
 
     async def stats(self) -> dict[str, object]:
         async with self._http.get(self._stats) as response:
@@ -190,18 +260,29 @@ def _ints(value: object) -> dict[str, int]:
     return {str(k): _int(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
+def _look(proc: psutil.Process, metrics: ProcessMetrics) -> report.OperatorSample:
+    with proc.oneshot():
+        cpu, rss, fds = _cpu_s(proc), proc.memory_info().rss, proc.num_fds()
+    return report.OperatorSample(cpu_s=cpu, rss_mb=rss / 2**20, fds=fds, metrics=metrics.sums)
+
+
 async def sample(
-    probes: Probes, operator: psutil.Process, fakes: psutil.Process, proxy: ApiProxy
-) -> report.Sample:
-    """One look at everything, its time taken after the two HTTP reads."""
+    probes: Probes,
+    operators: Sequence[psutil.Process],
+    fakes: psutil.Process,
+    proxy: ApiProxy,
+) -> tuple[report.Sample, list[Seen]]:
+    """One look at everything, its time taken after the HTTP reads; and what each operator
+    process's metrics say it handles."""
     metrics, stats = await asyncio.gather(probes.metrics(), probes.stats())
-    with operator.oneshot():
-        cpu, rss = _cpu_s(operator), operator.memory_info().rss
-    return report.Sample(
+    looks = tuple(_look(proc, m) for proc, m in zip(operators, metrics, strict=True))
+    with fakes.oneshot():
+        fake_cpu, fake_fds = _cpu_s(fakes), fakes.num_fds()
+    taken = report.Sample(
         t_s=time.monotonic(),
-        operator_cpu_s=cpu,
-        operator_rss_mb=rss / 2**20,
-        fake_workers_cpu_s=_cpu_s(fakes),
+        operators=looks,
+        fake_workers_cpu_s=fake_cpu,
+        fake_workers_fds=fake_fds,
         bench_cpu_s=_cpu_s(psutil.Process()),
         worker_requests=_int(stats.get("requests")),
         worker_plain=_int(stats.get("plain")),
@@ -209,7 +290,7 @@ async def sample(
         polls_held=_int(stats.get("held")),
         worker_changes=_int(stats.get("changes")),
         worker_connections=_int(stats.get("connections")),
-        metrics=metrics,
         api=proxy.counts(),
         watch_events=proxy.watch_events(),
     )
+    return taken, [m.seen for m in metrics]

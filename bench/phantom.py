@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import copy
 import datetime
+import math
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import yaml
 
 from agentworker_operator import builders, kube
@@ -52,9 +54,13 @@ HEARTBEAT_S = 10.0
 WAIT_S = 120.0
 """Bound of every wait for the API server (namespace gone, service account made, Deployments
 settled)."""
-NODE_PODS = 2000
-"""Pods the phantom node has room for. Its CPU and memory fit as many of the example's pods
-(requests 100m and 256Mi each), so that the scheduler's resource fit never refuses one."""
+SWEEP_S = 15.0
+"""How often `delete` deletes the namespace's pods again while the namespace is being deleted
+(one deletion of thousands of pods runs on in the API server after the request timed out)."""
+NODE_PODS = 10_000
+"""Pods the phantom node has room for: the most workers a run may have. Its CPU and memory fit
+as many of the example's pods (requests 100m and 256Mi each), so that the scheduler's resource
+fit never refuses one."""
 TAINT: Manifest = {"key": BENCH_LABEL, "value": "phantom", "effect": "NoSchedule"}
 """The phantom node's taint: no pod but the benchmark's workers tolerates it."""
 CONDITION_TAINTS = ("node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable")
@@ -212,11 +218,16 @@ async def wait_until(
 
 
 async def create(
-    client: kube.Kube, shape: FleetShape, livekit_url: str, credentials: Credentials
+    client: kube.Kube,
+    shape: FleetShape,
+    livekit_url: str,
+    credentials: Credentials,
+    *,
+    timeout_s: float = WAIT_S,
 ) -> None:
-    """Every object, in order; leftovers of an earlier run are removed first. The operator will
-    make the Deployments, and they the pods."""
-    await delete(client)
+    """Every object, in order; leftovers of an earlier run are removed first (`delete`, bounded
+    by `timeout_s`). The operator will make the Deployments, and they the pods."""
+    await delete(client, timeout_s=timeout_s)
     now = datetime.datetime.now(datetime.UTC)
     await client.request("POST", "/api/v1/nodes", body=build_node())
     await client.create(build_node_lease(now))
@@ -287,7 +298,7 @@ def unsettled(shape: FleetShape, deployments: Sequence[Mapping[str, Any]]) -> li
     return wrong
 
 
-async def wait_settled(client: kube.Kube, shape: FleetShape) -> None:
+async def wait_settled(client: kube.Kube, shape: FleetShape, *, timeout_s: float = WAIT_S) -> None:
     """Wait (bounded) until `unsettled` finds nothing: the ReplicaSets count the pods."""
     path = kube.path_of("apps/v1", "Deployment", NAMESPACE)
     selector = f"{builders.LABEL_MANAGED_BY}={builders.FIELD_MANAGER}"
@@ -295,7 +306,7 @@ async def wait_settled(client: kube.Kube, shape: FleetShape) -> None:
     async def wrong() -> list[str]:
         return unsettled(shape, await client.list_items(path, selector))
 
-    await wait_until("the Deployments settled", wrong)
+    await wait_until("the Deployments settled", wrong, timeout_s=timeout_s)
 
 
 async def pods_report(client: kube.Kube, uids: Mapping[str, str]) -> list[str]:
@@ -321,10 +332,11 @@ async def pods_report(client: kube.Kube, uids: Mapping[str, str]) -> list[str]:
     return problems
 
 
-async def delete(client: kube.Kube) -> None:
+async def delete(client: kube.Kube, *, timeout_s: float = WAIT_S) -> None:
     """Remove every object `create` makes and the pods the Deployments made. The namespace goes
     first (the API server then refuses new pods in it), then its pods at once, grace period 0,
-    again each second until the namespace is gone: no kubelet would confirm their end."""
+    again every SWEEP_S until the namespace is gone (bounded by `timeout_s`): no kubelet would
+    confirm their end."""
     for path in (
         f"/api/v1/namespaces/{NAMESPACE}",
         f"/api/v1/nodes/{NODE}",
@@ -334,14 +346,23 @@ async def delete(client: kube.Kube) -> None:
             await client.request("DELETE", path)
     pods = kube.path_of("v1", "Pod", NAMESPACE)
     at_once = {"apiVersion": "v1", "kind": "DeleteOptions", "gracePeriodSeconds": 0}
+    swept = -math.inf
 
     async def still_there() -> list[str]:
-        with contextlib.suppress(kube.KubeError):
-            await client.request("DELETE", pods, body=at_once, params={"gracePeriodSeconds": "0"})
+        nonlocal swept
+        if time.monotonic() - swept >= SWEEP_S:
+            swept = time.monotonic()
+            # thousands of pods outlast a request's read timeout: the API server goes on
+            # deleting them, and the next sweep finds what is left
+            with contextlib.suppress(kube.KubeError, TimeoutError, aiohttp.ClientError):
+                params = {"gracePeriodSeconds": "0"}
+                await client.request("DELETE", pods, body=at_once, params=params)
         there = {
             f"namespace {NAMESPACE}": await client.get(f"/api/v1/namespaces/{NAMESPACE}"),
             f"node {NODE}": await client.get(f"/api/v1/nodes/{NODE}"),
         }
         return [what for what, found in there.items() if found is not None]
 
-    await wait_until(f"namespace {NAMESPACE} and node {NODE} deleted", still_there)
+    await wait_until(
+        f"namespace {NAMESPACE} and node {NODE} deleted", still_there, timeout_s=timeout_s
+    )

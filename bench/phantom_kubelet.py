@@ -35,9 +35,10 @@ Manifest = dict[str, Any]
 HOST_IP = "127.0.0.1"
 """The phantom node's address, as the pods' status gives it."""
 START_TIMEOUT_S = 300.0
-"""Bound of the wait for every fake worker to have a pod: the ReplicaSets make the pods at the
-controller-manager's API rate, and the scheduler binds them."""
+"""Bound of the wait for every fake worker of 1,000 to have a pod: the ReplicaSets make the pods
+at the controller-manager's API rate, and the scheduler binds them."""
 POLL_S = 1.0
+"""How often the pods bound to the phantom node are listed, for 1,000 workers."""
 CONCURRENCY = 24
 """Status writes in flight at once."""
 CONDITIONS = ("PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")
@@ -199,9 +200,11 @@ async def start_pods(
     *,
     check: Callable[[], None] = lambda: None,
     timeout_s: float = START_TIMEOUT_S,
+    poll_s: float = POLL_S,
 ) -> dict[str, Placed]:
-    """Start the pods bound to the phantom node, once a second, until every fake worker has
-    one; the pods started, by uid. `check` is called each time and may raise (the operator
+    """Start the pods bound to the phantom node, listing them every `poll_s` (a list of
+    thousands of pods is megabytes: a larger fleet lists less often), until every fake worker
+    has one; the pods started, by uid. `check` is called each time and may raise (the operator
     making the Deployments exited); phantom.SetupError when `timeout_s` runs out."""
     path = kube.path_of("v1", "Pod", phantom.NAMESPACE)
     bound_here = {
@@ -225,7 +228,7 @@ async def start_pods(
                 f"not every fake worker had a running pod within {timeout_s:.0f}s: "
                 + describe(shape, everything, len(placed))
             )
-        await asyncio.sleep(POLL_S)
+        await asyncio.sleep(poll_s)
 
 
 def names(placed: Mapping[str, Placed]) -> dict[int, str]:

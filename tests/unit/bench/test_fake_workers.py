@@ -6,6 +6,7 @@ to `FakeWorkers.respond`, and the time is a fake clock."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 
 import pytest
@@ -213,3 +214,25 @@ def test_next_draw_at_is_where_a_changing_workers_draw_ends() -> None:
     assert fake_fleet.epoch(SHAPE, index, ends - MARGIN_S) == draw
     assert fake_fleet.epoch(SHAPE, index, ends + MARGIN_S) == draw + 1
     assert fake_fleet.next_draw_at(SHAPE, first(Kind.BUSY), START) is None
+
+
+def test_a_status_of_one_moment_may_count_only_that_moments_answers() -> None:
+    expected = fake_fleet.expected_counts(SHAPE, 0, START, {})
+    assert fake_fleet.possible_counts(SHAPE, 0, [START], {}) == {expected}
+
+
+def test_a_status_may_count_each_changing_worker_as_it_answered_at_any_of_the_moments() -> None:
+    changing = fake_fleet.changing(SHAPE, 0)
+    assert changing == tuple(sorted(CHANGING))
+    ends = [fake_fleet.next_draw_at(SHAPE, i, START) for i in changing]
+    moments = [START, *(t + MARGIN_S for t in ends if t is not None)]
+    possible = fake_fleet.possible_counts(SHAPE, 0, moments, {})
+    assert {fake_fleet.expected_counts(SHAPE, 0, t, {}) for t in moments} <= possible
+    most = max(p.active_jobs for p in possible)
+    never = dataclasses.replace(
+        fake_fleet.expected_counts(SHAPE, 0, START, {}), active_jobs=most + 1
+    )
+    assert never not in possible
+
+
+CHANGING = {i for i in range(SHAPE.workers) if fake_fleet.kind(SHAPE, i) is Kind.CHANGING}

@@ -1,5 +1,6 @@
-"""bench/observing_sides.py: a side whose operator lists the pods again during its window has a
-problem; a listing before or after the window is not one of this check's."""
+"""bench/observing_sides.py and bench/observing.py's command line: a side whose operator lists
+the pods again during its window has a problem (a listing before or after the window is not one
+of this check's); the sides are chosen by name, and the waits grow with the fleet."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import importlib.util
 import json
 from pathlib import Path
 
-from bench import observing_sides
+import pytest
+
+from bench import observing, observing_sides
 
 START = datetime.datetime(2026, 12, 7, 17, 50, tzinfo=datetime.UTC)
 WINDOW = (START, START + datetime.timedelta(seconds=90))
@@ -49,3 +52,31 @@ def test_the_check_looks_for_the_operators_own_wording() -> None:
     assert found is not None
     assert found.origin is not None
     assert f'"{observing_sides.RELIST}: listed the pods again"' in Path(found.origin).read_text()
+
+
+def test_the_sides_are_chosen_in_order_and_the_results_get_their_own_name() -> None:
+    sides = ["--sides", "one", "shards-2", "--side", "shards-4"]
+    asked = observing.parse_args(["--agentworkers", "50", *sides, "--name", "observing-shards"])
+    assert asked.cfg.sides == ("one", "shards-2", "shards-4")
+    assert asked.cfg.shape.workers == 5_000
+    assert (asked.name, asked.write) == ("observing-shards", True)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--sides", "shards-99"], ["--agentworkers", "101", "--workers-per-agentworker", "100"]],
+    ids=["unknown-side", "more-workers-than-the-phantom-node-takes"],
+)
+def test_a_run_the_benchmark_cannot_make_is_refused_at_once(argv: list[str]) -> None:
+    with pytest.raises(SystemExit):
+        observing.parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    ("agentworkers", "bound_s"), [(5, 300.0), (10, 300.0), (50, 1_500.0)], ids=["500", "1k", "5k"]
+)
+def test_the_waits_for_the_pods_grow_with_the_fleet_never_below_a_thousands(
+    agentworkers: int, bound_s: float
+) -> None:
+    cfg = observing_sides.ObservingConfig(agentworkers=agentworkers)
+    assert cfg.scaled(300.0) == bound_s
