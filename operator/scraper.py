@@ -114,10 +114,8 @@ class Scraper:
         known = known or {}
         ips = [str((pod.get("status") or {}).get("podIP") or "") for pod in pods]
 
-        async def answer(ip: str) -> tuple[object, str]:
-            return known[ip] if ip in known else await self.fetch(ip)
-
-        answers = await asyncio.gather(*(answer(ip) for ip in ips))
+        fetched = await self.read([ip for ip in dict.fromkeys(ips) if ip not in known])
+        answers = [known[ip] if ip in known else fetched[ip] for ip in ips]
         workers = [
             observation.observe(
                 pod,
