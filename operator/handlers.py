@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
+import json
 import logging
 import random
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -61,12 +63,32 @@ WATCH_CLIENT_TIMEOUT_S = WATCH_SERVER_TIMEOUT_S + 60
 server can no longer end, is noticed then, and the store does not stay frozen."""
 
 
+class DigestDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """kopf's last-handled configuration kept as a digest of it, not a copy: the reconcile is
+    level-based (it reads the whole object, never kopf's diff), so knowing *that* the object
+    changed is enough. A copy doubles the object's annotations, and a spec of over 256 KiB
+    (a large env value; annotations a pod cannot have anyway) made every write of kopf's
+    refused by the API server's annotation limit, retried forever."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        essence: dict[str, Any] = dict(super().build(body=body, extra_fields=extra_fields))
+        # kopf drops its progress annotations from the essence after building it; a digest
+        # must leave them out itself, or every progress write would count as a change
+        annotations = (essence.get("metadata") or {}).get("annotations") or {}
+        for key in [k for k in annotations if k.startswith(f"{self.prefix}/")]:
+            del annotations[key]
+        encoded = json.dumps(essence, sort_keys=True, separators=(",", ":"), default=str)
+        digest = hashlib.sha256(encoded.encode()).hexdigest()
+        return cast(kopf.BodyEssence, {"digest": digest})
+
+
 def configure_kopf(settings: kopf.OperatorSettings) -> None:
-    """kopf keeps its bookkeeping in annotations under our group, posts no Events of its own,
-    watches only the Deployments and pods the operator made, and bounds every watch."""
+    """kopf keeps its bookkeeping in annotations under our group (the last-handled configuration
+    as a digest, `DigestDiffBaseStorage`), posts no Events of its own, watches only the
+    Deployments and pods the operator made, and bounds every watch."""
     prefix = builders.GROUP
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=prefix)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = DigestDiffBaseStorage(
         prefix=prefix, key="last-handled-configuration"
     )
     # Events come from the operator's conditions and scale decisions (kube.post_event), never

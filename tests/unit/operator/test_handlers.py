@@ -197,3 +197,40 @@ def test_watches_end_on_the_client_side_a_minute_after_the_server_should_end_the
     server_s = settings.watching.server_timeout
     assert server_s is not None
     assert settings.watching.client_timeout == server_s + 60
+
+
+def agentworker_body(spec: dict[str, Any], annotations: dict[str, str]) -> kopf.Body:
+    return kopf.Body(
+        {
+            "apiVersion": "agentworker.dev/v1alpha1",
+            "kind": "AgentWorker",
+            "metadata": {"name": NAME, "namespace": NAMESPACE, "annotations": annotations},
+            "spec": spec,
+            "status": {"replicas": 1},
+        }
+    )
+
+
+def test_kopfs_last_handled_configuration_is_a_digest_that_moves_with_the_spec_only() -> None:
+    settings = kopf.OperatorSettings()
+    handlers.configure_kopf(settings)
+    storage = settings.persistence.diffbase_storage
+    big = {"image": "agent:1", "env": [{"name": "BIG", "value": "v" * 300_000}]}
+    body = agentworker_body(big, {"team": "a"})
+    essence = storage.build(body=body)
+    patch = kopf.Patch()
+    storage.store(body=body, patch=patch, essence=essence)
+    stored = patch["metadata"]["annotations"]["agentworker.dev/last-handled-configuration"]
+    # a copy of the spec would pass the API server's 256 KiB limit of all annotations
+    assert len(stored) < 200, len(stored)
+    written = agentworker_body(big, {"team": "a", **patch["metadata"]["annotations"]})
+    assert storage.fetch(body=written) == essence == storage.build(body=written)
+
+    def digest(spec: dict[str, Any], annotations: dict[str, str]) -> object:
+        return storage.build(body=agentworker_body(spec, annotations))
+
+    # what kopf and the operator write themselves is no change, the user's edits are
+    progress = {"agentworker.dev/on_change": '{"retries": 1}', "team": "a"}
+    assert digest(big, progress) == essence
+    assert digest({**big, "image": "agent:2"}, {"team": "a"}) != essence
+    assert digest(big, {"team": "b"}) != essence
