@@ -351,16 +351,20 @@ class Syncer:
         try:
             while True:
                 started = time.monotonic()
+                # a wake from here on (a webhook or a change while the round below runs) is
+                # kept for the wait after it: cleared after the round, a webhook was lost
+                self._wake.clear()
                 if periodic is not None and periodic.done():
                     periodic.result()  # a failure of the loop itself (each fleet's is logged)
                     periodic = None
                 if periodic is None and started >= next_full:
+                    # a webhook's round waits for the next turn of the loop, WEBHOOK_GAP_S on
                     periodic = asyncio.create_task(self._periodic_round(), name="sync-periodic")
                     periodic.add_done_callback(lambda _: self._wake.set())
                     next_full = started + interval_s
                 else:
-                    await self.sync_all(self._urgent(woken=self._woken))
-                self._woken = False
+                    woken, self._woken = self._woken, False
+                    await self.sync_all(self._urgent(woken=woken))
                 now = time.monotonic()
                 # the next periodic round once this one is over (then at once, if it ran long):
                 # its end wakes the loop
@@ -368,9 +372,10 @@ class Syncer:
                 due = None if running else next_full
                 if self._changed:  # a worker changed during the round: its fleet's turn is now
                     due = min(due or math.inf, started + CHANGE_GAP_S)
+                elif self._woken:
+                    due = min(due or math.inf, started + WEBHOOK_GAP_S)
                 elif self._urgent(woken=False):
                     due = min(due or math.inf, started + GUARD_PERIOD_S)
-                self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     timeout = None if due is None else max(0.0, due - now)
                     await asyncio.wait_for(self._wake.wait(), timeout)

@@ -1,5 +1,6 @@
 """`Syncer.run` on real time over the simulated world: a change heard while a periodic round
-waits on a worker that does not answer is decided at once, not after the scrape times out.
+waits on a worker that does not answer is decided at once, not after the scrape times out; a
+webhook that comes while a round runs starts the next one.
 
 The periodic round reads every worker before the fleet's turn (`Syncer.sync`); the rounds a
 change starts run beside it (`Syncer.run`). Before, the loop awaited the periodic round, and a
@@ -10,10 +11,13 @@ bench of 1,000 workers (3 silent, each holding a round for its 2 s timeout) meas
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
+from collections.abc import Collection
 
 import pytest
 
+from agentworker_operator import guard, sync, webhooks
 from tests.unit.operator.sim import run
 from tests.unit.operator.sim import world as worlds
 from tests.unit.operator.sim.run import STEP_S, Schedule
@@ -108,6 +112,78 @@ async def test_a_change_heard_while_a_periodic_round_waits_on_a_silent_worker_is
         assert summary.active_jobs == 2 * worlds.SLOTS
     finally:
         scraper.released.set()
+        loop.cancel()
+        await asyncio.gather(loop, return_exceptions=True)
+        await operator.close()
+
+
+class HeldRooms(worlds.SimRooms):
+    """The guard's reads of LiveKit, counted; the first one does not answer until released."""
+
+    def __init__(self, world: worlds.World) -> None:
+        super().__init__(world)
+        self.reads = 0
+        self.asked = asyncio.Event()
+        self.released = asyncio.Event()
+
+    async def guard_rooms(
+        self, agent_name: str, *, skip: Collection[str] = ()
+    ) -> tuple[list[guard.Room], frozenset[str]]:
+        self.reads += 1
+        self.asked.set()
+        await self.released.wait()
+        return await super().guard_rooms(agent_name, skip=skip)
+
+
+def caller_joined(room: str) -> webhooks.WebhookEvent:
+    return webhooks.WebhookEvent(
+        event=webhooks.EventType.PARTICIPANT_JOINED,
+        api_key="key",
+        room_name=room,
+        room_sid=f"RM_{room}",
+        participant_identity="caller",
+        participant_is_agent=False,
+    )
+
+
+async def test_a_webhook_that_comes_while_a_round_runs_starts_the_next_round(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    schedule = Schedule(
+        seed=1,
+        interval_s=PERIOD_S,
+        min_replicas=1,
+        max_replicas=2,
+        arrivals_per_s=((0.0, 0.0),),
+        watch=True,
+        guard=True,
+    )
+    world = run._world(schedule)
+    operator = await warm_up(world, schedule)
+    syncer = operator.syncer
+    # only webhooks start rounds here: no periodic one, no later look of a webhook's own
+    syncer._config = dataclasses.replace(syncer._config, interval_s=60.0)
+    monkeypatch.setattr(sync, "WEBHOOK_LOOKS_S", ())
+    monkeypatch.setattr(sync, "WEBHOOK_GAP_S", 0.05)
+    key = (worlds.NAMESPACE, worlds.NAME)
+    rooms = HeldRooms(world)
+    syncer.fleets[key].livekit = rooms
+
+    loop = asyncio.create_task(syncer.run())
+    try:
+        await asyncio.sleep(0.1)
+        syncer.on_webhook(caller_joined("first"))
+        await asyncio.wait_for(rooms.asked.wait(), 0.5)
+        assert rooms.reads == 1
+        # the second caller joins while the first webhook's round reads LiveKit
+        syncer.on_webhook(caller_joined("second"))
+        rooms.released.set()
+        heard = time.monotonic()
+        while rooms.reads < 2:
+            assert time.monotonic() - heard < DECIDED_WITHIN_S, "the webhook was lost"
+            await asyncio.sleep(0.01)
+    finally:
+        rooms.released.set()
         loop.cancel()
         await asyncio.gather(loop, return_exceptions=True)
         await operator.close()
