@@ -139,23 +139,28 @@ def _count(workers: Sequence[Worker], current: int, unseen: int = 0) -> _Counts:
     )
 
 
-def _by_load(counts: _Counts, target: float) -> int:
-    """Serving workers the load asks for (HPA's formula, missing metrics by direction)."""
+def _by_load(counts: _Counts, target: float, current: int) -> int:
+    """Serving workers the load asks for (HPA's formula, missing metrics by direction). Where
+    the load asks for no change, that is the workers serving, but never more than the
+    Deployment keeps: pods over its replicas are on their way out (a scale-down whose pod
+    deletion the watch has not shown yet, a rollout's surge), and a victim that exited at
+    once answers nothing, so it would count as a full unknown worker and be made again."""
+    keep = min(counts.serving, current)
     if not counts.loads:
-        return counts.serving
+        return keep
     total = sum(counts.loads)
     ratio = total / len(counts.loads) / target
     if abs(ratio - 1.0) <= TOLERANCE:
-        return counts.serving
+        return keep
     if ratio > 1.0:  # scale-up: starting and unknown workers count as idle
         if total / (counts.serving * target) <= 1.0 + TOLERANCE:
-            return counts.serving
+            return keep
         return math.ceil(total / target - 1e-9)
     # scale-down: unknown workers count as full; starting ones are kept
     measured = len(counts.loads) + counts.unknown
     pessimistic = total + counts.unknown
     if pessimistic / (measured * target) >= 1.0 - TOLERANCE:
-        return counts.serving
+        return keep
     return math.ceil(pessimistic / target - 1e-9) + counts.starting
 
 
@@ -206,7 +211,7 @@ def decide(
     if observation.blind(_by_state(counts)):
         blind_waiting = _for_waiting(counts, demand, blind=True)
         return _hold_blind(autoscaling, workers, counts, current, blind_waiting)
-    by_load = _by_load(counts, target)
+    by_load = _by_load(counts, target, current)
     by_headroom = _headroom(autoscaling, counts, demand)
     raw = max(by_load, by_headroom, waiting)
     bounded = min(max(raw, low), high)

@@ -221,6 +221,28 @@ def test_draining_and_terminating_workers_are_not_available() -> None:
     assert decision.message == "0 of 2 warm workers available: 1 -> 3 workers"
 
 
+def test_a_victim_the_deployment_removes_that_answers_nothing_is_not_made_again() -> None:
+    # the scale-down went 3 -> 2 a moment ago; its idle victim exited at once (its /worker
+    # answers nothing: unknown) and the watch has not shown its pod's deletion yet. The e2e
+    # fault test saw 2 -> 3 "load 0.25 on 3 workers" here, then the same again 10 s later.
+    workers = [
+        worker("busy", load=0.5, jobs=2),
+        worker("idle", load=0.0, jobs=0),
+        worker("victim", state=WorkerState.UNKNOWN),
+    ]
+    recent = FRESH.recommended(NOW - 1, 2, keep_s=600).scaled(NOW - 1, -1, keep_s=600)
+    decision = decide(workers, current=2, history=recent, minReplicas=1)
+    assert decision.replicas == 2, decision.message
+
+
+def test_a_rollouts_surge_asks_for_no_more_workers() -> None:
+    # maxSurge: a new pod is up beside the three old ones before one of them goes; the load
+    # is on target
+    workers = [*fleet((0.6, 2), (0.6, 2), (0.6, 2)), worker("surge", load=0.3, jobs=1)]
+    decision = decide(workers, current=3)
+    assert decision.replicas == 3, decision.message
+
+
 def test_above_max_replicas_the_fleet_comes_down() -> None:
     decision = decide(fleet((0.5, 1), (0.5, 1), (0.5, 0), (0.5, 0)), current=4, maxReplicas=2)
     assert decision.replicas < 4
