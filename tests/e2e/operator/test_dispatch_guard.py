@@ -110,6 +110,21 @@ def scaled_up_for_dispatches(operator: OperatorProcess) -> float:
     raise AssertionError("no scale-up for waiting dispatches in the operator's log")
 
 
+def operator_lines(operator: OperatorProcess, since: float, until: float) -> str:
+    """The operator's own log lines (not kopf's) between two wall-clock times: what it did
+    from a dispatch to its scale-up, for a failure's message."""
+    found = []
+    for line in operator.logs().splitlines():
+        try:
+            entry = json.loads(line)
+            stamp = datetime.datetime.fromisoformat(entry["time"]).timestamp()
+        except (ValueError, KeyError):
+            continue
+        if since <= stamp <= until and str(entry.get("logger", "")).startswith("agentworker"):
+            found.append(line[:400])
+    return "\n".join(found[-60:])
+
+
 def counted(operator: OperatorProcess, metric: str, label: str) -> dict[str, float]:
     """A counter of the operator's, summed by the value of one label."""
     found: dict[str, float] = {}
@@ -178,7 +193,8 @@ def test_the_first_call_to_a_fleet_at_zero_wakes_it_is_answered_and_the_fleet_re
         f"from zero: held and scaling up {woke_s:.1f}s, the job's start {answered_s:.1f}s, "
         f"the agent seen {joined[0]:.1f}s"
     )
-    assert woke_s < 2.0, "a webhook started the round (the period is 5 s)"
+    timeline = operator_lines(operator, dispatched_wall - 1, dispatched_wall + woke_s + 1)
+    assert woke_s < 2.0, f"a webhook started the round (the period is 5 s):\n{timeline}"
 
     assert_every_call_completed(phone, [room], timeout_s=60, real=False)
     assert len(joined_after(phone, room, dispatched)) == 1, phone.timeline(room)
