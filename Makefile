@@ -25,12 +25,13 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv with the project (editable) and dev extras
 	@echo "venv ready: $(VENV)"
 
-lint: install ## ruff, mypy --strict, import-linter, and stale generated files
+lint: install ## ruff, mypy --strict, import-linter, stale generated files, versions that disagree
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/python -m hack.generate --check
+	$(BIN)/python -m hack.check_version
 
 format: install ## Format the code with ruff
 	$(BIN)/ruff format .

@@ -16,7 +16,7 @@ Manifest: TypeAlias = dict[str, Any]
 
 ENTRYPOINT = "tests.e2e.operator.call_agent:opts"
 """The agent of the operator's scaling tests: it holds each call as long as its dispatch says."""
-IMAGE = "ghcr.io/agentworker/agent-worker:0.1.0"
+IMAGE = "ghcr.io/agentworker/agent-worker:0.3.0"
 """Never pulled: the rig's process runner runs the container's command as a local process."""
 CREDENTIALS_SECRET = "livekit-credentials"
 AGENT_PORT = 8081

@@ -1,1 +1,2 @@
-"""Developer scripts the Makefile calls (code generation); never imported by the product."""
+"""Developer scripts the Makefile calls (code generation, the version check); never imported by
+the product."""

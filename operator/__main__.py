@@ -34,6 +34,7 @@ from agentworker_operator import (
     metrics,
     settings,
     sharding,
+    version,
     webhooks,
 )
 
@@ -57,6 +58,7 @@ def parse_args(argv: Sequence[str] | None = None) -> settings.Settings:
         prog="agent-operator", description="Reconcile AgentWorkers into fleets of agent workers."
     )
     add = parser.add_argument
+    add("--version", action="version", version=f"%(prog)s {version.__version__}")
     add(
         "--namespace",
         action="append",

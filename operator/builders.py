@@ -22,6 +22,7 @@ from typing import Any, TypeAlias
 
 from agentworker_operator import companion as companions
 from agentworker_operator import spec as specs
+from agentworker_operator import version
 
 Manifest: TypeAlias = dict[str, Any]
 """A Kubernetes object as sent to the API server (the wire boundary: loosely typed values)."""
@@ -59,9 +60,9 @@ chart's webhook Service selects it, so LiveKit's webhooks reach a replica that a
 METRICS_LABEL = "agentworker.dev/metrics"
 """On worker pods that serve the agentworker_worker_* metrics at :8081/metrics ("true"): the
 chart's PodMonitor selects them, and no pod that would fail its scrape."""
-DEFAULT_COMPANION_IMAGE = "ghcr.io/agentworker/agent-operator:0.1.0"
-"""An image with Python and the companion package (the operator's, which holds it); the chart
-passes its own operator image as --companion-image."""
+DEFAULT_COMPANION_IMAGE = f"ghcr.io/agentworker/agent-operator:{version.__version__}"
+"""An image with Python and the companion package: the operator's own release, which holds it.
+The chart passes its own operator image (or `companionImage`) as --companion-image."""
 COMPANION_RESOURCES: Manifest = {
     "requests": {"cpu": "10m", "memory": "32Mi"},
     "limits": {"memory": "64Mi"},

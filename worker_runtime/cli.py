@@ -38,6 +38,7 @@ from worker_runtime.options import (
     parse_log_level,
 )
 from worker_runtime.server import AgentServer, server_of
+from worker_runtime.version import __version__
 
 if TYPE_CHECKING:
     from worker_runtime.worker import Worker
@@ -89,6 +90,8 @@ def build_parser(with_target: bool) -> argparse.ArgumentParser:
     """`start`/`dev` with the common flags; `agent-worker` also takes the target."""
     prog = "agent-worker" if with_target else None
     parser = argparse.ArgumentParser(prog=prog, description="Run a LiveKit agent worker.")
+    if with_target:  # the runtime's own command; an agent file's (run_app) is the agent's
+        parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, text in (("start", "production: JSON logs"), ("dev", "development: coloured logs")):
         sub = commands.add_parser(name, help=text)

@@ -13,7 +13,9 @@ imports only what livekit-agents itself needs (aiohttp, prometheus_client).
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+# pyproject.toml's version, stated again (hack/check_version.py keeps them equal): the copies the
+# operator injects into workers' images have no distribution metadata to read it from.
+__version__ = "0.3.0"
 
 TESTED_LINES = ((1, 4), (1, 6), (1, 8))
 """The livekit-agents minor lines the companion is tested on (their newest patch releases:

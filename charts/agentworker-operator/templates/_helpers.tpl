@@ -28,17 +28,40 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
-{{/* The operator image: registry/repository, then @digest when set, else :tag (appVersion). */}}
-{{- define "agentworker-operator.image" -}}
-{{- $repository := .Values.image.repository -}}
-{{- with .Values.image.registry -}}
-{{- $repository = printf "%s/%s" (trimSuffix "/" .) $repository -}}
+{{/* An image reference from its parts (a dict: registry, repository, tag, digest, appVersion),
+     as KEDA's chart makes its own: registry/repository joined as they are (the repository alone
+     when the registry is empty), then @digest when set, else :tag (appVersion when empty). */}}
+{{- define "agentworker-operator.imageRef" -}}
+{{- $name := .repository -}}
+{{- if .registry -}}
+{{- $name = printf "%s/%s" .registry .repository -}}
 {{- end -}}
-{{- if .Values.image.digest -}}
-{{- printf "%s@%s" $repository .Values.image.digest -}}
+{{- if .digest -}}
+{{- printf "%s@%s" $name .digest -}}
 {{- else -}}
-{{- printf "%s:%s" $repository (.Values.image.tag | default .Chart.AppVersion) -}}
+{{- printf "%s:%s" $name (.tag | default .appVersion) -}}
 {{- end -}}
+{{- end -}}
+
+{{/* The operator image (image.*), which `helm test` runs too. */}}
+{{- define "agentworker-operator.image" -}}
+{{- $parts := pick .Values.image "registry" "repository" "tag" "digest" -}}
+{{- $_ := set $parts "appVersion" .Chart.AppVersion -}}
+{{- include "agentworker-operator.imageRef" $parts -}}
+{{- end -}}
+
+{{/* The companion's image (companionImage.*, `--companion-image`): on image.registry unless it
+     names a registry of its own; the operator image's repository, tag and digest unless it
+     names a repository, tag or digest of its own. */}}
+{{- define "agentworker-operator.companionImage" -}}
+{{- $own := .Values.companionImage -}}
+{{- $parts := pick .Values.image "repository" "tag" "digest" -}}
+{{- if or $own.repository $own.tag $own.digest -}}
+{{- $parts = dict "repository" ($own.repository | default .Values.image.repository) "tag" $own.tag "digest" $own.digest -}}
+{{- end -}}
+{{- $_ := set $parts "registry" ($own.registry | default .Values.image.registry) -}}
+{{- $_ = set $parts "appVersion" .Chart.AppVersion -}}
+{{- include "agentworker-operator.imageRef" $parts -}}
 {{- end -}}
 
 {{/* Name of the leader Lease: one per release, so two releases never share one. With

@@ -2,11 +2,13 @@
 
 The shipped CRD and the LiveKit credentials come from the operator tests' fixtures (imported, so
 pytest finds them here too); `namespace`, `kubectl` and `rig` from tests/e2e/conftest.py.
+`render` runs `helm template` alone, which needs the rig's helm build but no running rig.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from collections.abc import Callable, Iterator
@@ -51,6 +53,43 @@ def helm(rig: rig_env.RigEnv) -> Helm:
         if check and done.returncode != 0:
             output = f"{done.stdout.strip()}\n{done.stderr.strip()}".strip()
             raise AssertionError(f"helm {' '.join(args)} failed ({done.returncode}): {output}")
+        return done
+
+    return run
+
+
+Render = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def built_helm() -> Path:
+    """The helm that tests/rig/build.sh builds into its cache (`make rig` runs it), at the
+    version tests/rig/versions.env pins."""
+    pins = (rig_env.REPO_ROOT / "tests" / "rig" / "versions.env").read_text()
+    version = re.search(r"^HELM_VERSION=(\S+)$", pins, re.MULTILINE)
+    assert version is not None, "tests/rig/versions.env pins HELM_VERSION"
+    default_cache = Path.home() / ".cache" / "agentworker-rig"
+    cache = Path(os.environ.get("AGENTWORKER_RIG_CACHE", default_cache))
+    return cache / "bin" / f"helm-{version[1]}" / "helm"
+
+
+@pytest.fixture(scope="session")
+def render() -> Render:
+    """`helm template <release> <chart> ARGS...` offline: no cluster, no running rig. Raises with
+    helm's output when `check` and it fails."""
+    binary = built_helm()
+    assert binary.is_file(), f"{binary} is missing: build it with `make rig` (tests/rig/build.sh)"
+
+    def run(release: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [str(binary), "template", release, str(CHART), *args],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+            cwd=rig_env.REPO_ROOT,
+        )
+        if check and done.returncode != 0:
+            raise AssertionError(f"helm template {' '.join(args)} failed: {done.stderr.strip()}")
         return done
 
     return run

@@ -22,6 +22,7 @@ from tests.e2e.conftest import Kubectl
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 
 DIGEST = "sha256:" + "0123456789abcdef" * 4
+APP_VERSION = str(yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"])
 Objects = list[dict[str, Any]]
 
 
@@ -46,7 +47,8 @@ def check_defaults(objects: Objects, release: str, namespace: str) -> None:
     assert operator["command"] == ["agent-operator"]
     assert f"--lease-name={release}" in operator["args"]
     assert not [arg for arg in operator["args"] if arg.startswith("--shards")], "one shard"
-    assert operator["image"] == "ghcr.io/agentworker/agent-operator:0.1.0"
+    assert operator["image"] == f"ghcr.io/agentworker/agent-operator:{APP_VERSION}"
+    assert f"--companion-image={operator['image']}" in operator["args"]
     assert pod_spec(objects, release)["affinity"]["podAntiAffinity"][
         "preferredDuringSchedulingIgnoredDuringExecution"
     ], "soft anti-affinity by default"
@@ -132,6 +134,7 @@ def check_everything(objects: Objects, release: str, namespace: str) -> None:
     spec = pod_spec(objects, name)
     operator = spec["containers"][0]
     assert operator["image"] == f"mirror.example.com/agentworker/agent-operator@{DIGEST}"
+    assert f"--companion-image={operator['image']}" in operator["args"], "the mirror serves both"
     assert spec["priorityClassName"] == PRIORITY_CLASS
     assert spec["nodeSelector"] == {"kubernetes.io/os": "linux", "node-role/system": "true"}
     assert spec["tolerations"][0]["key"] == "dedicated"

@@ -201,7 +201,11 @@ def test_install_reconciles_upgrade_rolls_operator_uninstall_leaves_nothing_stuc
             "crds": {"enabled": False},  # the rig's CRD is shared (the `crd` fixture applies it)
             "watchNamespaces": [namespace],
             "bindAddress": "$(POD_IP)",  # every pod shares the host's network namespace
-            "image": {"repository": "rig.invalid/agent-operator", "tag": "never-pulled"},
+            "image": {
+                "registry": "rig.invalid",
+                "repository": "agent-operator",
+                "tag": "never-pulled",
+            },
             "webhook": {"enabled": True},  # its Service selects the Lease holder's label
         },
     )

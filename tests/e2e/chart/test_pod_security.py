@@ -100,7 +100,11 @@ def test_restricted_namespace_admits_operator_helm_test_and_worker_pods(
             "watchNamespaces": [namespace],
             "replicaCount": 1,
             "bindAddress": "$(POD_IP)",  # every pod shares the host's network namespace
-            "image": {"repository": "rig.invalid/agent-operator", "tag": "never-pulled"},
+            "image": {
+                "registry": "rig.invalid",
+                "repository": "agent-operator",
+                "tag": "never-pulled",
+            },
         },
     )
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import cast
 
 import pytest
@@ -18,6 +19,20 @@ def test_defaults_watch_all_namespaces_with_json_logs() -> None:
     assert config.log_format is settings.LogFormat.JSON
     assert config.lease.name == "agentworker-operator"
     assert config.lease.identity
+
+
+def test_version_prints_the_installed_distributions_version_and_exits_zero(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.parse_args(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"agent-operator {metadata.version('agentworker')}\n"
+
+
+def test_the_default_companion_image_is_the_operators_own_release() -> None:
+    expected = f"ghcr.io/agentworker/agent-operator:{metadata.version('agentworker')}"
+    assert cli.parse_args([]).companion_image == expected
 
 
 def test_namespace_is_repeatable_and_lease_flags_apply() -> None:

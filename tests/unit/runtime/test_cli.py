@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from importlib import metadata
 
 import pytest
 
@@ -16,6 +17,15 @@ TARGET = "examples.agents.prewarm:opts"
 
 def parse(*argv: str) -> argparse.Namespace:
     return cli.parse_args(list(argv), with_target=True)
+
+
+def test_version_prints_the_installed_distributions_version_and_exits_zero(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse("--version")
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"agent-worker {metadata.version('agentworker')}\n"
 
 
 def test_a_flag_value_may_start_with_a_dash() -> None:
