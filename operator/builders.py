@@ -48,6 +48,11 @@ key Secret). Two installations would each put their own token in the pod templat
 the fleet back and forth; the one that did not claim it leaves it alone."""
 TEMPLATE_HASH_ANNOTATION = "agentworker.dev/template-hash"
 """Which version of the pod template a pod runs: the rollout status counts old workers by it."""
+SPEC_REPLICAS_ANNOTATION = "agentworker.dev/spec-replicas"
+"""On the Deployment: the AgentWorker's spec.replicas when the operator applied the
+Deployment's replicas. Written in the same apply, so the pair tells an operator that restarts
+whether spec.replicas changed since (`sizing.hold`: a fleet the autoscaler does not size keeps
+its replicas until then)."""
 GRACE_MARGIN_S = 30
 """Seconds added to drainTimeout + shutdownProcessTimeout for the pod's grace period: the
 worst shutdown path adds a job offer in flight (up to 8.5 s), the kill wait after the shutdown
@@ -476,11 +481,14 @@ def build_deployment(
     control_token: str = "",
     injection: Injection | None = None,
 ) -> Manifest:
-    """The Deployment: `replicas` pods, rolled with maxUnavailable 0 so old pods drain last."""
+    """The Deployment: `replicas` pods, rolled with maxUnavailable 0 so old pods drain last;
+    it records the spec.replicas they were applied with (SPEC_REPLICAS_ANNOTATION)."""
+    metadata = _metadata(owner, owner.name)
+    metadata["annotations"] = {SPEC_REPLICAS_ANNOTATION: str(spec.replicas)}
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
-        "metadata": _metadata(owner, owner.name),
+        "metadata": metadata,
         "spec": {
             "replicas": replicas,
             "revisionHistoryLimit": 5,

@@ -6,8 +6,8 @@ and any change of an owned Deployment, so hand edits are put back), the watch st
 the credentials Secret's key names), act (server-side apply of the built objects under one field
 manager), gather again (the Deployment's rollout, the latest observation of the workers), decide
 (`status`), act (patch status only when it changed, post Events for changes). Decisions live in
-`spec`, `builders`, `autoscaler` and `status`; API calls in `kube`. A bad spec or a missing
-Secret never touches the running Deployment. No handler here needs a finalizer: deleting an
+`spec`, `builders`, `autoscaler`, `sizing` and `status`; API calls in `kube`. A bad spec or a
+missing Secret never touches the running Deployment. No handler here needs a finalizer: deleting an
 AgentWorker never waits for the operator. In an installation split in shards (`sharding`),
 every handler's kopf filter passes only this process's shard's AgentWorkers and their pods and
 Deployments: kopf then writes nothing on the others (no progress or last-handled-configuration
@@ -36,6 +36,7 @@ from agentworker_operator import (
     metrics,
     reachability,
     sharding,
+    sizing,
     status,
     store,
 )
@@ -358,20 +359,22 @@ async def _reconcile(
     # whole reconcile can see go
     full = full or _degraded_reason(previous) in FULL_RECONCILE_PROBLEMS
     desired: int | None = None
+    held: sizing.Hold | None = None
     if spec is not None and problem is None:
-        if fleet is not None and fleet.desired is not None:
-            desired = builders.desired_replicas(spec, recommended=fleet.desired)
-        else:  # before this process's first decision: as the sync loop reads it (one rule)
-            found = await _deployment(client, store_, owner)
-            desired = builders.current_replicas(spec, deployment=found, status=previous)
+        desired, held = await _replicas(syncer, client, store_, owner, spec, previous)
         if full:
+            applied = False
             try:
                 token = await syncer.ensure_control_secret(owner)
             except kube.NotOurs as error:
                 problem = status.Problem(reason="ControlSecretConflict", message=str(error))
             else:
                 injection = syncer.injection((namespace, name), body, spec)
-                problem = await _apply_children(client, owner, spec, desired, token, injection)
+                problem, applied = await _apply_children(
+                    client, owner, spec, desired, token, injection
+                )
+            if fleet is not None and applied:
+                fleet.applied_as = sizing.Applied(replicas=desired, spec_replicas=spec.replicas)
             if fleet is not None and problem is None:
                 fleet.last_full_reconcile = syncer.clock()
                 fleet.applied = desired
@@ -383,6 +386,9 @@ async def _reconcile(
     pods = store_.pods((namespace, name))
     decision = fleet.decision if fleet is not None else None
     autoscaling = spec is not None and spec.autoscaling.enabled
+    scaling = _scaling(decision) if autoscaling and decision is not None else None
+    if held is not None:  # off or paused: the condition says so, not a decision
+        scaling = status.Scaling(limited=held.limited, reason=held.reason, message=held.message)
     facts = status.Facts(
         generation=int(meta.get("generation") or 0),
         selector=builders.selector_string(owner),
@@ -395,7 +401,7 @@ async def _reconcile(
         failing_pods=status.failures_from_pods(pods),
         credentials_secret=spec.livekit.credentials_secret if spec is not None else "",
         fleet=fleet.summary if fleet is not None else None,
-        scaling=_scaling(decision) if autoscaling and decision is not None else None,
+        scaling=scaling,
         last_scale_time=fleet.last_scale_time if fleet is not None else None,
         companion=_companion_facts(syncer, body, spec, fleet),
         pending_dispatches=(
@@ -475,28 +481,55 @@ async def _apply_children(
     replicas: int,
     control_token: str,
     injection: builders.Injection,
-) -> status.Problem | None:
-    """Server-side apply of every child; a refusal becomes Degraded=ApplyFailed, not silence."""
+) -> tuple[status.Problem | None, bool]:
+    """Server-side apply of every child; a refusal becomes Degraded=ApplyFailed, not silence.
+    Also whether the Deployment (the first) was applied, whatever came after it."""
     deployment = builders.build_deployment(
         owner, spec, replicas=replicas, control_token=control_token, injection=injection
     )
-    for manifest in (
+    manifests = (
         deployment,
         builders.build_pod_disruption_budget(owner),
         builders.build_metrics_service(owner),
-    ):
+    )
+    for applied, manifest in enumerate(manifests):
         try:
             await client.apply(manifest)
         except kube.KubeError as error:
             transient = error.status in (409, 429) or error.status >= 500
             if transient and kube.UNTYPABLE_PATCH not in str(error):
                 raise  # transient: kopf retries the handler
-            return status.Problem(
+            problem = status.Problem(
                 reason="ApplyFailed",
                 message=f"the API server refused the {manifest['kind']} "
                 f"{manifest['metadata']['name']}: {error}",
             )
-    return None
+            return problem, applied > 0
+    return None, True
+
+
+async def _replicas(
+    syncer: syncs.Syncer,
+    client: kube.Kube,
+    store_: store.Store,
+    owner: builders.Owner,
+    spec: specs.AgentWorkerSpec,
+    previous: Mapping[str, Any],
+) -> tuple[int, sizing.Hold | None]:
+    """The replicas to apply: the autoscaler's (raised to minReplicas at once), or, off or
+    paused, `sizing.hold`'s (and the hold, for the status)."""
+    key = (owner.namespace, owner.name)
+    fleet = syncer.fleets.get(key)
+    if sizing.mode(spec.autoscaling) is not sizing.Mode.AUTOSCALED:
+        applied = fleet.applied_as if fleet is not None else None
+        found = None if applied is not None else await _deployment(client, store_, owner)
+        held = syncer.hold(key, spec, found)
+        return held.replicas, held
+    if fleet is not None and fleet.desired is not None:
+        return builders.desired_replicas(spec, recommended=fleet.desired), None
+    # before this process's first decision: as the sync loop reads it (one rule)
+    found = await _deployment(client, store_, owner)
+    return builders.current_replicas(spec, deployment=found, status=previous), None
 
 
 async def _deployment(

@@ -115,9 +115,23 @@ DEFAULT_SCALE_DOWN = ScalingBehavior(stabilization_window_s=300.0, step_pods=1, 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Autoscaling:
-    """Load-aware autoscaling; when disabled, spec.replicas drives the Deployment."""
+    """Load-aware autoscaling. When disabled or paused the autoscaler decides nothing and the
+    fleet keeps the size it has until spec.replicas changes (`sizing`)."""
 
     enabled: bool = False
+    """The autoscaler sets the replicas (default false: spec.replicas does)."""
+    paused: bool = False
+    """Freeze an enabled autoscaler at the fleet's current size (default false): no scale-up
+    nor scale-down decision until it is false again; calls stay protected, retirements are
+    withdrawn, the dispatch guard keeps holding dispatches, and a change of spec.replicas
+    resizes the fleet. A spec field rather than an annotation such as KEDA's
+    `autoscaling.keda.sh/paused`: the API server validates it (an annotation with a typo in its
+    key or value would pause nothing, silently), `kubectl explain` documents it, the generation
+    it bumps shows in the conditions' observedGeneration when the operator has seen it, and
+    it is the convention of Kubernetes' own objects (a Deployment's `spec.paused`, a CronJob's
+    `spec.suspend`). It can still be set without editing a manifest (`kubectl patch`), and a
+    GitOps tool that does not manage the field leaves it as set. Without `enabled` it means
+    nothing: there is no autoscaler to pause."""
     min_replicas: int = 1
     max_replicas: int = 10
     target_load: float = 0.5
@@ -208,6 +222,8 @@ class AgentWorkerSpec:
     permissions: Permissions = Permissions()
     log_level: LogLevel = LogLevel.INFO
     replicas: int = 1
+    """Workers of a fleet the autoscaler does not size (disabled or paused): a change resizes
+    it; until one, the fleet keeps its size. With autoscaling on, the first size."""
     autoscaling: Autoscaling = Autoscaling()
     recovery: Recovery = Recovery()
     dispatch_guard: DispatchGuard = DispatchGuard()
@@ -440,6 +456,7 @@ def _parse_autoscaling(scaling: fields.FieldReader, spec: fields.FieldReader) ->
         )
     return Autoscaling(
         enabled=enabled,
+        paused=scaling.boolean("paused", False),
         min_replicas=low,
         max_replicas=high,
         target_load=target,

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agentworker_operator import companion as companions
-from agentworker_operator import headroom, kubelet
+from agentworker_operator import headroom, kubelet, sizing
 from agentworker_operator.observation import FleetSummary, WorkerState
 
 Status = dict[str, Any]
@@ -108,7 +108,8 @@ class Facts:
     fleet: FleetSummary | None = None
     """What the workers reported in the latest observation; None before the first one."""
     scaling: Scaling | None = None
-    """The autoscaler's latest decision; None with autoscaling off or before the first one."""
+    """The autoscaler's latest decision, or, with autoscaling off or paused, what holds the
+    size (`sizing.Hold`); None before the first decision (or with an unparsable spec)."""
     last_scale_time: str | None = None
     """When the autoscaler last changed the replicas (RFC 3339)."""
     companion: CompanionFacts | None = None
@@ -126,8 +127,15 @@ class Scaling:
     limited: bool
     reason: str
     """CamelCase: AtMaxReplicas, AtMinReplicas, BusyWorkers, UnknownWorkers, ... or the
-    decision's own reason (LoadAboveTarget, Stable, ...) when nothing held it back."""
+    decision's own reason (LoadAboveTarget, Stable, ...) when nothing held it back; Paused or
+    AutoscalingDisabled when no decision is made."""
     message: str
+
+
+PAUSED = sizing.Mode.PAUSED.value
+"""ScalingLimited's reason while spec.autoscaling.paused holds the size; also the Event's when a
+pause starts (`RESUMED` when it ends)."""
+RESUMED = "Resumed"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -260,13 +268,14 @@ def _ready(facts: Facts, progressing: bool, rollout_message: str) -> Condition:
 
 
 def _scaling_limited(facts: Facts) -> Condition:
-    """ScalingLimited: whether bounds, busy or unknown workers held the autoscaler back."""
+    """ScalingLimited: whether bounds, busy or unknown workers, or a pause, held the autoscaler
+    back."""
     kind = ConditionType.SCALING_LIMITED
-    if not facts.autoscaling_enabled:
+    if facts.scaling is None and not facts.autoscaling_enabled:
         return Condition(
             type=kind,
             status=False,
-            reason="AutoscalingDisabled",
+            reason=sizing.Mode.DISABLED.value,
             message="spec.replicas drives the Deployment",
         )
     if facts.scaling is None:
@@ -487,7 +496,8 @@ def status_patch(previous: Mapping[str, Any], desired: Status) -> Status | None:
 
 
 def events_for(previous: Mapping[str, Any], desired: Status) -> list[Event]:
-    """Events for condition changes: a new or different problem, a full fleet, becoming ready."""
+    """Events for condition changes: a new or different problem, a full fleet, becoming ready,
+    a pause that starts or ends (`_pause_event`)."""
     old = {c.get("type"): c for c in previous.get("conditions") or [] if isinstance(c, Mapping)}
     events = []
     for condition in desired["conditions"]:
@@ -507,7 +517,25 @@ def events_for(previous: Mapping[str, Any], desired: Status) -> list[Event]:
             events.append(
                 Event(type="Normal", reason=condition["reason"], message=condition["message"])
             )
+        elif condition["type"] == ConditionType.SCALING_LIMITED:
+            pause = _pause_event(before, condition)
+            if pause is not None:
+                events.append(pause)
     return events
+
+
+def _pause_event(before: Mapping[str, Any], after: Mapping[str, Any]) -> Event | None:
+    """One Event when a pause starts (the condition's words) and one when the autoscaler
+    decides again; none when autoscaling is turned off instead (nothing resumes)."""
+    if after["reason"] == PAUSED:
+        return Event(type="Normal", reason=PAUSED, message=after["message"])
+    if before.get("reason") == PAUSED and after["reason"] != sizing.Mode.DISABLED.value:
+        return Event(
+            type="Normal",
+            reason=RESUMED,
+            message="spec.autoscaling.paused is false: the autoscaler decides the replicas again",
+        )
+    return None
 
 
 def facts_from_deployment(deployment: Mapping[str, Any] | None) -> DeploymentFacts | None:

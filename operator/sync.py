@@ -2,7 +2,8 @@
 
 This module owns the sync period's work, in the order gather, decide, act: read each worker
 pod's /worker (`scraper`), count the fleet (`observation`), keep the calls' protection on the
-pods (`scaledown.protection_patch`), ask the autoscaler (`autoscaler.decide`), and, for a
+pods (`scaledown.protection_patch`), ask the autoscaler (`autoscaler.decide`; with autoscaling
+off or paused nothing decides, and the reconcile keeps the size, `sizing.hold`), and, for a
 scale-down, run the victim handshake (POST /retire, then the lowest pod-deletion-cost, and only
 then fewer replicas), then hand over to the reconcile, which applies the Deployment and writes
 the status. It keeps what must outlive one round in memory: the autoscaler's history, the
@@ -39,6 +40,7 @@ from agentworker_operator import (
     rooms,
     scaledown,
     sharding,
+    sizing,
     webhooks,
 )
 from agentworker_operator import (
@@ -99,6 +101,10 @@ class Fleet:
     applied: int | None = None
     """Replicas the last whole reconcile applied: while it differs from `desired` (a failed
     apply), every round reconciles whole."""
+    applied_as: sizing.Applied | None = None
+    """The replicas this process last applied to the Deployment and the spec.replicas then
+    (what the Deployment records, without the watch's lag): a fleet the autoscaler does not
+    size keeps them until spec.replicas changes (`sizing.hold`)."""
     template: tuple[tuple[object, ...], str] = ((None, ""), "")
     """((generation, control token), the pod template's hash) of the latest round."""
     written: dict[str, dict[str, str | None]] = field(default_factory=dict)
@@ -262,6 +268,16 @@ class Syncer:
     def last_valid(self, key: Key) -> specs.AgentWorkerSpec | None:
         """The latest spec of the AgentWorker that parsed, if any did in this process."""
         return self._last_valid.get(key)
+
+    def hold(
+        self, key: Key, spec: specs.AgentWorkerSpec, deployment: Mapping[str, Any] | None
+    ) -> sizing.Hold:
+        """`sizing.hold`: the size of a fleet the autoscaler does not size, from what this
+        process applied last or, before its first apply (a restart, a new leader), from what
+        the Deployment records."""
+        fleet = self.fleets.get(key)
+        applied = fleet.applied_as if fleet is not None else None
+        return sizing.hold(spec, applied or sizing.applied_of(deployment))
 
     def _valid(self, body: Mapping[str, Any]) -> bool:
         try:
@@ -555,9 +571,9 @@ class Syncer:
             await self._protect(key, spec, workers)
             fleet.victims = frozenset()
             valid = self._valid(body)
-            if valid and spec.autoscaling.enabled:
+            if valid and sizing.mode(spec.autoscaling) is sizing.Mode.AUTOSCALED:
                 changed = await self._autoscale(key, body, spec, fleet, workers, template, demand)
-            elif valid:
+            elif valid:  # off or paused: no decision; the reconcile applies `sizing.hold`
                 fleet.decision = None
                 fleet.desired = None
             if changed_at is not None:
@@ -569,7 +585,10 @@ class Syncer:
             await self._rescue(key, body, spec, fleet, fleet.guard_plan)
         changed = changed or fallen_back
         due = self.clock() - fleet.last_full_reconcile >= self._config.resync_s
-        unapplied = fleet.desired is not None and fleet.desired != fleet.applied
+        wanted = fleet.desired
+        if wanted is None and valid:
+            wanted = self.hold(key, spec, self._store.deployment(key)).replicas
+        unapplied = wanted is not None and wanted != fleet.applied
         try:
             await self._reconcile(key, "sync", changed or due or unapplied)
         finally:
@@ -1004,7 +1023,9 @@ class Syncer:
     ) -> None:
         """Put back in service the retired workers no scale-down is about to remove (an
         abandoned scale-down, an operator that died between /retire and the apply)."""
-        replicas = fleet.desired if fleet.desired is not None else spec.replicas
+        replicas = fleet.desired
+        if replicas is None:
+            replicas = self.hold(key, spec, self._store.deployment(key)).replicas
         withdrawn = scaledown.retirements_to_withdraw(
             workers, replicas=replicas, keep=fleet.victims
         )
@@ -1049,12 +1070,21 @@ class Syncer:
         """Decide and act; True when the replicas changed."""
         now = self.clock()
         keep = autoscaler.history_span_s(spec.autoscaling)
-        if fleet.desired is None:  # a fresh operator: start from what the cluster says
-            fleet.desired = builders.current_replicas(
-                spec, deployment=self._store.deployment(key), status=body.get("status")
+        if fleet.desired is None:
+            # a fresh operator, or autoscaling resumed (turned on, unpaused): start from the size
+            # last applied, by this process or (before its first apply) as the cluster says
+            applied = fleet.applied_as
+            fleet.desired = (
+                builders.desired_replicas(spec, recommended=applied.replicas)
+                if applied is not None
+                else builders.current_replicas(
+                    spec, deployment=self._store.deployment(key), status=body.get("status")
+                )
             )
-            # as if the current size had just been recommended: no scale-down before a window
-            fleet.history = fleet.history.recommended(now, fleet.desired, keep_s=keep)
+            # as if the current size had just been recommended: no scale-down before a window,
+            # and none of the recommendations from before a pause
+            history = autoscaler.History(scale_events=fleet.history.scale_events)
+            fleet.history = history.recommended(now, fleet.desired, keep_s=keep)
             fleet.last_scale_time = (body.get("status") or {}).get("lastScaleTime")
         current = fleet.desired
         decision = autoscaler.decide(

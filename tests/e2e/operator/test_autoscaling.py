@@ -217,6 +217,7 @@ OPERATOR_EVENT_REASONS = {
     "WaitingForObservation", "AsExpected", "AutoscalingDisabled", "LiveKitUnreachable",
     "WorkersFailing", "RolloutStuck", "SecretNotFound", "SecretKeyMissing", "InvalidSpec",
     "ApplyFailed", "WorkersUnreadable", "ControlSecretConflict", "AnotherOperator",
+    "Paused", "Resumed",
 }  # fmt: skip
 
 

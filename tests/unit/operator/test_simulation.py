@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 from agentworker_operator.sync import CHANGE_GAP_S
 from tests.unit.operator.sim import draw, promises
 from tests.unit.operator.sim.draw import held
-from tests.unit.operator.sim.run import STEP_S, Fault, Schedule
+from tests.unit.operator.sim.run import STEP_S, Fault, Outcome, Schedule
 
 SCHEDULES = int(os.environ.get("SIM_SCHEDULES", "2000"))
 """How many schedules hypothesis draws (`make test` runs the default); one in
@@ -644,3 +645,68 @@ def test_a_pod_watch_that_lags_less_than_three_periods_is_not_listed_again() -> 
     assert outcome.seen.get("a worker's change heard", 0) >= 10, outcome.summary()
     assert len(outcome.grown_at) >= 5, outcome.summary()
     assert outcome.seen.get("pods listed", 0) == 0, outcome.seen
+
+
+def _scaling_limited(outcome: Outcome) -> dict[str, Any]:
+    return next(c for c in outcome.status["conditions"] if c["type"] == "ScalingLimited")
+
+
+@pytest.mark.parametrize("restart", [False, True], ids=["same-operator", "after-a-restart"])
+def test_turning_autoscaling_off_keeps_the_size_the_fleet_has(restart: bool) -> None:
+    # the issue: turning autoscaling off applied spec.replicas, the fleet's first size (1),
+    # to a fleet the autoscaler had grown for its calls
+    faults = [Fault(at_s=25.0, kind="autoscaling_off")]
+    if restart:  # the next operator knows the size from the Deployment alone
+        faults.append(Fault(at_s=35.0, kind="restart", value=5.0))
+    outcome = held(
+        Schedule(seed=4, arrivals_per_s=FILL_THEN_EMPTY, call_s=(20.0, 40.0), faults=(*faults,))
+    )
+    assert outcome.replicas >= 3, outcome.summary()
+    assert outcome.status["desiredReplicas"] == outcome.replicas
+    assert _scaling_limited(outcome)["reason"] == "AutoscalingDisabled"
+
+
+def test_a_resize_after_autoscaling_was_turned_off_is_applied_and_one_before_is_not() -> None:
+    outcome = held(
+        Schedule(
+            seed=4,
+            arrivals_per_s=FILL_THEN_EMPTY,
+            call_s=(20.0, 40.0),
+            faults=(
+                Fault(at_s=10.0, kind="resize", value=2.0),  # ignored: the autoscaler sizes
+                Fault(at_s=25.0, kind="autoscaling_off"),  # keeps the size, not 2
+                Fault(at_s=60.0, kind="resize", value=1.0),  # `kubectl scale aw --replicas 1`
+            ),
+        )
+    )
+    assert outcome.seen.get("resized by spec.replicas") == 1, outcome.seen
+    assert outcome.replicas == 1, outcome.summary()
+
+
+def test_a_paused_fleet_keeps_its_size_and_resumes_from_it_without_a_jump() -> None:
+    # paused while busy: no decision (the world fails any change of the replicas that is not a
+    # resize), the calls stay protected; resized to 2 while paused; unpaused with no load: the
+    # autoscaler starts from the 2 workers, adds none and removes the idle one after its window
+    outcome = held(
+        Schedule(
+            seed=4,
+            arrivals_per_s=((0.0, 0.5), (30.0, 0.0)),
+            call_s=(5.0, 15.0),
+            faults=(
+                Fault(at_s=20.0, kind="pause"),
+                Fault(at_s=60.0, kind="resize", value=2.0),
+                Fault(at_s=80.0, kind="unpause"),
+            ),
+        )
+    )
+    reasons = [reason for reason, _ in outcome.events]
+    assert (reasons.count("Paused"), reasons.count("Resumed")) == (1, 1), reasons
+    paused, resumed = reasons.index("Paused"), reasons.index("Resumed")
+    assert "ScaledUp" in reasons[:paused], reasons  # it had grown: 3 workers
+    assert not {"ScaledUp", "ScaledDown"} & set(reasons[paused:resumed]), reasons
+    assert outcome.seen.get("resized by spec.replicas") == 1, outcome.seen
+    assert all(at < 80.0 for at in outcome.grown_at), outcome.grown_at
+    assert outcome.events[resumed + 1 :] == [
+        ("ScaledDown", "load 0.00 < target 0.50: 2 -> 1 workers")
+    ], outcome.events
+    assert _scaling_limited(outcome)["reason"] != "Paused"

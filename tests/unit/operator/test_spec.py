@@ -109,6 +109,7 @@ ERRORS = [
     ("autoscaling.minReplicas", 11, "spec.autoscaling.minReplicas: 11 is above maxReplicas (10)"),
     ("autoscaling.targetLoad", 0.9, "spec.autoscaling.targetLoad: 0.9 is above loadThreshold"),
     ("autoscaling.scaleDown.stepPods", 0, "spec.autoscaling.scaleDown.stepPods: 0 is not an"),
+    ("autoscaling.paused", "true", 'spec.autoscaling.paused: "true" is not true or false'),
     ("env", [{"name": "AGENT_NAME", "value": "x"}], 'spec.env[0].name: "AGENT_NAME" is set by'),
     ("env", [{"name": "A"}, {"name": "A"}], 'spec.env[1].name: "A" is listed twice'),
     ("env", "A=1", 'spec.env: "A=1" is not a list'),
@@ -260,6 +261,12 @@ def test_recovery_waits_a_minute_of_silence_by_default() -> None:
     assert specs.parse_spec(raw).recovery == specs.Recovery(
         redispatch=True, silence_timeout_s=120.0
     )
+
+
+def test_autoscaling_is_not_paused_unless_the_spec_says_so() -> None:
+    assert specs.parse_spec(MINIMAL).autoscaling.paused is False
+    raw = with_("autoscaling", {"enabled": True, "paused": True})
+    assert specs.parse_spec(raw).autoscaling.paused is True
 
 
 def test_warm_headroom_has_no_miss_rate_target_by_default() -> None:

@@ -114,6 +114,59 @@ def test_an_unlimited_decision_keeps_its_own_reason() -> None:
     assert decided["ScalingLimited"] == (False, "LoadAboveTarget")
 
 
+def test_autoscaling_off_says_what_holds_the_size() -> None:
+    scaling = status.Scaling(
+        limited=False,
+        reason="AutoscalingDisabled",
+        message="autoscaling is off: the fleet keeps its 3 workers until spec.replicas (1) changes",
+    )
+    decided = status.decide_conditions(facts(scaling=scaling))
+    limited = next(c for c in decided if c.type is status.ConditionType.SCALING_LIMITED)
+    assert (limited.status, limited.reason, limited.message) == (
+        False,
+        "AutoscalingDisabled",
+        scaling.message,
+    )
+
+
+PAUSE = status.Scaling(
+    limited=True,
+    reason="Paused",
+    message="spec.autoscaling.paused: no scale decision is made; the fleet keeps its 3 workers "
+    "(a change of spec.replicas resizes it)",
+)
+
+
+def test_a_paused_fleet_is_scaling_limited_with_reason_paused() -> None:
+    decided = conditions(facts(autoscaling_enabled=True, scaling=PAUSE))
+    assert decided["ScalingLimited"] == (True, "Paused")
+
+
+def test_a_pause_posts_one_event_when_it_starts_and_one_when_it_ends() -> None:
+    stable = status.Scaling(limited=False, reason="Stable", message="load 0.30: 3 workers")
+    before = status.desired_status(facts(autoscaling_enabled=True, scaling=stable), {}, now=NOW)
+    paused = status.desired_status(facts(autoscaling_enabled=True, scaling=PAUSE), before, now=NOW)
+    assert status.events_for(before, paused) == [
+        status.Event(type="Normal", reason="Paused", message=PAUSE.message)
+    ]
+    still = status.desired_status(facts(autoscaling_enabled=True, scaling=PAUSE), paused, now=LATER)
+    assert status.events_for(paused, still) == []
+    resumed = status.desired_status(facts(autoscaling_enabled=True), still, now=LATER)
+    assert status.events_for(still, resumed) == [
+        status.Event(
+            type="Normal",
+            reason="Resumed",
+            message="spec.autoscaling.paused is false: the autoscaler decides the replicas again",
+        )
+    ]
+
+
+def test_turning_autoscaling_off_while_paused_posts_no_resumed_event() -> None:
+    paused = status.desired_status(facts(autoscaling_enabled=True, scaling=PAUSE), {}, now=NOW)
+    off = status.desired_status(facts(), paused, now=LATER)
+    assert status.events_for(paused, off) == []
+
+
 def test_desired_status_carries_counts_selector_and_generation() -> None:
     desired = status.desired_status(facts(deployment=dep(ready_replicas=2)), {}, now=NOW)
     assert desired["observedGeneration"] == 4

@@ -48,6 +48,9 @@ FAULT_KINDS = (
     "credentials_forbidden",
     "autoscaling_off",
     "autoscaling_on",
+    "pause",
+    "unpause",
+    "resize",
     "invalid_spec",
     "valid_spec",
 )
@@ -72,6 +75,9 @@ GUARD_FAULT_KINDS = (
     "status_ok",
     "autoscaling_off",
     "autoscaling_on",
+    "pause",
+    "unpause",
+    "resize",
     "invalid_spec",
     "valid_spec",
 )
@@ -89,6 +95,7 @@ VALUES = {
     "status_error": (409.0, 500.0),
     "livekit_flaky": (0.2, 0.5),
     "unanswered": (1.0, 3.0, 10.0),
+    "resize": (1.0, 2.0, 4.0),
 }
 LOAD_SHAPES = {
     "rise and fall": ((0.0, 0.5), (30.0, 0.0)),

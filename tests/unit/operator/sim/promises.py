@@ -186,12 +186,14 @@ class Promises:
             older += 1
 
     def _blocked(self) -> bool:
-        """Something keeps the autoscaler from adding a worker: autoscaling off, refused
-        applies, quota, unreadable workers, a frozen pod watch."""
+        """Something keeps the autoscaler from adding a worker: autoscaling off or paused,
+        refused applies, quota, unreadable workers, a frozen pod watch."""
         w = self.world
         quota = w.faults.quota is not None and len(w.live_pods()) >= w.faults.quota
+        autoscaling = w.agentworker["spec"]["autoscaling"]
         return bool(
-            not w.agentworker["spec"]["autoscaling"]["enabled"]
+            not autoscaling["enabled"]
+            or autoscaling.get("paused", False)
             or _invalid(w)  # nothing scales while an edit is invalid
             or w.faults.apply_error
             or quota

@@ -41,7 +41,9 @@ class Fault:
     at_s: float
     kind: str
     """stall, reconnect, unreadable, readable, crash_job, crash_worker, apply_error, apply_ok,
-    watch_delay, watch_stale, watch_fresh, quota, rollout, restart, kill_after_retire, ...; and
+    watch_delay, watch_stale, watch_fresh, quota, rollout, restart, kill_after_retire, ...;
+    a person's edits: autoscaling_off, autoscaling_on, pause, unpause, resize (value: the new
+    spec.replicas, kept within the bounds), invalid_spec, valid_spec; and
     LiveKit's: livekit_down, livekit_flaky (value: the share of requests that fail), livekit_up,
     unanswered (value: how many offers to available workers go unanswered), end_room (the app
     deletes a room whose caller waits), callers_leave (every caller still waiting hangs up)."""
@@ -111,6 +113,8 @@ class Outcome:
     """When a worker became full."""
     grown_at: list[float] = field(default_factory=list)
     """When the Deployment's replicas rose."""
+    replicas: int = 0
+    """The Deployment's replicas at the end."""
 
     def summary(self) -> str:
         return (
@@ -309,6 +313,7 @@ async def _simulate(schedule: Schedule) -> Outcome:
         status=world.agentworker.get("status") or {},
         full_at=world.full_at,
         grown_at=world.grown_at,
+        replicas=world.replicas,
     )
 
 
@@ -656,8 +661,16 @@ async def _inject(
             _livekit_fault(world, fault)
         case "credentials_forbidden":
             world.faults.credentials_forbidden = True
-        case "autoscaling_off" | "autoscaling_on" | "invalid_spec" | "valid_spec":
-            await _change_spec(world, operator, fault.kind)
+        case (
+            "autoscaling_off"
+            | "autoscaling_on"
+            | "pause"
+            | "unpause"
+            | "resize"
+            | "invalid_spec"
+            | "valid_spec"
+        ):
+            await _change_spec(world, operator, fault)
         case "status_error":
             world.faults.status_error = int(fault.value)
         case "status_ok":
@@ -684,13 +697,18 @@ def _livekit_fault(world: World, fault: Fault) -> None:
                     world.caller_leaves(room)
 
 
-async def _change_spec(world: World, operator: Operator | None, kind: str) -> None:
-    """A person edits the AgentWorker: kopf's update handler reconciles it."""
+async def _change_spec(world: World, operator: Operator | None, fault: Fault) -> None:
+    """A person edits the AgentWorker: kopf's update handler reconciles it. Turning autoscaling
+    off or pausing it leaves spec.replicas as it was (the fleet keeps its size regardless);
+    `kubectl scale aw` resizes."""
     spec = world.agentworker["spec"]
-    match kind:
+    match fault.kind:
         case "autoscaling_off" | "autoscaling_on":
-            spec["autoscaling"]["enabled"] = kind == "autoscaling_on"
-            spec["replicas"] = world.replicas  # `kubectl scale` keeps the size it had
+            spec["autoscaling"]["enabled"] = fault.kind == "autoscaling_on"
+        case "pause" | "unpause":
+            spec["autoscaling"]["paused"] = fault.kind == "pause"
+        case "resize":
+            spec["replicas"] = min(max(int(fault.value), world.min_replicas), world.max_replicas)
         case "invalid_spec":
             spec["loadThreshold"] = "high"
         case "valid_spec":

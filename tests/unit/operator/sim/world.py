@@ -387,6 +387,9 @@ class World:
         """When a worker became full (its calls past its load threshold)."""
         self.grown_at: list[float] = []
         """When the Deployment's replicas rose."""
+        self.spec_replicas_applied: int | None = None
+        """The AgentWorker's spec.replicas at the latest apply of the Deployment (the world's
+        own record: a fleet the autoscaler does not size changes size only when it changed)."""
 
     # -- bookkeeping -------------------------------------------------------------------------
 
@@ -433,6 +436,7 @@ class World:
     def deployment(self) -> dict[str, Any]:
         members = [p for p in self.live_pods() if p.deleted_at is None]
         current = [p for p in members if p.template == self.template]
+        applied = (self.deployment_manifest or {}).get("metadata") or {}
         return {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -441,6 +445,7 @@ class World:
                 "namespace": NAMESPACE,
                 "generation": self.generation,
                 "labels": {builders.LABEL_MANAGED_BY: builders.FIELD_MANAGER},
+                "annotations": dict(applied.get("annotations") or {}),
                 "ownerReferences": [{"kind": builders.KIND, "name": NAME, "controller": True}],
             },
             "spec": {"replicas": self.replicas},
@@ -475,12 +480,26 @@ class World:
             self.saw("replicas lowered")
             if any(p.template != digest for p in self.live_pods() if p.deleted_at is None):
                 self.saw("replicas lowered during a rollout")
-        if self.replicas and replicas != self.replicas:
+        spec = self.agentworker["spec"]
+        autoscaling = spec["autoscaling"]
+        held = not autoscaling["enabled"] or autoscaling.get("paused", False)
+        resized = spec.get("replicas", 1) != self.spec_replicas_applied
+        if self.replicas and replicas != self.replicas and held and not resized:
+            self.violate(
+                f"replicas {self.replicas} -> {replicas} while autoscaling is off or paused "
+                f"and spec.replicas ({spec.get('replicas', 1)}) did not change"
+            )
+        elif self.replicas and replicas != self.replicas and not held:
             said = [
                 r for r, _ in self.events[self.events_seen :] if r in ("ScaledUp", "ScaledDown")
             ]
             if not said:
                 self.violate(f"replicas {self.replicas} -> {replicas} with no scale decision")
+        if self.replicas and held and resized and replicas not in (self.replicas, spec["replicas"]):
+            self.violate(f"spec.replicas {spec['replicas']} resized the fleet to {replicas}")
+        if held and resized and replicas != self.replicas:
+            self.saw("resized by spec.replicas")
+        self.spec_replicas_applied = spec.get("replicas", 1)
         if replicas != self.replicas:
             self.events_seen = len(self.events)
         if not self.min_replicas <= replicas <= self.max_replicas:
