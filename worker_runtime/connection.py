@@ -6,6 +6,7 @@ the worker it gives up, and goes on retrying until closed: running jobs do not n
 but their reports do. Messages the worker marks `hold` (job status updates) wait, in order and
 bounded, for the next registration when there is no socket. It never registers once closing. It
 hands decoded ServerMessages to the worker; it decides nothing about jobs and never sees a process.
+It goes through the proxy that `WorkerOptions.http_proxy` or the standard variables name.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import asyncio
 import contextlib
 import logging
 import time
+import urllib.request
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlparse, urlunparse
+from urllib.parse import urlparse, urlsplit, urlunparse
 
 import aiohttp
 from livekit import api
@@ -49,6 +51,37 @@ def agent_url(url: str) -> str:
     return urlunparse((scheme, parsed.netloc, path, "", parsed.query, ""))
 
 
+_PROXY_FOR = {"ws": "http", "wss": "https", "http": "http", "https": "https"}
+"""A URL scheme -> the `<scheme>_proxy` variable that serves it. Not aiohttp's trust_env: for a
+ws(s):// URL it reads WS_PROXY and WSS_PROXY only, which no one sets."""
+
+
+def choose_proxy(url: str, proxies: Mapping[str, str], configured: str | None) -> str | None:
+    """The proxy to reach `url` through, or None to connect directly.
+
+    `configured` (`WorkerOptions.http_proxy`) wins when not None, "" meaning directly. Else
+    `proxies`, as `urllib.request.getproxies_environment()` reads HTTPS_PROXY, HTTP_PROXY and
+    NO_PROXY (lower case winning): https's for wss:// and https://, http's for ws:// and
+    http://, none when NO_PROXY covers the host by the standard library's rule (`*`, the host,
+    a domain suffix, host:port; no CIDR ranges). A proxy without a scheme is http://.
+    """
+    if configured is not None:
+        return configured or None
+    parsed = urlsplit(url)
+    proxy = proxies.get(_PROXY_FOR.get(parsed.scheme, ""), "")
+    # host[:port] without brackets: the standard library matches NO_PROXY entries with either
+    host = parsed.netloc.rpartition("@")[2].replace("[", "").replace("]", "")
+    if not proxy or _bypassed(host, proxies):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
+
+
+def _bypassed(host: str, proxies: Mapping[str, str]) -> bool:
+    # not proxy_bypass, which on macOS and Windows asks the system settings, not NO_PROXY
+    bypass = urllib.request.proxy_bypass_environment  # type: ignore[attr-defined]  # not in typeshed
+    return bool(bypass(host, proxies))
+
+
 def retry_delay_s(attempt: int) -> float:
     """Seconds to wait before retry number `attempt` (0 for the first)."""
     return min(2.0 * attempt, MAX_DELAY_S)
@@ -77,10 +110,19 @@ class Credentials:
 class Connection:
     """One logical connection to LiveKit that survives socket drops until `aclose()`."""
 
-    def __init__(self, creds: Credentials, handlers: ConnectionHandlers, *, max_retry: int) -> None:
+    def __init__(
+        self,
+        creds: Credentials,
+        handlers: ConnectionHandlers,
+        *,
+        max_retry: int,
+        http_proxy: str | None = None,
+    ) -> None:
         self._creds = creds
         self._handlers = handlers
         self._max_retry = max_retry
+        self._http_proxy = http_proxy
+        self._proxy: str | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._session: aiohttp.ClientSession | None = None
         self._closing = asyncio.Event()
@@ -106,7 +148,14 @@ class Connection:
         After max_retry failures in a row, or a 401/403, `on_gave_up` is called (once) and the
         retries go on at the longest delay's pace until `aclose()`.
         """
+        # the proxy is chosen here, not by aiohttp's trust_env (see _PROXY_FOR)
         self._session = aiohttp.ClientSession()
+        url = agent_url(self._creds.url)
+        self._proxy = choose_proxy(url, urllib.request.getproxies_environment(), self._http_proxy)
+        if self._proxy is not None:
+            parts = urlsplit(self._proxy)  # its user info may hold a password: never logged
+            shown = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+            logger.info("connecting to LiveKit through a proxy", extra={"proxy": shown})
         failures = 0
         try:
             while not self._closing.is_set():
@@ -155,6 +204,7 @@ class Connection:
             return await self._session.ws_connect(
                 agent_url(self._creds.url),
                 headers=headers,
+                proxy=self._proxy,
                 heartbeat=HEARTBEAT_S,
                 timeout=aiohttp.ClientWSTimeout(ws_close=5.0),
             )

@@ -10,9 +10,11 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import KW_ONLY, dataclass, field, fields, replace
 from typing import Any, TypedDict, cast
+from urllib.parse import urlsplit
 
 from livekit.protocol import agent as agent_pb
 
@@ -125,6 +127,11 @@ class WorkerOptions:
     """LiveKit API key; the CLI fills it from LIVEKIT_API_KEY."""
     api_secret: str = field(default="", repr=False)
     """LiveKit API secret; the CLI fills it from LIVEKIT_API_SECRET. Never logged."""
+    http_proxy: str | None = field(default=None, repr=False)
+    """Proxy (http:// or https:// URL, credentials allowed) for the connection to LiveKit,
+    used whatever HTTPS_PROXY, HTTP_PROXY and NO_PROXY say; "" connects directly. Default
+    None: those variables decide (livekit-agents' option). Hidden from repr: it may hold a
+    password."""
     host: str = "0.0.0.0"
     """Address of the HTTP server. Default all interfaces (POD_IP when the CLI sees it)."""
     port: int = DEFAULT_PORT
@@ -154,6 +161,23 @@ def _is_number(value: object) -> bool:
 
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_proxy_url(value: object) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        parts = urlsplit(value)
+        return parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is not a number
+        return False
+
+
+def _without_credentials(value: object) -> object:
+    """`value` for an error message: a password in a URL's user info must not reach the log."""
+    if isinstance(value, str):
+        return re.sub(r"(?<=://)[^/@]*@", "***@", value)
+    return value
 
 
 def validate(opts: WorkerOptions) -> None:
@@ -189,6 +213,13 @@ def validate(opts: WorkerOptions) -> None:
     )
     _check(isinstance(opts.api_key, str), "api_key", opts.api_key, "a str")
     _check(isinstance(opts.api_secret, str), "api_secret", "<hidden>", "a str")
+    proxy = opts.http_proxy
+    _check(
+        proxy is None or proxy == "" or _is_proxy_url(proxy),
+        "http_proxy",
+        _without_credentials(proxy),
+        'None, "" or an http:// or https:// proxy URL',
+    )
     _check(isinstance(opts.host, str), "host", opts.host, "a str")
     _check(_is_int(opts.port) and 0 <= opts.port <= 65535, "port", opts.port, "a port 0-65535")
     level = opts.log_level

@@ -48,7 +48,7 @@ class ServerArguments(TypedDict, total=False):
 
     Those also in `WorkerOptions` keep its meaning and default; None (and "" for host) means
     that default. `setup_fnc` is `prewarm_fnc`. `session_end_timeout` bounds `on_session_end`.
-    The last five are refused unless they ask for what the runtime does anyway.
+    The last four are refused unless they ask for what the runtime does anyway.
     """
 
     load_threshold: float
@@ -64,6 +64,7 @@ class ServerArguments(TypedDict, total=False):
     ws_url: str | None
     api_key: str | None
     api_secret: str | None
+    http_proxy: str | None
     host: str
     port: int
     setup_fnc: Callable[[JobProcess], Any] | None
@@ -72,7 +73,6 @@ class ServerArguments(TypedDict, total=False):
     log_level: str
     job_executor_type: object
     multiprocessing_context: str
-    http_proxy: str | None
     prometheus_port: int | None
     prometheus_multiproc_dir: str | None
 
@@ -91,6 +91,7 @@ _SAME_NAME = frozenset(
         "ws_url",
         "api_key",
         "api_secret",
+        "http_proxy",
         "host",
         "port",
         "load_fnc",
@@ -110,7 +111,6 @@ _ONLY_VALUE = {
     "multiprocessing_context": ("forkserver", "job processes are forked from a fork server"),
 }
 _REFUSED = {
-    "http_proxy": "the worker connects to LiveKit directly",
     "prometheus_port": "metrics are served at /metrics on the HTTP server's port (AGENT_PORT)",
     "prometheus_multiproc_dir": "/metrics has the worker's metrics, none from job processes",
 }

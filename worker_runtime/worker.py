@@ -117,7 +117,9 @@ class Worker:
             on_gave_up=self._on_gave_up,
         )
         creds = Credentials(url=opts.ws_url, api_key=opts.api_key, api_secret=opts.api_secret)
-        self._conn = Connection(creds, handlers, max_retry=opts.max_retry)
+        self._conn = Connection(
+            creds, handlers, max_retry=opts.max_retry, http_proxy=opts.http_proxy
+        )
         app = http_api.build_app(
             self.snapshot,
             self._metrics,

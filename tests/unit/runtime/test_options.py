@@ -36,6 +36,7 @@ def test_defaults_follow_the_seeds() -> None:
     assert opts.retire_timeout == 60
     assert opts.port == 8081
     assert opts.permissions == WorkerPermissions()
+    assert opts.http_proxy is None  # HTTPS_PROXY, HTTP_PROXY and NO_PROXY decide
 
 
 def test_api_secret_is_hidden_from_repr() -> None:
@@ -71,6 +72,11 @@ INVALID = [
     ("ws_url", {"ws_url": "ftp://example"}),
     ("api_key", {"api_key": None}),
     ("api_secret", {"api_secret": 12}),
+    ("http_proxy", {"http_proxy": "proxy:3128"}),
+    ("http_proxy", {"http_proxy": "socks5://proxy:1080"}),
+    ("http_proxy", {"http_proxy": "http://"}),
+    ("http_proxy", {"http_proxy": "http://proxy:port"}),
+    ("http_proxy", {"http_proxy": 3128}),
     ("host", {"host": 1}),
     ("port", {"port": 70000}),
     ("port", {"port": -1}),
@@ -96,6 +102,19 @@ def test_secret_value_never_appears_in_its_error() -> None:
     with pytest.raises(InvalidOption) as info:
         WorkerOptions(entrypoint, api_secret=12)  # type: ignore[arg-type]  # deliberately wrong
     assert "12" not in str(info.value)
+
+
+def test_proxy_password_is_hidden_from_repr_and_errors() -> None:
+    opts = WorkerOptions(entrypoint, http_proxy="http://user:pr0xy-pw@proxy:3128")
+    assert "pr0xy-pw" not in repr(opts)
+    with pytest.raises(InvalidOption, match=r"^http_proxy: 'socks5://\*\*\*@proxy:1080'") as info:
+        WorkerOptions(entrypoint, http_proxy="socks5://user:pr0xy-pw@proxy:1080")
+    assert "pr0xy-pw" not in str(info.value)
+
+
+@pytest.mark.parametrize("proxy", ["", "http://proxy:3128", "https://user:pw@proxy.corp:8443"])
+def test_http_proxy_takes_a_proxy_url_or_empty_for_direct(proxy: str) -> None:
+    assert WorkerOptions(entrypoint, http_proxy=proxy).http_proxy == proxy
 
 
 def test_invalid_permission_names_the_field() -> None:

@@ -105,6 +105,8 @@ SAME_NAME: list[tuple[str, object]] = [
     ("ws_url", "ws://127.0.0.1:7880"),
     ("api_key", "key"),
     ("api_secret", "secret"),
+    ("http_proxy", "http://proxy:3128"),
+    ("http_proxy", ""),
     ("host", "127.0.0.2"),
     ("port", 0),
     ("load_fnc", no_load),
@@ -159,7 +161,6 @@ def test_what_the_runtime_does_anyway_is_accepted() -> None:
 REFUSED: list[tuple[str, object, str]] = [
     ("job_executor_type", JobExecutorType.THREAD, "its own"),
     ("multiprocessing_context", "spawn", "fork server"),
-    ("http_proxy", "http://proxy:3128", "directly"),
     ("prometheus_port", 9100, "/metrics"),
     ("prometheus_multiproc_dir", "/tmp/prom", "job processes"),
 ]
