@@ -348,6 +348,7 @@ async def _reconcile(
         body = await client.get(kube.agentworker_path(namespace, name))
     if body is None or body["metadata"].get("deletionTimestamp"):
         memo["locks"].pop((namespace, name), None)  # gone: forget its lock (held ones finish)
+        metrics.forget(namespace, name)  # and its series, should a publish have come late
         return None
     meta, previous = body["metadata"], body.get("status") or {}
     if not await _claimed(client, syncer, body, logger):
@@ -575,7 +576,8 @@ async def _publish(
     facts: status.Facts,
     logger: Logger,
 ) -> None:
-    """Patch the status if it changed, post Events for condition changes, update gauges."""
+    """Patch the status if it changed, post Events for condition changes, update gauges (the
+    conditions' too, on every reconcile, whether the status changed or not)."""
     meta, previous = body["metadata"], body.get("status") or {}
     now = datetime.datetime.now(datetime.UTC)
     desired = status.desired_status(facts, previous, now=now)
@@ -594,3 +596,4 @@ async def _publish(
     metrics.REPLICAS.labels(*labels).set(desired["replicas"])
     if facts.desired_replicas is not None:
         metrics.DESIRED_REPLICAS.labels(*labels).set(facts.desired_replicas)
+    metrics.record_conditions(labels, desired["conditions"])

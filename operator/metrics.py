@@ -1,10 +1,14 @@
 """Prometheus metrics of the operator: reconciles, errors, durations, and per-AgentWorker gauges.
 
 This module owns the metric names, their labels and the /metrics endpoint. It records what
-other modules report and decides nothing; the labels never carry a secret.
+other modules report and decides nothing; the labels never carry a secret, nor a room name, an
+identity or anything else a caller sent: only names of AgentWorkers and words of a fixed set.
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
@@ -124,6 +128,18 @@ WEBHOOKS = Counter(
     "ignored, or why it was refused).",
     ["event", "outcome"],
 )
+CONDITION = Gauge(
+    "agentworker_condition",
+    "The AgentWorker's status conditions (Ready, Progressing, Degraded, ScalingLimited, "
+    "FleetFull, Companion): one series per status (true, false, unknown), 1 on the current one.",
+    ["namespace", "name", "type", "status"],
+)
+CONDITION_REASON = Gauge(
+    "agentworker_condition_reason",
+    "1 on the current reason of each condition (a CamelCase word of a fixed set; Other for any "
+    "other text); the series of a former reason is removed.",
+    ["namespace", "name", "type", "reason"],
+)
 _PER_AGENTWORKER: tuple[Gauge | Counter | Histogram, ...] = (
     RECONCILES,
     RECONCILE_ERRORS,
@@ -142,22 +158,62 @@ _PER_AGENTWORKER: tuple[Gauge | Counter | Histogram, ...] = (
     DISPATCHES_RESCUED,
     DISPATCHES_ABANDONED,
     PENDING_DISPATCHES,
+    CONDITION,
+    CONDITION_REASON,
 )
+CONDITION_STATUSES = ("true", "false", "unknown")
+"""The `status` label's values, a condition's status in lower case (kube-state-metrics')."""
+_REASON = re.compile(r"[A-Z][A-Za-z0-9]{0,63}")
+OTHER_REASON = "Other"
+"""The `reason` label of a reason that is not a CamelCase word (the operator writes none such,
+but a companion fallback's reason is read back from the stored status)."""
+_conditions: dict[tuple[str, str], dict[str, str]] = {}
+"""Per AgentWorker, the reason last recorded for each condition type: the series to remove when
+the reason changes or the condition goes."""
 
 
 def record_fleet(key: tuple[str, str], fleet: FleetSummary) -> None:
-    """The gauges of one AgentWorker's latest observation."""
+    """The gauges of one AgentWorker's latest observation, and its counters of lost and
+    recovered calls at 0 until they count any: an alert's increase() sees the first one."""
     for state in WorkerState:
         WORKERS.labels(*key, state.value).set(fleet.by_state[state])
     ACTIVE_JOBS.labels(*key).set(fleet.active_jobs)
     if fleet.load is not None:
         LOAD.labels(*key).set(fleet.load)
+    REDISPATCHES.labels(*key)
+    DISPATCHES_ABANDONED.labels(*key)
+
+
+def record_conditions(key: tuple[str, str], conditions: Sequence[Mapping[str, object]]) -> None:
+    """The gauges of one AgentWorker's conditions as written to its status (`type`, `status`,
+    `reason` of each): 1 on the current status and reason of each, the rest of the statuses 0.
+    A reason that changed, and a condition no longer written, lose their series."""
+    before = _conditions.get(key, {})
+    now: dict[str, str] = {}
+    for condition in conditions:
+        kind = str(condition.get("type"))
+        state = str(condition.get("status")).lower()
+        reason = str(condition.get("reason"))
+        reason = reason if _REASON.fullmatch(reason) else OTHER_REASON
+        for value in CONDITION_STATUSES:
+            current = value == state or (value == "unknown" and state not in CONDITION_STATUSES)
+            CONDITION.labels(*key, kind, value).set(1 if current else 0)
+        CONDITION_REASON.labels(*key, kind, reason).set(1)
+        if before.get(kind, reason) != reason:
+            CONDITION_REASON.remove(*key, kind, before[kind])
+        now[kind] = reason
+    for kind in before.keys() - now.keys():
+        for value in CONDITION_STATUSES:
+            CONDITION.remove(*key, kind, value)
+        CONDITION_REASON.remove(*key, kind, before[kind])
+    _conditions[key] = now
 
 
 def forget(namespace: str, name: str) -> None:
     """Drop every series of a deleted AgentWorker, whatever its other labels."""
     for metric in _PER_AGENTWORKER:
         metric.remove_by_labels({"namespace": namespace, "name": name})
+    _conditions.pop((namespace, name), None)
 
 
 def serve(host: str, port: int) -> None:

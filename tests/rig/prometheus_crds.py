@@ -1,9 +1,10 @@
-"""prometheus-operator's ServiceMonitor and PodMonitor CRDs, from the Go module proxy, cached.
+"""prometheus-operator's ServiceMonitor, PodMonitor and PrometheusRule CRDs, from the Go module
+proxy, cached.
 
 Test infrastructure only. The rig has no internet but the Go module proxy, which serves the
 prometheus-operator module, whose example/prometheus-operator-crd/ folder holds the released CRDs.
 `crd_files()` downloads the pinned release once (`go mod download`, into the rig's module cache)
-and copies the two files and the LICENSE (Apache-2.0) to
+and copies the three files and the LICENSE (Apache-2.0) to
 ~/.cache/agentworker-rig/prometheus-operator-<version>/; later calls only read that folder.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 from tests.rig.env import REPO_ROOT
 
 MODULE = "github.com/prometheus-operator/prometheus-operator"
-KINDS = ("servicemonitors", "podmonitors")
+KINDS = ("servicemonitors", "podmonitors", "prometheusrules")
 VERSIONS_FILE = REPO_ROOT / "tests" / "rig" / "versions.env"
 
 
@@ -61,7 +62,8 @@ def _download(version: str) -> Path:
 
 
 def crd_files(version: str | None = None) -> list[Path]:
-    """The ServiceMonitor and PodMonitor CRD files of the pinned (or given) release."""
+    """The ServiceMonitor, PodMonitor and PrometheusRule CRD files of the pinned (or given)
+    release."""
     version = version or pinned_version()
     folder = cache_root() / f"prometheus-operator-{version}"
     wanted = [folder / f"monitoring.coreos.com_{kind}.yaml" for kind in KINDS]

@@ -165,3 +165,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
   resources: [namespaces]
   verbs: [list, watch]
 {{- end -}}
+
+{{/* The labels of one alert of the PrometheusRule (a dict: alert, its values; rule,
+     prometheus.prometheusRule): its severity, then prometheusRule.alertLabels (but severity). */}}
+{{- define "agentworker-operator.alertLabels" -}}
+severity: {{ .alert.severity | quote }}
+{{- with omit .rule.alertLabels "severity" }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}

@@ -113,7 +113,8 @@ def find(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> l
 
 @pytest.fixture(scope="session")
 def monitoring_crds(kubectl: Kubectl) -> list[str]:
-    """prometheus-operator's ServiceMonitor and PodMonitor CRDs (pinned release), Established."""
+    """prometheus-operator's ServiceMonitor, PodMonitor and PrometheusRule CRDs (pinned release),
+    Established."""
     names = []
     for path in prometheus_crds.crd_files():
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))

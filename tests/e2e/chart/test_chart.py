@@ -77,6 +77,7 @@ def check_defaults(objects: Objects, release: str, namespace: str) -> None:
     assert not [rule for rule in role["rules"] if "pods" in rule["resources"]], "no pod patch"
     assert not find(objects, "ServiceMonitor")
     assert not find(objects, "PodMonitor")
+    assert not find(objects, "PrometheusRule")
 
 
 def check_watch_namespaces(objects: Objects, release: str, namespace: str) -> None:
@@ -121,6 +122,19 @@ def check_monitoring(objects: Objects, release: str, namespace: str) -> None:
         "agentworker_scale_events_total",
     ):
         assert metric in queries, metric
+
+
+def check_alerts(objects: Objects, release: str, namespace: str) -> None:
+    (rules,) = find(objects, "PrometheusRule", release)
+    assert rules["metadata"]["labels"]["release"] == "kube-prometheus-stack", "ruleSelector"
+    names = [rule["alert"] for group in rules["spec"]["groups"] for rule in group["rules"]]
+    assert names == [
+        "AgentWorkerFleetFull",
+        "AgentWorkerWorkersUnreadable",
+        "AgentWorkerDegraded",
+        "AgentWorkerCallsRecovered",
+        "AgentWorkerOperatorDown",
+    ]
 
 
 def check_digest(objects: Objects, release: str, namespace: str) -> None:
@@ -309,6 +323,19 @@ CASES: dict[str, tuple[Callable[[str], dict[str, Any]], Check]] = {
             "grafana": {"dashboard": {"enabled": True}},
         },
         check_monitoring,
+    ),
+    "alerts": (
+        lambda ns: {
+            "prometheus": {
+                "serviceMonitor": {"enabled": True},
+                "prometheusRule": {
+                    "enabled": True,
+                    "labels": {"release": "kube-prometheus-stack"},
+                    "runbookUrl": "https://docs.example.com/troubleshooting.md",
+                },
+            },
+        },
+        check_alerts,
     ),
     "image-digest": (lambda ns: {"image": {"tag": "ignored", "digest": DIGEST}}, check_digest),
     "everything-at-once": (everything, check_everything),

@@ -26,6 +26,7 @@ EVERY_FEATURE = (
     "--set=rbac.readCredentialSecrets=true",
     "--set=prometheus.serviceMonitor.enabled=true",
     "--set=prometheus.podMonitor.enabled=true",
+    "--set=prometheus.prometheusRule.enabled=true",
     "--set=grafana.dashboard.enabled=true",
     "--set=sharding.shards=2",
 )
