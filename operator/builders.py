@@ -12,6 +12,7 @@ secretKeyRef only).
 from __future__ import annotations
 
 import base64
+import copy
 import enum
 import hashlib
 import hmac
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias
 
 from agentworker_operator import companion as companions
+from agentworker_operator import podtemplate as podtemplates
 from agentworker_operator import spec as specs
 from agentworker_operator import version
 
@@ -33,9 +35,10 @@ KIND = "AgentWorker"
 PLURAL = "agentworkers"
 FIELD_MANAGER = "agentworker-operator"
 APP_NAME = "agent-worker"
-CONTAINER_NAME = "agent-worker"
+CONTAINER_NAME = podtemplates.WORKER_CONTAINER
 TMP_VOLUME = "tmp"  # the emptyDir at /tmp (the root filesystem is read-only)
-HTTP_PORT = 8081
+HTTP_PORT = podtemplates.WORKER_PORT
+HTTP_PORT_NAME = podtemplates.WORKER_PORT_NAME
 CREDENTIALS_KEYS = ("LIVEKIT_API_KEY", "LIVEKIT_API_SECRET")
 CONTROL_TOKEN_KEY = "token"
 """Key of the control token in the AgentWorker's control Secret (the victim handshake)."""
@@ -322,19 +325,38 @@ def container_env(
     return env + user_env
 
 
+def container_security(overrides: Mapping[str, Any]) -> Manifest:
+    """A container's securityContext: the restricted defaults with `overrides`' keys replacing
+    theirs, copied whole (no manifest shares a nested value with another, or with the
+    defaults)."""
+    return copy.deepcopy({**RESTRICTED_CONTAINER_SECURITY, **overrides})
+
+
 def _probe(path: str, *, period_s: int, failures: int) -> Manifest:
     return {
-        "httpGet": {"path": path, "port": "http"},
+        "httpGet": {"path": path, "port": HTTP_PORT_NAME},
         "periodSeconds": period_s,
         "timeoutSeconds": 2,
         "failureThreshold": failures,
     }
 
 
+def _ports(spec: specs.AgentWorkerSpec) -> list[Manifest]:
+    """The worker's own port, then spec.ports (the parser refused any that clash with it)."""
+    ports: list[Manifest] = [
+        {"name": HTTP_PORT_NAME, "containerPort": HTTP_PORT, "protocol": "TCP"}
+    ]
+    for port in spec.ports:
+        extra: Manifest = {"name": port.name} if port.name else {}
+        extra |= {"containerPort": port.container_port, "protocol": port.protocol.value}
+        ports.append(extra)
+    return ports
+
+
 def build_container(
     spec: specs.AgentWorkerSpec, owner: Owner, injection: Injection | None = None
 ) -> Manifest:
-    """The one worker container on port 8081 ("http").
+    """The one worker container on port 8081 ("http"), with spec.ports after it.
 
     With `entrypoint`: `agent-worker start <entrypoint>`. With `command` (the official
     livekit-agents worker): that command. Probed at /readyz (registered and not draining) and
@@ -349,16 +371,13 @@ def build_container(
         "image": spec.image,
         "command": ["agent-worker"] if runtime else list(spec.command),
         "args": ["start", spec.entrypoint] if runtime else list(spec.args),
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": _ports(spec),
         "env": container_env(spec, owner, injection),
         # Readiness is "registered and not draining": a draining pod leaves the endpoints
         # while it finishes its calls; it must never drop because a worker is merely full.
         "readinessProbe": _probe("/readyz" if contract else "/", period_s=2, failures=2),
         "livenessProbe": _probe("/healthz" if contract else "/", period_s=10, failures=3),
-        "securityContext": {
-            **RESTRICTED_CONTAINER_SECURITY,
-            **spec.pod_template.container_security_context,
-        },
+        "securityContext": container_security(spec.pod_template.container_security_context),
         "volumeMounts": [
             {"name": TMP_VOLUME, "mountPath": "/tmp"},
             *(dict(mount) for mount in spec.volume_mounts),
@@ -389,10 +408,7 @@ SAFE_TO_EVICT_LOCAL_VOLUMES = "cluster-autoscaler.kubernetes.io/safe-to-evict-lo
 def build_companion_init_container(spec: specs.AgentWorkerSpec, image: str) -> Manifest:
     """Copies the companion into the emptyDir the worker loads it from (Plan.INJECT), under the
     worker container's security context (a fleet that runs as root runs this as root too)."""
-    security = {
-        **RESTRICTED_CONTAINER_SECURITY,
-        **spec.pod_template.container_security_context,
-    }
+    security = container_security(spec.pod_template.container_security_context)
     return {
         "name": companions.INIT_CONTAINER,
         "image": image,
@@ -401,6 +417,39 @@ def build_companion_init_container(spec: specs.AgentWorkerSpec, image: str) -> M
         "resources": {key: dict(value) for key, value in COMPANION_RESOURCES.items()},
         "volumeMounts": [{"name": companions.VOLUME, "mountPath": companions.MOUNT_PATH}],
     }
+
+
+def build_init_containers(spec: specs.AgentWorkerSpec, injection: Injection) -> list[Manifest]:
+    """The pod's init containers: the companion's copy first (Plan.INJECT), then the user's in
+    their order, each under the restricted container defaults with its own keys winning.
+
+    The copy needs no network and none of the user's volumes and takes a second, so it goes
+    first: a sidecar of the user's (restartPolicy Always) then starts after it, and whatever the
+    order, Kubernetes starts the worker only once every init container has completed and every
+    sidecar has started. Sidecars stop after the worker has exited, in reverse order.
+    """
+    containers = []
+    if injection.plan is companions.Plan.INJECT:
+        containers.append(build_companion_init_container(spec, injection.image))
+    for theirs in spec.pod_template.init_containers:
+        container: Manifest = dict(theirs)
+        own = theirs.get("securityContext")
+        container["securityContext"] = container_security(own if isinstance(own, Mapping) else {})
+        containers.append(container)
+    return containers
+
+
+def spread_constraints(owner: Owner, spec: specs.AgentWorkerSpec) -> list[Manifest]:
+    """spec.podTemplate.topologySpreadConstraints; one without a labelSelector spreads this
+    fleet's pods (its selector: every revision's, so a rollout's old and new pods count alike).
+    Without a selector Kubernetes would count no pod and spread nothing."""
+    constraints = []
+    for theirs in spec.pod_template.topology_spread_constraints:
+        constraint: Manifest = dict(theirs)
+        if constraint.get("labelSelector") is None:
+            constraint["labelSelector"] = {"matchLabels": selector_labels(owner)}
+        constraints.append(constraint)
+    return constraints
 
 
 def build_pod_template(
@@ -425,16 +474,20 @@ def build_pod_template(
     else:
         pod_spec["serviceAccountName"] = overlay.service_account_name
     optional: Mapping[str, object] = {
+        "initContainers": build_init_containers(spec, injection),
         "nodeSelector": dict(overlay.node_selector),
         "tolerations": list(overlay.tolerations),
         "affinity": overlay.affinity,
+        "topologySpreadConstraints": spread_constraints(owner, spec),
         "imagePullSecrets": [{"name": name} for name in overlay.image_pull_secrets],
         "priorityClassName": overlay.priority_class_name,
+        "runtimeClassName": overlay.runtime_class_name,
+        "dnsPolicy": overlay.dns_policy and overlay.dns_policy.value,
+        "dnsConfig": overlay.dns_config,
     }
     pod_spec.update({key: value for key, value in optional.items() if value})
     local_volumes = [TMP_VOLUME]
     if injection.plan is companions.Plan.INJECT:
-        pod_spec["initContainers"] = [build_companion_init_container(spec, injection.image)]
         pod_spec["volumes"].append({"name": companions.VOLUME, "emptyDir": {"sizeLimit": "16Mi"}})
         local_volumes.append(companions.VOLUME)
     metadata: Manifest = {"labels": {**overlay.labels, **labels(owner)}}
@@ -481,8 +534,9 @@ def build_deployment(
     control_token: str = "",
     injection: Injection | None = None,
 ) -> Manifest:
-    """The Deployment: `replicas` pods, rolled with maxUnavailable 0 so old pods drain last;
-    it records the spec.replicas they were applied with (SPEC_REPLICAS_ANNOTATION)."""
+    """The Deployment: `replicas` pods, rolled with maxUnavailable 0 and spec.rollout's surge
+    so old pods drain last; it records the spec.replicas they were applied with
+    (SPEC_REPLICAS_ANNOTATION)."""
     metadata = _metadata(owner, owner.name)
     metadata["annotations"] = {SPEC_REPLICAS_ANNOTATION: str(spec.replicas)}
     return {
@@ -495,7 +549,7 @@ def build_deployment(
             "selector": {"matchLabels": selector_labels(owner)},
             "strategy": {
                 "type": "RollingUpdate",
-                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": "25%"},
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": spec.rollout.max_surge},
             },
             "template": build_pod_template(
                 owner, spec, control_token=control_token, injection=injection
@@ -504,13 +558,28 @@ def build_deployment(
     }
 
 
-def build_pod_disruption_budget(owner: Owner) -> Manifest:
-    """At most one worker evicted at a time; evictions still drain through the grace period."""
+DEFAULT_DISRUPTION_BUDGET = specs.DisruptionBudget()
+
+
+def build_pod_disruption_budget(
+    owner: Owner, budget: specs.DisruptionBudget = DEFAULT_DISRUPTION_BUDGET
+) -> Manifest:
+    """The PodDisruptionBudget of an enabled spec.disruptionBudget (by default at most one
+    worker evicted at a time); evicted workers still drain through the grace period. A
+    disabled budget has none: the caller applies this only when `budget.enabled` (and deletes
+    the one it made before), and a disabled budget here is a ValueError."""
+    if not budget.enabled:
+        raise ValueError("spec.disruptionBudget.enabled is false: there is no budget to build")
+    limit = (
+        {"maxUnavailable": budget.max_unavailable}
+        if budget.min_available is None
+        else {"minAvailable": budget.min_available}
+    )
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
         "metadata": _metadata(owner, owner.name),
-        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector_labels(owner)}},
+        "spec": {**limit, "selector": {"matchLabels": selector_labels(owner)}},
     }
 
 
@@ -529,7 +598,14 @@ def build_metrics_service(owner: Owner) -> Manifest:
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
             "selector": selector_labels(owner),
-            "ports": [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}],
+            "ports": [
+                {
+                    "name": HTTP_PORT_NAME,
+                    "port": HTTP_PORT,
+                    "targetPort": HTTP_PORT_NAME,
+                    "protocol": "TCP",
+                }
+            ],
         },
     }
 

@@ -21,6 +21,7 @@ _DURATION = re.compile(r"(?:[0-9]+(?:ms|h|m|s))+")
 _DURATION_PART = re.compile(r"([0-9]+)(ms|h|m|s)")
 _DURATION_UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 MAX_DURATION_S = 24 * 3600.0
+_PERCENT = re.compile(r"([0-9]{1,3})%")
 _E = TypeVar("_E", bound=enum.StrEnum)
 
 
@@ -156,6 +157,35 @@ class FieldReader:
         if not isinstance(value, list):
             raise InvalidSpecError(self.at(key), value, "is not a list")
         return [as_json(item, f"{self.at(key)}[{i}]") for i, item in enumerate(value)]
+
+    def objects(self, key: str, *, required: tuple[str, ...] = ()) -> tuple[dict[str, JSON], ...]:
+        """A list of Kubernetes objects passed through, each an object with `required` set."""
+        found: list[dict[str, JSON]] = []
+        for i, item in enumerate(self.json_list(key)):
+            if not isinstance(item, dict):
+                raise InvalidSpecError(f"{self.at(key)}[{i}]", item, "is not an object")
+            for name in required:
+                if item.get(name) in (None, ""):
+                    raise InvalidSpecError(
+                        f"{self.at(key)}[{i}].{name}", item.get(name), "is required"
+                    )
+            found.append(item)
+        return tuple(found)
+
+    def int_or_percent(self, key: str, default: int | str, *, low: int, high: int) -> int | str:
+        """Kubernetes' IntOrString as a count in [low, high] or a percentage in [low%, 100%]."""
+        value = self.raw.get(key, default)
+        if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+            return value
+        if isinstance(value, str):
+            match = _PERCENT.fullmatch(value)
+            if match is not None and low <= int(match.group(1)) <= 100:
+                return value
+        raise InvalidSpecError(
+            self.at(key),
+            value,
+            f"is not a number in [{low}, {high}] nor a percentage in [{low}%, 100%] like 25%",
+        )
 
 
 def as_json(value: object, path: str) -> JSON:

@@ -488,11 +488,10 @@ async def _apply_children(
     deployment = builders.build_deployment(
         owner, spec, replicas=replicas, control_token=control_token, injection=injection
     )
-    manifests = (
-        deployment,
-        builders.build_pod_disruption_budget(owner),
-        builders.build_metrics_service(owner),
-    )
+    budget = spec.disruption_budget
+    manifests = [deployment, builders.build_metrics_service(owner)]
+    if budget.enabled:
+        manifests.insert(1, builders.build_pod_disruption_budget(owner, budget))
     for applied, manifest in enumerate(manifests):
         try:
             await client.apply(manifest)
@@ -506,6 +505,19 @@ async def _apply_children(
                 f"{manifest['metadata']['name']}: {error}",
             )
             return problem, applied > 0
+    if not budget.enabled:  # spec.disruptionBudget.enabled turned false: the one made goes
+        path = kube.path_of("policy/v1", "PodDisruptionBudget", owner.namespace, owner.name)
+        try:
+            await client.delete_owned(path, owner.uid)
+        except kube.KubeError as error:
+            if error.status in (409, 429) or error.status >= 500:
+                raise
+            problem = status.Problem(
+                reason="ApplyFailed",
+                message=f"the API server refused to delete the PodDisruptionBudget "
+                f"{owner.name} (spec.disruptionBudget.enabled is false): {error}",
+            )
+            return problem, True
     return None, True
 
 

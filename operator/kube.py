@@ -323,6 +323,32 @@ class Kube:
             raise
         return True
 
+    async def delete_owned(self, path: str, owner_uid: str) -> bool:
+        """Delete the object at path only while `owner_uid` is its controller (an object of that
+        name the user made is left alone); the uid precondition makes a newer object of the
+        name safe too. Whether it was deleted (False: none, or not ours)."""
+        found = await self.get(path)
+        if found is None:
+            return False
+        meta = found.get("metadata") or {}
+        controllers = [
+            ref.get("uid") for ref in meta.get("ownerReferences") or [] if ref.get("controller")
+        ]
+        if controllers != [owner_uid]:
+            return False
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"uid": meta.get("uid")},
+        }
+        try:
+            await self.request("DELETE", path, body=options)
+        except KubeError as error:
+            if error.status in (404, 409):  # gone meanwhile, or a newer object of the name
+                return False
+            raise
+        return True
+
     async def ensure_random_key(self, namespace: str, name: str, key: str) -> bytes:
         """The random bytes under `key` of the Secret namespace/name, made once when missing
         (a replica that loses the race to create it reads the winner's)."""

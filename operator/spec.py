@@ -1,9 +1,10 @@
 """The AgentWorker spec as a typed, frozen value: `parse_spec` turns the raw dict into it.
 
 This module owns the meaning of every spec field and its default (the CRD declares the same
-defaults; a unit test keeps the two in step). It does no I/O and imports no kopf, kubernetes,
-aiohttp or prometheus_client. Bad input raises `InvalidSpecError` naming the field, the value
-and what would be right; any other exception escaping `parse_spec` is a bug.
+defaults; a unit test keeps the two in step); `podtemplate` owns what goes into the pod
+(spec.podTemplate and the worker container's extra spec.ports). It does no I/O and imports no
+kopf, kubernetes, aiohttp or prometheus_client. Bad input raises `InvalidSpecError` naming the
+field, the value and what would be right; any other exception escaping `parse_spec` is a bug.
 """
 
 from __future__ import annotations
@@ -13,12 +14,17 @@ import re
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 from agentworker_operator import companion as companions
 from agentworker_operator import fields, headroom
+from agentworker_operator import podtemplate as podtemplates
 from agentworker_operator.fields import JSON as JSON
 from agentworker_operator.fields import InvalidSpecError as InvalidSpecError
 from agentworker_operator.fields import parse_duration_s as parse_duration_s
+from agentworker_operator.podtemplate import PROTECTION_ANNOTATIONS as PROTECTION_ANNOTATIONS
+from agentworker_operator.podtemplate import ContainerPort as ContainerPort
+from agentworker_operator.podtemplate import PodTemplate as PodTemplate
 
 _ENTRYPOINT = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
@@ -169,24 +175,34 @@ class DispatchGuard:
     """Seconds a dispatch may wait for a worker before the operator gives up on it."""
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PodTemplate:
-    """Overlay on the pod the operator builds; security contexts merge over restricted ones."""
+IntOrPercent: TypeAlias = int | str
+"""A number of workers, or a percentage of the fleet such as "25%" (Kubernetes' IntOrString)."""
 
-    labels: Mapping[str, str] = field(default_factory=dict)
-    annotations: Mapping[str, str] = field(default_factory=dict)
-    node_selector: Mapping[str, str] = field(default_factory=dict)
-    tolerations: tuple[JSON, ...] = ()
-    affinity: Mapping[str, JSON] | None = None
-    service_account_name: str | None = None
-    image_pull_secrets: tuple[str, ...] = ()
-    volumes: tuple[Mapping[str, JSON], ...] = ()
-    """Kubernetes Volumes of the pod (the name tmp is the operator's)."""
-    priority_class_name: str | None = None
-    security_context: Mapping[str, JSON] = field(default_factory=dict)
-    """Pod-level securityContext keys that replace the restricted defaults."""
-    container_security_context: Mapping[str, JSON] = field(default_factory=dict)
-    """Container-level securityContext keys that replace the restricted defaults."""
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rollout:
+    """How a new pod template replaces the workers: a RollingUpdate with maxUnavailable 0, so
+    no old worker goes before its replacement is ready, and old workers drain their calls."""
+
+    max_surge: IntOrPercent = "25%"
+    """New workers started beyond the replicas while a rollout runs: a number, or a percentage
+    of the replicas that Kubernetes rounds up (default 25%). At least 1 (or 1%): with
+    maxUnavailable 0 a rollout of no surge could never start."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DisruptionBudget:
+    """The PodDisruptionBudget over the workers (voluntary evictions such as a node drain; an
+    evicted worker still drains its calls). Exactly one of max_unavailable and min_available
+    is set."""
+
+    enabled: bool = True
+    """The operator makes the budget (default true); false for none, for example when the
+    user's own PodDisruptionBudget selects the workers (two on one pod block its eviction)."""
+    max_unavailable: IntOrPercent | None = 1
+    """Workers that may be evicted at once: a number or a percentage (default 1)."""
+    min_available: IntOrPercent | None = None
+    """Workers that must stay up instead: a number or a percentage."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -236,9 +252,13 @@ class AgentWorkerSpec:
     """Kubernetes EnvFromSources (ConfigMaps, Secrets)."""
     volume_mounts: tuple[Mapping[str, JSON], ...] = ()
     """Kubernetes VolumeMounts of the worker container."""
+    ports: tuple[ContainerPort, ...] = ()
+    """Extra ports of the worker container, after its own 8081 ("http")."""
     startup_probe: Mapping[str, JSON] | None = None
     """A Kubernetes Probe for slow starts."""
-    pod_template: PodTemplate = PodTemplate()
+    pod_template: PodTemplate = field(default_factory=PodTemplate)
+    rollout: Rollout = Rollout()
+    disruption_budget: DisruptionBudget = DisruptionBudget()
 
 
 def parse_spec(raw: object) -> AgentWorkerSpec:
@@ -276,10 +296,13 @@ def parse_spec(raw: object) -> AgentWorkerSpec:
         ),
         resources=spec.json_object("resources"),
         env=_parse_env(spec),
-        env_from=_objects(spec, "envFrom"),
-        volume_mounts=_objects(spec, "volumeMounts", required=("name", "mountPath")),
+        env_from=spec.objects("envFrom"),
+        volume_mounts=spec.objects("volumeMounts", required=("name", "mountPath")),
+        ports=podtemplates.parse_ports(spec),
         startup_probe=spec.json_object("startupProbe") or None,
-        pod_template=_parse_pod_template(spec.child("podTemplate")),
+        pod_template=podtemplates.parse_pod_template(spec.child("podTemplate")),
+        rollout=_parse_rollout(spec.child("rollout")),
+        disruption_budget=_parse_disruption_budget(spec.child("disruptionBudget")),
     )
 
 
@@ -313,23 +336,6 @@ def _strings(spec: fields.FieldReader, key: str) -> list[str]:
         if not isinstance(value, str):
             raise InvalidSpecError(f"{spec.at(key)}[{i}]", value, "is not a string")
     return [str(v) for v in values]
-
-
-def _objects(
-    reader: fields.FieldReader, key: str, *, required: tuple[str, ...] = ()
-) -> tuple[Mapping[str, JSON], ...]:
-    """A list of Kubernetes objects passed through, each checked to be an object."""
-    found: list[Mapping[str, JSON]] = []
-    for i, item in enumerate(reader.json_list(key)):
-        if not isinstance(item, dict):
-            raise InvalidSpecError(f"{reader.at(key)}[{i}]", item, "is not an object")
-        for name in required:
-            if not item.get(name):
-                raise InvalidSpecError(
-                    f"{reader.at(key)}[{i}].{name}", item.get(name), "is required"
-                )
-        found.append(item)
-    return tuple(found)
 
 
 _ENTRYPOINT_HINT = "is not a module:function entrypoint like my_agent.main:entrypoint"
@@ -512,59 +518,30 @@ def _parse_env(spec: fields.FieldReader) -> tuple[Mapping[str, JSON], ...]:
     return tuple(env)
 
 
-def _volumes(template: fields.FieldReader) -> tuple[Mapping[str, JSON], ...]:
-    volumes = _objects(template, "volumes", required=("name",))
-    theirs = {"tmp": "/tmp", companions.VOLUME: companions.MOUNT_PATH}
-    for i, volume in enumerate(volumes):
-        name = volume.get("name")
-        if isinstance(name, str) and name in theirs:
-            raise InvalidSpecError(
-                f"{template.at('volumes')}[{i}].name",
-                name,
-                f"is the operator's volume ({theirs[name]})",
-            )
-    return volumes
-
-
-# Annotations the operator writes on busy pods so that no scale-down or node autoscaler removes
-# them while they hold calls: a template value would switch that protection off.
-PROTECTION_ANNOTATIONS = frozenset(
-    {
-        "controller.kubernetes.io/pod-deletion-cost",
-        "cluster-autoscaler.kubernetes.io/safe-to-evict",
-        "karpenter.sh/do-not-disrupt",
-    }
+_SURGE_ONLY = (
+    "is always 0: no old worker goes before its replacement is ready, and old workers drain "
+    "their calls; set maxSurge for a faster rollout"
 )
 
 
-def _annotations(template: fields.FieldReader) -> dict[str, str]:
-    annotations = template.string_map("annotations")
-    clashes = sorted(PROTECTION_ANNOTATIONS & annotations.keys())
-    if clashes:
+def _parse_rollout(rollout: fields.FieldReader) -> Rollout:
+    if rollout.get("maxUnavailable") is not None:
         raise InvalidSpecError(
-            f"{template.at('annotations')}[{clashes[0]}]",
-            annotations[clashes[0]],
-            "is set by the operator on busy workers (it protects their calls); leave it out",
+            rollout.at("maxUnavailable"), rollout.get("maxUnavailable"), _SURGE_ONLY
         )
-    return annotations
+    return Rollout(max_surge=rollout.int_or_percent("maxSurge", "25%", low=1, high=1000))
 
 
-def _parse_pod_template(template: fields.FieldReader) -> PodTemplate:
-    pull_secrets = []
-    for i, ref in enumerate(template.json_list("imagePullSecrets")):
-        pull_secrets.append(
-            fields.FieldReader(ref, f"{template.at('imagePullSecrets')}[{i}]").string("name")
+def _parse_disruption_budget(budget: fields.FieldReader) -> DisruptionBudget:
+    enabled = budget.boolean("enabled", True)
+    if budget.get("minAvailable") is None:
+        most = budget.int_or_percent("maxUnavailable", 1, low=0, high=1000)
+        return DisruptionBudget(enabled=enabled, max_unavailable=most)
+    if budget.get("maxUnavailable") is not None:
+        raise InvalidSpecError(
+            budget.path,
+            {key: budget.get(key) for key in ("maxUnavailable", "minAvailable")},
+            "sets both maxUnavailable and minAvailable; set one",
         )
-    return PodTemplate(
-        labels=template.string_map("labels"),
-        annotations=_annotations(template),
-        node_selector=template.string_map("nodeSelector"),
-        tolerations=tuple(template.json_list("tolerations")),
-        affinity=template.json_object("affinity") or None,
-        service_account_name=template.optional_string("serviceAccountName"),
-        image_pull_secrets=tuple(pull_secrets),
-        volumes=_volumes(template),
-        priority_class_name=template.optional_string("priorityClassName"),
-        security_context=template.json_object("securityContext"),
-        container_security_context=template.json_object("containerSecurityContext"),
-    )
+    least = budget.int_or_percent("minAvailable", 0, low=0, high=1000)
+    return DisruptionBudget(enabled=enabled, max_unavailable=None, min_available=least)

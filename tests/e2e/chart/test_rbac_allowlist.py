@@ -34,7 +34,7 @@ NAMESPACED = (
     | grants("agentworker.dev", "agentworkers/status", "get", "patch")
     | grants("agentworker.dev", "agentworkers/finalizers", "update")
     | grants("apps", "deployments", "get", "list", "watch", "create", "patch")
-    | grants("policy", "poddisruptionbudgets", "get", "create", "patch")
+    | grants("policy", "poddisruptionbudgets", "get", "create", "patch", "delete")
     | grants("", "services", "get", "create", "patch")
     | grants("", "secrets", "create", "patch")
     | grants("", "pods", "list", "watch", "patch")

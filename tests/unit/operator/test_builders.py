@@ -6,11 +6,13 @@ import base64
 import json
 from typing import Any
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 
 from agentworker_operator import builders
 from agentworker_operator import spec as specs
-from tests.unit.operator.test_spec import MINIMAL, with_
+from tests.unit.operator.test_spec import JSONS, MINIMAL, SIDECAR, SPREAD, with_
 
 pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
 
@@ -146,6 +148,9 @@ def test_pod_template_security_context_overrides_the_defaults() -> None:
         ("priorityClassName", "calls", "priorityClassName", "calls"),
         ("imagePullSecrets", [{"name": "ghcr"}], "imagePullSecrets", [{"name": "ghcr"}]),
         ("serviceAccountName", "agent", "serviceAccountName", "agent"),
+        ("runtimeClassName", "gvisor", "runtimeClassName", "gvisor"),
+        ("dnsPolicy", "Default", "dnsPolicy", "Default"),
+        ("dnsConfig", {"options": [{"name": "ndots", "value": "1"}]}, "dnsConfig", None),
     ],
     ids=lambda v: v if isinstance(v, str) and v[0].islower() and " " not in v else None,
 )
@@ -231,6 +236,33 @@ def test_rolling_update_never_removes_a_worker_before_its_replacement() -> None:
     }
 
 
+@pytest.mark.parametrize("surge", [2, "50%"], ids=repr)
+def test_the_rollout_surge_is_the_specs_and_max_unavailable_stays_zero(surge: int | str) -> None:
+    rolling = deployment(with_("rollout.maxSurge", surge))["spec"]["strategy"]["rollingUpdate"]
+    assert rolling == {"maxUnavailable": 0, "maxSurge": surge}
+
+
+def test_a_new_surge_or_budget_rolls_no_worker() -> None:
+    # neither is in the pod template: a change must not give the pods a new template hash
+    changed = with_("rollout.maxSurge", 3)
+    changed["disruptionBudget"] = {"minAvailable": "50%"}
+    assert builders.template_hash(OWNER, specs.parse_spec(changed)) == builders.template_hash(
+        OWNER, specs.parse_spec(MINIMAL)
+    )
+
+
+def test_explicit_defaults_build_the_same_objects_as_none() -> None:
+    explicit = with_("rollout", {"maxSurge": "25%"})
+    explicit["disruptionBudget"] = {"enabled": True, "maxUnavailable": 1}
+    explicit["ports"] = []
+    explicit["podTemplate"] = {"initContainers": [], "topologySpreadConstraints": []}
+    spec = specs.parse_spec(explicit)
+    assert deployment(explicit) == deployment()
+    assert builders.build_pod_disruption_budget(
+        OWNER, spec.disruption_budget
+    ) == builders.build_pod_disruption_budget(OWNER)
+
+
 def test_selector_is_name_and_instance_only() -> None:
     assert deployment()["spec"]["selector"] == {
         "matchLabels": {
@@ -279,6 +311,25 @@ def test_pdb_allows_one_eviction_at_a_time() -> None:
     assert pdb["apiVersion"] == "policy/v1"
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"] == deployment()["spec"]["selector"]
+
+
+@pytest.mark.parametrize(
+    ("budget", "limit"),
+    [
+        pytest.param({"maxUnavailable": "10%"}, {"maxUnavailable": "10%"}, id="max-unavailable"),
+        pytest.param({"minAvailable": 2}, {"minAvailable": 2}, id="min-available-alone"),
+    ],
+)
+def test_the_pdb_limit_is_the_specs(budget: dict[str, Any], limit: dict[str, Any]) -> None:
+    spec = specs.parse_spec(with_("disruptionBudget", budget))
+    pdb = builders.build_pod_disruption_budget(OWNER, spec.disruption_budget)
+    assert pdb["spec"] == {**limit, "selector": deployment()["spec"]["selector"]}
+
+
+def test_a_disabled_budget_has_no_pdb_to_build() -> None:
+    spec = specs.parse_spec(with_("disruptionBudget.enabled", False))
+    with pytest.raises(ValueError, match="enabled is false"):
+        builders.build_pod_disruption_budget(OWNER, spec.disruption_budget)
 
 
 def test_metrics_service_is_headless_and_includes_draining_pods() -> None:
@@ -468,3 +519,111 @@ def test_current_replicas_is_read_from_the_deployment_before_the_status(
     raw["replicas"] = 4
     spec = specs.parse_spec(raw)
     assert builders.current_replicas(spec, deployment=deployment, status=status) == expected
+
+
+def test_extra_ports_follow_the_workers_own() -> None:
+    raw = with_(
+        "ports",
+        [{"containerPort": 9090, "name": "debug"}, {"containerPort": 5353, "protocol": "UDP"}],
+    )
+    assert container(raw)["ports"] == [
+        {"name": "http", "containerPort": 8081, "protocol": "TCP"},
+        {"name": "debug", "containerPort": 9090, "protocol": "TCP"},
+        {"containerPort": 5353, "protocol": "UDP"},
+    ]  # fmt: skip
+
+
+def test_a_spread_constraint_without_a_selector_spreads_this_fleet() -> None:
+    constraints = pod_spec(with_("podTemplate.topologySpreadConstraints", [SPREAD]))[
+        "topologySpreadConstraints"
+    ]
+    assert constraints == [{**SPREAD, "labelSelector": deployment()["spec"]["selector"]}]
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [{}, {"matchLabels": {"team": "a"}}],
+    ids=["empty-means-every-pod", "their-own"],
+)
+def test_a_spread_constraints_own_selector_is_kept(selector: dict[str, Any]) -> None:
+    constraint = {**SPREAD, "labelSelector": selector, "matchLabelKeys": ["pod-template-hash"]}
+    built = pod_spec(with_("podTemplate.topologySpreadConstraints", [constraint]))
+    assert built["topologySpreadConstraints"] == [constraint]
+
+
+def test_init_containers_run_in_their_order_under_the_restricted_defaults() -> None:
+    migrate = {"name": "migrate", "image": "ghcr.io/acme/migrate:1", "args": ["up"]}
+    built = pod_spec(with_("podTemplate.initContainers", [migrate, SIDECAR]))["initContainers"]
+    assert built == [
+        {**migrate, "securityContext": builders.RESTRICTED_CONTAINER_SECURITY},
+        {**SIDECAR, "securityContext": builders.RESTRICTED_CONTAINER_SECURITY},
+    ]
+
+
+def test_no_container_shares_its_security_context_with_another_or_the_defaults() -> None:
+    raw = {**OFFICIAL, "podTemplate": {"initContainers": [SIDECAR]}}
+    pod = pod_spec(raw)
+    contexts = [c["securityContext"] for c in pod["containers"] + pod["initContainers"]]
+    contexts[0]["capabilities"]["drop"].append("NET_RAW")
+    assert [c["capabilities"]["drop"] for c in contexts[1:]] == [["ALL"], ["ALL"]]
+    assert builders.RESTRICTED_CONTAINER_SECURITY["capabilities"] == {"drop": ["ALL"]}
+
+
+def test_a_native_sidecar_keeps_restart_policy_always() -> None:
+    (built,) = pod_spec(with_("podTemplate.initContainers", [SIDECAR]))["initContainers"]
+    assert built["restartPolicy"] == "Always"
+
+
+def test_an_init_containers_own_security_keys_replace_the_defaults() -> None:
+    own = {"readOnlyRootFilesystem": False, "capabilities": {"add": ["NET_ADMIN"]}}
+    (built,) = pod_spec(with_("podTemplate.initContainers", [{**SIDECAR, "securityContext": own}]))[
+        "initContainers"
+    ]
+    assert built["securityContext"] == {**builders.RESTRICTED_CONTAINER_SECURITY, **own}
+    assert built["securityContext"]["allowPrivilegeEscalation"] is False
+
+
+def test_the_worker_keeps_its_security_context_whatever_the_init_containers_say() -> None:
+    raw = with_("podTemplate.initContainers", [{**SIDECAR, "securityContext": {"runAsUser": 0}}])
+    assert container(raw)["securityContext"] == builders.RESTRICTED_CONTAINER_SECURITY
+
+
+def test_no_init_containers_nor_spread_constraints_unless_given() -> None:
+    built = pod_spec()
+    for key in (
+        "initContainers",
+        "topologySpreadConstraints",
+        "runtimeClassName",
+        "dnsPolicy",
+        "dnsConfig",
+    ):
+        assert key not in built, key
+    assert len(container()["ports"]) == 1
+
+
+POD_KEYS = st.sampled_from(
+    ["topologySpreadConstraints", "initContainers", "runtimeClassName", "dnsPolicy", "dnsConfig"]
+)
+ITEM_KEYS = st.sampled_from(
+    ["name", "image", "restartPolicy", "securityContext", "maxSkew", "topologyKey",
+     "whenUnsatisfiable", "labelSelector", "nameservers", "searches", "options"]
+)  # fmt: skip
+ITEMS = st.lists(st.dictionaries(ITEM_KEYS, JSONS, max_size=5), max_size=3)
+
+
+@pytest.mark.timeout(10)  # a property test: many examples, on a shared machine
+@settings(max_examples=150, deadline=None)
+@given(
+    template=st.dictionaries(POD_KEYS, JSONS | ITEMS | st.dictionaries(ITEM_KEYS, JSONS)),
+    ports=st.none() | st.lists(st.dictionaries(
+        st.sampled_from(["name", "containerPort", "protocol"]), JSONS | st.integers(1, 65535)
+    ), max_size=3),
+)  # fmt: skip
+def test_a_spec_that_parses_always_builds(template: dict[str, Any], ports: object) -> None:
+    raw = {**MINIMAL, "podTemplate": template, "ports": ports}
+    try:
+        spec = specs.parse_spec(raw)
+    except specs.InvalidSpecError:
+        return  # refused, naming the field (test_spec's property)
+    built = builders.build_deployment(OWNER, spec, replicas=1)
+    json.dumps(built)  # plain JSON data all the way down

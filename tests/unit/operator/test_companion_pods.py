@@ -222,6 +222,23 @@ def test_inject_copies_the_companion_in_an_init_container() -> None:
     ]
 
 
+def test_the_companions_copy_runs_before_the_users_init_containers_and_sidecars() -> None:
+    # the worker starts only after every init container, so the copy is always done first; it
+    # needs no network and none of the user's volumes, so it does not wait for their sidecars
+    sidecar = {"name": "proxy", "image": "ghcr.io/acme/proxy:1", "restartPolicy": "Always"}
+    migrate = {"name": "migrate", "image": "ghcr.io/acme/migrate:1"}
+    built = template(official(podTemplate={"initContainers": [sidecar, migrate]}))
+    names = [c["name"] for c in built["spec"]["initContainers"]]
+    assert names == [companions.INIT_CONTAINER, "proxy", "migrate"]
+    assert "restartPolicy" not in built["spec"]["initContainers"][0]
+
+
+def test_without_injection_only_the_users_init_containers_run() -> None:
+    sidecar = {"name": "proxy", "image": "ghcr.io/acme/proxy:1", "restartPolicy": "Always"}
+    raw = official(podTemplate={"initContainers": [sidecar]}, companion={"mode": "Installed"})
+    assert [c["name"] for c in template(raw)["spec"]["initContainers"]] == ["proxy"]
+
+
 def test_the_init_container_does_not_share_the_operators_constants() -> None:
     init = template()["spec"]["initContainers"][0]
     init["resources"]["requests"]["cpu"] = "1"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from agentworker_operator import podtemplate
 from hack import generate
 
 pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
@@ -17,6 +18,7 @@ CRD_PATH = Path(__file__).resolve().parents[3] / "crds" / "agentworker.dev_agent
 CRD: dict[str, Any] = yaml.safe_load(CRD_PATH.read_text())
 VERSION: dict[str, Any] = CRD["spec"]["versions"][0]
 SCHEMA: dict[str, Any] = VERSION["schema"]["openAPIV3Schema"]
+SPEC: dict[str, Any] = SCHEMA["properties"]["spec"]
 
 
 def _walk(schema: dict[str, Any], path: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -67,6 +69,46 @@ def test_cross_field_rules_are_cel() -> None:
     ]
     assert any("self.minReplicas <= self.maxReplicas" in rule for rule in rules)
     assert any("targetLoad <= self.loadThreshold" in rule for rule in rules)
+    assert any("has(self.maxUnavailable) && has(self.minAvailable)" in rule for rule in rules)
+    assert any("self.dnsPolicy != 'None'" in rule for rule in rules)
+
+
+def _rules(schema: dict[str, Any]) -> str:
+    return " ".join(rule["rule"] for rule in schema.get("x-kubernetes-validations", []))
+
+
+def test_the_crd_refuses_the_operators_container_names_and_port() -> None:
+    init_rules = _rules(SPEC["properties"]["podTemplate"]["properties"]["initContainers"])
+    for name in podtemplate.OPERATOR_CONTAINERS:
+        assert f"'{name}'" in init_rules
+    port_rules = _rules(SPEC["properties"]["ports"])
+    assert str(podtemplate.WORKER_PORT) in port_rules
+    assert f"'{podtemplate.WORKER_PORT_NAME}'" in port_rules
+
+
+def test_a_rollout_offers_a_surge_and_never_max_unavailable() -> None:
+    rollout = SPEC["properties"]["rollout"]
+    assert set(rollout["properties"]) == {"maxSurge"}
+    assert "maxUnavailable 0" in rollout["description"]
+
+
+def test_the_disruption_budget_has_no_default_limit_so_either_may_be_set() -> None:
+    # a default maxUnavailable would be stored beside a user's minAvailable, and refused
+    budget = SPEC["properties"]["disruptionBudget"]["properties"]
+    assert "default" not in budget["maxUnavailable"]
+    assert "default" not in budget["minAvailable"]
+    assert budget["enabled"]["default"] is True
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["rollout.maxSurge", "disruptionBudget.maxUnavailable", "disruptionBudget.minAvailable"],
+)
+def test_counts_or_percentages_are_int_or_string(path: str) -> None:
+    parent, name = path.split(".")
+    prop = SPEC["properties"][parent]["properties"][name]
+    assert prop["x-kubernetes-int-or-string"] is True
+    assert prop["anyOf"] == [{"type": "integer"}, {"type": "string"}]
 
 
 def test_chart_copy_of_the_crd_is_current() -> None:

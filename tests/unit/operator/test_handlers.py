@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
 
-from agentworker_operator import handlers, kube, status
+from agentworker_operator import builders, handlers, kube, status
+from agentworker_operator import spec as specs
+from tests.unit.operator.test_spec import MINIMAL
 
 pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
 
@@ -234,3 +236,84 @@ def test_kopfs_last_handled_configuration_is_a_digest_that_moves_with_the_spec_o
     assert digest(big, progress) == essence
     assert digest({**big, "image": "agent:2"}, {"team": "a"}) != essence
     assert digest(big, {"team": "b"}) != essence
+
+
+class ChildrenKube:
+    """The API server as `_apply_children` uses it: applies and owned deletes, recorded."""
+
+    def __init__(self) -> None:
+        self.applied: list[str] = []
+        self.deleted: list[tuple[str, str]] = []
+
+    async def apply(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        self.applied.append(manifest["kind"])
+        return manifest
+
+    async def delete_owned(self, path: str, owner_uid: str) -> bool:
+        self.deleted.append((path, owner_uid))
+        return True
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+async def test_the_disruption_budget_is_applied_when_enabled_and_deleted_when_not(
+    enabled: bool,
+) -> None:
+    owner = builders.Owner(name=NAME, namespace=NAMESPACE, uid="uid-1")
+    spec = specs.parse_spec({**MINIMAL, "disruptionBudget": {"enabled": enabled}})
+    client = ChildrenKube()
+    problem, deployment_applied = await handlers._apply_children(
+        cast(kube.Kube, client), owner, spec, 2, "token", builders.injection_for(spec)
+    )
+    assert (problem, deployment_applied) == (None, True)
+    if enabled:
+        assert client.applied == ["Deployment", "PodDisruptionBudget", "Service"]
+        assert not client.deleted
+    else:
+        assert client.applied == ["Deployment", "Service"]
+        path = kube.path_of("policy/v1", "PodDisruptionBudget", NAMESPACE, NAME)
+        assert client.deleted == [(path, "uid-1")]
+
+
+class DeletingKube(kube.Kube):
+    """`Kube.request` over a stored object: GET answers it, DELETE records its preconditions."""
+
+    def __init__(self, stored: dict[str, Any] | None) -> None:
+        self.stored = stored
+        self.deletes: list[Any] = []
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+        if method == "GET":
+            if self.stored is None:
+                raise kube.KubeError(404, "NotFound", "not found")
+            return self.stored
+        assert method == "DELETE"
+        self.deletes.append(kwargs["body"])
+        return {}
+
+
+def budget_owned_by(uid: str | None) -> dict[str, Any]:
+    refs = [] if uid is None else [{"uid": uid, "controller": True, "kind": "AgentWorker"}]
+    return {"metadata": {"name": NAME, "uid": "pdb-uid", "ownerReferences": refs}}
+
+
+@pytest.mark.parametrize(
+    ("stored", "deleted"),
+    [
+        (budget_owned_by("uid-1"), True),
+        (budget_owned_by("another-agentworker"), False),
+        (budget_owned_by(None), False),  # the user's own budget of that name
+        (None, False),
+    ],
+    ids=["ours", "another-owners", "the-users", "none"],
+)
+async def test_only_a_child_the_agentworker_controls_is_deleted(
+    stored: dict[str, Any] | None, deleted: bool
+) -> None:
+    client = DeletingKube(stored)
+    path = kube.path_of("policy/v1", "PodDisruptionBudget", NAMESPACE, NAME)
+    assert await client.delete_owned(path, "uid-1") is deleted
+    if deleted:
+        (options,) = client.deletes
+        assert options["preconditions"] == {"uid": "pdb-uid"}  # not a newer one of the name
+    else:
+        assert not client.deletes

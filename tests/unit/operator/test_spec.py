@@ -10,6 +10,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 
+from agentworker_operator import podtemplate as podtemplates
 from agentworker_operator import spec as specs
 
 pytestmark = pytest.mark.timeout(2)  # the unit tier stays fast: 2 s a test at most
@@ -52,7 +53,12 @@ def test_minimal_spec_gets_every_default() -> None:
     assert parsed.replicas == 1
     assert parsed.autoscaling == specs.Autoscaling()
     assert parsed.env == ()
+    assert parsed.ports == ()
     assert parsed.pod_template == specs.PodTemplate()
+    assert parsed.rollout == specs.Rollout(max_surge="25%")
+    assert parsed.disruption_budget == specs.DisruptionBudget(
+        enabled=True, max_unavailable=1, min_available=None
+    )
 
 
 def _crd_defaults(schema: dict[str, Any], prefix: str = "spec") -> dict[str, object]:
@@ -88,6 +94,49 @@ def test_parse_duration_reads_go_style_durations(text: str, seconds: float) -> N
 def test_parse_duration_refuses_what_is_not_one(text: str) -> None:
     assert specs.parse_duration_s(text) is None
 
+
+SPREAD = {"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}
+SIDECAR = {"name": "proxy", "image": "ghcr.io/acme/proxy:1", "restartPolicy": "Always"}
+POD_TEMPLATE_ERRORS: list[tuple[str, object, str]] = [
+    ("initContainers", [{**SIDECAR, "name": "agent-worker"}],
+     'spec.podTemplate.initContainers[0].name: "agent-worker" is the name of the worker container'),
+    ("initContainers", [{**SIDECAR, "name": "agentworker-companion"}],
+     'spec.podTemplate.initContainers[0].name: "agentworker-companion" is the name of the '
+     "companion's init container"),
+    ("initContainers", [SIDECAR, SIDECAR],
+     'spec.podTemplate.initContainers[1].name: "proxy" is listed twice'),
+    ("initContainers", [{**SIDECAR, "restartPolicy": "OnFailure"}],
+     'spec.podTemplate.initContainers[0].restartPolicy: "OnFailure" is not Always'),
+    ("initContainers", [{"name": "proxy"}], "spec.podTemplate.initContainers[0].image: null is"),
+    ("initContainers", [{**SIDECAR, "name": "Proxy"}],
+     'spec.podTemplate.initContainers[0].name: "Proxy" is not a container name'),
+    ("initContainers", [{**SIDECAR, "securityContext": "root"}],
+     'spec.podTemplate.initContainers[0].securityContext: "root" is not an object'),
+    ("initContainers", ["proxy"], 'spec.podTemplate.initContainers[0]: "proxy" is not an object'),
+    ("topologySpreadConstraints", [{**SPREAD, "maxSkew": 0}],
+     "spec.podTemplate.topologySpreadConstraints[0].maxSkew: 0 is not an integer in [1, 1000]"),
+    ("topologySpreadConstraints", [{**SPREAD, "topologyKey": None}],
+     "spec.podTemplate.topologySpreadConstraints[0].topologyKey: null is required"),
+    ("topologySpreadConstraints", [{**SPREAD, "whenUnsatisfiable": "Never"}],
+     'spec.podTemplate.topologySpreadConstraints[0].whenUnsatisfiable: "Never" is not '
+     "DoNotSchedule or ScheduleAnyway"),
+    ("topologySpreadConstraints", [{**SPREAD, "labelSelector": "app=x"}],
+     'spec.podTemplate.topologySpreadConstraints[0].labelSelector: "app=x" is not an object'),
+    ("topologySpreadConstraints", [SPREAD, {**SPREAD, "maxSkew": 2}],
+     'spec.podTemplate.topologySpreadConstraints[1].topologyKey: "zone" is listed twice with '
+     "whenUnsatisfiable DoNotSchedule"),
+    ("runtimeClassName", "gVisor", 'spec.podTemplate.runtimeClassName: "gVisor" is not a'),
+    ("dnsPolicy", "Cluster", 'spec.podTemplate.dnsPolicy: "Cluster" is not one of ClusterFirst'),
+    ("dnsConfig", {"nameservers": ["dns.google"]},
+     'spec.podTemplate.dnsConfig.nameservers[0]: "dns.google" is not an IP address'),
+    ("dnsConfig", {"nameservers": ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"]},
+     'spec.podTemplate.dnsConfig.nameservers: ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"] '
+     "has more than 3 entries"),
+    ("dnsConfig", {"searches": [""]}, 'spec.podTemplate.dnsConfig.searches[0]: "" is not a'),
+    ("dnsConfig", {"options": [{"value": "1"}]},
+     "spec.podTemplate.dnsConfig.options[0].name: null is required"),
+    ("dnsConfig", ["8.8.8.8"], 'spec.podTemplate.dnsConfig: ["8.8.8.8"] is not an object'),
+]  # fmt: skip
 
 ERRORS = [
     ("drainTimeout", "ten", 'spec.drainTimeout: "ten" is not a duration like 30m'),
@@ -130,7 +179,36 @@ ERRORS = [
     ("autoscaling.headroom.missRate", "0.1%", 'spec.autoscaling.headroom.missRate: "0.1%" is not'),
     ("autoscaling.headroom.missRate", True, "spec.autoscaling.headroom.missRate: true is not"),
     ("autoscaling.headroom", 0.001, "spec.autoscaling.headroom: 0.001 is not an object"),
-]
+    *[(f"podTemplate.{key}", value, message) for key, value, message in POD_TEMPLATE_ERRORS],
+    ("ports", [{"containerPort": 8081}], "spec.ports[0].containerPort: 8081 is the worker's own"),
+    ("ports", [{"containerPort": 9000, "name": "http"}],
+     'spec.ports[0].name: "http" is the name of the worker\'s own port (8081)'),
+    ("ports", [{"containerPort": 9000, "name": "Debug_Port"}],
+     'spec.ports[0].name: "Debug_Port" is not a port name'),
+    ("ports", [{"containerPort": 9000, "name": "9000"}], 'spec.ports[0].name: "9000" is not a'),
+    ("ports", [{"containerPort": 9000, "name": "a"}, {"containerPort": 9001, "name": "a"}],
+     'spec.ports[1].name: "a" is listed twice'),
+    ("ports", [{"containerPort": 9000}, {"containerPort": 9000, "protocol": "TCP"}],
+     "spec.ports[1].containerPort: 9000 is listed twice for TCP"),
+    ("ports", [{"containerPort": 70000}], "spec.ports[0].containerPort: 70000 is not an integer"),
+    ("ports", [{"name": "debug"}], "spec.ports[0].containerPort: null is required"),
+    ("ports", [{"containerPort": 9000, "protocol": "QUIC"}],
+     'spec.ports[0].protocol: "QUIC" is not one of TCP, UDP, SCTP'),
+    ("rollout.maxSurge", 0,
+     "spec.rollout.maxSurge: 0 is not a number in [1, 1000] nor a percentage in [1%, 100%]"),
+    ("rollout.maxSurge", "0%", 'spec.rollout.maxSurge: "0%" is not a number in [1, 1000]'),
+    ("rollout.maxSurge", "150%", 'spec.rollout.maxSurge: "150%" is not a number'),
+    ("rollout.maxSurge", "2", 'spec.rollout.maxSurge: "2" is not a number'),
+    ("rollout.maxSurge", True, "spec.rollout.maxSurge: true is not a number"),
+    ("rollout.maxUnavailable", 1, "spec.rollout.maxUnavailable: 1 is always 0: no old worker"),
+    ("disruptionBudget", {"maxUnavailable": 1, "minAvailable": 2},
+     'spec.disruptionBudget: {"maxUnavailable": 1, "minAvailable": 2} sets both maxUnavailable '
+     "and minAvailable; set one"),
+    ("disruptionBudget.maxUnavailable", -1,
+     "spec.disruptionBudget.maxUnavailable: -1 is not a number in [0, 1000] nor a percentage"),
+    ("disruptionBudget.minAvailable", "half", 'spec.disruptionBudget.minAvailable: "half" is not'),
+    ("disruptionBudget.enabled", "no", 'spec.disruptionBudget.enabled: "no" is not true or false'),
+]  # fmt: skip
 
 
 @pytest.mark.parametrize(("path", "value", "message"), ERRORS, ids=[e[0] for e in ERRORS])
@@ -140,6 +218,16 @@ def test_invalid_field_error_names_field_value_and_fix(
     with pytest.raises(specs.InvalidSpecError) as caught:
         specs.parse_spec(with_(path, value))
     assert str(caught.value).startswith(message)
+
+
+def test_dns_policy_none_without_a_nameserver_is_refused() -> None:
+    raw = with_("podTemplate", {"dnsPolicy": "None", "dnsConfig": {"searches": ["svc.local"]}})
+    with pytest.raises(specs.InvalidSpecError) as caught:
+        specs.parse_spec(raw)
+    assert str(caught.value) == (
+        "spec.podTemplate.dnsConfig.nameservers: [] is empty while dnsPolicy is None: the pods "
+        "would have no DNS server"
+    )
 
 
 def test_spec_that_is_not_an_object_is_refused() -> None:
@@ -213,6 +301,9 @@ FIELDS = st.sampled_from(
         "loadThreshold",
         "workerType",
         "resources",
+        "ports",
+        "rollout",
+        "disruptionBudget",
     ]
 )
 
@@ -278,3 +369,69 @@ def test_a_miss_rate_target_is_read_as_a_fraction_of_calls(rate: float) -> None:
     parsed = specs.parse_spec(with_("autoscaling", {"headroom": {"missRate": rate}}))
     assert parsed.autoscaling.headroom == specs.Headroom(miss_rate=rate)
     assert parsed.autoscaling.min_available_workers == 1  # still the floor
+
+
+def test_extra_ports_are_parsed_tcp_unless_said() -> None:
+    raw = with_(
+        "ports",
+        [{"containerPort": 9090, "name": "debug"}, {"containerPort": 5353, "protocol": "UDP"}],
+    )
+    assert specs.parse_spec(raw).ports == (
+        specs.ContainerPort(container_port=9090, name="debug", protocol=podtemplates.Protocol.TCP),
+        specs.ContainerPort(container_port=5353, name="", protocol=podtemplates.Protocol.UDP),
+    )  # fmt: skip
+
+
+def test_the_same_port_number_may_serve_two_protocols() -> None:
+    raw = with_("ports", [{"containerPort": 5353}, {"containerPort": 5353, "protocol": "UDP"}])
+    assert [p.protocol for p in specs.parse_spec(raw).ports] == ["TCP", "UDP"]
+
+
+def test_pod_template_additions_are_parsed() -> None:
+    template = {
+        "topologySpreadConstraints": [SPREAD],
+        "initContainers": [{"name": "migrate", "image": "ghcr.io/acme/migrate:1"}, SIDECAR],
+        "runtimeClassName": "gvisor",
+        "dnsPolicy": "None",
+        "dnsConfig": {"nameservers": ["10.0.0.10"], "options": [{"name": "ndots", "value": "1"}]},
+    }
+    parsed = specs.parse_spec(with_("podTemplate", template)).pod_template
+    assert parsed.topology_spread_constraints == (SPREAD,)
+    assert [c["name"] for c in parsed.init_containers] == ["migrate", "proxy"]
+    assert parsed.runtime_class_name == "gvisor"
+    assert parsed.dns_policy is podtemplates.DnsPolicy.NONE
+    assert parsed.dns_config == template["dnsConfig"]
+
+
+def test_pod_template_additions_are_absent_unless_given() -> None:
+    parsed = specs.parse_spec(MINIMAL).pod_template
+    assert (parsed.topology_spread_constraints, parsed.init_containers) == ((), ())
+    assert (parsed.runtime_class_name, parsed.dns_policy, parsed.dns_config) == (None, None, None)
+
+
+@pytest.mark.parametrize("surge", [1, 3, "1%", "50%", "100%"], ids=repr)
+def test_a_rollout_surge_is_a_number_or_a_percentage(surge: int | str) -> None:
+    assert specs.parse_spec(with_("rollout.maxSurge", surge)).rollout.max_surge == surge
+
+
+@pytest.mark.parametrize(
+    ("budget", "expected"),
+    [
+        pytest.param({}, specs.DisruptionBudget(max_unavailable=1), id="one-at-a-time"),
+        pytest.param({"maxUnavailable": "25%"}, specs.DisruptionBudget(max_unavailable="25%"),
+                     id="max-unavailable-percent"),
+        pytest.param({"maxUnavailable": 0}, specs.DisruptionBudget(max_unavailable=0),
+                     id="max-unavailable-zero"),
+        pytest.param({"minAvailable": 2},
+                     specs.DisruptionBudget(max_unavailable=None, min_available=2),
+                     id="min-available-instead"),
+        pytest.param({"minAvailable": "80%"},
+                     specs.DisruptionBudget(max_unavailable=None, min_available="80%"),
+                     id="min-available-percent"),
+        pytest.param({"enabled": False}, specs.DisruptionBudget(enabled=False), id="disabled"),
+    ],
+)  # fmt: skip
+def test_the_disruption_budget_is_parsed(
+    budget: dict[str, object], expected: specs.DisruptionBudget
+) -> None:
+    assert specs.parse_spec(with_("disruptionBudget", budget)).disruption_budget == expected
