@@ -561,13 +561,20 @@ def facts_from_deployment(deployment: Mapping[str, Any] | None) -> DeploymentFac
 
 
 def failures_from_pods(pods: Sequence[Mapping[str, Any]]) -> tuple[PodFailure, ...]:
-    """Worker pods (not being deleted) whose container waits for a reason a person must fix."""
+    """Worker pods (not being deleted) whose container waits for a reason a person must fix:
+    the worker's, or an init container or sidecar of spec.podTemplate.initContainers (the
+    worker never starts behind one that cannot)."""
     failures = []
     for pod in pods:
         meta = pod.get("metadata") or {}
         if meta.get("deletionTimestamp"):
             continue
-        for container in (pod.get("status") or {}).get("containerStatuses") or []:
+        pod_status = pod.get("status") or {}
+        containers = [
+            *(pod_status.get("initContainerStatuses") or []),
+            *(pod_status.get("containerStatuses") or []),
+        ]
+        for container in containers:
             reason, message = kubelet.stuck(container)
             if reason:
                 failures.append(

@@ -269,6 +269,17 @@ def test_failures_from_pods_keeps_stuck_containers_of_live_pods() -> None:
     ]
 
 
+def test_a_stuck_init_container_or_sidecar_is_a_failing_worker() -> None:
+    # the worker waits in PodInitializing behind a user's init container that cannot pull
+    stuck = {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}
+    held = {"state": {"waiting": {"reason": "PodInitializing"}}}
+    pod_status = {"initContainerStatuses": [stuck], "containerStatuses": [held]}
+    blocked = {"metadata": {"name": "w"}, "status": pod_status}
+    assert [(f.pod, f.reason) for f in status.failures_from_pods([blocked])] == [
+        ("w", "ImagePullBackOff")
+    ]
+
+
 def test_failing_workers_are_degraded_naming_pod_and_reason() -> None:
     failing = (status.PodFailure(pod="w-1", reason="CrashLoopBackOff", message="exit code 2"),)
     decided = {c.type.value: c for c in status.decide_conditions(facts(failing_pods=failing))}
