@@ -53,8 +53,9 @@ def seen(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
 
 
 def test_a_paused_or_unautoscaled_fleet_keeps_its_size_until_spec_replicas_changes(
-    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, operator: OperatorProcess
-) -> None:
+    kubectl: Kubectl, rig: rig_env.RigEnv, namespace: str, credentials: str,
+    operator: OperatorProcess,
+) -> None:  # fmt: skip
     apply(kubectl, namespace, fleet(rig, namespace, minReplicas=3, maxReplicas=4))
     wait_status(kubectl, namespace, "3 workers ready", lambda s: s.get("readyReplicas") == 3)
     assert aw(kubectl, namespace)["spec"]["replicas"] == 3
