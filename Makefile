@@ -95,9 +95,12 @@ bench-guard: rig ## The dispatch guard on against off: from zero, a full fleet, 
 agents-venvs: install ## A venv per tested livekit-agents release, cached in ~/.cache/agentworker
 	$(BIN)/python -m bench.venv
 
-.PHONY: images
-images: ## Build the operator, worker and example agent images (docker, podman or buildah)
+.PHONY: images push-images
+images: ## Build the operator, worker and example agent images (docker, podman or buildah); REGISTRY=, TAG= name them
 	hack/images.sh
+
+push-images: ## Push the images `make images` built to REGISTRY (the same REGISTRY= and TAG=)
+	hack/images.sh push
 
 clean: rig-down ## Remove the rig state and the venv
 	rm -rf .rig $(VENV)

@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # `make images`: build the operator image, the worker runtime image and the example agent image
 # (FROM the worker image) with docker, podman or buildah, whichever is found first
-# (hack/builder.sh; BUILDER=... chooses).
+# (hack/builder.sh; BUILDER=... chooses). They are all the images the product runs: the operator
+# image also serves the chart's `helm test` pod and holds the companion that `command` fleets'
+# init container copies. `make push-images` (`hack/images.sh push`) pushes the same three names.
 #
-# Variables: OPERATOR_IMAGE, WORKER_IMAGE, EXAMPLE_IMAGE (the tags); BASE_IMAGE (default the
+# Names: <REGISTRY>/agentworker/{agent-operator,agent-worker,example-agent}:<TAG>. REGISTRY is a
+# registry host with an optional path (123456789012.dkr.ecr.eu-west-1.amazonaws.com/voice); empty
+# (the default) leaves the names without a host, for local use only. TAG defaults to dev. The
+# chart's image.registry takes the same REGISTRY and image.tag the same TAG (its image.repository
+# is already agentworker/agent-operator). Pushing needs REGISTRY and a login to it (docker login,
+# podman login, buildah login).
+#
+# Variables: REGISTRY, TAG; OPERATOR_IMAGE, WORKER_IMAGE, EXAMPLE_IMAGE (whole names that replace
+# those made of REGISTRY and TAG); BASE_IMAGE (default the
 # Dockerfiles' python:3.11-slim-bookworm; hack/base-image.sh makes a stand-in where no registry is
 # reachable); PULL=missing|never (never: use only local images, never contact a registry);
 # CA_BUNDLE: a CA bundle for pip inside the build, given to it as the build secret `ca-bundle`
@@ -20,13 +30,34 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/builder.sh
 
-OPERATOR_IMAGE="${OPERATOR_IMAGE:-agentworker/agent-operator:dev}"
-WORKER_IMAGE="${WORKER_IMAGE:-agentworker/agent-worker:dev}"
-EXAMPLE_IMAGE="${EXAMPLE_IMAGE:-agentworker/example-agent:dev}"
+MODE="${1:-build}"
+REGISTRY="${REGISTRY:-}"
+TAG="${TAG:-dev}"
+PREFIX="${REGISTRY:+${REGISTRY%/}/}agentworker"
+OPERATOR_IMAGE="${OPERATOR_IMAGE:-$PREFIX/agent-operator:$TAG}"
+WORKER_IMAGE="${WORKER_IMAGE:-$PREFIX/agent-worker:$TAG}"
+EXAMPLE_IMAGE="${EXAMPLE_IMAGE:-$PREFIX/example-agent:$TAG}"
 PULL="${PULL:-missing}"
 CA_BUNDLE="${CA_BUNDLE-${PIP_CERT:-${SSL_CERT_FILE:-}}}"
 
+case "$MODE" in
+  build | push) ;;
+  *) echo "images: usage: hack/images.sh [build|push]" >&2; exit 2 ;;
+esac
 pick_builder
+
+if [[ "$MODE" == push ]]; then
+  # No REGISTRY: the names have no host, and docker would take them for Docker Hub's.
+  [[ -n "$REGISTRY" ]] || {
+    echo "images: push needs REGISTRY=<registry host[/path]> (and TAG= as built)" >&2
+    exit 2
+  }
+  for image in "$OPERATOR_IMAGE" "$WORKER_IMAGE" "$EXAMPLE_IMAGE"; do
+    echo "images: $BUILDER push $image" >&2
+    "$BUILDER" push "$image"
+  done
+  exit 0
+fi
 
 flags=()
 if [[ -n "${BASE_IMAGE:-}" ]]; then
