@@ -3,13 +3,15 @@
 This module owns one pure decision, `decide(autoscaling, workers, current, history, now)`, with
 the Horizontal Pod Autoscaler's rules where they apply (the usage ratio with a 10 % tolerance,
 missing metrics assumed 0 when scaling up and full when scaling down, stabilization windows in
-which the lowest recommendation wins for scale-up and the highest for scale-down, step limits
-per period) and two of its own: warm headroom (`minAvailableWorkers` workers below their load
-threshold, so a new call always finds one; with a miss-rate target also the free slots
-`headroom` derives for it, which `Demand` brings) and a busy floor (WaitForIdle never goes
-below the workers that hold calls). Draining and terminating workers are occupied capacity,
-never available. It does no I/O, reads no clock and imports no kopf, kubernetes, aiohttp or
-prometheus_client; the history of recommendations and scale events is a value the caller keeps.
+which the lowest recommendation wins for scale-up and the highest for scale-down, the scaling
+policies and selectPolicy that `policies` computes) and two of its own: warm headroom (a
+number of workers below their load threshold, of free call slots, or a percentage of the
+serving workers kept available, so a new call always finds a worker; with a miss-rate target
+also the free slots `headroom` derives for it, which `Demand` brings) and a busy floor
+(WaitForIdle never goes below the workers that hold calls). Draining and terminating workers
+are occupied capacity, never available. It does no I/O, reads no clock and imports no kopf,
+kubernetes, aiohttp or prometheus_client; the history of recommendations and scale events is
+a value the caller keeps.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agentworker_operator import headroom, observation
+from agentworker_operator import headroom, observation, policies
 from agentworker_operator import spec as specs
 from agentworker_operator.observation import Worker, WorkerState
 
@@ -48,9 +50,14 @@ class History:
 
 
 def history_span_s(autoscaling: specs.Autoscaling) -> float:
-    """How long history entries matter: the longest window or period."""
+    """How long history entries matter: the longest window or policy period."""
     up, down = autoscaling.scale_up, autoscaling.scale_down
-    return max(up.stabilization_window_s, down.stabilization_window_s, up.period_s, down.period_s)
+    return max(
+        up.stabilization_window_s,
+        down.stabilization_window_s,
+        up.longest_period_s,
+        down.longest_period_s,
+    )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -161,7 +168,9 @@ def _by_load(counts: _Counts, target: float, current: int) -> int:
     pessimistic = total + counts.unknown
     if pessimistic / (measured * target) >= 1.0 - TOLERANCE:
         return keep
-    return math.ceil(pessimistic / target - 1e-9) + counts.starting
+    # never more than the no-change answer: with workers beyond the replicas (on their way
+    # out), the count could pass it, and a lower load then ask for more workers than this
+    return min(keep, math.ceil(pessimistic / target - 1e-9) + counts.starting)
 
 
 def _stabilize(
@@ -183,14 +192,22 @@ def _stabilize(
 def _rate_limit(
     autoscaling: specs.Autoscaling, wanted: int, current: int, history: History, now: float
 ) -> int:
-    """At most stepPods added (removed) per period, counting the scales already made in it."""
-    up, down = autoscaling.scale_up, autoscaling.scale_down
-    added = sum(d for t, d in history.scale_events if d > 0 and t > now - up.period_s)
-    removed = -sum(d for t, d in history.scale_events if d < 0 and t > now - down.period_s)
+    """The HPA's scaling policies: `wanted` within the limit of the direction's policies (the
+    one allowing the biggest change with selectPolicy Max, the smallest with Min), each from
+    the replicas at the start of its period. Disabled forbids the direction, but not the move
+    into [minReplicas, maxReplicas]."""
     if wanted > current:
-        return max(current, min(wanted, current - added + up.step_pods))
+        behavior = autoscaling.scale_up
+        if behavior.select_policy is specs.SelectPolicy.DISABLED:
+            return max(current, min(wanted, autoscaling.min_replicas))
+        limit = policies.up_limit(behavior, current, history.scale_events, now=now)
+        return max(current, min(wanted, limit))
     if wanted < current:
-        return min(current, max(wanted, current + removed - down.step_pods))
+        behavior = autoscaling.scale_down
+        if behavior.select_policy is specs.SelectPolicy.DISABLED:
+            return min(current, max(wanted, autoscaling.max_replicas))
+        limit = policies.down_limit(behavior, current, history.scale_events, now=now)
+        return min(current, max(wanted, limit))
     return current
 
 
@@ -239,9 +256,9 @@ def decide(
 
 
 def _headroom(autoscaling: specs.Autoscaling, counts: _Counts, demand: Demand) -> int:
-    """Workers the warm headroom asks for: the full ones plus minAvailableWorkers free, or, when
-    more, those that hold the free slots of a miss-rate target; none once a fleet allowed to
-    reach zero has been idle for scaleToZeroAfter."""
+    """Workers the warm headroom asks for (`_for_headroom`) or, when more, those that hold the
+    free slots of a miss-rate target; none once a fleet allowed to reach zero has been idle
+    for scaleToZeroAfter."""
     idle = not counts.busy_removable and not counts.full and not demand.waiting
     if (
         autoscaling.min_replicas == 0
@@ -249,25 +266,44 @@ def _headroom(autoscaling: specs.Autoscaling, counts: _Counts, demand: Demand) -
         and demand.idle_s >= autoscaling.scale_to_zero_after_s
     ):
         return 0
-    # an unknown worker may be full: cover it, but never by more than the warm headroom itself
-    # (every worker added while unreadable would be unknown too, and ask for one more)
-    unknown_cover = min(counts.unknown, autoscaling.min_available_workers)
-    warm = counts.full + unknown_cover + autoscaling.min_available_workers
-    if demand.warm is not None:  # the miss rate's slots; minAvailableWorkers stays the floor
-        warm = max(warm, _for_slots(counts, demand, demand.warm))
-    # with minReplicas 0 the last worker stays until then, minAvailableWorkers 0 or not
+    warm = _for_headroom(autoscaling.headroom, counts, demand)
+    if demand.warm is not None:  # the miss rate's slots; the headroom's amount stays the floor
+        target = demand.warm
+        warm = max(warm, _for_slots(counts, demand, target.free_slots, target.warm_workers))
+    # with minReplicas 0 the last worker stays until then, whatever the headroom
     return max(warm, 1) if autoscaling.min_replicas == 0 else warm
 
 
-def _for_slots(counts: _Counts, demand: Demand, target: headroom.WarmHeadroom) -> int:
-    """Serving workers that hold the free slots a miss-rate target asks for: the available
-    workers' free slots and those of the workers on their way count; each `slots per worker`
-    short asks for one more worker, each as many over lets one go (the load and the busy
-    floor say which). An unknown worker may be full: it holds no slot, but, as for
-    minAvailableWorkers, it covers no more than the warm workers asked for."""
+def _for_headroom(room: specs.Headroom, counts: _Counts, demand: Demand) -> int:
+    """Serving workers the headroom's amount asks for. Workers (and percent): the full ones
+    plus that many below their threshold, an unknown worker taken as full but covered no more
+    than the warm workers themselves (every worker added while unreadable would be unknown
+    too, and ask for one more). Slots: those that hold that many free slots (`_for_slots`)."""
+    if room.unit is specs.HeadroomUnit.SLOTS:
+        per_worker = max(1, demand.slots_per_worker)
+        return _for_slots(counts, demand, room.amount, -(-room.amount // per_worker))
+    warm = _warm_workers(room, counts)
+    return counts.full + min(counts.unknown, warm) + warm
+
+
+def _warm_workers(room: specs.Headroom, counts: _Counts) -> int:
+    """Workers kept below their threshold: the amount, or for percent P the fewest W with
+    W >= P % of (full + W), so that P % of the serving workers are available once they are
+    added: ceil(full * P / (100 - P))."""
+    if room.unit is specs.HeadroomUnit.PERCENT:
+        return -(-counts.full * room.amount // (100 - room.amount))
+    return room.amount
+
+
+def _for_slots(counts: _Counts, demand: Demand, free_slots: int, warm_workers: int) -> int:
+    """Serving workers that hold `free_slots` free slots: the available workers' free slots
+    and those of the workers on their way count; each `slots per worker` short asks for one
+    more worker, each as many over lets one go (the load and the busy floor say which). An
+    unknown worker may be full: it holds no slot, but, as for the warm workers, it covers no
+    more than `warm_workers` (those the slots need)."""
     per_worker = max(1, demand.slots_per_worker)
-    coming = counts.starting + counts.unknown - min(counts.unknown, target.warm_workers)
-    short = target.free_slots - demand.free_slots - coming * per_worker
+    coming = counts.starting + counts.unknown - min(counts.unknown, warm_workers)
+    short = free_slots - demand.free_slots - coming * per_worker
     return counts.serving + math.ceil(short / per_worker)
 
 
@@ -366,16 +402,23 @@ def _explain(
 
 
 def _warm_text(counts: _Counts, autoscaling: specs.Autoscaling, demand: Demand) -> str:
-    """The warm headroom as it stands, e.g. `2 of 1 warm workers available` or, with a
-    miss-rate target, `5 of 9 free slots for misses <= 0.1 %`."""
-    free = counts.available + counts.starting
-    workers = f"{free} of {autoscaling.min_available_workers} warm workers available"
-    target, least = demand.warm, autoscaling.min_available_workers
-    by_workers = counts.full + min(counts.unknown, least) + least
-    if target is None or _for_slots(counts, demand, target) <= by_workers:
-        return workers
+    """The warm headroom as it stands, e.g. `2 of 1 warm workers available`, `3 of 4 free
+    slots available` or, when a miss-rate target asks for more, `5 of 9 free slots for
+    misses <= 0.1 %`."""
+    room, target = autoscaling.headroom, demand.warm
     slots = demand.free_slots + counts.starting * max(1, demand.slots_per_worker)
-    return f"{slots} of {target.free_slots} free slots for misses <= {target.miss_rate * 100:.2g} %"
+    floor = _for_headroom(room, counts, demand)
+    if (
+        target is not None
+        and _for_slots(counts, demand, target.free_slots, target.warm_workers) > floor
+    ):
+        misses = f"misses <= {target.miss_rate * 100:.2g} %"
+        return f"{slots} of {target.free_slots} free slots for {misses}"
+    if room.unit is specs.HeadroomUnit.SLOTS:
+        return f"{slots} of {room.amount} free slots available"
+    free = counts.available + counts.starting
+    text = f"{free} of {_warm_workers(room, counts)} warm workers available"
+    return f"{text} ({room.amount} %)" if room.unit is specs.HeadroomUnit.PERCENT else text
 
 
 def _limit(
@@ -412,11 +455,27 @@ def _limit(
             message=f"{raw} workers would do, held at minReplicas {autoscaling.min_replicas}",
         )
     if limited != stable:
-        up = limited > current
+        up = stable > current
         return Limit(
             reason="ScaleUpLimit" if up else "ScaleDownLimit",
-            message=f"{stable} workers wanted; at most "
-            f"{(autoscaling.scale_up if up else autoscaling.scale_down).step_pods} "
-            f"{'added' if up else 'removed'} per period: {limited} now",
+            message=f"{stable} workers wanted, {limited} now: {_policy_text(autoscaling, up=up)}",
         )
     return None
+
+
+def _policy_text(autoscaling: specs.Autoscaling, *, up: bool) -> str:
+    """The direction's policies for a person, e.g. `scaleUp adds at most 4 workers per 15s
+    or 100 % per 15s, whichever adds more`."""
+    behavior = autoscaling.scale_up if up else autoscaling.scale_down
+    direction, verb = ("scaleUp", "adds") if up else ("scaleDown", "removes")
+    if behavior.select_policy is specs.SelectPolicy.DISABLED:
+        return f"{direction}.selectPolicy is Disabled"
+    each = " or ".join(
+        f"{p.value} {'workers' if p.type is specs.PolicyType.PODS else '%'} per {p.period_s:g}s"
+        for p in behavior.policies
+    )
+    text = f"{direction} {verb} at most {each}"
+    if len(behavior.policies) == 1:
+        return text
+    more = "more" if behavior.select_policy is specs.SelectPolicy.MAX else "less"
+    return f"{text}, whichever {verb} {more}"

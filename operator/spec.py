@@ -2,7 +2,8 @@
 
 This module owns the meaning of every spec field and its default (the CRD declares the same
 defaults; a unit test keeps the two in step); `podtemplate` owns what goes into the pod
-(spec.podTemplate and the worker container's extra spec.ports). It does no I/O and imports no
+(spec.podTemplate and the worker container's extra spec.ports), `policies` how fast the
+autoscaler moves and the warm headroom it keeps. It does no I/O and imports no
 kopf, kubernetes, aiohttp or prometheus_client. Bad input raises `InvalidSpecError` naming the
 field, the value and what would be right; any other exception escaping `parse_spec` is a bug.
 """
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TypeAlias
 
 from agentworker_operator import companion as companions
-from agentworker_operator import fields, headroom
+from agentworker_operator import fields, policies
 from agentworker_operator import podtemplate as podtemplates
 from agentworker_operator.fields import JSON as JSON
 from agentworker_operator.fields import InvalidSpecError as InvalidSpecError
@@ -25,6 +26,15 @@ from agentworker_operator.fields import parse_duration_s as parse_duration_s
 from agentworker_operator.podtemplate import PROTECTION_ANNOTATIONS as PROTECTION_ANNOTATIONS
 from agentworker_operator.podtemplate import ContainerPort as ContainerPort
 from agentworker_operator.podtemplate import PodTemplate as PodTemplate
+from agentworker_operator.policies import DEFAULT_SCALE_DOWN as DEFAULT_SCALE_DOWN
+from agentworker_operator.policies import DEFAULT_SCALE_UP as DEFAULT_SCALE_UP
+from agentworker_operator.policies import BusyWorkers as BusyWorkers
+from agentworker_operator.policies import Headroom as Headroom
+from agentworker_operator.policies import HeadroomUnit as HeadroomUnit
+from agentworker_operator.policies import PolicyType as PolicyType
+from agentworker_operator.policies import ScalingBehavior as ScalingBehavior
+from agentworker_operator.policies import ScalingPolicy as ScalingPolicy
+from agentworker_operator.policies import SelectPolicy as SelectPolicy
 
 _ENTRYPOINT = re.compile(
     r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*"
@@ -82,43 +92,6 @@ class Permissions:
     hidden: bool = False
 
 
-class BusyWorkers(enum.StrEnum):
-    """What a scale-down does when it would need to remove workers that hold calls."""
-
-    WAIT_FOR_IDLE = "WaitForIdle"
-    """Never go below the number of busy workers: wait until enough of them are idle."""
-    DRAIN = "Drain"
-    """Remove busy workers too (fewest calls first); they drain for up to drainTimeout."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ScalingBehavior:
-    """How fast the autoscaler may move in one direction."""
-
-    stabilization_window_s: float
-    """Seconds of recommendations considered before moving (the highest wins for scale-down)."""
-    step_pods: int
-    """At most this many pods added or removed per period."""
-    period_s: float
-    """Length of the period that step_pods applies to, in seconds."""
-    busy_workers: BusyWorkers = BusyWorkers.WAIT_FOR_IDLE
-    """Scale-down only: whether busy workers may be removed (they drain) or are waited for."""
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Headroom:
-    """Warm headroom from a target instead of a number of workers."""
-
-    miss_rate: float | None = None
-    """The fraction of calls that may find no free worker slot (0.001: 0.1 %); the operator
-    keeps the warm workers that the job starts it sees and its own measured reaction time ask
-    for, never fewer than minAvailableWorkers. None (the default): minAvailableWorkers alone."""
-
-
-DEFAULT_SCALE_UP = ScalingBehavior(stabilization_window_s=0.0, step_pods=4, period_s=15.0)
-DEFAULT_SCALE_DOWN = ScalingBehavior(stabilization_window_s=300.0, step_pods=1, period_s=60.0)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Autoscaling:
     """Load-aware autoscaling. When disabled or paused the autoscaler decides nothing and the
@@ -142,11 +115,9 @@ class Autoscaling:
     max_replicas: int = 10
     target_load: float = 0.5
     """Average worker load the autoscaler aims at, in [0, 1]."""
-    min_available_workers: int = 1
-    """Workers kept below their load threshold (warm headroom), so a new call finds one; with
-    a miss-rate target, the least warm headroom kept."""
-    headroom: Headroom = Headroom()
-    """Warm headroom from a miss-rate target (off by default)."""
+    headroom: Headroom = field(default_factory=Headroom)
+    """Warm headroom: 1 worker below its load threshold by default (minAvailableWorkers is
+    the old spelling of headroom.workers), optionally raised by a miss-rate target."""
     scale_to_zero_after_s: float = 300.0
     """With minReplicas 0: seconds without a call or a waiting dispatch before the headroom
     goes too and the fleet may reach zero (default 5m)."""
@@ -392,27 +363,6 @@ def _parse_permissions(perms: fields.FieldReader) -> Permissions:
     )
 
 
-def _parse_behavior(
-    behavior: fields.FieldReader, default: ScalingBehavior, *, down: bool = False
-) -> ScalingBehavior:
-    busy = BusyWorkers.WAIT_FOR_IDLE
-    if down:
-        busy = behavior.choice("busyWorkers", BusyWorkers, BusyWorkers.WAIT_FOR_IDLE)
-    elif behavior.get("busyWorkers") is not None:
-        raise InvalidSpecError(behavior.at("busyWorkers"), behavior.get("busyWorkers"), _UP_ONLY)
-    return ScalingBehavior(
-        stabilization_window_s=behavior.duration_s(
-            "stabilizationWindow", f"{int(default.stabilization_window_s)}s"
-        ),
-        step_pods=behavior.integer("stepPods", default.step_pods, low=1, high=1000),
-        period_s=behavior.duration_s("period", f"{int(default.period_s)}s"),
-        busy_workers=busy,
-    )
-
-
-_UP_ONLY = "is a scaleDown setting; scale-up adds workers and never removes one"
-
-
 def _parse_recovery(recovery: fields.FieldReader) -> Recovery:
     silence = recovery.duration_s(
         "silenceTimeout",
@@ -466,32 +416,15 @@ def _parse_autoscaling(scaling: fields.FieldReader, spec: fields.FieldReader) ->
         min_replicas=low,
         max_replicas=high,
         target_load=target,
-        min_available_workers=scaling.integer("minAvailableWorkers", 1, low=0, high=1000),
         scale_to_zero_after_s=scaling.duration_s("scaleToZeroAfter", "5m", high_s=86400),
-        headroom=_parse_headroom(scaling.child("headroom")),
-        scale_up=_parse_behavior(scaling.child("scaleUp"), DEFAULT_SCALE_UP),
-        scale_down=_parse_behavior(scaling.child("scaleDown"), DEFAULT_SCALE_DOWN, down=True),
+        headroom=policies.parse_headroom(scaling),
+        scale_up=policies.parse_behavior(
+            scaling.child("scaleUp"), DEFAULT_SCALE_UP, policies.SHORTHAND_UP
+        ),
+        scale_down=policies.parse_behavior(
+            scaling.child("scaleDown"), DEFAULT_SCALE_DOWN, policies.SHORTHAND_DOWN, down=True
+        ),
     )
-
-
-MAX_MISS_RATE = 0.5
-"""The largest miss-rate target accepted: a target that lets every other call find no worker
-is no headroom."""
-
-
-def _parse_headroom(target: fields.FieldReader) -> Headroom:
-    value = target.get("missRate")
-    if value is None:
-        return Headroom()
-    low, high = headroom.MIN_MISS_RATE, MAX_MISS_RATE
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise InvalidSpecError(
-            target.at("missRate"),
-            value,
-            f"is not a fraction of calls in [{low:g}, {high:g}] (0.001: at most 0.1 % of calls "
-            "find no worker)",
-        )
-    return Headroom(miss_rate=float(value))
 
 
 def _parse_env(spec: fields.FieldReader) -> tuple[Mapping[str, JSON], ...]:

@@ -71,6 +71,9 @@ def test_cross_field_rules_are_cel() -> None:
     assert any("targetLoad <= self.loadThreshold" in rule for rule in rules)
     assert any("has(self.maxUnavailable) && has(self.minAvailable)" in rule for rule in rules)
     assert any("self.dnsPolicy != 'None'" in rule for rule in rules)
+    assert any("!has(self.policies) || (!has(self.stepPods)" in rule for rule in rules)
+    assert any("has(self.minAvailableWorkers)" in rule for rule in rules)
+    assert any("(has(self.workers) ? 1 : 0) + (has(self.slots) ? 1 : 0)" in rule for rule in rules)
 
 
 def _rules(schema: dict[str, Any]) -> str:
@@ -98,6 +101,22 @@ def test_the_disruption_budget_has_no_default_limit_so_either_may_be_set() -> No
     assert "default" not in budget["maxUnavailable"]
     assert "default" not in budget["minAvailable"]
     assert budget["enabled"]["default"] is True
+
+
+def test_the_old_spellings_have_no_default_so_their_successors_may_be_set() -> None:
+    # a default stepPods, period or minAvailableWorkers would be stored beside a user's
+    # policies or headroom amount, and refused
+    autoscaling = SPEC["properties"]["autoscaling"]["properties"]
+    assert "default" not in autoscaling["minAvailableWorkers"]
+    for direction in ("scaleUp", "scaleDown"):
+        behavior = autoscaling[direction]["properties"]
+        assert "default" not in behavior["stepPods"]
+        assert "default" not in behavior["period"]
+        assert "default" not in behavior["policies"]
+        assert behavior["selectPolicy"]["enum"] == ["Max", "Min", "Disabled"]
+        policy = behavior["policies"]["items"]
+        assert policy["properties"]["type"]["enum"] == ["Pods", "Percent"]
+        assert policy["required"] == ["type", "value", "periodSeconds"]
 
 
 @pytest.mark.parametrize(

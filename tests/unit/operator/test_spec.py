@@ -138,6 +138,44 @@ POD_TEMPLATE_ERRORS: list[tuple[str, object, str]] = [
     ("dnsConfig", ["8.8.8.8"], 'spec.podTemplate.dnsConfig: ["8.8.8.8"] is not an object'),
 ]  # fmt: skip
 
+PODS_4 = {"type": "Pods", "value": 4, "periodSeconds": 15}
+SCALING_ERRORS: list[tuple[str, object, str]] = [
+    ("scaleUp", {"stepPods": 4, "policies": [PODS_4]},
+     "spec.autoscaling.scaleUp.stepPods: 4 is the shorthand for one Pods policy and cannot stand "
+     "beside policies; set one (an AgentWorker created before policies existed holds stepPods "
+     "and period from the CRD's former defaults: remove both)"),
+    ("scaleDown", {"period": "60s", "policies": [PODS_4]},
+     'spec.autoscaling.scaleDown.period: "60s" is the shorthand for one Pods policy'),
+    ("scaleUp.policies", [], "spec.autoscaling.scaleUp.policies: [] is not a list of 1 to 10 "
+     "policies (selectPolicy Disabled stops this direction)"),
+    ("scaleUp.policies", [PODS_4] * 11, "spec.autoscaling.scaleUp.policies: [{"),
+    ("scaleUp.policies", "Pods", 'spec.autoscaling.scaleUp.policies: "Pods" is not a list'),
+    ("scaleUp.policies", ["Pods"], 'spec.autoscaling.scaleUp.policies[0]: "Pods" is not an object'),
+    ("scaleUp.policies", [{"type": "Pods", "value": 4}],
+     "spec.autoscaling.scaleUp.policies[0].periodSeconds: null is not set but is required"),
+    ("scaleUp.policies", [PODS_4, {"value": 4, "periodSeconds": 15}],
+     "spec.autoscaling.scaleUp.policies[1].type: null is not set but is required"),
+    ("scaleUp.policies", [{**PODS_4, "type": "Replicas"}],
+     'spec.autoscaling.scaleUp.policies[0].type: "Replicas" is not one of Pods, Percent'),
+    ("scaleUp.policies", [{**PODS_4, "value": 0}],
+     "spec.autoscaling.scaleUp.policies[0].value: 0 is not an integer in [1, 1000]"),
+    ("scaleUp.policies", [{**PODS_4, "periodSeconds": 3600}],
+     "spec.autoscaling.scaleUp.policies[0].periodSeconds: 3600 is not an integer in [1, 1800]"),
+    ("scaleUp.policies", [{**PODS_4, "periodSeconds": "15s"}],
+     'spec.autoscaling.scaleUp.policies[0].periodSeconds: "15s" is not an integer'),
+    ("scaleDown.policies", [{"type": "Percent", "value": 150, "periodSeconds": 60}],
+     "spec.autoscaling.scaleDown.policies[0].value: 150 is not an integer in [1, 100]"),
+    ("scaleUp.selectPolicy", "Largest",
+     'spec.autoscaling.scaleUp.selectPolicy: "Largest" is not one of Max, Min, Disabled'),
+    ("headroom", {"workers": 1, "percent": 20},
+     'spec.autoscaling.headroom: {"percent": 20, "workers": 1} sets more than one of workers, '
+     "slots and percent; set one"),
+    ("headroom.percent", 100,
+     "spec.autoscaling.headroom.percent: 100 is not an integer in [0, 99]"),
+    ("headroom.slots", -1, "spec.autoscaling.headroom.slots: -1 is not an integer in [0, 10000]"),
+    ("headroom.workers", 1.5, "spec.autoscaling.headroom.workers: 1.5 is not an integer"),
+]  # fmt: skip
+
 ERRORS = [
     ("drainTimeout", "ten", 'spec.drainTimeout: "ten" is not a duration like 30m'),
     ("drainTimeout", "25h", 'spec.drainTimeout: "25h" is longer than 86400s'),
@@ -179,6 +217,7 @@ ERRORS = [
     ("autoscaling.headroom.missRate", "0.1%", 'spec.autoscaling.headroom.missRate: "0.1%" is not'),
     ("autoscaling.headroom.missRate", True, "spec.autoscaling.headroom.missRate: true is not"),
     ("autoscaling.headroom", 0.001, "spec.autoscaling.headroom: 0.001 is not an object"),
+    *[(f"autoscaling.{key}", value, message) for key, value, message in SCALING_ERRORS],
     *[(f"podTemplate.{key}", value, message) for key, value, message in POD_TEMPLATE_ERRORS],
     ("ports", [{"containerPort": 8081}], "spec.ports[0].containerPort: 8081 is the worker's own"),
     ("ports", [{"containerPort": 9000, "name": "http"}],
@@ -367,8 +406,10 @@ def test_warm_headroom_has_no_miss_rate_target_by_default() -> None:
 @pytest.mark.parametrize("rate", [0.001, 1e-9, 0.5, 0.05], ids=repr)
 def test_a_miss_rate_target_is_read_as_a_fraction_of_calls(rate: float) -> None:
     parsed = specs.parse_spec(with_("autoscaling", {"headroom": {"missRate": rate}}))
-    assert parsed.autoscaling.headroom == specs.Headroom(miss_rate=rate)
-    assert parsed.autoscaling.min_available_workers == 1  # still the floor
+    # one worker below its threshold stays the floor
+    assert parsed.autoscaling.headroom == specs.Headroom(
+        unit=specs.HeadroomUnit.WORKERS, amount=1, miss_rate=rate
+    )
 
 
 def test_extra_ports_are_parsed_tcp_unless_said() -> None:
@@ -435,3 +476,121 @@ def test_the_disruption_budget_is_parsed(
     budget: dict[str, object], expected: specs.DisruptionBudget
 ) -> None:
     assert specs.parse_spec(with_("disruptionBudget", budget)).disruption_budget == expected
+
+
+# -- scaling policies and warm headroom ----------------------------------------------------------
+
+
+def autoscaling(raw: dict[str, Any]) -> specs.Autoscaling:
+    return specs.parse_spec(with_("autoscaling", raw)).autoscaling
+
+
+def pods(value: int, period_s: float) -> specs.ScalingPolicy:
+    return specs.ScalingPolicy(type=specs.PolicyType.PODS, value=value, period_s=period_s)
+
+
+def percent(value: int, period_s: float) -> specs.ScalingPolicy:
+    return specs.ScalingPolicy(type=specs.PolicyType.PERCENT, value=value, period_s=period_s)
+
+
+def test_scale_up_defaults_to_the_hpas_four_workers_or_doubling_per_15_s() -> None:
+    up = specs.parse_spec(MINIMAL).autoscaling.scale_up
+    assert up.policies == (pods(4, 15.0), percent(100, 15.0))
+    assert (up.select_policy, up.stabilization_window_s) == (specs.SelectPolicy.MAX, 0.0)
+
+
+def test_scale_down_keeps_one_worker_per_minute_by_default() -> None:
+    down = specs.parse_spec(MINIMAL).autoscaling.scale_down
+    assert down.policies == (pods(1, 60.0),)
+    assert (down.select_policy, down.stabilization_window_s) == (specs.SelectPolicy.MAX, 300.0)
+
+
+@pytest.mark.parametrize(
+    ("direction", "raw", "policy"),
+    [
+        pytest.param("scaleUp", {"stepPods": 2}, pods(2, 15.0), id="up-step-only"),
+        pytest.param("scaleUp", {"period": "1m"}, pods(4, 60.0), id="up-period-only"),
+        pytest.param("scaleUp", {"stepPods": 4, "period": "15s"}, pods(4, 15.0), id="up-both"),
+        pytest.param("scaleDown", {"stepPods": 3}, pods(3, 60.0), id="down-step-only"),
+        pytest.param("scaleDown", {"period": "250ms"}, pods(1, 0.25), id="down-period-only"),
+    ],
+)
+def test_step_pods_per_period_is_the_shorthand_for_one_pods_policy(
+    direction: str, raw: dict[str, Any], policy: specs.ScalingPolicy
+) -> None:
+    parsed = autoscaling({direction: raw})
+    behavior = parsed.scale_up if direction == "scaleUp" else parsed.scale_down
+    assert behavior.policies == (policy,)
+
+
+def test_an_agentworker_stored_with_the_former_crd_defaults_scales_as_before() -> None:
+    # the CRD used to default stepPods, period and minAvailableWorkers: the API server wrote
+    # them into every object it stored
+    stored = {
+        "minAvailableWorkers": 1,
+        "scaleUp": {"stabilizationWindow": "0s", "stepPods": 4, "period": "15s"},
+        "scaleDown": {"stabilizationWindow": "5m", "stepPods": 1, "period": "60s"},
+    }
+    parsed = autoscaling(stored)
+    assert parsed.scale_up.policies == (pods(4, 15.0),)  # not the new default's doubling
+    assert parsed.scale_down == specs.DEFAULT_SCALE_DOWN
+    assert parsed.headroom == specs.Headroom()
+
+
+def test_policies_and_select_policy_are_read_as_the_hpa_writes_them() -> None:
+    parsed = autoscaling(
+        {
+            "scaleUp": {
+                "policies": [
+                    {"type": "Percent", "value": 50, "periodSeconds": 30},
+                    {"type": "Pods", "value": 2, "periodSeconds": 60},
+                ],
+                "selectPolicy": "Min",
+            },
+            "scaleDown": {"selectPolicy": "Disabled", "busyWorkers": "Drain"},
+        }
+    )
+    assert parsed.scale_up.policies == (percent(50, 30.0), pods(2, 60.0))
+    assert parsed.scale_up.select_policy is specs.SelectPolicy.MIN
+    assert parsed.scale_down.policies == specs.DEFAULT_SCALE_DOWN.policies
+    assert parsed.scale_down.select_policy is specs.SelectPolicy.DISABLED
+
+
+def test_a_scale_down_percent_policy_may_remove_every_worker() -> None:
+    raw = {"scaleDown": {"policies": [{"type": "Percent", "value": 100, "periodSeconds": 15}]}}
+    assert autoscaling(raw).scale_down.policies == (percent(100, 15.0),)
+
+
+def test_warm_headroom_is_one_worker_by_default() -> None:
+    assert specs.parse_spec(MINIMAL).autoscaling.headroom == specs.Headroom(
+        unit=specs.HeadroomUnit.WORKERS, amount=1, miss_rate=None
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "unit", "amount"),
+    [
+        pytest.param({"minAvailableWorkers": 3}, "workers", 3, id="old-spelling"),
+        pytest.param({"headroom": {"workers": 3}}, "workers", 3, id="workers"),
+        pytest.param({"headroom": {"workers": 0}}, "workers", 0, id="no-headroom"),
+        pytest.param({"headroom": {"slots": 8}}, "slots", 8, id="slots"),
+        pytest.param({"headroom": {"percent": 20}}, "percent", 20, id="percent"),
+        pytest.param({"headroom": {"percent": 99, "missRate": 0.01}}, "percent", 99, id="rate"),
+    ],
+)
+def test_warm_headroom_is_a_count_of_workers_slots_or_a_percentage(
+    raw: dict[str, Any], unit: str, amount: int
+) -> None:
+    room = autoscaling(raw).headroom
+    assert (room.unit, room.amount) == (specs.HeadroomUnit(unit), amount)
+
+
+@pytest.mark.parametrize("unit", ["workers", "slots", "percent"])
+def test_min_available_workers_beside_a_headroom_amount_is_refused(unit: str) -> None:
+    with pytest.raises(specs.InvalidSpecError) as caught:
+        autoscaling({"minAvailableWorkers": 1, "headroom": {unit: 2}})
+    assert caught.value.path == "spec.autoscaling.minAvailableWorkers"
+    assert str(caught.value).startswith(
+        "spec.autoscaling.minAvailableWorkers: 1 is the old spelling of headroom.workers and "
+        f"cannot stand beside headroom.{unit}; set one"
+    )

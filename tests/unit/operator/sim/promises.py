@@ -168,7 +168,7 @@ class Promises:
             or w.faults.unanswered  # the workers do not answer the guard's re-issues either
         )
         blocked = self._blocked()
-        period_over = w.now - self.last_up >= specs.DEFAULT_SCALE_UP.period_s
+        period_over = w.now - self.last_up >= specs.DEFAULT_SCALE_UP.longest_period_s
         growable = can_act and not blocked and period_over and w.replicas < schedule.max_replicas
         spare = sum(_spare(w, p) for p in w.live_pods())
         older = 0
