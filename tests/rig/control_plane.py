@@ -61,9 +61,17 @@ class Binaries:
     kubectl: Path
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port no socket holds on any address (LiveKit binds its RTC ports on every interface,
+    and ICE gathering holds ephemeral UDP ports on each): a dual-stack bind on :: is refused
+    for a port held on any address, where one on 127.0.0.1 is not."""
+    if socket.has_dualstack_ipv6():
+        with socket.socket(socket.AF_INET6, kind) as sock:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind(("::", 0))
+            return int(sock.getsockname()[1])
+    with socket.socket(socket.AF_INET, kind) as sock:
+        sock.bind(("0.0.0.0", 0))
         return int(sock.getsockname()[1])
 
 
@@ -582,7 +590,7 @@ def up() -> None:
     down(quiet=True)
     RIG_DIR.mkdir(exist_ok=True)
     state = {
-        name: free_port()
+        name: free_port(socket.SOCK_DGRAM if name == "livekit_udp" else socket.SOCK_STREAM)
         for name in (
             "etcd",
             "etcd_peer",

@@ -65,8 +65,17 @@ def process_ended(process: psutil.Process) -> bool:
 
 
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port no socket holds on any address. livekit-server binds its RTC ports on every
+    interface (this machine has fd00::2 too), and ICE gathering holds ephemeral UDP ports on
+    each: a port merely free on 127.0.0.1 made a dedicated server fail with "address already
+    in use" in CI. A dual-stack bind on :: is refused for a port held on any address."""
+    if socket.has_dualstack_ipv6():
+        with socket.socket(socket.AF_INET6, kind) as s:
+            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            s.bind(("::", 0))
+            return int(s.getsockname()[1])
     with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind(("0.0.0.0", 0))
         return int(s.getsockname()[1])
 
 
@@ -333,6 +342,19 @@ class DedicatedLiveKit:
         self._starts = 0
 
     def start(self) -> None:
+        """Start it and wait until it listens. A port taken by another process between its
+        choice and the bind (the server exits at once, saying so) gets new RTC ports and one
+        more try; the signalling port stays, since workers and tests hold its URL."""
+        for attempt in range(3):
+            if self._start_once():
+                return
+            log = (self._dir / f"livekit-{self._starts}.log").read_text(errors="replace")
+            if "address already in use" not in log or attempt == 2:
+                break
+            self._new_rtc_ports()
+        raise RuntimeError(f"livekit-server did not start; see {self._dir}")
+
+    def _start_once(self) -> bool:
         self._starts += 1
         with (self._dir / f"livekit-{self._starts}.log").open("wb") as log:
             self._popen = subprocess.Popen(
@@ -347,10 +369,20 @@ class DedicatedLiveKit:
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self._port), 0.5),
             ):
-                return
+                return True
             if time.monotonic() > deadline or self._popen.poll() is not None:
-                raise RuntimeError(f"livekit-server did not start; see {self._dir}")
+                self.stop()
+                return False
             time.sleep(POLL_S)
+
+    def _new_rtc_ports(self) -> None:
+        lines = self._config.read_text().splitlines()
+        for i, line in enumerate(lines):
+            if line.startswith("  tcp_port: "):
+                lines[i] = f"  tcp_port: {free_port()}"
+            elif line.startswith("  udp_port: "):
+                lines[i] = f"  udp_port: {free_port(socket.SOCK_DGRAM)}"
+        self._config.write_text("\n".join(lines) + "\n")
 
     def stop(self) -> None:
         if self._popen is not None and self._popen.poll() is None:
