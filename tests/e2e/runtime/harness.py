@@ -28,6 +28,9 @@ import aiohttp
 import psutil
 from livekit import api
 
+# free_port is re-exported: the tests take it from here
+from tests.rig.control_plane import free_port as free_port
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 AGENT_WORKER = Path(sys.executable).with_name("agent-worker")
 POLL_S = 0.1
@@ -62,21 +65,6 @@ def process_ended(process: psutil.Process) -> bool:
         return process.status() == psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return True
-
-
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A port no socket holds on any address. livekit-server binds its RTC ports on every
-    interface (this machine has fd00::2 too), and ICE gathering holds ephemeral UDP ports on
-    each: a port merely free on 127.0.0.1 made a dedicated server fail with "address already
-    in use" in CI. A dual-stack bind on :: is refused for a port held on any address."""
-    if socket.has_dualstack_ipv6():
-        with socket.socket(socket.AF_INET6, kind) as s:
-            s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            s.bind(("::", 0))
-            return int(s.getsockname()[1])
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True, slots=True)
